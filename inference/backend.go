@@ -1,0 +1,55 @@
+package inference
+
+import "context"
+
+// Request is one generation as a backend sees it. It carries parameters and
+// transient inputs only; nothing in it identifies who asked (promise X1).
+type Request struct {
+	Prompt         string
+	NegativePrompt string
+	Width, Height  int
+	Seed           uint64
+	Steps          int
+	Guidance       float32
+	Style          string
+	// Reference is the encoded reference image for image-to-image, or nil.
+	// Backends must not keep it after Generate returns (promise C2).
+	Reference []byte
+	// Strength is how far an image-to-image output moves from the
+	// reference, in [0, 1].
+	Strength float32
+}
+
+// Result is a finished image.
+type Result struct {
+	Image       []byte
+	ContentType string
+	Width       int
+	Height      int
+}
+
+// ModelInfo describes a backend to clients.
+type ModelInfo struct {
+	Name    string
+	Version string
+	// Kind is "procedural" or "neural"; listings must show it.
+	Kind            string
+	Description     string
+	Styles          []string
+	Sizes           []int
+	SupportsEdits   bool
+	CaseInsensitive bool
+}
+
+// ProgressFunc receives progress in [0, 1] while a backend works. It may be
+// nil.
+type ProgressFunc func(fraction float32, stage string)
+
+// Backend renders images. Implementations must be safe for concurrent use,
+// must honour ctx cancellation, and must return errors wrapping
+// ErrInvalidArgument for requests they cannot serve (unknown style, size or
+// an undecodable reference).
+type Backend interface {
+	Info() ModelInfo
+	Generate(ctx context.Context, req Request, progress ProgressFunc) (Result, error)
+}

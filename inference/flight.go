@@ -1,0 +1,108 @@
+package inference
+
+import (
+	"crypto/sha256"
+	"fmt"
+	"math"
+	"sync"
+)
+
+// progressSteps is how finely progress is reported: a generation announces
+// at most progressSteps+1 fractions, however often its backend reports.
+const progressSteps = 20
+
+// flightKey identifies identical requests: SHA-256 of the deterministic
+// protobuf encoding of the normalized request.
+type flightKey [sha256.Size]byte
+
+// flightGroup coalesces identical generations in flight, like
+// golang.org/x/sync/singleflight, with two differences the server needs:
+// waiters can follow the shared generation's progress, and each waiter
+// selects on the flight's done channel with its own context, so leaving
+// early never disturbs the others.
+type flightGroup struct {
+	mu      sync.Mutex
+	flights map[flightKey]*flight
+	// joined, when set (tests only), runs each time a request joins a
+	// flight already in progress.
+	joined func()
+}
+
+// flight is one shared generation.
+type flight struct {
+	done chan struct{} // closed once res and err are final
+	res  Result
+	err  error
+
+	mu       sync.Mutex
+	step     int // progress step last announced, -1 before any
+	fraction float32
+	stage    string
+	changed  chan struct{} // closed and replaced on every announcement
+}
+
+// do returns the flight in progress for key, or starts one running work in
+// a new goroutine. joined reports whether the flight already existed.
+// work receives the flight's progress reporter.
+func (g *flightGroup) do(key flightKey, work func(progress ProgressFunc) (Result, error)) (f *flight, joined bool) {
+	g.mu.Lock()
+	if f, ok := g.flights[key]; ok {
+		hook := g.joined
+		g.mu.Unlock()
+		if hook != nil {
+			hook()
+		}
+		return f, true
+	}
+	f = &flight{done: make(chan struct{}), step: -1, changed: make(chan struct{})}
+	if g.flights == nil {
+		g.flights = make(map[flightKey]*flight)
+	}
+	g.flights[key] = f
+	g.mu.Unlock()
+
+	go func() {
+		defer func() {
+			if r := recover(); r != nil {
+				f.res, f.err = Result{}, fmt.Errorf("inference: backend panicked: %v", r)
+			}
+			// Forget the flight before announcing it: a request arriving
+			// after this point starts a fresh generation rather than
+			// receiving a result that may be an error.
+			g.mu.Lock()
+			delete(g.flights, key)
+			g.mu.Unlock()
+			close(f.done)
+		}()
+		f.res, f.err = work(f.report)
+	}()
+	return f, false
+}
+
+// report is the flight's ProgressFunc. It keeps progress monotonic and
+// announces only when the fraction crosses into a new step, so a backend
+// reporting every few milliseconds costs waiters at most progressSteps+1
+// events.
+func (f *flight) report(fraction float32, stage string) {
+	if math.IsNaN(float64(fraction)) {
+		return
+	}
+	fraction = min(max(fraction, 0), 1)
+	step := int(fraction * progressSteps)
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if step <= f.step {
+		return
+	}
+	f.step, f.fraction, f.stage = step, fraction, stage
+	close(f.changed)
+	f.changed = make(chan struct{})
+}
+
+// progress returns the latest announcement (step -1 before the first) and a
+// channel closed at the next one.
+func (f *flight) progress() (step int, fraction float32, stage string, changed <-chan struct{}) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.step, f.fraction, f.stage, f.changed
+}

@@ -1,0 +1,378 @@
+package inference
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"net/http"
+	"runtime"
+	"runtime/debug"
+	"time"
+
+	"connectrpc.com/connect"
+	"connectrpc.com/grpchealth"
+	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/protobuf/proto"
+
+	inferencev1 "github.com/imagegate/imagegate/internal/gen/imagegate/inference/v1"
+	"github.com/imagegate/imagegate/internal/gen/imagegate/inference/v1/inferencev1connect"
+)
+
+// Server defaults.
+const (
+	DefaultGenerateTimeout = 2 * time.Minute
+)
+
+// ServerConfig configures a Server. The zero value is usable: no token,
+// 2×GOMAXPROCS concurrent generations, two minutes per generation.
+type ServerConfig struct {
+	// Token, when set, must arrive as "Authorization: Bearer <Token>" on
+	// every request, health checks included.
+	Token string
+	// MaxConcurrent bounds backend generations running at once; requests
+	// beyond it wait their turn. Zero means 2×GOMAXPROCS.
+	MaxConcurrent int
+	// GenerateTimeout bounds one generation, time waiting for a slot
+	// included. It is the generation's own deadline, independent of any
+	// caller's: coalesced callers share it. Zero means two minutes.
+	GenerateTimeout time.Duration
+}
+
+// Validate reports every problem with the configuration at once.
+func (c ServerConfig) Validate() error {
+	var errs []error
+	if c.MaxConcurrent < 0 {
+		errs = append(errs, fmt.Errorf("inference: MaxConcurrent %d is negative", c.MaxConcurrent))
+	}
+	if c.GenerateTimeout < 0 {
+		errs = append(errs, fmt.Errorf("inference: GenerateTimeout %v is negative", c.GenerateTimeout))
+	}
+	if err := validateToken(c.Token); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+func (c ServerConfig) withDefaults() ServerConfig {
+	if c.MaxConcurrent == 0 {
+		c.MaxConcurrent = 2 * runtime.GOMAXPROCS(0)
+	}
+	if c.GenerateTimeout == 0 {
+		c.GenerateTimeout = DefaultGenerateTimeout
+	}
+	return c
+}
+
+// Server serves backends as the Connect service
+// imagegate.inference.v1.InferenceService.
+type Server struct {
+	cfg      ServerConfig
+	logger   *slog.Logger
+	backends []Backend
+	models   []ModelInfo    // models[i] describes backends[i]; index 0 is the default
+	byName   map[string]int // index by model name
+	sem      chan struct{}
+	flights  flightGroup
+	metrics  serverMetrics
+	handler  http.Handler
+	// queued, when set (tests only), runs when a generation has to wait
+	// for a free slot.
+	queued func()
+}
+
+// NewServer returns a server for backends; the first one serves requests
+// that name no model. Backend names (Info().Name) must be unique and
+// non-empty. Metrics are registered on reg unless it is nil.
+func NewServer(cfg ServerConfig, backends []Backend, reg prometheus.Registerer, logger *slog.Logger) (*Server, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if len(backends) == 0 {
+		return nil, errors.New("inference: no backends")
+	}
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	cfg = cfg.withDefaults()
+	s := &Server{
+		cfg:      cfg,
+		logger:   logger,
+		byName:   make(map[string]int, len(backends)),
+		sem:      make(chan struct{}, cfg.MaxConcurrent),
+	}
+	for i, b := range backends {
+		if b == nil {
+			return nil, fmt.Errorf("inference: backend %d is nil", i)
+		}
+		info := b.Info()
+		if info.Name == "" {
+			return nil, fmt.Errorf("inference: backend %d has no name", i)
+		}
+		if _, dup := s.byName[info.Name]; dup {
+			return nil, fmt.Errorf("inference: two backends named %q", info.Name)
+		}
+		s.byName[info.Name] = i
+		s.backends = append(s.backends, b)
+		s.models = append(s.models, info)
+	}
+	s.metrics = newServerMetrics(s.models)
+	if reg != nil {
+		if err := s.metrics.register(reg); err != nil {
+			return nil, err
+		}
+	}
+
+	// Image bytes are PNGs already: never compress responses, whatever the
+	// client accepts. Compressed requests are still understood.
+	opts := []connect.HandlerOption{
+		connect.WithCompressMinBytes(math.MaxInt),
+		connect.WithReadMaxBytes(maxRequestBytes),
+	}
+	mux := http.NewServeMux()
+	mux.Handle(inferencev1connect.NewInferenceServiceHandler(service{s}, opts...))
+	mux.Handle(grpchealth.NewHandler(grpchealth.NewStaticChecker(inferencev1connect.InferenceServiceName), opts...))
+	s.handler = mux
+	if cfg.Token != "" {
+		s.handler = requireBearer(cfg.Token, mux)
+	}
+	return s, nil
+}
+
+// Handler returns the HTTP handler serving the inference service and gRPC
+// health checks, and nothing else. Serve it over HTTP/2 (TLS, or h2c on a
+// private network) so streams and concurrent calls share connections.
+func (s *Server) Handler() http.Handler { return s.handler }
+
+// service implements the generated handler interface, keeping its methods
+// out of Server's API.
+type service struct{ s *Server }
+
+func (h service) Generate(ctx context.Context, req *connect.Request[inferencev1.GenerateRequest]) (*connect.Response[inferencev1.GenerateResponse], error) {
+	f, info, err := h.s.start(ctx, req.Msg)
+	if err != nil {
+		return nil, h.s.fail(info.Name, err)
+	}
+	select {
+	case <-ctx.Done():
+		return nil, h.s.fail(info.Name, ctx.Err())
+	case <-f.done:
+	}
+	if f.err != nil {
+		return nil, h.s.fail(info.Name, f.err)
+	}
+	return connect.NewResponse(resultToProto(f.res, info, req.Msg.GetSeed())), nil
+}
+
+func (h service) GenerateStream(ctx context.Context, req *connect.Request[inferencev1.GenerateRequest], stream *connect.ServerStream[inferencev1.GenerateStreamResponse]) error {
+	f, info, err := h.s.start(ctx, req.Msg)
+	if err != nil {
+		return h.s.fail(info.Name, err)
+	}
+	sent := -1
+	for {
+		step, fraction, stage, changed := f.progress()
+		if step > sent {
+			sent = step
+			err := stream.Send(&inferencev1.GenerateStreamResponse{
+				Event: &inferencev1.GenerateStreamResponse_Progress{
+					Progress: &inferencev1.Progress{Fraction: fraction, Stage: stage},
+				},
+			})
+			if err != nil {
+				return h.s.fail(info.Name, err)
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return h.s.fail(info.Name, ctx.Err())
+		case <-f.done:
+			if f.err != nil {
+				return h.s.fail(info.Name, f.err)
+			}
+			return stream.Send(&inferencev1.GenerateStreamResponse{
+				Event: &inferencev1.GenerateStreamResponse_Result{
+					Result: resultToProto(f.res, info, req.Msg.GetSeed()),
+				},
+			})
+		case <-changed:
+		}
+	}
+}
+
+func (h service) ListModels(context.Context, *connect.Request[inferencev1.ListModelsRequest]) (*connect.Response[inferencev1.ListModelsResponse], error) {
+	res := &inferencev1.ListModelsResponse{}
+	for _, info := range h.s.models {
+		res.Models = append(res.Models, modelToProto(info))
+	}
+	return connect.NewResponse(res), nil
+}
+
+// start validates msg, resolves its backend and joins the identical
+// generation in flight or starts one. The returned info names the backend
+// once resolved, for metrics and the response. A generation started here
+// keeps ctx's values but not its cancellation.
+func (s *Server) start(ctx context.Context, msg *inferencev1.GenerateRequest) (*flight, ModelInfo, error) {
+	info, b, ok := s.backend(msg.GetModel())
+	if !ok {
+		return nil, ModelInfo{}, connect.NewError(connect.CodeNotFound, fmt.Errorf("unknown model %q", msg.GetModel()))
+	}
+	if err := validateRequest(msg); err != nil {
+		return nil, info, err
+	}
+	// Normalize before hashing so spelled-out defaults coalesce with
+	// omitted ones. The message is this call's own, so editing it is safe.
+	msg.Model = info.Name
+	if msg.OutputFormat == "" {
+		msg.OutputFormat = "png"
+	}
+	key, err := requestKey(msg)
+	if err != nil {
+		return nil, info, err
+	}
+	req := requestFromProto(msg)
+	f, joined := s.flights.do(key, func(progress ProgressFunc) (Result, error) {
+		return s.run(context.WithoutCancel(ctx), b, info.Name, req, progress)
+	})
+	if joined {
+		s.metrics.coalesced.WithLabelValues(info.Name).Inc()
+	}
+	return f, info, nil
+}
+
+// requestKey hashes the deterministic encoding of a normalized request.
+func requestKey(msg *inferencev1.GenerateRequest) (flightKey, error) {
+	data, err := proto.MarshalOptions{Deterministic: true}.Marshal(msg)
+	if err != nil {
+		return flightKey{}, fmt.Errorf("inference: encode request: %w", err)
+	}
+	return sha256.Sum256(data), nil
+}
+
+// backend resolves a model name; empty means the default.
+func (s *Server) backend(model string) (ModelInfo, Backend, bool) {
+	i, ok := 0, true
+	if model != "" {
+		i, ok = s.byName[model]
+	}
+	if !ok {
+		return ModelInfo{}, nil, false
+	}
+	return s.models[i], s.backends[i], true
+}
+
+// run is one shared generation. detached carries no caller's cancellation;
+// the generation timeout is its only deadline.
+func (s *Server) run(detached context.Context, b Backend, model string, req Request, progress ProgressFunc) (res Result, err error) {
+	ctx, cancel := context.WithTimeout(detached, s.cfg.GenerateTimeout)
+	defer cancel()
+	select {
+	case s.sem <- struct{}{}:
+	default:
+		if s.queued != nil {
+			s.queued()
+		}
+		select {
+		case s.sem <- struct{}{}:
+		case <-ctx.Done():
+			return Result{}, fmt.Errorf("inference: waiting for a generation slot: %w", ctx.Err())
+		}
+	}
+	defer func() { <-s.sem }()
+
+	s.metrics.inFlight.Inc()
+	defer s.metrics.inFlight.Dec()
+	s.metrics.generations.WithLabelValues(model).Inc()
+	began := time.Now()
+	defer func() {
+		if r := recover(); r != nil {
+			s.logger.Error("backend panicked", "model", model, "panic", r, "stack", string(debug.Stack()))
+			res, err = Result{}, fmt.Errorf("inference: backend %s panicked", model)
+		}
+		s.metrics.duration.WithLabelValues(model).Observe(time.Since(began).Seconds())
+		if err != nil && !errors.Is(err, ErrInvalidArgument) {
+			// Logged once per generation, not per waiter. Never the request:
+			// it holds the prompt.
+			s.logger.Error("generation failed", "model", model, "err", err)
+		}
+	}()
+	res, err = b.Generate(ctx, req, progress)
+	if err == nil && len(res.Image) == 0 {
+		err = fmt.Errorf("inference: backend %s returned no image", model)
+	}
+	return res, err
+}
+
+// fail converts err into the error the caller sees and counts it. Internal
+// failures get a generic message: details stay in the server's log.
+func (s *Server) fail(model string, err error) error {
+	var cerr *connect.Error
+	switch {
+	case errors.As(err, &cerr):
+	case errors.Is(err, ErrInvalidArgument):
+		cerr = connect.NewError(connect.CodeInvalidArgument, err)
+	case errors.Is(err, context.DeadlineExceeded):
+		cerr = connect.NewError(connect.CodeDeadlineExceeded, errors.New("generation timed out"))
+	case errors.Is(err, context.Canceled):
+		cerr = connect.NewError(connect.CodeCanceled, errors.New("generation canceled"))
+	default:
+		cerr = connect.NewError(connect.CodeInternal, errors.New("generation failed"))
+	}
+	if model == "" {
+		model = "unknown"
+	}
+	s.metrics.errors.WithLabelValues(model, cerr.Code().String()).Inc()
+	return cerr
+}
+
+// serverMetrics are the tier's Prometheus figures.
+type serverMetrics struct {
+	generations *prometheus.CounterVec
+	coalesced   *prometheus.CounterVec
+	duration    *prometheus.HistogramVec
+	errors      *prometheus.CounterVec
+	inFlight    prometheus.Gauge
+}
+
+func newServerMetrics(models []ModelInfo) serverMetrics {
+	m := serverMetrics{
+		generations: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "imagegate_inference_generations_total",
+			Help: "Backend generations started (coalesced requests not included).",
+		}, []string{"model"}),
+		coalesced: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "imagegate_inference_coalesced_total",
+			Help: "Requests that joined an identical generation already in flight.",
+		}, []string{"model"}),
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "imagegate_inference_generation_seconds",
+			Help:    "Time backends spent on one generation.",
+			Buckets: prometheus.ExponentialBucketsRange(0.01, 120, 12),
+		}, []string{"model"}),
+		errors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "imagegate_inference_errors_total",
+			Help: "Failed requests by Connect error code.",
+		}, []string{"model", "code"}),
+		inFlight: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "imagegate_inference_in_flight",
+			Help: "Backend generations running now.",
+		}),
+	}
+	// Export zeros for every model so rates work from the first scrape.
+	for _, info := range models {
+		m.generations.WithLabelValues(info.Name)
+		m.coalesced.WithLabelValues(info.Name)
+	}
+	return m
+}
+
+func (m serverMetrics) register(reg prometheus.Registerer) error {
+	for _, c := range []prometheus.Collector{m.generations, m.coalesced, m.duration, m.errors, m.inFlight} {
+		if err := reg.Register(c); err != nil {
+			return fmt.Errorf("inference: register metrics: %w", err)
+		}
+	}
+	return nil
+}
