@@ -1,0 +1,232 @@
+package cache
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+var (
+	// bucketEntries maps a Key's 32 bytes to an encoded Entry.
+	bucketEntries = []byte("entries")
+	// bucketByObject indexes entries by output: its keys are the object
+	// hash (64 hex bytes) followed by a Key's 32 bytes, its values empty,
+	// so a prefix scan finds every key pointing at one object.
+	bucketByObject = []byte("by-object")
+)
+
+// errCorrupt reports an L2 record that does not decode.
+var errCorrupt = errors.New("cache: corrupt l2 record")
+
+// l2 is this node's durable tier: a bbolt file of key → Entry.
+type l2 struct {
+	db *bolt.DB
+}
+
+func openL2(path string) (*l2, error) {
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: time.Second})
+	if err != nil {
+		return nil, fmt.Errorf("cache: open l2 %s: %w", path, err)
+	}
+	err = db.Update(func(tx *bolt.Tx) error {
+		for _, name := range [][]byte{bucketEntries, bucketByObject} {
+			if _, err := tx.CreateBucketIfNotExists(name); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		db.Close()
+		return nil, fmt.Errorf("cache: init l2 %s: %w", path, err)
+	}
+	return &l2{db: db}, nil
+}
+
+func (s *l2) close() error { return s.db.Close() }
+
+// get returns the entry stored under key. found is false, with a nil error,
+// when there is none; a record that does not decode is an error wrapping
+// errCorrupt.
+func (s *l2) get(key Key) (e Entry, found bool, err error) {
+	err = s.db.View(func(tx *bolt.Tx) error {
+		v := tx.Bucket(bucketEntries).Get(key[:])
+		if v == nil {
+			return nil
+		}
+		found = true
+		// decodeEntry copies every byte it keeps: v is only valid inside
+		// the transaction.
+		e, err = decodeEntry(v)
+		return err
+	})
+	if err != nil {
+		return Entry{}, false, err
+	}
+	return e, found, nil
+}
+
+// put stores e under key and keeps the by-object index in step, in one
+// transaction. It is idempotent, as bolt's Batch requires.
+func (s *l2) put(key Key, e Entry) error {
+	rec := appendEntry(nil, e)
+	return s.db.Batch(func(tx *bolt.Tx) error {
+		entries, index := tx.Bucket(bucketEntries), tx.Bucket(bucketByObject)
+		if old := entries.Get(key[:]); old != nil {
+			if prev, err := decodeEntry(old); err == nil && prev.Object != e.Object {
+				if err := index.Delete(indexKey(prev.Object, key)); err != nil {
+					return err
+				}
+			}
+		}
+		if err := entries.Put(key[:], rec); err != nil {
+			return err
+		}
+		return index.Put(indexKey(e.Object, key), nil)
+	})
+}
+
+// delete removes key's record and its index row.
+func (s *l2) delete(key Key) error {
+	return s.db.Update(func(tx *bolt.Tx) error {
+		entries := tx.Bucket(bucketEntries)
+		old := entries.Get(key[:])
+		if old == nil {
+			return nil
+		}
+		if prev, err := decodeEntry(old); err == nil {
+			if err := tx.Bucket(bucketByObject).Delete(indexKey(prev.Object, key)); err != nil {
+				return err
+			}
+		}
+		return entries.Delete(key[:])
+	})
+}
+
+// deleteObject removes every record pointing at the object hash and returns
+// their keys.
+func (s *l2) deleteObject(hash string) ([]Key, error) {
+	var keys []Key
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		keys = keys[:0] // Update does not retry, but keep the closure pure.
+		entries, index := tx.Bucket(bucketEntries), tx.Bucket(bucketByObject)
+		prefix := []byte(hash)
+		var rows [][]byte
+		c := index.Cursor()
+		for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Next() {
+			if len(k) != len(prefix)+len(Key{}) {
+				continue
+			}
+			rows = append(rows, bytes.Clone(k))
+		}
+		for _, row := range rows {
+			var key Key
+			copy(key[:], row[len(prefix):])
+			if err := index.Delete(row); err != nil {
+				return err
+			}
+			// A row can outlive its record's link to the object (a record
+			// overwritten while corrupt); delete the record only if it still
+			// points here, or cannot be read at all.
+			if rec := entries.Get(key[:]); rec != nil {
+				if e, err := decodeEntry(rec); err != nil || e.Object == hash {
+					if err := entries.Delete(key[:]); err != nil {
+						return err
+					}
+					keys = append(keys, key)
+				}
+			}
+		}
+		return nil
+	})
+	return keys, err
+}
+
+func indexKey(hash string, key Key) []byte {
+	b := make([]byte, 0, len(hash)+len(key))
+	b = append(b, hash...)
+	return append(b, key[:]...)
+}
+
+// recordVersion is the first byte of every L2 record. A record with another
+// version is unreadable to this code and is served as a miss.
+const recordVersion = 1
+
+// appendEntry appends e's L2 encoding: the version byte, then the strings
+// length-prefixed (uvarint) and the numbers as varints.
+func appendEntry(b []byte, e Entry) []byte {
+	b = append(b, recordVersion)
+	for _, s := range []string{e.Object, e.Ext, e.ContentType, e.Model, e.ModelVersion} {
+		b = binary.AppendUvarint(b, uint64(len(s)))
+		b = append(b, s...)
+	}
+	b = binary.AppendVarint(b, int64(e.Width))
+	b = binary.AppendVarint(b, int64(e.Height))
+	b = binary.AppendUvarint(b, e.Seed)
+	b = binary.AppendVarint(b, e.Size)
+	var created int64
+	if !e.Created.IsZero() {
+		created = e.Created.UnixNano()
+	}
+	return binary.AppendVarint(b, created)
+}
+
+// decodeEntry is the inverse of appendEntry. It rejects anything that is
+// not exactly one record, and copies what it keeps out of b.
+func decodeEntry(b []byte) (Entry, error) {
+	if len(b) == 0 || b[0] != recordVersion {
+		return Entry{}, errCorrupt
+	}
+	b = b[1:]
+	var strs [5]string
+	for i := range strs {
+		n, w := binary.Uvarint(b)
+		if w <= 0 || n > uint64(len(b)-w) {
+			return Entry{}, errCorrupt
+		}
+		strs[i] = string(b[w : w+int(n)])
+		b = b[w+int(n):]
+	}
+	var ints [2]int64
+	for i := range ints {
+		v, w := binary.Varint(b)
+		if w <= 0 || v < 0 || v > maxDimension {
+			return Entry{}, errCorrupt
+		}
+		ints[i] = v
+		b = b[w:]
+	}
+	seed, w := binary.Uvarint(b)
+	if w <= 0 {
+		return Entry{}, errCorrupt
+	}
+	b = b[w:]
+	size, w := binary.Varint(b)
+	if w <= 0 || size < 0 {
+		return Entry{}, errCorrupt
+	}
+	b = b[w:]
+	created, w := binary.Varint(b)
+	if w <= 0 || w != len(b) {
+		return Entry{}, errCorrupt
+	}
+	e := Entry{
+		Object: strs[0], Ext: strs[1], ContentType: strs[2], Model: strs[3], ModelVersion: strs[4],
+		Width: int(ints[0]), Height: int(ints[1]), Seed: seed, Size: size,
+	}
+	if created != 0 {
+		e.Created = time.Unix(0, created).UTC()
+	}
+	if !validObjectName(e.Object, e.Ext) {
+		return Entry{}, errCorrupt
+	}
+	return e, nil
+}
+
+// maxDimension bounds decoded widths and heights; anything larger is not an
+// image this system made.
+const maxDimension = 1 << 20
