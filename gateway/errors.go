@@ -1,0 +1,122 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"strconv"
+
+	"github.com/gofiber/fiber/v2"
+
+	"github.com/imagegate/imagegate/inference"
+)
+
+// apiError is an error with a public face: the status, type, code and
+// message sent to the client. Err, if set, is logged and never sent.
+type apiError struct {
+	Status     int
+	Type       string
+	Code       string
+	Msg        string
+	RetryAfter int // seconds; 0 means no Retry-After header
+	Err        error
+}
+
+func (e *apiError) Error() string {
+	if e.Err != nil {
+		return e.Msg + ": " + e.Err.Error()
+	}
+	return e.Msg
+}
+
+func (e *apiError) Unwrap() error { return e.Err }
+
+func badRequest(code, msg string) *apiError {
+	return &apiError{Status: fiber.StatusBadRequest, Type: "invalid_request_error", Code: code, Msg: msg}
+}
+
+func unavailable(msg string, retryAfter int, err error) *apiError {
+	return &apiError{Status: fiber.StatusServiceUnavailable, Type: "server_error", Code: "unavailable", Msg: msg, RetryAfter: retryAfter, Err: err}
+}
+
+type errorBody struct {
+	Error errorDetail `json:"error"`
+}
+
+type errorDetail struct {
+	Message string `json:"message"`
+	Type    string `json:"type"`
+	Code    string `json:"code"`
+}
+
+// classify maps any error a handler returns to its public form.
+func classify(err error) *apiError {
+	var ae *apiError
+	if errors.As(err, &ae) {
+		return ae
+	}
+	var fe *fiber.Error
+	if errors.As(err, &fe) {
+		e := &apiError{Status: fe.Code, Type: "invalid_request_error", Code: codeForStatus(fe.Code), Msg: fe.Message}
+		if fe.Code >= 500 {
+			e.Type = "server_error"
+		}
+		return e
+	}
+	switch {
+	case errors.Is(err, inference.ErrInvalidArgument):
+		return &apiError{Status: fiber.StatusBadRequest, Type: "invalid_request_error", Code: "invalid_argument", Msg: "the inference tier refused the request parameters", Err: err}
+	case errors.Is(err, inference.ErrUnavailable):
+		return unavailable("the inference tier is unavailable; retry shortly", 2, err)
+	case errors.Is(err, context.DeadlineExceeded):
+		return unavailable("generation did not finish in time; retry shortly", 5, err)
+	case errors.Is(err, context.Canceled):
+		return unavailable("request cancelled", 1, err)
+	}
+	return &apiError{Status: fiber.StatusInternalServerError, Type: "server_error", Code: "internal_error", Msg: "internal error", Err: err}
+}
+
+func codeForStatus(status int) string {
+	switch status {
+	case fiber.StatusNotFound:
+		return "not_found"
+	case fiber.StatusMethodNotAllowed:
+		return "method_not_allowed"
+	case fiber.StatusRequestEntityTooLarge:
+		return "body_too_large"
+	case fiber.StatusRequestHeaderFieldsTooLarge:
+		return "headers_too_large"
+	case fiber.StatusRequestTimeout:
+		return "timeout"
+	}
+	if status >= 500 {
+		return "internal_error"
+	}
+	return "invalid_request"
+}
+
+// errorHandler is Fiber's single error sink: it logs internal detail and
+// sends only the public message, in the DESIGN.md error shape.
+func errorHandler(logger *slog.Logger) fiber.ErrorHandler {
+	return func(c *fiber.Ctx, err error) error {
+		ae := classify(err)
+		if ae.Status >= 500 {
+			// Route pattern, never the URL: query strings hold signatures.
+			logger.Error("request failed", "route", routeOf(c), "status", ae.Status, "err", ae.Err)
+		}
+		if ae.RetryAfter > 0 {
+			c.Set(fiber.HeaderRetryAfter, strconv.Itoa(ae.RetryAfter))
+		}
+		return c.Status(ae.Status).JSON(errorBody{Error: errorDetail{Message: ae.Msg, Type: ae.Type, Code: ae.Code}})
+	}
+}
+
+// routeOf names the matched route pattern, or "unmatched".
+func routeOf(c *fiber.Ctx) string {
+	p := c.Route().Path
+	if p == "/" && c.Path() != "/" {
+		// Only middleware mounted with Use matched.
+		return "unmatched"
+	}
+	return p
+}

@@ -1,0 +1,325 @@
+package gateway
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/gofiber/fiber/v2"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/imagegate/imagegate/cache"
+	"github.com/imagegate/imagegate/inference"
+)
+
+// generationJSON is the body of POST /v1/images/generations. Unknown fields
+// are refused so a typo ("sise") is not silently ignored; fields the OpenAI
+// API defines but imagegate does not use are accepted and ignored so
+// existing SDKs work unchanged.
+type generationJSON struct {
+	Prompt         string   `json:"prompt"`
+	N              *int     `json:"n"`
+	Size           string   `json:"size"`
+	ResponseFormat string   `json:"response_format"`
+	Seed           *int64   `json:"seed"`
+	Style          string   `json:"style"`
+	Model          string   `json:"model"`
+	NegativePrompt string   `json:"negative_prompt"`
+	Private        bool     `json:"private"`
+	Steps          *int     `json:"steps"`
+	Guidance       *float64 `json:"guidance"`
+
+	// OpenAI fields accepted and ignored.
+	User              string `json:"user"`
+	Quality           string `json:"quality"`
+	Background        string `json:"background"`
+	Moderation        string `json:"moderation"`
+	OutputFormat      string `json:"output_format"`
+	OutputCompression *int   `json:"output_compression"`
+}
+
+// imagesResponse is the OpenAI Images response shape.
+type imagesResponse struct {
+	Created int64       `json:"created"`
+	Data    []imageData `json:"data"`
+}
+
+type imageData struct {
+	URL     string `json:"url,omitempty"`
+	B64JSON string `json:"b64_json,omitempty"`
+	Seed    uint32 `json:"seed"`
+}
+
+func (g *Gateway) generations(c *fiber.Ctx) error {
+	body := c.Body()
+	if len(body) > g.cfg.MaxJSONBytes {
+		return &apiError{Status: fiber.StatusRequestEntityTooLarge, Type: "invalid_request_error", Code: "body_too_large",
+			Msg: fmt.Sprintf("request body larger than %d bytes", g.cfg.MaxJSONBytes)}
+	}
+	var req generationJSON
+	if err := decodeJSON(body, &req); err != nil {
+		return err
+	}
+	p, err := g.validate(raw{
+		Prompt: req.Prompt, NegativePrompt: req.NegativePrompt, N: req.N, Size: req.Size,
+		Format: req.ResponseFormat, Seed: req.Seed, Style: req.Style, Model: req.Model,
+		Steps: req.Steps, Guidance: req.Guidance, Private: req.Private,
+	})
+	if err != nil {
+		return err
+	}
+	return g.respond(c, p)
+}
+
+// decodeJSON decodes exactly one JSON object, refusing unknown fields and
+// trailing data, with errors that name the field.
+func decodeJSON(body []byte, v any) error {
+	if len(bytes.TrimSpace(body)) == 0 {
+		return badRequest("invalid_json", "request body: expected a JSON object")
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		var typeErr *json.UnmarshalTypeError
+		switch {
+		case errors.As(err, &typeErr):
+			return badRequest("invalid_json", fmt.Sprintf("%s: must be %s", typeErr.Field, jsonKind(typeErr.Type.Kind().String())))
+		case strings.HasPrefix(err.Error(), "json: unknown field "):
+			field := strings.TrimPrefix(err.Error(), "json: unknown field ")
+			return badRequest("unknown_field", fmt.Sprintf("%s: unknown field", strings.Trim(field, `"`)))
+		default:
+			return badRequest("invalid_json", "request body: malformed JSON")
+		}
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return badRequest("invalid_json", "request body: trailing data after the JSON object")
+	}
+	return nil
+}
+
+func jsonKind(k string) string {
+	switch k {
+	case "int", "int64", "uint32", "uint64", "float64", "float32":
+		return "a number"
+	case "string":
+		return "a string"
+	case "bool":
+		return "a boolean"
+	case "ptr":
+		return "a number"
+	}
+	return "of another type"
+}
+
+// respond generates (or finds) every image of p and writes the response.
+func (g *Gateway) respond(c *fiber.Ctx, p params) error {
+	ctx, cancel := context.WithTimeout(context.Background(), g.cfg.RequestTimeout)
+	defer cancel()
+	refresh := noCache(c.Get(fiber.HeaderCacheControl))
+
+	results, err := g.generate(ctx, p, refresh)
+	if err != nil {
+		return err
+	}
+	resp := imagesResponse{Created: time.Now().Unix(), Data: make([]imageData, len(results))}
+	base := g.baseURL(c)
+	for i, r := range results {
+		resp.Data[i].Seed = uint32(r.entry.Seed)
+		if p.Format == "b64_json" {
+			data, err := g.cache.Object(ctx, r.entry.Object, r.entry.Ext)
+			if err != nil {
+				return err
+			}
+			resp.Data[i].B64JSON = base64.StdEncoding.EncodeToString(data)
+			continue
+		}
+		resp.Data[i].URL = base + g.signer.Sign("/o/"+r.entry.Object+"."+r.entry.Ext)
+	}
+	c.Set("Cache-Status", cacheStatus(results, refresh))
+	c.Set(fiber.HeaderCacheControl, "no-store")
+	return c.JSON(resp)
+}
+
+type result struct {
+	entry   cache.Entry
+	outcome cache.Outcome
+}
+
+// generate resolves each of the n images through the cache, concurrently.
+// Image i uses seed base+i, so each has its own cache entry and a request
+// for n=1 shares its image with the first of an n=4 request.
+func (g *Gateway) generate(ctx context.Context, p params, refresh bool) ([]result, error) {
+	scope := ""
+	if p.Private || p.Reference != nil {
+		// Private results are never shared. Until accounts exist there is no
+		// owner to namespace by, so each private request gets a scope of
+		// its own: nobody can learn from a cache hit that someone else
+		// asked the same thing.
+		var b [16]byte
+		rand.Read(b[:])
+		scope = "private:" + hex.EncodeToString(b[:])
+	}
+	base := cache.Request{
+		Model:           p.Model.Name,
+		ModelVersion:    p.Model.Version,
+		CaseInsensitive: p.Model.CaseInsensitive,
+		Prompt:          p.Prompt,
+		NegativePrompt:  p.NegativePrompt,
+		Width:           p.Width,
+		Height:          p.Height,
+		Steps:           p.Steps,
+		Guidance:        p.Guidance,
+		Style:           p.Style,
+		Format:          "png",
+		ReferenceSHA256: p.ReferenceSHA256,
+		Strength:        p.Strength,
+		Scope:           scope,
+	}
+	var seed uint32
+	if p.Seed != nil {
+		seed = *p.Seed
+	} else {
+		seed = uint32(cache.DeriveSeed(base))
+	}
+
+	results := make([]result, p.N)
+	if p.N == 1 {
+		r, err := g.one(ctx, p, base, uint64(seed), refresh)
+		results[0] = r
+		return results, err
+	}
+	eg, ectx := errgroup.WithContext(ctx)
+	for i := range p.N {
+		eg.Go(func() error {
+			r, err := g.one(ectx, p, base, uint64(seed+uint32(i)), refresh)
+			results[i] = r
+			return err
+		})
+	}
+	return results, eg.Wait()
+}
+
+// one resolves a single image.
+func (g *Gateway) one(ctx context.Context, p params, req cache.Request, seed uint64, refresh bool) (result, error) {
+	req.Seed = seed
+	key := req.Key()
+	m := p.Model
+	load := func(ctx context.Context) (cache.Generated, error) {
+		res, info, err := g.gen.Generate(ctx, m.Name, inference.Request{
+			Prompt:         p.Prompt,
+			NegativePrompt: p.NegativePrompt,
+			Width:          p.Width,
+			Height:         p.Height,
+			Seed:           seed,
+			Steps:          p.Steps,
+			Guidance:       p.Guidance,
+			Style:          p.Style,
+			Reference:      p.Reference,
+			Strength:       p.Strength,
+		})
+		if err != nil {
+			return cache.Generated{}, err
+		}
+		if info.Version != m.Version {
+			// The tier was upgraded under us: this key names the old
+			// version, so storing the new bytes under it would be a lie.
+			go g.catalog.refresh(context.WithoutCancel(ctx), g.gen)
+			return cache.Generated{}, unavailable("the model was just upgraded; retry", 1,
+				fmt.Errorf("gateway: model %s version changed from %s to %s", m.Name, m.Version, info.Version))
+		}
+		ext, err := extFor(res.ContentType)
+		if err != nil {
+			return cache.Generated{}, err
+		}
+		return cache.Generated{
+			Data: res.Image, ContentType: res.ContentType, Ext: ext,
+			Width: res.Width, Height: res.Height, Seed: seed,
+			Model: m.Name, ModelVersion: info.Version,
+		}, nil
+	}
+	e, o, err := g.cache.Get(ctx, key, refresh, load)
+	return result{entry: e, outcome: o}, err
+}
+
+func extFor(contentType string) (string, error) {
+	switch contentType {
+	case "image/png":
+		return "png", nil
+	case "image/jpeg":
+		return "jpg", nil
+	case "image/webp":
+		return "webp", nil
+	}
+	return "", fmt.Errorf("gateway: inference returned unsupported content type %q", contentType)
+}
+
+// noCache reports whether a request's Cache-Control asks for a fresh
+// generation.
+func noCache(cc string) bool {
+	if cc == "" {
+		return false
+	}
+	for _, d := range strings.Split(cc, ",") {
+		d = strings.ToLower(strings.TrimSpace(d))
+		if d == "no-cache" || d == "no-store" {
+			return true
+		}
+		if v, ok := strings.CutPrefix(d, "max-age="); ok {
+			if n, err := strconv.Atoi(v); err == nil && n == 0 {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// cacheStatus renders the RFC 9211 Cache-Status for the whole response: a
+// hit only if every image was; otherwise why we went forward and what
+// happened.
+func cacheStatus(rs []result, refresh bool) string {
+	hit, collapsed, stored := true, false, false
+	tier := cache.TierL1
+	for _, r := range rs {
+		if r.outcome.Tier == cache.TierMiss {
+			hit = false
+		} else if r.outcome.Tier > tier {
+			tier = r.outcome.Tier
+		}
+		collapsed = collapsed || r.outcome.Collapsed
+		stored = stored || r.outcome.Stored
+	}
+	if hit {
+		return "imagegate; hit; detail=" + tier.String()
+	}
+	s := "imagegate; fwd=miss"
+	if refresh {
+		s = "imagegate; fwd=request"
+	}
+	if collapsed {
+		s += "; collapsed"
+	}
+	if stored {
+		s += "; stored"
+	}
+	return s
+}
+
+// baseURL is the origin output links start with.
+func (g *Gateway) baseURL(c *fiber.Ctx) string {
+	switch {
+	case g.cfg.CDNURL != "":
+		return strings.TrimSuffix(g.cfg.CDNURL, "/")
+	case g.cfg.PublicURL != "":
+		return strings.TrimSuffix(g.cfg.PublicURL, "/")
+	}
+	return c.Protocol() + "://" + string(c.Request().Host())
+}

@@ -1,0 +1,106 @@
+package gateway
+
+import (
+	"strconv"
+	"time"
+
+	"github.com/gofiber/fiber/v2"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/imagegate/imagegate/cache"
+)
+
+// metrics are the gateway's Prometheus series. Labels are route patterns,
+// methods and status codes only: never a URL, prompt or client detail
+// (promise C4).
+type metrics struct {
+	requests *prometheus.CounterVec
+	duration *prometheus.HistogramVec
+}
+
+func newMetrics(reg prometheus.Registerer, c *cache.Cache) (*metrics, error) {
+	m := &metrics{
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "imagegate_http_requests_total",
+			Help: "HTTP requests by route pattern, method and status code.",
+		}, []string{"route", "method", "code"}),
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "imagegate_http_request_duration_seconds",
+			Help:    "HTTP request latency by route pattern.",
+			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60},
+		}, []string{"route"}),
+	}
+	collectors := []prometheus.Collector{m.requests, m.duration}
+	for _, tier := range []struct {
+		name string
+		get  func(cache.Stats) uint64
+	}{
+		{"l1", func(s cache.Stats) uint64 { return s.HitsL1 }},
+		{"l2", func(s cache.Stats) uint64 { return s.HitsL2 }},
+		{"l3", func(s cache.Stats) uint64 { return s.HitsL3 }},
+		{"miss", func(s cache.Stats) uint64 { return s.Misses }},
+	} {
+		collectors = append(collectors, prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name:        "imagegate_cache_results_total",
+			Help:        "Cache lookups by the tier that answered (miss: went to inference).",
+			ConstLabels: prometheus.Labels{"tier": tier.name},
+		}, func() float64 { return float64(tier.get(c.Stats())) }))
+	}
+	for name, get := range map[string]func(cache.Stats) uint64{
+		"imagegate_cache_coalesced_total":   func(s cache.Stats) uint64 { return s.Coalesced },
+		"imagegate_cache_loads_total":       func(s cache.Stats) uint64 { return s.Loads },
+		"imagegate_cache_load_errors_total": func(s cache.Stats) uint64 { return s.LoadErrors },
+		"imagegate_cache_errors_total":      func(s cache.Stats) uint64 { return s.Errors },
+	} {
+		help := map[string]string{
+			"imagegate_cache_coalesced_total":   "Requests that joined an identical in-flight generation instead of starting one.",
+			"imagegate_cache_loads_total":       "Generations started on a cache miss.",
+			"imagegate_cache_load_errors_total": "Generations that failed.",
+			"imagegate_cache_errors_total":      "Cache tier read/write failures (served as misses).",
+		}[name]
+		collectors = append(collectors, prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help},
+			func() float64 { return float64(get(c.Stats())) }))
+	}
+	for _, col := range collectors {
+		if err := reg.Register(col); err != nil {
+			return nil, err
+		}
+	}
+	return m, nil
+}
+
+func (m *metrics) middleware(c *fiber.Ctx) error {
+	start := time.Now()
+	err := c.Next()
+	status := c.Response().StatusCode()
+	if err != nil {
+		// The error handler runs after us; count the status it will send.
+		status = classify(err).Status
+	}
+	route := routeOf(c)
+	m.requests.WithLabelValues(route, methodLabel(c.Method()), strconv.Itoa(status)).Inc()
+	m.duration.WithLabelValues(route).Observe(time.Since(start).Seconds())
+	return err
+}
+
+// methodLabel returns a constant for the method: Fiber's strings point into
+// reused buffers, and Prometheus keeps label values.
+func methodLabel(m string) string {
+	switch m {
+	case fiber.MethodGet:
+		return fiber.MethodGet
+	case fiber.MethodHead:
+		return fiber.MethodHead
+	case fiber.MethodPost:
+		return fiber.MethodPost
+	case fiber.MethodPut:
+		return fiber.MethodPut
+	case fiber.MethodDelete:
+		return fiber.MethodDelete
+	case fiber.MethodPatch:
+		return fiber.MethodPatch
+	case fiber.MethodOptions:
+		return fiber.MethodOptions
+	}
+	return "OTHER"
+}

@@ -1,0 +1,57 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"io/fs"
+	"time"
+
+	"github.com/gofiber/fiber/v2"
+
+	"github.com/imagegate/imagegate/edge"
+)
+
+// object serves GET /o/<sha256>.<ext>?verify=<token>. The bytes behind a
+// content-addressed name never change, so they are cached forever by every
+// tier between us and the visitor; the signature is checked first so that
+// an unsigned or expired link gets nothing, not even a 404 that would
+// confirm the object exists.
+func (g *Gateway) object(c *fiber.Ctx) error {
+	path := c.Path()
+	if err := g.signer.Verify(path, string(c.Request().URI().QueryString())); err != nil {
+		msg := "link signature is invalid"
+		if errors.Is(err, edge.ErrSignatureExpired) {
+			msg = "link has expired; request the image again for a fresh link"
+		} else if errors.Is(err, edge.ErrSignatureMissing) {
+			msg = "link is not signed"
+		}
+		return &apiError{Status: fiber.StatusForbidden, Type: "invalid_request_error", Code: "invalid_signature", Msg: msg}
+	}
+	hash, ext, ok := edge.ParseOutputPath(path)
+	if !ok {
+		return fiber.ErrNotFound
+	}
+	etag := `"` + hash + `"`
+	h := &c.Response().Header
+	h.Set(fiber.HeaderCacheControl, "public, max-age=31536000, immutable")
+	h.Set(fiber.HeaderETag, etag)
+	h.Set("Cache-Tag", "imagegate-output,"+hash)
+	if inm := c.Get(fiber.HeaderIfNoneMatch); inm == etag || inm == "W/"+etag {
+		return c.SendStatus(fiber.StatusNotModified)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	data, err := g.cache.Object(ctx, hash, ext)
+	if errors.Is(err, fs.ErrNotExist) {
+		h.Del(fiber.HeaderCacheControl)
+		h.Del(fiber.HeaderETag)
+		return fiber.ErrNotFound
+	}
+	if err != nil {
+		return err
+	}
+	h.Set(fiber.HeaderContentType, edge.ContentTypeForExt(ext))
+	// The slice is shared with the L1 cache and never mutated.
+	c.Response().SetBodyRaw(data)
+	return nil
+}

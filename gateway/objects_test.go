@@ -1,0 +1,73 @@
+package gateway
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/imagegate/imagegate/edge"
+)
+
+func TestObjectLinks(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, envOptions{})
+	_, raw := e.postJSON(`{"prompt":"signed links","size":"256x256"}`)
+	link := decodeImages(t, raw).Data[0].URL
+	path := pathOf(t, link)
+	hash := strings.TrimSuffix(strings.TrimPrefix(path, "/o/"), ".png")
+
+	resp, body := e.get(link)
+	if resp.StatusCode != 200 {
+		t.Fatalf("signed link: %d", resp.StatusCode)
+	}
+	if got := resp.Header.Get("Cache-Control"); got != "public, max-age=31536000, immutable" {
+		t.Errorf("Cache-Control %q", got)
+	}
+	if got := resp.Header.Get("ETag"); got != `"`+hash+`"` {
+		t.Errorf("ETag %q", got)
+	}
+	if got := resp.Header.Get("Cache-Tag"); !strings.Contains(got, hash) {
+		t.Errorf("Cache-Tag %q lacks the object hash", got)
+	}
+	if edge.HashHex(body) != hash {
+		t.Errorf("object bytes do not hash to their name")
+	}
+	if resp, body := e.get(link, "If-None-Match", `"`+hash+`"`); resp.StatusCode != 304 || len(body) != 0 {
+		t.Errorf("If-None-Match: %d with %d bytes", resp.StatusCode, len(body))
+	}
+
+	// Another key, an expired link, another path, a tampered MAC, no token.
+	other, _ := edge.NewSigner(edge.SignerConfig{Current: []byte(strings.Repeat("k", 32)), TTL: time.Hour}, time.Now)
+	old, _ := edge.LoadOrCreateKey(e.dir + "/signing.key")
+	past, _ := edge.NewSigner(edge.SignerConfig{Current: old, TTL: time.Hour}, func() time.Time { return time.Now().Add(-2 * time.Hour) })
+	otherPath := "/o/" + strings.Repeat("0", 64) + ".png"
+	flip := "A"
+	if strings.HasSuffix(link, "A") {
+		flip = "B"
+	}
+	tampered := link[:len(link)-1] + flip
+	for name, u := range map[string]string{
+		"other key":  e.url + other.Sign(path),
+		"expired":    e.url + past.Sign(path),
+		"other path": e.url + path + "?" + strings.SplitN(e.signer.Sign(otherPath), "?", 2)[1],
+		"tampered":   tampered,
+		"unsigned":   e.url + path,
+	} {
+		resp, body := e.get(u)
+		if resp.StatusCode != 403 {
+			t.Errorf("%s: status %d, want 403", name, resp.StatusCode)
+		}
+		if strings.Contains(string(body), "\x89PNG") {
+			t.Errorf("%s: image bytes served", name)
+		}
+	}
+
+	// A valid signature for an object that does not exist is a 404.
+	if resp, _ := e.get(e.url + e.signer.Sign(otherPath)); resp.StatusCode != 404 {
+		t.Errorf("missing object: %d, want 404", resp.StatusCode)
+	}
+	// A signed path that is not an object name is a 404 too.
+	if resp, _ := e.get(e.url + e.signer.Sign("/o/../../etc/passwd")); resp.StatusCode != 404 && resp.StatusCode != 403 {
+		t.Errorf("traversal: %d", resp.StatusCode)
+	}
+}

@@ -1,0 +1,247 @@
+package gateway
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/imagegate/imagegate/cache"
+	"github.com/imagegate/imagegate/edge"
+	"github.com/imagegate/imagegate/inference"
+	"github.com/imagegate/imagegate/inference/retro"
+	"github.com/imagegate/imagegate/store"
+)
+
+// syncBuffer is a log sink safe for concurrent writers.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// env is a whole gateway on real parts: bbolt files and a local object
+// store in a temp dir, the retro backend behind a real Connect server on
+// loopback, and the gateway on a real listener.
+type env struct {
+	t       *testing.T
+	dir     string
+	url     string
+	gw      *Gateway
+	cache   *cache.Cache
+	db      *store.DB
+	tierReg *prometheus.Registry
+	gwReg   *prometheus.Registry
+	logs    *syncBuffer
+	client  *http.Client
+	signer  *edge.Signer
+}
+
+type envOptions struct {
+	dir     string // reuse a data directory (restart tests)
+	cfg     Config
+	backend inference.Backend
+}
+
+func newEnv(t *testing.T, opts envOptions) *env {
+	t.Helper()
+	e := &env{t: t, dir: opts.dir, logs: &syncBuffer{}, client: &http.Client{Timeout: 60 * time.Second}}
+	if e.dir == "" {
+		e.dir = t.TempDir()
+	}
+	logger := slog.New(slog.NewTextHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+
+	backend := opts.backend
+	if backend == nil {
+		backend = retro.New()
+	}
+	e.tierReg = prometheus.NewRegistry()
+	tier, err := inference.NewServer(inference.ServerConfig{}, []inference.Backend{backend}, e.tierReg, logger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts := httptest.NewUnstartedServer(tier.Handler())
+	p := new(http.Protocols)
+	p.SetHTTP1(true)
+	p.SetUnencryptedHTTP2(true)
+	ts.Config.Protocols = p
+	ts.Start()
+	t.Cleanup(ts.Close)
+
+	e.gwReg = prometheus.NewRegistry()
+	pool, err := inference.NewPool(inference.PoolConfig{URLs: []string{ts.URL}, Registerer: e.gwReg}, logger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+
+	objects, err := edge.NewLocal(filepath.Join(e.dir, "objects"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.cache, err = cache.New(cache.Config{Path: filepath.Join(e.dir, "cache.db")}, objects, logger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.db, err = store.Open(filepath.Join(e.dir, "imagegate.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, err := edge.LoadOrCreateKey(filepath.Join(e.dir, "signing.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.signer, err = edge.NewSigner(edge.SignerConfig{Current: key, TTL: time.Hour}, time.Now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.gw, err = New(opts.cfg, Deps{
+		Cache: e.cache, Signer: e.signer, Inference: pool, Models: e.db,
+		Registry: e.gwReg, Gatherer: e.gwReg, Logger: logger,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.gw.RefreshModels(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go e.gw.Serve(ln)
+	e.url = "http://" + ln.Addr().String()
+	t.Cleanup(e.close)
+	return e
+}
+
+var closeOnce sync.Map
+
+// close shuts the gateway and releases the files, so a second env can reopen
+// the same directory.
+func (e *env) close() {
+	if _, done := closeOnce.LoadOrStore(e, true); done {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	e.gw.Shutdown(ctx)
+	e.cache.Close()
+	e.db.Close()
+}
+
+// generations counts backend executions on the tier.
+func (e *env) generations() float64 {
+	e.t.Helper()
+	mfs, err := e.tierReg.Gather()
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	total := 0.0
+	for _, mf := range mfs {
+		if mf.GetName() == "imagegate_inference_generations_total" {
+			for _, m := range mf.GetMetric() {
+				total += m.GetCounter().GetValue()
+			}
+		}
+	}
+	return total
+}
+
+// objectCount is the number of files in the object store.
+func (e *env) objectCount() int {
+	e.t.Helper()
+	n := 0
+	filepath.Walk(filepath.Join(e.dir, "objects"), func(_ string, fi os.FileInfo, err error) error {
+		if err == nil && !fi.IsDir() {
+			n++
+		}
+		return nil
+	})
+	return n
+}
+
+func (e *env) do(req *http.Request) (*http.Response, []byte) {
+	e.t.Helper()
+	resp, err := e.client.Do(req)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return resp, body
+}
+
+func (e *env) postJSON(body string, headers ...string) (*http.Response, []byte) {
+	e.t.Helper()
+	req, err := http.NewRequest("POST", e.url+"/v1/images/generations", strings.NewReader(body))
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	for i := 0; i+1 < len(headers); i += 2 {
+		req.Header.Set(headers[i], headers[i+1])
+	}
+	return e.do(req)
+}
+
+func (e *env) get(url string, headers ...string) (*http.Response, []byte) {
+	e.t.Helper()
+	req, err := http.NewRequest("GET", url, nil)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	for i := 0; i+1 < len(headers); i += 2 {
+		req.Header.Set(headers[i], headers[i+1])
+	}
+	return e.do(req)
+}
+
+func filesUnder(t *testing.T, dir string) []string {
+	t.Helper()
+	var files []string
+	filepath.Walk(dir, func(p string, fi os.FileInfo, err error) error {
+		if err == nil && !fi.IsDir() {
+			files = append(files, p)
+		}
+		return nil
+	})
+	if len(files) == 0 {
+		t.Fatalf("no files under %s", dir)
+	}
+	return files
+}
+
+func readFile(t *testing.T, p string) []byte {
+	t.Helper()
+	data, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return data
+}
