@@ -9,11 +9,37 @@ PROTOC_GEN_GO_VERSION    := v1.36.12
 PROTOC_GEN_CONNECT_VERSION := v1.21.1
 BENCH_DIR := $(shell mktemp -d 2>/dev/null || echo /tmp/imagegate-bench)
 
-.PHONY: test vet bench generate check-generated fuzz run clean
+# Real protocol peers the tests run against, installed into .tools/bin.
+TOOLS_BIN           := $(CURDIR)/.tools/bin
+VERSITYGW_VERSION   := v1.8.0
+STRIPE_MOCK_VERSION := v0.203.0
+SYSTEM_PYTHON       := /usr/bin/python3
+SUDO                := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-## test: vet, then the whole suite with the race detector (fuzz seed corpora included)
-test: vet
-	$(GO) test -race -count=1 -timeout 30m ./...
+.PHONY: test vet tools bench generate check-generated fuzz run clean
+
+## test: install the test peers, vet, then the whole suite with the race
+## detector (fuzz seed corpora included). A test whose peer is missing fails
+## here instead of skipping.
+test: tools vet
+	IMAGEGATE_TEST_REQUIRE_PEERS=1 IMAGEGATE_TEST_TOOLS=$(TOOLS_BIN) \
+	  $(GO) test -race -count=1 -timeout 30m ./...
+
+## tools: install what the tests need when it is missing (idempotent)
+tools: $(TOOLS_BIN)/versitygw $(TOOLS_BIN)/stripe-mock smtp-server
+
+$(TOOLS_BIN)/versitygw:
+	GOBIN=$(TOOLS_BIN) $(GO) install github.com/versity/versitygw/cmd/versitygw@$(VERSITYGW_VERSION)
+
+$(TOOLS_BIN)/stripe-mock:
+	GOBIN=$(TOOLS_BIN) $(GO) install github.com/stripe/stripe-mock@$(STRIPE_MOCK_VERSION)
+
+# The SMTP peer is aiosmtpd from Debian, run by the system Python.
+.PHONY: smtp-server
+smtp-server:
+	@$(SYSTEM_PYTHON) -c 'import aiosmtpd' 2>/dev/null || { \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends python3-aiosmtpd; }
 
 vet:
 	$(GO) vet ./...
@@ -49,4 +75,4 @@ run:
 	$(GO) run ./cmd/imagegate
 
 clean:
-	rm -rf ./data
+	rm -rf ./data ./.tools

@@ -77,6 +77,15 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return err
 	}
+	// Learn the model catalogue before announcing the URL, so the first
+	// request after "listening" is served rather than refused with 503. A
+	// tier that is down is not fatal: the gateway keeps trying and
+	// /readyz says when it is ready.
+	rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	if err := sys.gateway.RefreshModels(rctx); err != nil {
+		logger.Warn("inference tier not reachable yet; serving 503 until it is", "err", err)
+	}
+	cancel()
 	ln, err := net.Listen("tcp", cfg.Addr)
 	if err != nil {
 		sys.close(context.Background())
