@@ -98,10 +98,10 @@ func NewServer(cfg ServerConfig, backends []Backend, reg prometheus.Registerer, 
 	}
 	cfg = cfg.withDefaults()
 	s := &Server{
-		cfg:      cfg,
-		logger:   logger,
-		byName:   make(map[string]int, len(backends)),
-		sem:      make(chan struct{}, cfg.MaxConcurrent),
+		cfg:    cfg,
+		logger: logger,
+		byName: make(map[string]int, len(backends)),
+		sem:    make(chan struct{}, cfg.MaxConcurrent),
 	}
 	for i, b := range backends {
 		if b == nil {

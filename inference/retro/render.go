@@ -11,14 +11,14 @@ type styleSpec struct {
 	// defaults are the motifs every picture of the style has unless the
 	// negative prompt removes them; prompt motifs are added to them.
 	defaults motif
-	paint          func(s *scene, ctx context.Context, cv *canvas) error
+	paint    func(s *scene, ctx context.Context, cv *canvas) error
 	// pixel is the logical pixel size for a w×h output (1 = full
 	// resolution).
 	pixel func(w, h int) int
 	// daylight styles hide stars and moon at sunset and by day.
 	daylight bool
 	bayer    int     // 4 or 8
-	jitter float32 // dither spread for colour palettes, channel units
+	jitter   float32 // dither spread for colour palettes, channel units
 }
 
 func pixel128(w, h int) int { return max(1, min(w, h)/128) }
@@ -28,15 +28,15 @@ func fullRes(int, int) int  { return 1 }
 var styleSpecs = map[string]styleSpec{
 	"synthwave": {
 		defaults: mSun | mGrid | mMountains | mStars,
-		paint: (*scene).synthwave, pixel: fullRes, bayer: 8, jitter: 44,
+		paint:    (*scene).synthwave, pixel: fullRes, bayer: 8, jitter: 44,
 	},
 	"vaporwave": {
 		defaults: mSun | mOrbs | mPalms,
-		paint: (*scene).vaporwave, pixel: fullRes, bayer: 8, jitter: 40,
+		paint:    (*scene).vaporwave, pixel: fullRes, bayer: 8, jitter: 40,
 	},
 	"pixel-skyline": {
 		defaults: mCity | mStars | mMoon,
-		paint: (*scene).pixelSkyline, pixel: pixel128, daylight: true, bayer: 4, jitter: 26,
+		paint:    (*scene).pixelSkyline, pixel: pixel128, daylight: true, bayer: 4, jitter: 26,
 	},
 	"gameboy": {
 		defaults: mSun | mClouds | mMountains | mTrees,

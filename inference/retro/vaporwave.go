@@ -129,7 +129,7 @@ func (s *scene) sphere(cv *canvas, cx, cy, r float32, base rgb) {
 			nx := (float32(x) + 0.5 - cx) / r
 			ny := (float32(y) + 0.5 - cy) / r
 			d2 := nx*nx + ny*ny
-			cov := cv.cover((1 - sqrt32(d2)) * r + 0.5)
+			cov := cv.cover((1-sqrt32(d2))*r + 0.5)
 			if cov <= 0 {
 				continue
 			}

@@ -64,7 +64,7 @@ var motifWords = map[string]motif{
 	"shore": mOcean, "bay": mOcean, "harbor": mOcean, "harbour": mOcean, "river": mOcean,
 	"palm": mPalms, "palms": mPalms, "tropical": mPalms, "tropics": mPalms, "miami": mPalms | mOcean,
 	"island": mPalms | mOcean,
-	"cloud": mClouds, "clouds": mClouds, "cloudy": mClouds,
+	"cloud":  mClouds, "clouds": mClouds, "cloudy": mClouds,
 	"tree": mTrees, "trees": mTrees, "forest": mTrees, "forests": mTrees, "woods": mTrees,
 	"pine": mTrees, "pines": mTrees, "jungle": mTrees | mPalms,
 	"sphere": mOrbs, "spheres": mOrbs, "orb": mOrbs, "orbs": mOrbs, "ball": mOrbs, "balls": mOrbs,
