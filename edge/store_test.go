@@ -106,6 +106,34 @@ func testObjectStore(t *testing.T, open func(t *testing.T) objectStore) {
 		}
 	})
 
+	// A Put without a content type stores the one for the name's
+	// extension, and Get hands out a copy the caller may scribble on.
+	t.Run("defaults and copies", func(t *testing.T) {
+		t.Parallel()
+		ctx, s := t.Context(), open(t)
+		for _, tc := range []struct{ name, want string }{
+			{OutputName(testHash, "gif"), "image/gif"},
+			{"k/v1-default.json", "application/json"},
+			{"x/noext", "application/octet-stream"},
+		} {
+			if created, err := s.Put(ctx, tc.name, []byte("data"), ""); err != nil || !created {
+				t.Fatalf("Put(%q) = %v, %v; want true, nil", tc.name, created, err)
+			}
+			info, err := s.Stat(ctx, tc.name)
+			if err != nil || info.ContentType != tc.want {
+				t.Errorf("Stat(%q) = %q, %v; want content type %q", tc.name, info.ContentType, err, tc.want)
+			}
+			got, err := s.Get(ctx, tc.name)
+			if err != nil {
+				t.Fatalf("Get(%q): %v", tc.name, err)
+			}
+			got[0] = 'X'
+			if again, _ := s.Get(ctx, tc.name); string(again) != "data" {
+				t.Errorf("Get(%q) after changing an earlier result = %q, want %q", tc.name, again, "data")
+			}
+		}
+	})
+
 	t.Run("invalid names", func(t *testing.T) {
 		t.Parallel()
 		ctx, s := t.Context(), open(t)
