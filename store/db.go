@@ -1,41 +1,146 @@
 package store
 
 import (
+	"crypto/hmac"
+	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
 )
 
-// ErrNotFound reports a missing record.
-var ErrNotFound = errors.New("store: not found")
+// Sentinel errors callers branch on.
+var (
+	// ErrNotFound reports a missing record.
+	ErrNotFound = errors.New("store: not found")
+	// ErrConflict reports a uniqueness violation, such as an email address
+	// already registered. Callers must not reveal it to the public when it
+	// would tell whether an address has an account.
+	ErrConflict = errors.New("store: conflict")
+	// ErrExpired reports a token or session past its lifetime.
+	ErrExpired = errors.New("store: expired")
+	// ErrInsufficientCredits reports a reservation larger than the
+	// account's available balance.
+	ErrInsufficientCredits = errors.New("store: insufficient credits")
+	// ErrAccountInactive reports an account that is suspended or being
+	// erased.
+	ErrAccountInactive = errors.New("store: account inactive")
+)
 
 // schemaVersion is bumped when a bucket's encoding changes incompatibly.
 const schemaVersion = 1
 
 var (
-	bucketMeta = []byte("meta")
-	keySchema  = []byte("schema")
-	keyModels  = []byte("models")
+	bucketMeta            = []byte("meta")
+	bucketAccounts        = []byte("accounts")
+	bucketAccountEmails   = []byte("account_emails")
+	bucketAccountGoogle   = []byte("account_google")
+	bucketSessions        = []byte("sessions")
+	bucketAccountSessions = []byte("account_sessions")
+	bucketAPIKeys         = []byte("api_keys")
+	bucketAccountAPIKeys  = []byte("account_api_keys")
+	bucketResets          = []byte("email_tokens")
+	bucketLedger          = []byte("ledger")
+	bucketLedgerRefs      = []byte("ledger_refs")
+	bucketHolds           = []byte("credit_holds")
+	bucketConsents        = []byte("consents")
+	bucketSecurityLog     = []byte("security_log")
+	bucketAccountSecurity = []byte("account_security_log")
+	// Billing (store/billing.go): per-account Stripe state, the customer
+	// id index, processed webhook event ids, and flagged clawbacks.
+	bucketBilling         = []byte("billing")
+	bucketStripeCustomers = []byte("stripe_customers")
+	bucketWebhookEvents   = []byte("webhook_events")
+	bucketBillingFlags    = []byte("billing_flags")
+
+	allBuckets = [][]byte{
+		bucketMeta, bucketAccounts, bucketAccountEmails, bucketAccountGoogle,
+		bucketSessions, bucketAccountSessions, bucketAPIKeys, bucketAccountAPIKeys,
+		bucketResets, bucketLedger, bucketLedgerRefs, bucketHolds, bucketConsents,
+		bucketSecurityLog, bucketAccountSecurity,
+		bucketBilling, bucketStripeCustomers, bucketWebhookEvents, bucketBillingFlags,
+	}
+
+	keySchema = []byte("schema")
+	keyModels = []byte("models")
 )
+
+// indexKeySlot is the account key file's slot for the key that turns
+// emails and Google subjects into lookup-index entries. Account slots
+// start at 1 (bbolt sequences do).
+const indexKeySlot = 0
+
+// Config says where the store lives and how it tells time.
+type Config struct {
+	// Path of the bbolt file. Two key files sit beside it: Path+".keys"
+	// (per-account keys) and Path+".daykeys" (security-log day keys).
+	Path string
+	// Now is the clock (time.Now). Tests pass a fake one.
+	Now func() time.Time
+	// LockTimeout bounds the wait for another process's file lock (1 s).
+	LockTimeout time.Duration
+}
+
+// Validate fills defaults and reports every problem at once.
+func (c *Config) Validate() error {
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	if c.LockTimeout == 0 {
+		c.LockTimeout = time.Second
+	}
+	var errs []error
+	if c.Path == "" {
+		errs = append(errs, errors.New("store: path is required"))
+	}
+	if c.LockTimeout < 0 {
+		errs = append(errs, errors.New("store: lock timeout must not be negative"))
+	}
+	return errors.Join(errs...)
+}
 
 // DB is the embedded store. It is safe for concurrent use.
 type DB struct {
-	bolt *bolt.DB
+	bolt     *bolt.DB
+	keys     *keyFile // per-account keys
+	dayKeys  *keyFile // security-log keys, one per UTC day
+	indexKey []byte
+	now      func() time.Time
 }
 
-// Open opens (creating if needed) the store file at path. It fails after one
-// second if another process holds the file.
-func Open(path string) (*DB, error) {
-	b, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: time.Second})
-	if err != nil {
-		return nil, fmt.Errorf("store: open %s: %w", path, err)
+// Open opens (creating if needed) the store described by cfg. It fails
+// after cfg.LockTimeout if another process holds the file.
+func Open(cfg Config) (_ *DB, err error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
 	}
-	db := &DB{bolt: b}
+	b, err := bolt.Open(cfg.Path, 0o600, &bolt.Options{Timeout: cfg.LockTimeout})
+	if err != nil {
+		return nil, fmt.Errorf("store: open %s: %w", cfg.Path, err)
+	}
+	db := &DB{bolt: b, now: cfg.Now}
+	defer func() {
+		if err != nil {
+			db.Close()
+		}
+	}()
+	// The key files are opened only once bbolt's lock is held, so two
+	// processes never write them at once.
+	if db.keys, err = openKeyFile(cfg.Path + ".keys"); err != nil {
+		return nil, err
+	}
+	if db.dayKeys, err = openKeyFile(cfg.Path + ".daykeys"); err != nil {
+		return nil, err
+	}
+	var tag [tagLen]byte
+	copy(tag[:], "lookup-index-key")
+	if db.indexKey, err = db.keys.create(indexKeySlot, tag); err != nil {
+		return nil, err
+	}
 	if err := db.migrate(); err != nil {
-		b.Close()
 		return nil, err
 	}
 	return db, nil
@@ -43,10 +148,12 @@ func Open(path string) (*DB, error) {
 
 func (db *DB) migrate() error {
 	return db.bolt.Update(func(tx *bolt.Tx) error {
-		meta, err := tx.CreateBucketIfNotExists(bucketMeta)
-		if err != nil {
-			return fmt.Errorf("store: create meta bucket: %w", err)
+		for _, name := range allBuckets {
+			if _, err := tx.CreateBucketIfNotExists(name); err != nil {
+				return fmt.Errorf("store: create bucket %s: %w", name, err)
+			}
 		}
+		meta := tx.Bucket(bucketMeta)
 		if v := meta.Get(keySchema); v != nil {
 			var got int
 			if err := json.Unmarshal(v, &got); err != nil {
@@ -61,5 +168,78 @@ func (db *DB) migrate() error {
 	})
 }
 
-// Close releases the file.
-func (db *DB) Close() error { return db.bolt.Close() }
+// Close releases the files.
+func (db *DB) Close() error {
+	var errs []error
+	if db.keys != nil {
+		errs = append(errs, db.keys.close())
+	}
+	if db.dayKeys != nil {
+		errs = append(errs, db.dayKeys.close())
+	}
+	return errors.Join(append(errs, db.bolt.Close())...)
+}
+
+// lookupKey turns an identifier that must be findable but not readable
+// from the file (an email, a Google subject) into its index key.
+func (db *DB) lookupKey(kind, value string) []byte {
+	m := hmac.New(sha256.New, db.indexKey)
+	m.Write([]byte(kind))
+	m.Write([]byte{0})
+	m.Write([]byte(value))
+	return m.Sum(nil)
+}
+
+// putJSON encodes v under key in bucket b.
+func putJSON(b *bolt.Bucket, key []byte, v any) error {
+	data, err := json.Marshal(v)
+	if err != nil {
+		return fmt.Errorf("store: encode %s: %w", b, err)
+	}
+	return b.Put(key, data)
+}
+
+// getJSON decodes the value under key in bucket b into v, or returns
+// ErrNotFound. json.Unmarshal copies, so nothing outlives the transaction.
+func getJSON(b *bolt.Bucket, key []byte, v any) error {
+	data := b.Get(key)
+	if data == nil {
+		return ErrNotFound
+	}
+	return decodeRecord(data, v)
+}
+
+// decodeRecord decodes a stored JSON value. json.Unmarshal copies, so the
+// result may outlive the transaction the bytes came from.
+func decodeRecord(data []byte, v any) error {
+	if err := json.Unmarshal(data, v); err != nil {
+		return fmt.Errorf("store: decode record: %w", err)
+	}
+	return nil
+}
+
+// compositeKey joins parts with a NUL separator; ids never contain NUL.
+func compositeKey(parts ...[]byte) []byte {
+	n := len(parts) - 1
+	for _, p := range parts {
+		n += len(p)
+	}
+	k := make([]byte, 0, n)
+	for i, p := range parts {
+		if i > 0 {
+			k = append(k, 0)
+		}
+		k = append(k, p...)
+	}
+	return k
+}
+
+// prefixKeys returns copies of the keys in b that start with prefix.
+func prefixKeys(b *bolt.Bucket, prefix []byte) [][]byte {
+	var keys [][]byte
+	c := b.Cursor()
+	for k, _ := c.Seek(prefix); k != nil && strings.HasPrefix(string(k), string(prefix)); k, _ = c.Next() {
+		keys = append(keys, append([]byte(nil), k...))
+	}
+	return keys
+}

@@ -12,7 +12,7 @@ import (
 func TestModelsSurviveReopen(t *testing.T) {
 	t.Parallel()
 	path := filepath.Join(t.TempDir(), "imagegate.db")
-	db, err := Open(path)
+	db, err := Open(Config{Path: path})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -26,7 +26,7 @@ func TestModelsSurviveReopen(t *testing.T) {
 	if err := db.Close(); err != nil {
 		t.Fatal(err)
 	}
-	db, err = Open(path)
+	db, err = Open(Config{Path: path})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -58,7 +58,7 @@ func TestOpenRefusesNewerSchema(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if db, err := Open(path); err == nil {
+	if db, err := Open(Config{Path: path}); err == nil {
 		db.Close()
 		t.Fatal("Open accepted a file written by a newer schema")
 	}
@@ -67,12 +67,12 @@ func TestOpenRefusesNewerSchema(t *testing.T) {
 func TestOpenIsExclusive(t *testing.T) {
 	t.Parallel()
 	path := filepath.Join(t.TempDir(), "imagegate.db")
-	db, err := Open(path)
+	db, err := Open(Config{Path: path})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer db.Close()
-	if second, err := Open(path); err == nil {
+	if second, err := Open(Config{Path: path}); err == nil {
 		second.Close()
 		t.Fatal("a second Open of a locked file succeeded")
 	}

@@ -1,10 +1,37 @@
-// Package store is imagegate's embedded data layer on bbolt.
+// Package store is imagegate's embedded data layer on bbolt: the model
+// catalogue, accounts, sessions, API keys, password resets, the credit
+// ledger and its holds, consent records and the security log.
 //
-// One file under the data directory holds the state the gateway must keep
-// across restarts. Today that is the model catalogue learned from the
-// inference tier, so a restarted gateway can derive cache keys (and serve
-// cache hits) before the tier answers; accounts, sessions, the credit ledger
-// and the rest of the data model land here as they are built.
+// # Personal data is sealed
+//
+// bbolt never wipes freed pages, so a deleted record stays readable in the
+// file until its page is reused. Personal data is therefore never written
+// to bbolt in the clear:
+//
+//   - an account's email and Google subject are sealed (AES-256-GCM) with a
+//     key of the account's own, kept in a slot of a separate key file
+//     (Path+".keys") that is overwritten in place when the account is
+//     erased; lookups go through HMAC index entries, not the addresses;
+//   - the security log's IP addresses and user agents are sealed with a key
+//     per UTC day (Path+".daykeys"), destroyed when the day leaves the
+//     retention period;
+//   - secrets (session tokens, API keys, reset tokens) are stored only as
+//     SHA-256 hashes; passwords only as the argon2id PHC strings the
+//     gateway computes.
+//
+// Destroying a key makes every copy of what it sealed unreadable: in freed
+// pages, and in backups of the bbolt file taken before the erasure (back
+// up the key files on a shorter schedule than the retention period, or not
+// at all).
+//
+// # Money
+//
+// An account's credit balance is stored beside its ledger and changes only
+// in the same transaction as a ledger entry, so it always equals the sum of
+// the entries (Reconcile checks). Generations reserve credits with a Hold
+// before the GPU call and commit or release it after; a reservation checks
+// and holds in one write transaction, so concurrent requests never
+// overspend.
 //
 // # Caveats
 //

@@ -1,0 +1,342 @@
+package store
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+	"golang.org/x/text/unicode/norm"
+)
+
+// AccountStatus is where an account is in its life.
+type AccountStatus string
+
+// Account statuses.
+const (
+	StatusActive    AccountStatus = "active"
+	StatusSuspended AccountStatus = "suspended"
+	StatusErasing   AccountStatus = "erasing"
+)
+
+// Settings are the account's own switches (promise R4). The zero value is
+// the privacy-friendly default: no marketing email, no analytics, no
+// model-improvement use.
+type Settings struct {
+	ProductEmail     bool `json:"product_email"`
+	Analytics        bool `json:"analytics"`
+	ModelImprovement bool `json:"model_improvement"`
+}
+
+// Account is a user account. Email and GoogleSubject are decrypted for the
+// caller; in the file they exist only sealed with the account's own key.
+type Account struct {
+	ID            string
+	Email         string
+	EmailVerified bool
+	GoogleSubject string
+	// PasswordHash is an argon2id PHC string, or empty for an account that
+	// signs in with Google only. It never leaves the gateway.
+	PasswordHash string
+	Plan         string
+	Status       AccountStatus
+	Created      time.Time
+	// AgeAttested is when the user declared being 18 or older.
+	AgeAttested time.Time
+	Settings    Settings
+	// Credits is the balance: always the sum of the ledger.
+	Credits int64
+	// Held is the part of Credits reserved by generations in flight.
+	Held int64
+	// GrantPeriod names the last plan grant applied (e.g. "2026-11").
+	GrantPeriod string
+}
+
+// Available is the balance a new reservation may use.
+func (a Account) Available() int64 { return a.Credits - a.Held }
+
+// accountRecord is an account as stored. Personal fields are sealed with
+// the account's key (slot Slot of the key file).
+type accountRecord struct {
+	ID            string        `json:"id"`
+	Slot          uint64        `json:"slot"`
+	EmailSealed   []byte        `json:"email"`
+	EmailIndex    []byte        `json:"email_index"`
+	EmailVerified bool          `json:"email_verified"`
+	GoogleSealed  []byte        `json:"google,omitempty"`
+	GoogleIndex   []byte        `json:"google_index,omitempty"`
+	PasswordHash  string        `json:"password_hash,omitempty"`
+	Plan          string        `json:"plan"`
+	Status        AccountStatus `json:"status"`
+	Created       time.Time     `json:"created"`
+	AgeAttested   time.Time     `json:"age_attested"`
+	Settings      Settings      `json:"settings"`
+	Balance       int64         `json:"balance"`
+	Held          int64         `json:"held"`
+	LedgerSeq     uint64        `json:"ledger_seq"`
+	GrantPeriod   string        `json:"grant_period,omitempty"`
+}
+
+// NewAccount is what creating an account needs.
+type NewAccount struct {
+	Email         string
+	EmailVerified bool
+	PasswordHash  string
+	GoogleSubject string
+	Plan          string
+	AgeAttested   time.Time
+}
+
+// NormalizeEmail is the form under which an address is unique: Unicode
+// NFC, trimmed, lower-cased.
+func NormalizeEmail(email string) string {
+	return strings.ToLower(strings.TrimSpace(norm.NFC.String(email)))
+}
+
+// CreateAccount creates an account with its own encryption key. It returns
+// ErrConflict if the email (or Google subject) already has an account.
+func (db *DB) CreateAccount(n NewAccount) (Account, error) {
+	email := NormalizeEmail(n.Email)
+	if email == "" {
+		return Account{}, errors.New("store: account needs an email")
+	}
+	if n.AgeAttested.IsZero() {
+		return Account{}, errors.New("store: account needs an age attestation")
+	}
+	var acct Account
+	err := db.bolt.Update(func(tx *bolt.Tx) error {
+		emailIdx := db.lookupKey("email", email)
+		if tx.Bucket(bucketAccountEmails).Get(emailIdx) != nil {
+			return ErrConflict
+		}
+		var googleIdx []byte
+		if n.GoogleSubject != "" {
+			googleIdx = db.lookupKey("google", n.GoogleSubject)
+			if tx.Bucket(bucketAccountGoogle).Get(googleIdx) != nil {
+				return ErrConflict
+			}
+		}
+		accounts := tx.Bucket(bucketAccounts)
+		slot, err := accounts.NextSequence()
+		if err != nil {
+			return err
+		}
+		rec := accountRecord{
+			ID: newID("acct_"), Slot: slot, EmailIndex: emailIdx, EmailVerified: n.EmailVerified,
+			PasswordHash: n.PasswordHash, Plan: n.Plan, Status: StatusActive,
+			Created: db.now().UTC(), AgeAttested: n.AgeAttested.UTC(),
+		}
+		key, err := db.keys.create(slot, ownerTag(rec.ID))
+		if err != nil {
+			return err
+		}
+		if rec.EmailSealed, err = seal(key, "email:"+rec.ID, []byte(email)); err != nil {
+			return err
+		}
+		if n.GoogleSubject != "" {
+			rec.GoogleIndex = googleIdx
+			if rec.GoogleSealed, err = seal(key, "google:"+rec.ID, []byte(n.GoogleSubject)); err != nil {
+				return err
+			}
+			if err := tx.Bucket(bucketAccountGoogle).Put(googleIdx, []byte(rec.ID)); err != nil {
+				return err
+			}
+		}
+		if err := tx.Bucket(bucketAccountEmails).Put(emailIdx, []byte(rec.ID)); err != nil {
+			return err
+		}
+		if err := putJSON(accounts, []byte(rec.ID), rec); err != nil {
+			return err
+		}
+		acct, err = db.openAccount(rec)
+		return err
+	})
+	return acct, err
+}
+
+// Account returns the account with id.
+func (db *DB) Account(id string) (Account, error) {
+	var acct Account
+	err := db.bolt.View(func(tx *bolt.Tx) error {
+		rec, err := getAccount(tx, id)
+		if err != nil {
+			return err
+		}
+		acct, err = db.openAccount(rec)
+		return err
+	})
+	return acct, err
+}
+
+// AccountByEmail returns the account registered under email.
+func (db *DB) AccountByEmail(email string) (Account, error) {
+	return db.accountByIndex(bucketAccountEmails, db.lookupKey("email", NormalizeEmail(email)))
+}
+
+// AccountByGoogle returns the account linked to a Google subject.
+func (db *DB) AccountByGoogle(subject string) (Account, error) {
+	return db.accountByIndex(bucketAccountGoogle, db.lookupKey("google", subject))
+}
+
+func (db *DB) accountByIndex(bucket, idx []byte) (Account, error) {
+	var acct Account
+	err := db.bolt.View(func(tx *bolt.Tx) error {
+		id := tx.Bucket(bucket).Get(idx)
+		if id == nil {
+			return ErrNotFound
+		}
+		rec, err := getAccount(tx, string(id))
+		if err != nil {
+			return err
+		}
+		acct, err = db.openAccount(rec)
+		return err
+	})
+	return acct, err
+}
+
+// LinkGoogle attaches a Google subject to an existing account.
+func (db *DB) LinkGoogle(id, subject string) error {
+	return db.updateAccount(id, func(tx *bolt.Tx, rec *accountRecord, key []byte) error {
+		idx := db.lookupKey("google", subject)
+		if owner := tx.Bucket(bucketAccountGoogle).Get(idx); owner != nil {
+			if string(owner) == id {
+				return nil
+			}
+			return ErrConflict
+		}
+		sealed, err := seal(key, "google:"+id, []byte(subject))
+		if err != nil {
+			return err
+		}
+		rec.GoogleSealed, rec.GoogleIndex = sealed, idx
+		return tx.Bucket(bucketAccountGoogle).Put(idx, []byte(id))
+	})
+}
+
+// SetPassword replaces the password hash and ends every session of the
+// account except keep (the caller's own, when it changed its password;
+// nil ends them all). It returns how many sessions ended.
+func (db *DB) SetPassword(id, hash string, keep string) (int, error) {
+	var ended int
+	err := db.updateAccount(id, func(tx *bolt.Tx, rec *accountRecord, _ []byte) error {
+		rec.PasswordHash = hash
+		var err error
+		ended, err = deleteSessions(tx, id, keep)
+		return err
+	})
+	return ended, err
+}
+
+// SetEmail changes the account's email address (already verified by the
+// caller). It returns ErrConflict if another account has it.
+func (db *DB) SetEmail(id, email string) error {
+	return db.updateAccount(id, func(tx *bolt.Tx, rec *accountRecord, key []byte) error {
+		return db.setEmail(tx, rec, key, email)
+	})
+}
+
+func (db *DB) setEmail(tx *bolt.Tx, rec *accountRecord, key []byte, email string) error {
+	email = NormalizeEmail(email)
+	if email == "" {
+		return errors.New("store: empty email")
+	}
+	idx := db.lookupKey("email", email)
+	emails := tx.Bucket(bucketAccountEmails)
+	if owner := emails.Get(idx); owner != nil {
+		if string(owner) == rec.ID {
+			rec.EmailVerified = true
+			return nil
+		}
+		return ErrConflict
+	}
+	sealed, err := seal(key, "email:"+rec.ID, []byte(email))
+	if err != nil {
+		return err
+	}
+	if err := emails.Delete(rec.EmailIndex); err != nil {
+		return err
+	}
+	rec.EmailSealed, rec.EmailIndex, rec.EmailVerified = sealed, idx, true
+	return emails.Put(idx, []byte(rec.ID))
+}
+
+// SetSettings replaces the account's settings.
+func (db *DB) SetSettings(id string, s Settings) error {
+	return db.updateAccount(id, func(_ *bolt.Tx, rec *accountRecord, _ []byte) error {
+		rec.Settings = s
+		return nil
+	})
+}
+
+// SetPlan moves the account to plan.
+func (db *DB) SetPlan(id, plan string) error {
+	return db.updateAccount(id, func(_ *bolt.Tx, rec *accountRecord, _ []byte) error {
+		rec.Plan = plan
+		return nil
+	})
+}
+
+// SetStatus changes the account's status.
+func (db *DB) SetStatus(id string, status AccountStatus) error {
+	return db.updateAccount(id, func(tx *bolt.Tx, rec *accountRecord, _ []byte) error {
+		rec.Status = status
+		if status != StatusActive {
+			_, err := deleteSessions(tx, id, "")
+			return err
+		}
+		return nil
+	})
+}
+
+// updateAccount runs fn on the stored account in one write transaction and
+// stores the result. fn gets the account's key for sealing.
+func (db *DB) updateAccount(id string, fn func(tx *bolt.Tx, rec *accountRecord, key []byte) error) error {
+	return db.bolt.Update(func(tx *bolt.Tx) error {
+		rec, err := getAccount(tx, id)
+		if err != nil {
+			return err
+		}
+		key, err := db.keys.get(rec.Slot, ownerTag(rec.ID))
+		if err != nil {
+			return err
+		}
+		if err := fn(tx, &rec, key); err != nil {
+			return err
+		}
+		return putJSON(tx.Bucket(bucketAccounts), []byte(id), rec)
+	})
+}
+
+func getAccount(tx *bolt.Tx, id string) (accountRecord, error) {
+	var rec accountRecord
+	err := getJSON(tx.Bucket(bucketAccounts), []byte(id), &rec)
+	return rec, err
+}
+
+// openAccount decrypts a record into an Account.
+func (db *DB) openAccount(rec accountRecord) (Account, error) {
+	key, err := db.keys.get(rec.Slot, ownerTag(rec.ID))
+	if err != nil {
+		return Account{}, err
+	}
+	email, err := unseal(key, "email:"+rec.ID, rec.EmailSealed)
+	if err != nil {
+		return Account{}, err
+	}
+	a := Account{
+		ID: rec.ID, Email: string(email), EmailVerified: rec.EmailVerified,
+		PasswordHash: rec.PasswordHash, Plan: rec.Plan, Status: rec.Status,
+		Created: rec.Created, AgeAttested: rec.AgeAttested, Settings: rec.Settings,
+		Credits: rec.Balance, Held: rec.Held, GrantPeriod: rec.GrantPeriod,
+	}
+	if rec.GoogleSealed != nil {
+		sub, err := unseal(key, "google:"+rec.ID, rec.GoogleSealed)
+		if err != nil {
+			return Account{}, fmt.Errorf("store: google subject: %w", err)
+		}
+		a.GoogleSubject = string(sub)
+	}
+	return a, nil
+}

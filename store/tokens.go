@@ -1,0 +1,176 @@
+package store
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// Purposes of emailed single-use tokens.
+const (
+	purposeReset  = "reset"  // sets a new password
+	purposeVerify = "verify" // proves the account's address (or a new one)
+)
+
+// emailToken is a single-use token sent by email. Only its hash is the key;
+// a new address waiting for verification is sealed with the account key.
+type emailToken struct {
+	AccountID string    `json:"account"`
+	Purpose   string    `json:"purpose"`
+	Expires   time.Time `json:"expires"`
+	NewEmail  []byte    `json:"new_email,omitempty"`
+}
+
+// CreatePasswordReset issues a single-use reset token for the account,
+// valid for ttl.
+func (db *DB) CreatePasswordReset(accountID string, ttl time.Duration) (string, error) {
+	return db.createEmailToken(accountID, purposeReset, "", ttl)
+}
+
+// CreateEmailVerification issues a single-use token proving an address:
+// the account's current one (newEmail empty) or a new one it wants to move
+// to. Only the latest verification token of an account stays valid.
+func (db *DB) CreateEmailVerification(accountID, newEmail string, ttl time.Duration) (string, error) {
+	return db.createEmailToken(accountID, purposeVerify, NormalizeEmail(newEmail), ttl)
+}
+
+func (db *DB) createEmailToken(accountID, purpose, newEmail string, ttl time.Duration) (string, error) {
+	if ttl <= 0 {
+		return "", errors.New("store: token lifetime must be positive")
+	}
+	token, hash := newToken("", 32)
+	err := db.bolt.Update(func(tx *bolt.Tx) error {
+		acct, err := getAccount(tx, accountID)
+		if err != nil {
+			return err
+		}
+		if acct.Status != StatusActive {
+			return ErrAccountInactive
+		}
+		rec := emailToken{AccountID: accountID, Purpose: purpose, Expires: db.now().UTC().Add(ttl)}
+		if newEmail != "" {
+			key, err := db.keys.get(acct.Slot, ownerTag(acct.ID))
+			if err != nil {
+				return err
+			}
+			if rec.NewEmail, err = seal(key, "new-email:"+string(hash), []byte(newEmail)); err != nil {
+				return err
+			}
+		}
+		if purpose == purposeVerify {
+			if err := deleteTokens(tx, accountID, purposeVerify); err != nil {
+				return err
+			}
+		}
+		return putJSON(tx.Bucket(bucketResets), hash, rec)
+	})
+	if err != nil {
+		return "", err
+	}
+	return token, nil
+}
+
+// ConsumePasswordReset spends a reset token: in one transaction it sets the
+// new password hash, deletes every reset token of the account (so a second
+// emailed link dies too) and ends every session. It returns the account id.
+// An unknown or used token is ErrNotFound; an old one ErrExpired.
+func (db *DB) ConsumePasswordReset(token, newHash string) (string, error) {
+	return db.consumeEmailToken(token, purposeReset, func(tx *bolt.Tx, rec *accountRecord, _ emailToken, _ []byte) error {
+		rec.PasswordHash = newHash
+		_, err := deleteSessions(tx, rec.ID, "")
+		return err
+	})
+}
+
+// ConfirmEmail spends a verification token: the account's address is
+// marked verified, or replaced by the new address the token was issued
+// for (ErrConflict if another account took it meanwhile). It returns the
+// account id.
+func (db *DB) ConfirmEmail(token string) (string, error) {
+	return db.consumeEmailToken(token, purposeVerify, func(tx *bolt.Tx, rec *accountRecord, t emailToken, key []byte) error {
+		if t.NewEmail == nil {
+			rec.EmailVerified = true
+			return nil
+		}
+		email, err := unseal(key, "new-email:"+string(hashToken(token)), t.NewEmail)
+		if err != nil {
+			return err
+		}
+		return db.setEmail(tx, rec, key, string(email))
+	})
+}
+
+// consumeEmailToken checks and deletes a token (and its siblings of the
+// same purpose), then applies fn to the account, in one transaction.
+func (db *DB) consumeEmailToken(token, purpose string, fn func(tx *bolt.Tx, rec *accountRecord, t emailToken, key []byte) error) (string, error) {
+	hash := hashToken(token)
+	var accountID string
+	expired := false
+	err := db.bolt.Update(func(tx *bolt.Tx) error {
+		tokens := tx.Bucket(bucketResets)
+		var t emailToken
+		if err := getJSON(tokens, hash, &t); err != nil {
+			return err
+		}
+		if t.Purpose != purpose {
+			return ErrNotFound
+		}
+		if !db.now().Before(t.Expires) {
+			expired = true
+			return tokens.Delete(hash) // committed: expired tokens go away
+		}
+		if err := deleteTokens(tx, t.AccountID, purpose); err != nil {
+			return err
+		}
+		rec, err := getAccount(tx, t.AccountID)
+		if err != nil {
+			return err
+		}
+		if rec.Status != StatusActive {
+			return ErrAccountInactive
+		}
+		key, err := db.keys.get(rec.Slot, ownerTag(rec.ID))
+		if err != nil {
+			return err
+		}
+		if err := fn(tx, &rec, t, key); err != nil {
+			return err
+		}
+		accountID = rec.ID
+		return putJSON(tx.Bucket(bucketAccounts), []byte(rec.ID), rec)
+	})
+	if err == nil && expired {
+		return "", ErrExpired
+	}
+	return accountID, err
+}
+
+// deleteTokens deletes the account's tokens of purpose (all if empty).
+func deleteTokens(tx *bolt.Tx, accountID, purpose string) error {
+	tokens := tx.Bucket(bucketResets)
+	var doomed [][]byte
+	// The bucket holds only live tokens (the sweeper removes expired
+	// ones), so a scan is cheap.
+	err := tokens.ForEach(func(k, v []byte) error {
+		var t emailToken
+		if err := json.Unmarshal(v, &t); err != nil {
+			return fmt.Errorf("store: decode token: %w", err)
+		}
+		if t.AccountID == accountID && (purpose == "" || t.Purpose == purpose) {
+			doomed = append(doomed, append([]byte(nil), k...))
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	for _, k := range doomed {
+		if err := tokens.Delete(k); err != nil {
+			return err
+		}
+	}
+	return nil
+}
