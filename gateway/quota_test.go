@@ -1,0 +1,387 @@
+package gateway
+
+import (
+	"errors"
+	"flag"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/netip"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/gofiber/fiber/v2"
+	"github.com/google/go-cmp/cmp"
+)
+
+// freeImagesCases are the flag's parse cases, also the fuzz seeds.
+var freeImagesCases = []struct {
+	in      string
+	want    string // String() of the result; "" means an error
+	wantErr bool
+}{
+	{in: "10", want: "10"},
+	{in: "0", want: "0"},
+	{in: " 7 ", want: "7"},
+	{in: "007", want: "7"},
+	{in: "1000000", want: "1000000"},
+	{in: "unlimited", want: "unlimited"},
+	{in: "Unlimited", want: "unlimited"},
+	{in: "", wantErr: true},
+	{in: "-1", wantErr: true},
+	{in: "+5", wantErr: true},
+	{in: "-0", wantErr: true},
+	{in: "1.5", wantErr: true},
+	{in: "1e3", wantErr: true},
+	{in: "ten", wantErr: true},
+	{in: "1000001", wantErr: true},
+	{in: "99999999999999999999", wantErr: true},
+	{in: "unlimited!", wantErr: true},
+}
+
+func TestParseFreeImages(t *testing.T) {
+	t.Parallel()
+	for _, tt := range freeImagesCases {
+		t.Run(tt.in, func(t *testing.T) {
+			t.Parallel()
+			got, err := ParseFreeImages(tt.in)
+			if tt.wantErr {
+				if err == nil {
+					t.Fatalf("ParseFreeImages(%q) = %v, want an error", tt.in, got)
+				}
+				if !strings.Contains(err.Error(), `want "unlimited" or a whole number from 0 to 1000000`) || !strings.Contains(err.Error(), tt.in) {
+					t.Errorf("error %q does not say what is wanted and what was given", err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got.String() != tt.want {
+				t.Errorf("ParseFreeImages(%q) = %s, want %s", tt.in, got, tt.want)
+			}
+		})
+	}
+}
+
+func TestFreeImagesFlag(t *testing.T) {
+	t.Parallel()
+	var cfg DailyQuotaConfig
+	if got := cfg.FreeImagesPerDay.String(); got != "10" {
+		t.Errorf("zero value is %s, want the default 10", got)
+	}
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	fs.Var(&cfg.FreeImagesPerDay, "free-images-per-day", "anonymous generations per client IP per day")
+	if err := fs.Parse([]string{"--free-images-per-day=unlimited"}); err != nil {
+		t.Fatal(err)
+	}
+	if n, unlimited := cfg.FreeImagesPerDay.limit(); !unlimited || n != 0 {
+		t.Errorf("after unlimited: %d, %v", n, unlimited)
+	}
+	err := fs.Set("free-images-per-day", "lots")
+	if err == nil || !strings.Contains(err.Error(), `"lots"`) {
+		t.Errorf("bad value: %v", err)
+	}
+	if err := fs.Set("free-images-per-day", "0"); err != nil {
+		t.Fatal(err)
+	}
+	if n, unlimited := cfg.FreeImagesPerDay.limit(); unlimited || n != 0 {
+		t.Errorf("after 0: %d, %v", n, unlimited)
+	}
+}
+
+// FuzzParseFreeImages checks that whatever parses round-trips through
+// String and stays in range.
+func FuzzParseFreeImages(f *testing.F) {
+	for _, tc := range freeImagesCases {
+		f.Add(tc.in)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		v, err := ParseFreeImages(s)
+		if err != nil {
+			return
+		}
+		n, unlimited := v.limit()
+		if !unlimited && (n < 0 || n > maxFreeImages) {
+			t.Fatalf("%q parsed to %d", s, n)
+		}
+		again, err := ParseFreeImages(v.String())
+		if err != nil || again != v {
+			t.Fatalf("%q → %v → %v, %v", s, v, again, err)
+		}
+	})
+}
+
+func mustDailyQuota(t *testing.T, cfg DailyQuotaConfig, clock *rateTestClock) *dailyQuota {
+	t.Helper()
+	q, err := newDailyQuota(cfg, clock.now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return q
+}
+
+// TestDailyQuotaConcurrentNeverOverspends has 64 goroutines reserve one
+// image each of one address's allowance of 10 at the same moment, holding
+// their reservations, then fails some generations and tries again.
+func TestDailyQuotaConcurrentNeverOverspends(t *testing.T) {
+	t.Parallel()
+	clock := newRateTestClock(rateTestEpoch)
+	q := mustDailyQuota(t, DailyQuotaConfig{FreeImagesPerDay: FreeImagesPerDay(10)}, clock)
+	addr := netip.MustParseAddr("198.51.100.1")
+
+	// reserveAll has 64 goroutines reserve at once and returns the holds
+	// granted, all still unsettled.
+	reserveAll := func() []*quotaHold {
+		var mu sync.Mutex
+		var holds []*quotaHold
+		var wg sync.WaitGroup
+		start := make(chan struct{})
+		for range 64 {
+			wg.Go(func() {
+				<-start
+				h, err := q.reserve(addr, 1)
+				var ae *apiError
+				if err != nil && (!errors.As(err, &ae) || ae.Status != 429) {
+					t.Errorf("reserve: %v", err)
+				}
+				if err == nil {
+					mu.Lock()
+					holds = append(holds, h)
+					mu.Unlock()
+				}
+			})
+		}
+		close(start)
+		wg.Wait()
+		return holds
+	}
+
+	holds := reserveAll()
+	if len(holds) != 10 {
+		t.Fatalf("%d concurrent reservations granted, want 10", len(holds))
+	}
+	// Four generations fail and return their images; the rest commit.
+	var settle sync.WaitGroup
+	for i, h := range holds {
+		settle.Go(func() {
+			if i < 4 {
+				h.release()
+				return
+			}
+			h.commit()
+			h.commit()  // settling twice
+			h.release() // or both ways changes nothing
+		})
+	}
+	settle.Wait()
+	holds = reserveAll()
+	if len(holds) != 4 {
+		t.Fatalf("%d reservations granted after 4 releases, want 4", len(holds))
+	}
+	for _, h := range holds {
+		h.commit()
+	}
+	key := addrRateKey(rateNSFreeQuota, addr)
+	sh := &q.counts.shards[q.counts.shardIndex(key)]
+	sh.mu.Lock()
+	count := sh.m[key].val
+	sh.mu.Unlock()
+	if count.used != 10 || count.held != 0 {
+		t.Errorf("quota counts %d used and %d held, want 10 and 0", count.used, count.held)
+	}
+	if len(reserveAll()) != 0 {
+		t.Error("a reservation was granted with the allowance spent")
+	}
+}
+
+func TestDailyQuotaResetsAtUTCMidnight(t *testing.T) {
+	t.Parallel()
+	// The clock's zone is UTC+14: the day still turns at midnight UTC.
+	kiritimati := time.FixedZone("UTC+14", 14*3600)
+	clock := newRateTestClock(time.Date(2026, 3, 14, 23, 59, 58, 500e6, time.UTC).In(kiritimati))
+	q := mustDailyQuota(t, DailyQuotaConfig{FreeImagesPerDay: FreeImagesPerDay(3)}, clock)
+	addr := netip.MustParseAddr("2001:db8:7:7::1")
+	sameBlock := netip.MustParseAddr("2001:db8:7:7:ffff::2")
+
+	h, err := q.reserve(addr, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.commit()
+	late, err := q.reserve(sameBlock, 1) // the same /64: the last one
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = q.reserve(addr, 1)
+	want := &apiError{Status: 429, Type: "rate_limit_error", Code: "free_quota_exhausted", RetryAfter: 2,
+		Msg: "signed-out visitors may generate 3 images a day and this address has 0 left today; sign in, or retry after midnight UTC"}
+	var got *apiError
+	if !errors.As(err, &got) {
+		t.Fatalf("error %v, want an *apiError", err)
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("(-want +got):\n%s", diff)
+	}
+	if _, err := q.reserve(netip.MustParseAddr("2001:db8:7:8::1"), 3); err != nil {
+		t.Errorf("another /64 was refused: %v", err)
+	}
+
+	clock.advance(1500 * time.Millisecond) // 00:00:00 UTC
+	// Yesterday's reservation settles into nothing: today starts whole.
+	late.commit()
+	for i := range 3 {
+		h, err := q.reserve(addr, 1)
+		if err != nil {
+			t.Fatalf("image %d of the new day: %v", i, err)
+		}
+		h.commit()
+	}
+	if _, err := q.reserve(addr, 1); err == nil {
+		t.Error("a fourth image on the new day was allowed")
+	}
+}
+
+func TestDailyQuotaZeroAndUnlimited(t *testing.T) {
+	t.Parallel()
+	clock := newRateTestClock(rateTestEpoch)
+	addr := netip.MustParseAddr("198.51.100.1")
+
+	none := mustDailyQuota(t, DailyQuotaConfig{FreeImagesPerDay: FreeImagesPerDay(0)}, clock)
+	_, err := none.reserve(addr, 1)
+	var ae *apiError
+	if !errors.As(err, &ae) || ae.Status != 403 || ae.Code != "sign_in_required" {
+		t.Errorf("zero allowance: %v, want 403 sign_in_required", err)
+	}
+
+	unlimited := mustDailyQuota(t, DailyQuotaConfig{FreeImagesPerDay: UnlimitedFreeImages()}, clock)
+	for range 1000 {
+		h, err := unlimited.reserve(addr, 4)
+		if err != nil {
+			t.Fatal(err)
+		}
+		h.commit()
+	}
+	if n := unlimited.counts.len(); n != 0 {
+		t.Errorf("unlimited quota remembers %d addresses", n)
+	}
+}
+
+// TestDailyQuotaMemoryBounded fills a quota capped at 64 address blocks
+// with 10,000: counts are never forgotten early, so new blocks wait for
+// the day to end, while blocks already counted keep their allowance.
+func TestDailyQuotaMemoryBounded(t *testing.T) {
+	t.Parallel()
+	clock := newRateTestClock(rateTestEpoch)
+	q := mustDailyQuota(t, DailyQuotaConfig{FreeImagesPerDay: FreeImagesPerDay(5), MaxKeys: 64}, clock)
+	addr := func(i int) netip.Addr { return netip.AddrFrom4([4]byte{10, 0, byte(i >> 8), byte(i)}) }
+	granted := 0
+	for i := range 10000 {
+		h, err := q.reserve(addr(i), 1)
+		var ae *apiError
+		switch {
+		case err == nil:
+			granted++
+			if i == 63 {
+				// Its generation failed: a count of nothing, whose place
+				// the next block takes.
+				h.release()
+				continue
+			}
+			h.commit()
+		case !errors.As(err, &ae) || ae.Code != "free_quota_exhausted" || ae.RetryAfter < 1:
+			t.Fatalf("block %d: %v", i, err)
+		}
+		if n := q.counts.len(); n > 64 {
+			t.Fatalf("%d counts with a cap of 64", n)
+		}
+	}
+	if granted != 65 {
+		t.Errorf("%d blocks granted an image, want the first 65", granted)
+	}
+	// A block already counted still has its allowance: 4 more.
+	for range 4 {
+		h, err := q.reserve(addr(0), 1)
+		if err != nil {
+			t.Fatalf("counted block refused: %v", err)
+		}
+		h.commit()
+	}
+	// Counts of past days are worth nothing: a new block forgets two as it
+	// arrives, and a sweep the rest.
+	clock.advance(24 * time.Hour)
+	if _, err := q.reserve(addr(9999), 1); err != nil {
+		t.Errorf("a new block on the next day: %v", err)
+	}
+	if n := q.sweep(); n != 62 {
+		t.Errorf("sweep after the day forgot %d, want 62", n)
+	}
+}
+
+// TestDailyQuotaOverHTTP refuses through the gateway's error handler with
+// Retry-After until midnight UTC.
+func TestDailyQuotaOverHTTP(t *testing.T) {
+	t.Parallel()
+	clock := newRateTestClock(time.Date(2026, 3, 14, 22, 0, 0, 0, time.UTC))
+	q := mustDailyQuota(t, DailyQuotaConfig{FreeImagesPerDay: FreeImagesPerDay(1)}, clock)
+	ips, err := newClientIPResolver(ClientIPConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	app := rateTestApp()
+	app.Post("/gen", func(c *fiber.Ctx) error {
+		h, err := q.reserve(ips.addr(c), 1)
+		if err != nil {
+			return err
+		}
+		defer h.release() // a no-op once committed
+		h.commit()
+		return c.SendString("image")
+	})
+	var got []string
+	for range 2 {
+		resp, err := app.Test(httptest.NewRequest(http.MethodPost, "/gen", nil))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		got = append(got, resp.Status+" "+resp.Header.Get("Retry-After"))
+	}
+	want := []string{"200 OK ", "429 Too Many Requests 7200"}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("(-want +got):\n%s", diff)
+	}
+}
+
+// BenchmarkDailyQuotaMillionIPs asks for one free image from each of
+// 1,000,000 distinct addresses under the default cap and reports the heap
+// the quota holds, which must stay under the documented 96 MiB.
+func BenchmarkDailyQuotaMillionIPs(b *testing.B) {
+	b.ReportAllocs()
+	var heap float64
+	var keys int
+	for b.Loop() {
+		clock := newRateTestClock(rateTestEpoch)
+		before := rateHeapInUse()
+		q, err := newDailyQuota(DailyQuotaConfig{}, clock.now)
+		if err != nil {
+			b.Fatal(err)
+		}
+		for i := range 1_000_000 {
+			// Past the cap new blocks are refused; the heap stays put.
+			if h, err := q.reserve(netip.AddrFrom4([4]byte{100, byte(i >> 16), byte(i >> 8), byte(i)}), 1); err == nil {
+				h.commit()
+			}
+		}
+		heap = float64(rateHeapInUse() - before)
+		keys = q.counts.len()
+	}
+	b.ReportMetric(heap/(1<<20), "heap-MiB")
+	b.ReportMetric(heap/float64(keys), "bytes/key")
+	if keys != defaultFreeQuotaMaxKeys || heap > 96<<20 {
+		b.Errorf("%d counts in %.1f MiB; want %d in at most 96 MiB", keys, heap/(1<<20), defaultFreeQuotaMaxKeys)
+	}
+}

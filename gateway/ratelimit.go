@@ -1,0 +1,767 @@
+package gateway
+
+import (
+	"crypto/sha256"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/maphash"
+	"maps"
+	"math"
+	"net/netip"
+	"slices"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gofiber/fiber/v2"
+	"golang.org/x/time/rate"
+)
+
+// LimitPolicy is one token bucket: a client may spend Quota cost units at
+// once, and the bucket refills at Quota per Window. It is advertised as
+// RateLimit-Policy: "<name>";q=<Quota>;w=<Window in seconds>.
+type LimitPolicy struct {
+	// Quota is the bucket's size in cost units (see RateCosts).
+	Quota int
+	// Window is how long an empty bucket takes to refill; whole seconds.
+	Window time.Duration
+}
+
+func (p LimitPolicy) limit() rate.Limit { return rate.Limit(float64(p.Quota) / p.Window.Seconds()) }
+
+func (p LimitPolicy) validate(name string, minQuota int) error {
+	var errs []error
+	if p.Quota < minQuota {
+		errs = append(errs, fmt.Errorf("gateway: rate limit %s: quota %d cannot pay for the dearest request (cost %d)", name, p.Quota, minQuota))
+	}
+	// The window is advertised in whole seconds (draft w parameter); a
+	// bucket that takes over a week to refill is a typo, and would also
+	// overflow the full-bucket initialisation in newRateBucket.
+	if p.Window < time.Second || p.Window%time.Second != 0 || p.Window > 7*24*time.Hour {
+		errs = append(errs, fmt.Errorf("gateway: rate limit %s: window %s must be whole seconds between 1s and 168h", name, p.Window))
+	}
+	return errors.Join(errs...)
+}
+
+// RateCosts is the route cost table, in cost units taken from every bucket
+// a request is charged to. The defaults make the dearest work dearest:
+//
+//	Default        1  any other limited route (sign-in, account, consent)
+//	Object         1  GET /o/<hash>: bytes from disk or memory
+//	GenerationHit  4  a generation or edit answered from the cache: validation, hashing, a signed URL
+//	GenerationMiss 20 one image that reaches the GPU
+//
+// A generation route is charged GenerationHit when it arrives; the handler
+// charges GenerationMiss-GenerationHit more through rateChargeOf(c).extra
+// for each image it learns must be generated, before calling the GPU.
+type RateCosts struct {
+	Default        int
+	Object         int
+	GenerationHit  int
+	GenerationMiss int
+}
+
+// RateLimitConfig sets the request rate limits. The zero value is the
+// defaults below; call Validate after setting fields.
+//
+// Every limited request is charged to the client-address bucket (IP), and
+// in addition to the Anonymous bucket of that address when it is signed
+// out, or to its account's and API key's buckets, sized by the account's
+// plan, when it is signed in. The IP bucket is the flood guard and sized
+// for many people behind one NAT; the Anonymous bucket keeps signed-out
+// traffic from a shared address from starving the people signed in there.
+type RateLimitConfig struct {
+	// Disabled turns every rate limit off (IMAGEGATE_RATE_LIMITS=off): no
+	// refusals and no RateLimit headers. For benchmarks and trusted
+	// internal use; sign-in protection and the free daily quota have
+	// their own settings and stay on.
+	Disabled bool
+	// IP limits every request per client address block (/32, /64):
+	// 600 per 60 s.
+	IP LimitPolicy
+	// Anonymous further limits signed-out requests per client address
+	// block: 120 per 60 s.
+	Anonymous LimitPolicy
+	// Plans limits each account, and each API key, by the account's plan:
+	// "free" 300 per 60 s, "pro" 1200 per 60 s (the built-in plans).
+	Plans map[string]LimitPolicy
+	// DefaultPlan is used for a plan name missing from Plans ("free").
+	DefaultPlan string
+	// Costs is the route cost table (see RateCosts).
+	Costs RateCosts
+	// MaxKeys bounds the buckets remembered at once (262,144, about
+	// 50 MiB; see BenchmarkRateLimiterMillionIPs). Full buckets are
+	// forgotten as they are met, which changes nothing; past the cap the
+	// least recently used bucket is forgotten even if not full, which
+	// lets its client start afresh.
+	MaxKeys int
+}
+
+// defaultRateMaxKeys is the default cap on remembered buckets.
+const defaultRateMaxKeys = 1 << 18
+
+func (c *RateLimitConfig) setDefaults() {
+	if c.IP == (LimitPolicy{}) {
+		c.IP = LimitPolicy{Quota: 600, Window: time.Minute}
+	}
+	if c.Anonymous == (LimitPolicy{}) {
+		c.Anonymous = LimitPolicy{Quota: 120, Window: time.Minute}
+	}
+	if c.Plans == nil {
+		c.Plans = map[string]LimitPolicy{
+			"free": {Quota: 300, Window: time.Minute},
+			"pro":  {Quota: 1200, Window: time.Minute},
+		}
+	}
+	if c.DefaultPlan == "" {
+		c.DefaultPlan = "free"
+	}
+	if c.Costs == (RateCosts{}) {
+		c.Costs = RateCosts{Default: 1, Object: 1, GenerationHit: 4, GenerationMiss: 20}
+	}
+	if c.MaxKeys == 0 {
+		c.MaxKeys = defaultRateMaxKeys
+	}
+}
+
+// Validate fills defaults and reports every problem at once.
+func (c *RateLimitConfig) Validate() error {
+	c.setDefaults()
+	var errs []error
+	k := c.Costs
+	if k.Default < 1 || k.Object < 1 || k.GenerationHit < k.Object || k.GenerationMiss < k.GenerationHit {
+		errs = append(errs, fmt.Errorf("gateway: rate costs %+v: every cost must be at least 1, and object ≤ generation hit ≤ generation miss", k))
+	}
+	dearest := max(k.Default, k.Object, k.GenerationHit, k.GenerationMiss)
+	errs = append(errs, c.IP.validate("ip", dearest), c.Anonymous.validate("anonymous", dearest))
+	for _, name := range slices.Sorted(maps.Keys(c.Plans)) {
+		errs = append(errs, c.Plans[name].validate("plan "+strconv.Quote(name), dearest))
+	}
+	if _, ok := c.Plans[c.DefaultPlan]; !ok {
+		errs = append(errs, fmt.Errorf("gateway: default plan %q is not among the rate-limit plans", c.DefaultPlan))
+	}
+	if c.MaxKeys < 1 {
+		errs = append(errs, errors.New("gateway: rate limit max keys must be positive"))
+	}
+	return errors.Join(errs...)
+}
+
+// rateNamespace keeps the buckets of different kinds of party apart.
+type rateNamespace uint8
+
+const (
+	rateNSIP           rateNamespace = iota + 1 // client address block, every request
+	rateNSAnon                                  // client address block, signed-out requests
+	rateNSAccount                               // account id
+	rateNSAPIKey                                // API key id
+	rateNSLoginPair                             // (account, client address block) sign-in attempts
+	rateNSLoginSource                           // client address block sign-in attempts
+	rateNSLoginAccount                          // account sign-in attempts from new sources
+	rateNSLoginKnown                            // (account, client address block) that signed in
+	rateNSFreeQuota                             // client address block free images
+)
+
+// rateKey names one remembered bucket: a namespace and a 128-bit identity,
+// either an address block or a hash of opaque ids. A fixed-size key keeps
+// a million entries from costing a million string allocations, and keeps
+// account ids out of memory in the clear.
+type rateKey struct {
+	ns rateNamespace
+	id [16]byte
+}
+
+// addrRateKey keys a client address by its block (clientIPPrefix).
+func addrRateKey(ns rateNamespace, a netip.Addr) rateKey {
+	return rateKey{ns: ns, id: clientIPPrefix(a).Addr().As16()}
+}
+
+// hashedRateKey keys opaque strings by a truncated SHA-256 of them, each
+// length-prefixed so that ("ab","c") and ("a","bc") differ.
+func hashedRateKey(ns rateNamespace, parts ...string) rateKey {
+	h := sha256.New()
+	var n [9]byte
+	n[0] = byte(ns)
+	h.Write(n[:1])
+	for _, p := range parts {
+		binary.BigEndian.PutUint64(n[1:], uint64(len(p)))
+		h.Write(n[1:])
+		h.Write([]byte(p))
+	}
+	var sum [sha256.Size]byte
+	k := rateKey{ns: ns}
+	copy(k.id[:], h.Sum(sum[:0]))
+	return k
+}
+
+// keyedStore is a sharded map from rateKey to V that stays bounded: each
+// shard keeps its entries in least-recently-used order, forgets idle ones
+// (idle reports that forgetting changes nothing) as it meets them, and at
+// its share of the cap forgets the coldest idle entry, or failing that the
+// coldest entry at all. Callers hold a shard's lock while they use its
+// entries.
+type keyedStore[V any] struct {
+	shards   []keyedShard[V]
+	seed     maphash.Seed
+	perShard int
+	idle     func(v *V, now time.Time) bool
+	// keepLive refuses new keys at the cap rather than forget an entry
+	// that is not idle: for counts that must never restart early.
+	keepLive bool
+
+	evictedIdle atomic.Uint64 // forgotten because idle
+	evictedLive atomic.Uint64 // forgotten at the cap while not idle
+}
+
+type keyedShard[V any] struct {
+	mu  sync.Mutex
+	m   map[rateKey]*keyedEntry[V]
+	lru keyedEntry[V] // sentinel: lru.next is the most recently used
+}
+
+type keyedEntry[V any] struct {
+	key        rateKey
+	prev, next *keyedEntry[V]
+	// inUse marks an entry the operation holding the shard lock is
+	// working on, so making room for its next key cannot evict it.
+	inUse bool
+	val   V
+}
+
+// keyedEvictScan is how many of a full shard's coldest entries are looked
+// at for an idle one before the coldest is evicted regardless.
+const keyedEvictScan = 8
+
+func newKeyedStore[V any](maxKeys int, idle func(v *V, now time.Time) bool) *keyedStore[V] {
+	// Enough shards to spread lock contention over cores, few enough that
+	// each holds a meaningful share of the cap (an exact LRU for small
+	// caps, as in tests).
+	n := 1
+	for n < 64 && maxKeys/(n*2) >= 1024 {
+		n *= 2
+	}
+	s := &keyedStore[V]{
+		shards:   make([]keyedShard[V], n),
+		seed:     maphash.MakeSeed(),
+		perShard: max(1, maxKeys/n),
+		idle:     idle,
+	}
+	for i := range s.shards {
+		sh := &s.shards[i]
+		sh.m = make(map[rateKey]*keyedEntry[V])
+		sh.lru.next, sh.lru.prev = &sh.lru, &sh.lru
+	}
+	return s
+}
+
+func (s *keyedStore[V]) shardIndex(k rateKey) int {
+	return int(maphash.Comparable(s.seed, k) & uint64(len(s.shards)-1))
+}
+
+// get returns k's entry, creating it with init when absent and create is
+// set, and marks it most recently used. It returns nil when k is absent
+// and create is not set, or when the store keeps live entries and is full.
+// The caller holds sh.mu.
+func (s *keyedStore[V]) get(sh *keyedShard[V], k rateKey, now time.Time, create bool, init func(*V)) *keyedEntry[V] {
+	if e, ok := sh.m[k]; ok {
+		sh.unlink(e)
+		sh.pushFront(e)
+		return e
+	}
+	if !create || !s.makeRoom(sh, now) {
+		return nil
+	}
+	e := &keyedEntry[V]{key: k}
+	if init != nil {
+		init(&e.val)
+	}
+	sh.m[k] = e
+	sh.pushFront(e)
+	return e
+}
+
+// remove forgets k. The caller holds sh.mu.
+func (s *keyedStore[V]) remove(sh *keyedShard[V], k rateKey) {
+	if e, ok := sh.m[k]; ok {
+		sh.drop(e)
+	}
+}
+
+// makeRoom makes room in sh for one more entry, reporting false if it
+// cannot (keepLive and nothing idle).
+func (s *keyedStore[V]) makeRoom(sh *keyedShard[V], now time.Time) bool {
+	// Forget a couple of idle entries from the cold end on every insert,
+	// so memory follows the live key count without a janitor goroutine.
+	for range 2 {
+		e := sh.lru.prev
+		if e == &sh.lru || e.inUse || !s.idle(&e.val, now) {
+			break
+		}
+		sh.drop(e)
+		s.evictedIdle.Add(1)
+	}
+	if len(sh.m) < s.perShard {
+		return true
+	}
+	var coldest *keyedEntry[V]
+	seen := 0
+	for e := sh.lru.prev; e != &sh.lru && seen < keyedEvictScan; e = e.prev {
+		if e.inUse {
+			continue
+		}
+		seen++
+		if s.idle(&e.val, now) {
+			sh.drop(e)
+			s.evictedIdle.Add(1)
+			return true
+		}
+		if coldest == nil {
+			coldest = e
+		}
+	}
+	switch {
+	case s.keepLive:
+		return false
+	case coldest != nil:
+		sh.drop(coldest)
+		s.evictedLive.Add(1)
+	}
+	// Otherwise every entry is in use by the caller (at most a handful):
+	// the shard briefly holds that many more than its share.
+	return true
+}
+
+// sweep forgets idle entries from the cold end of every shard, stopping
+// in each at the first entry still in use, and reports how many it forgot.
+func (s *keyedStore[V]) sweep(now time.Time) int {
+	n := 0
+	for i := range s.shards {
+		sh := &s.shards[i]
+		sh.mu.Lock()
+		for e := sh.lru.prev; e != &sh.lru && !e.inUse && s.idle(&e.val, now); e = sh.lru.prev {
+			sh.drop(e)
+			n++
+		}
+		sh.mu.Unlock()
+	}
+	s.evictedIdle.Add(uint64(n))
+	return n
+}
+
+// len counts the entries remembered now.
+func (s *keyedStore[V]) len() int {
+	n := 0
+	for i := range s.shards {
+		sh := &s.shards[i]
+		sh.mu.Lock()
+		n += len(sh.m)
+		sh.mu.Unlock()
+	}
+	return n
+}
+
+func (sh *keyedShard[V]) pushFront(e *keyedEntry[V]) {
+	e.prev, e.next = &sh.lru, sh.lru.next
+	sh.lru.next.prev = e
+	sh.lru.next = e
+}
+
+func (sh *keyedShard[V]) unlink(e *keyedEntry[V]) {
+	e.prev.next, e.next.prev = e.next, e.prev
+}
+
+func (sh *keyedShard[V]) drop(e *keyedEntry[V]) {
+	sh.unlink(e)
+	e.prev, e.next = nil, nil
+	delete(sh.m, e.key)
+}
+
+// shardSet is the distinct shards one operation has locked, in order.
+type shardSet struct {
+	idx [maxRateSubjects]int
+	n   int
+}
+
+// lockShards locks the distinct shards of keys in index order, so that two
+// operations over overlapping shards cannot deadlock, and stores the shard
+// of each key in shards.
+func (s *keyedStore[V]) lockShards(keys []rateKey, shards []*keyedShard[V]) shardSet {
+	var set shardSet
+	for i, k := range keys {
+		j := s.shardIndex(k)
+		shards[i] = &s.shards[j]
+		if !slices.Contains(set.idx[:set.n], j) {
+			set.idx[set.n] = j
+			set.n++
+		}
+	}
+	slices.Sort(set.idx[:set.n])
+	for _, j := range set.idx[:set.n] {
+		s.shards[j].mu.Lock()
+	}
+	return set
+}
+
+func (s *keyedStore[V]) unlockShards(set shardSet) {
+	for _, j := range set.idx[:set.n] {
+		s.shards[j].mu.Unlock()
+	}
+}
+
+// newRateBucket makes lim a full bucket for p. A zero Limiter that last
+// changed at the zero time has been refilling since then, and advancing it
+// to any present time yields a full bucket (capped at Quota); the window
+// bound in LimitPolicy.validate keeps that true. This avoids copying a
+// Limiter (it holds a mutex) out of rate.NewLimiter.
+func newRateBucket(lim *rate.Limiter, p LimitPolicy) {
+	lim.SetLimitAt(time.Time{}, p.limit())
+	lim.SetBurstAt(time.Time{}, p.Quota)
+}
+
+// rateBucketIdle reports that a bucket has refilled: forgetting it and
+// starting a new full one later changes nothing.
+func rateBucketIdle(lim *rate.Limiter, now time.Time) bool {
+	return lim.TokensAt(now) >= float64(lim.Burst())
+}
+
+// maxRateSubjects bounds the buckets one request is charged to (ip, anon
+// or acct, key) and one sign-in attempt (pair, source, account).
+const maxRateSubjects = 4
+
+// rateSubject is one bucket a request is charged to.
+type rateSubject struct {
+	name   string // the policy's name in RateLimit headers
+	key    rateKey
+	policy LimitPolicy
+}
+
+// rateIdentity is who a request is, beyond its client address, as far as
+// the gateway knows when the limit applies. Ids are opaque (they are
+// hashed before use) and must not be emails or secrets in the clear.
+type rateIdentity struct {
+	Account string // account id; "" when signed out
+	APIKey  string // API key id (never the secret); "" when none
+	Plan    string // the account's plan; "" or unknown means the default plan
+}
+
+// rateLimiter applies RateLimitConfig: token buckets per client address,
+// account and API key, kept in a bounded keyedStore.
+type rateLimiter struct {
+	cfg      RateLimitConfig
+	now      func() time.Time
+	clientIP *clientIPResolver
+	buckets  *keyedStore[rate.Limiter]
+
+	allowed atomic.Uint64
+	refused atomic.Uint64
+}
+
+// newRateLimiter builds the limiter; now is the clock (time.Now outside
+// tests).
+func newRateLimiter(cfg RateLimitConfig, clientIP *clientIPResolver, now func() time.Time) (*rateLimiter, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if clientIP == nil || now == nil {
+		return nil, errors.New("gateway: rate limiter needs a client IP resolver and a clock")
+	}
+	return &rateLimiter{
+		cfg:      cfg,
+		now:      now,
+		clientIP: clientIP,
+		buckets:  newKeyedStore(cfg.MaxKeys, rateBucketIdle),
+	}, nil
+}
+
+// subjects lists the buckets a request from addr by who is charged to.
+func (l *rateLimiter) subjects(addr netip.Addr, who rateIdentity) []rateSubject {
+	subs := make([]rateSubject, 0, 3)
+	subs = append(subs, rateSubject{name: "ip", key: addrRateKey(rateNSIP, addr), policy: l.cfg.IP})
+	if who.Account == "" && who.APIKey == "" {
+		return append(subs, rateSubject{name: "anon", key: addrRateKey(rateNSAnon, addr), policy: l.cfg.Anonymous})
+	}
+	plan, ok := l.cfg.Plans[who.Plan]
+	if !ok {
+		plan = l.cfg.Plans[l.cfg.DefaultPlan]
+	}
+	if who.Account != "" {
+		subs = append(subs, rateSubject{name: "acct", key: hashedRateKey(rateNSAccount, who.Account), policy: plan})
+	}
+	if who.APIKey != "" {
+		subs = append(subs, rateSubject{name: "key", key: hashedRateKey(rateNSAPIKey, who.APIKey), policy: plan})
+	}
+	return subs
+}
+
+// rateState is one bucket after a decision, as the RateLimit headers
+// advertise it.
+type rateState struct {
+	name      string
+	quota     int   // q
+	window    int64 // w, seconds
+	remaining int64 // r: whole cost units left
+	reset     int64 // t: seconds until the bucket is full again
+}
+
+// rateDecision is the outcome of charging a request to its buckets.
+type rateDecision struct {
+	allowed    bool
+	retryAfter int64  // whole seconds ≥ 1 when refused
+	refusedBy  string // the name of a bucket that refused
+	states     []rateState
+}
+
+// take charges cost to every subject's bucket, or to none: a request one
+// bucket refuses costs the others nothing, so a refused client is not
+// drained further by its own retries.
+func (l *rateLimiter) take(subs []rateSubject, cost int) rateDecision {
+	if l.cfg.Disabled {
+		return rateDecision{allowed: true}
+	}
+	d := chargeBuckets(l.buckets, l.now(), subs, cost)
+	if d.allowed {
+		l.allowed.Add(1)
+	} else {
+		l.refused.Add(1)
+	}
+	return d
+}
+
+// chargeBuckets charges cost to every subject's bucket in store at now, or
+// to none, and reports each bucket's state afterwards.
+func chargeBuckets(store *keyedStore[rate.Limiter], now time.Time, subs []rateSubject, cost int) rateDecision {
+	d := rateDecision{allowed: true}
+	if len(subs) == 0 {
+		return d
+	}
+	if len(subs) > maxRateSubjects {
+		panic("gateway: too many rate-limit subjects")
+	}
+	var keysArr [maxRateSubjects]rateKey
+	var shardsArr [maxRateSubjects]*keyedShard[rate.Limiter]
+	var entriesArr [maxRateSubjects]*keyedEntry[rate.Limiter]
+	var costs [maxRateSubjects]float64
+	keys, shards, entries := keysArr[:len(subs)], shardsArr[:len(subs)], entriesArr[:len(subs)]
+	for i, s := range subs {
+		keys[i] = s.key
+	}
+	locked := store.lockShards(keys, shards)
+	var wait time.Duration
+	for i, s := range subs {
+		e := store.get(shards[i], s.key, now, true, func(lim *rate.Limiter) { newRateBucket(lim, s.policy) })
+		e.inUse = true
+		entries[i] = e
+		lim := &e.val
+		if lim.Burst() != s.policy.Quota || lim.Limit() != s.policy.limit() {
+			// The account changed plan: keep its tokens, adopt the new size.
+			lim.SetLimitAt(now, s.policy.limit())
+			lim.SetBurstAt(now, s.policy.Quota)
+		}
+		// A charge bigger than the whole bucket empties it rather than
+		// being refused forever.
+		costs[i] = float64(min(cost, s.policy.Quota))
+		if tokens := lim.TokensAt(now); tokens < costs[i] {
+			if w := durationForTokens(costs[i]-tokens, s.policy); d.refusedBy == "" || w > wait {
+				wait, d.refusedBy = w, s.name
+			}
+			d.allowed = false
+		}
+	}
+	if !d.allowed {
+		d.retryAfter = max(1, ceilSeconds(wait))
+	}
+	d.states = make([]rateState, len(subs))
+	for i, s := range subs {
+		lim := &entries[i].val
+		if d.allowed && cost > 0 && !lim.AllowN(now, int(costs[i])) {
+			// Unreachable: TokensAt said there were enough, under the lock.
+			panic("gateway: rate bucket refused a checked charge")
+		}
+		tokens := lim.TokensAt(now)
+		st := rateState{
+			name:      s.name,
+			quota:     s.policy.Quota,
+			window:    int64(s.policy.Window / time.Second),
+			remaining: int64(math.Floor(max(tokens, 0))),
+			reset:     ceilSeconds(durationForTokens(float64(s.policy.Quota)-tokens, s.policy)),
+		}
+		if !d.allowed {
+			// Retry-After must not point before the end of any effective
+			// window (draft-11 §6), so no window outlasts it.
+			st.reset = min(st.reset, d.retryAfter)
+		}
+		d.states[i] = st
+		entries[i].inUse = false
+	}
+	store.unlockShards(locked)
+	return d
+}
+
+func durationForTokens(tokens float64, p LimitPolicy) time.Duration {
+	if tokens <= 0 {
+		return 0
+	}
+	return time.Duration(tokens / float64(p.limit()) * float64(time.Second))
+}
+
+func ceilSeconds(d time.Duration) int64 {
+	if d <= 0 {
+		return 0
+	}
+	return int64((d + time.Second - 1) / time.Second)
+}
+
+// sweep forgets every bucket that has refilled. Buckets are also forgotten
+// as new keys arrive; this returns memory after a burst of traffic ends.
+func (l *rateLimiter) sweep() int { return l.buckets.sweep(l.now()) }
+
+// rateLimitStats are the limiter's counters, for /metrics.
+type rateLimitStats struct {
+	Keys        int    // buckets remembered now
+	Allowed     uint64 // charges allowed
+	Refused     uint64 // charges refused
+	EvictedIdle uint64 // full buckets forgotten (no effect on limits)
+	EvictedLive uint64 // buckets forgotten at the cap while not full
+}
+
+func (l *rateLimiter) stats() rateLimitStats {
+	return rateLimitStats{
+		Keys:        l.buckets.len(),
+		Allowed:     l.allowed.Load(),
+		Refused:     l.refused.Load(),
+		EvictedIdle: l.buckets.evictedIdle.Load(),
+		EvictedLive: l.buckets.evictedLive.Load(),
+	}
+}
+
+// The headers follow draft-ietf-httpapi-ratelimit-headers-11 (May 2026):
+// both fields are Structured Field Lists of String items with Integer
+// parameters, one item per bucket the request was charged to:
+//
+//	RateLimit-Policy: "ip";q=600;w=60, "anon";q=120;w=60
+//	RateLimit: "ip";r=596;t=1, "anon";r=116;t=2
+//
+// q and r count cost units (RateCosts), not requests. t is the time until
+// the bucket is full again: the token-bucket analogue of a window reset
+// (the draft leaves the algorithm open, §1.1). No pk parameter is sent, so
+// no client address or account id is echoed back.
+const (
+	headerRateLimitPolicy = "RateLimit-Policy"
+	headerRateLimit       = "RateLimit"
+)
+
+func (d rateDecision) setHeaders(c *fiber.Ctx) {
+	if len(d.states) == 0 {
+		return
+	}
+	policy := make([]byte, 0, 32*len(d.states))
+	limit := make([]byte, 0, 32*len(d.states))
+	for i, s := range d.states {
+		if i > 0 {
+			policy = append(policy, ", "...)
+			limit = append(limit, ", "...)
+		}
+		policy = strconv.AppendQuote(policy, s.name)
+		policy = append(policy, ";q="...)
+		policy = strconv.AppendInt(policy, int64(s.quota), 10)
+		policy = append(policy, ";w="...)
+		policy = strconv.AppendInt(policy, s.window, 10)
+		limit = strconv.AppendQuote(limit, s.name)
+		limit = append(limit, ";r="...)
+		limit = strconv.AppendInt(limit, s.remaining, 10)
+		limit = append(limit, ";t="...)
+		limit = strconv.AppendInt(limit, s.reset, 10)
+	}
+	h := &c.Response().Header
+	h.SetBytesV(headerRateLimitPolicy, policy)
+	h.SetBytesV(headerRateLimit, limit)
+}
+
+// rateLimited is the 429 for a refused decision; the error handler adds
+// Retry-After.
+func rateLimited(d rateDecision) *apiError {
+	who := "this client address"
+	switch d.refusedBy {
+	case "acct":
+		who = "this account"
+	case "key":
+		who = "this API key"
+	}
+	return &apiError{
+		Status:     fiber.StatusTooManyRequests,
+		Type:       "rate_limit_error",
+		Code:       "rate_limited",
+		Msg:        fmt.Sprintf("too many requests from %s; retry in %d s", who, d.retryAfter),
+		RetryAfter: int(d.retryAfter),
+	}
+}
+
+// rateChargeLocal is the fiber.Ctx Locals key of a request's *rateCharge.
+type rateChargeLocal struct{}
+
+// rateCharge is a limited request's account with its buckets, for charges
+// it learns of later. It holds no fiber.Ctx, so a handler may use it from
+// the goroutine that calls the GPU. A nil *rateCharge (route not limited,
+// or limits off) allows everything.
+type rateCharge struct {
+	l    *rateLimiter
+	subs []rateSubject
+
+	mu   sync.Mutex
+	last rateDecision // what the response's headers will say
+}
+
+// rateChargeOf returns the request's charge, or nil if the route is not
+// limited.
+func rateChargeOf(c *fiber.Ctx) *rateCharge {
+	ch, _ := c.Locals(rateChargeLocal{}).(*rateCharge)
+	return ch
+}
+
+// extra charges cost more units to the request's buckets, all or none,
+// and returns a 429 *apiError when they cannot pay — call it before the
+// work the cost stands for (the GPU call on a cache miss).
+func (ch *rateCharge) extra(cost int) error {
+	if ch == nil || cost <= 0 {
+		return nil
+	}
+	d := ch.l.take(ch.subs, cost)
+	ch.mu.Lock()
+	ch.last = d
+	ch.mu.Unlock()
+	if !d.allowed {
+		return rateLimited(d)
+	}
+	return nil
+}
+
+// limit is the middleware for a route costing cost units. who names the
+// account and API key behind the request, when known; nil means every
+// request is anonymous. Allowed or refused, the response carries the
+// RateLimit headers of every bucket charged, as they stand when it is
+// sent (after any extra charge).
+func (l *rateLimiter) limit(cost int, who func(*fiber.Ctx) rateIdentity) fiber.Handler {
+	if l.cfg.Disabled {
+		return func(c *fiber.Ctx) error { return c.Next() }
+	}
+	return func(c *fiber.Ctx) error {
+		var id rateIdentity
+		if who != nil {
+			id = who(c)
+		}
+		ch := &rateCharge{l: l, subs: l.subjects(l.clientIP.addr(c), id)}
+		ch.last = l.take(ch.subs, cost)
+		if !ch.last.allowed {
+			ch.last.setHeaders(c)
+			return rateLimited(ch.last)
+		}
+		c.Locals(rateChargeLocal{}, ch)
+		err := c.Next()
+		ch.mu.Lock()
+		d := ch.last
+		ch.mu.Unlock()
+		d.setHeaders(c)
+		return err
+	}
+}
