@@ -234,14 +234,8 @@ func (c *Cache) Get(ctx context.Context, key Key, refresh bool, load Loader) (En
 		return Entry{}, Outcome{}, ErrClosed
 	}
 	if !refresh {
-		if e, ok := c.l1.entry(key); ok {
-			c.stats.hitsL1.Add(1)
-			return e, Outcome{Tier: TierL1}, nil
-		}
-		if e, ok := c.fromL2(key); ok {
-			c.remember(key, e, nil, false)
-			c.stats.hitsL2.Add(1)
-			return e, Outcome{Tier: TierL2}, nil
+		if e, o, ok := c.Peek(key); ok {
+			return e, o, nil
 		}
 	}
 	if load == nil {
@@ -249,6 +243,26 @@ func (c *Cache) Get(ctx context.Context, key Key, refresh bool, load Loader) (En
 		return Entry{}, Outcome{Tier: TierMiss}, errors.New("cache: miss and no loader")
 	}
 	return c.getShared(ctx, key, refresh, load)
+}
+
+// Peek answers from this node's own tiers (L1, then L2) without loading or
+// waiting: callers that must do something before a miss (reserve credits)
+// peek first and pay nothing on a hit. A hit is counted as Get counts it;
+// a miss is not counted, because the Get that follows will be.
+func (c *Cache) Peek(key Key) (Entry, Outcome, bool) {
+	if c.closed.Load() {
+		return Entry{}, Outcome{}, false
+	}
+	if e, ok := c.l1.entry(key); ok {
+		c.stats.hitsL1.Add(1)
+		return e, Outcome{Tier: TierL1}, true
+	}
+	if e, ok := c.fromL2(key); ok {
+		c.remember(key, e, nil, false)
+		c.stats.hitsL2.Add(1)
+		return e, Outcome{Tier: TierL2}, true
+	}
+	return Entry{}, Outcome{}, false
 }
 
 // getShared is Get past the local tiers: it starts or joins the shared

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"strings"
 	"time"
 )
 
@@ -38,7 +39,45 @@ type Config struct {
 	// ModelRefresh is how often the model catalogue is re-read from the
 	// inference tier (30 s).
 	ModelRefresh time.Duration
+
+	// TrustedOrigins may make state-changing browser requests besides this
+	// site's own origin (e.g. "https://app.example.com"), lower-case.
+	TrustedOrigins []string
+	// ClientIP says which proxies' client-address headers are believed.
+	ClientIP ClientIPConfig
+	// RateLimits are the request rate limits.
+	RateLimits RateLimitConfig
+	// LoginGuard limits sign-in attempts.
+	LoginGuard LoginGuardConfig
+	// FreeQuota is signed-out visitors' daily allowance of images.
+	FreeQuota DailyQuotaConfig
+	// Plans price generations and say what each plan may do.
+	Plans PlansConfig
+	// Google enables Sign in with Google.
+	Google GoogleConfig
+	// Billing enables payments through Stripe.
+	Billing BillingConfig
+
+	// SessionIdle ends sessions unused this long (7 days); SessionAbsolute
+	// ends them this long after sign-in (30 days).
+	SessionIdle, SessionAbsolute time.Duration
+	// ResetTTL is how long a password-reset link works (30 min);
+	// VerifyTTL an email-verification link (48 h).
+	ResetTTL, VerifyTTL time.Duration
+	// PasswordHashers bounds concurrent argon2id hashes, 19 MiB each
+	// (default: CPUs, at least 2).
+	PasswordHashers int
+
+	// CookiePolicyRevision numbers the cookie policy; raise it when the
+	// policy changes materially and every visitor is asked again (K5).
+	CookiePolicyRevision int
+	// CookiePolicyUpdated is the policy's last-updated date (YYYY-MM-DD).
+	CookiePolicyUpdated string
 }
+
+// cookiePolicyDate is when the cookie registry last changed; operators
+// override it together with the revision.
+const cookiePolicyDate = "2026-11-23"
 
 func (c *Config) setDefaults() {
 	if c.DefaultSize == "" {
@@ -62,6 +101,29 @@ func (c *Config) setDefaults() {
 	if c.ModelRefresh == 0 {
 		c.ModelRefresh = 30 * time.Second
 	}
+	if c.SessionIdle == 0 {
+		c.SessionIdle = 7 * 24 * time.Hour
+	}
+	if c.SessionAbsolute == 0 {
+		c.SessionAbsolute = 30 * 24 * time.Hour
+	}
+	if c.ResetTTL == 0 {
+		c.ResetTTL = 30 * time.Minute
+	}
+	if c.VerifyTTL == 0 {
+		c.VerifyTTL = 48 * time.Hour
+	}
+	if c.CookiePolicyRevision == 0 {
+		c.CookiePolicyRevision = 1
+	}
+	if c.CookiePolicyUpdated == "" {
+		c.CookiePolicyUpdated = cookiePolicyDate
+	}
+	for i, o := range c.TrustedOrigins {
+		c.TrustedOrigins[i] = strings.ToLower(strings.TrimSuffix(o, "/"))
+	}
+	c.Plans.setDefaults()
+	c.Google.setDefaults(c.PublicURL)
 }
 
 // Validate fills defaults and reports every problem at once.
@@ -86,5 +148,24 @@ func (c *Config) Validate() error {
 	if c.RequestTimeout < time.Second {
 		errs = append(errs, errors.New("gateway: request timeout must be at least 1s"))
 	}
+	if c.SessionIdle < time.Minute || c.SessionAbsolute < c.SessionIdle {
+		errs = append(errs, errors.New("gateway: session idle timeout must be at least 1m and at most the absolute timeout"))
+	}
+	if c.ResetTTL < time.Minute || c.ResetTTL > 24*time.Hour || c.VerifyTTL < time.Minute {
+		errs = append(errs, errors.New("gateway: reset links must live between 1m and 24h, verification links at least 1m"))
+	}
+	if c.CookiePolicyRevision < 1 {
+		errs = append(errs, errors.New("gateway: cookie policy revision must be positive"))
+	}
+	if _, err := time.Parse(time.DateOnly, c.CookiePolicyUpdated); err != nil {
+		errs = append(errs, fmt.Errorf("gateway: cookie policy date %q must be YYYY-MM-DD", c.CookiePolicyUpdated))
+	}
+	for _, o := range c.TrustedOrigins {
+		if u, err := url.Parse(o); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.Path != "" {
+			errs = append(errs, fmt.Errorf("gateway: trusted origin %q must be scheme://host[:port]", o))
+		}
+	}
+	errs = append(errs, c.ClientIP.Validate(), c.RateLimits.Validate(), c.LoginGuard.Validate(),
+		c.FreeQuota.Validate(), c.Plans.validate(), c.Google.validate(), c.Billing.Validate())
 	return errors.Join(errs...)
 }

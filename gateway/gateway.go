@@ -5,6 +5,7 @@ import (
 	"errors"
 	"log/slog"
 	"net"
+	"net/http"
 	"time"
 
 	"github.com/gofiber/fiber/v2"
@@ -30,42 +31,67 @@ type Deps struct {
 	Cache     *cache.Cache
 	Signer    *edge.Signer
 	Inference Generator
-	// Models persists the model catalogue; optional.
-	Models modelStore
+	// Store keeps accounts, sessions, credits, consents and the security
+	// log, and persists the model catalogue.
+	Store Store
+	// Mailer delivers account email (resets, verifications, notices).
+	Mailer mailer
 	// Registry receives the gateway's metrics; Gatherer serves /metrics.
 	Registry prometheus.Registerer
 	Gatherer prometheus.Gatherer
 	Logger   *slog.Logger
+	// Now is the clock (time.Now); tests pass a fake one.
+	Now func() time.Time
+	// HTTPClient makes the gateway's own outgoing calls (Google sign-in);
+	// nil means a client with a 20 s timeout.
+	HTTPClient *http.Client
 }
 
 // Gateway is the HTTP edge. Create it with New, run it with Serve, stop it
 // with Shutdown.
 type Gateway struct {
-	cfg     Config
-	app     *fiber.App
-	cache   *cache.Cache
-	signer  *edge.Signer
-	gen     Generator
-	catalog *catalog
-	metrics *metrics
-	logger  *slog.Logger
-	decodes chan struct{} // bounds concurrent reference decodes
+	cfg        Config
+	app        *fiber.App
+	cache      *cache.Cache
+	signer     *edge.Signer
+	gen        Generator
+	store      Store
+	mail       *postman
+	catalog    *catalog
+	metrics    *metrics
+	logger     *slog.Logger
+	now        func() time.Time
+	httpClient *http.Client
+	decodes    chan struct{} // bounds concurrent reference decodes
+
+	passwords  *passwordHasher
+	ips        *clientIPResolver
+	limiter    *rateLimiter
+	logins     *loginGuard
+	quota      *dailyQuota
+	resetMails *mailThrottle
+	billing    *billing // nil when payments are not configured
 
 	stop context.CancelFunc
 	done chan struct{}
 }
 
-// New builds the gateway and starts its model-catalogue refresher.
+// New builds the gateway and starts its background work (model catalogue
+// refresh, sweeps of idle rate-limit state).
 func New(cfg Config, deps Deps) (*Gateway, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	if deps.Cache == nil || deps.Signer == nil || deps.Inference == nil {
-		return nil, errors.New("gateway: cache, signer and inference are required")
+	if deps.Cache == nil || deps.Signer == nil || deps.Inference == nil || deps.Store == nil || deps.Mailer == nil {
+		return nil, errors.New("gateway: cache, signer, inference, store and mailer are required")
 	}
 	logger := deps.Logger
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
+	}
+	now := deps.Now
+	if now == nil {
+		now = time.Now
 	}
 	reg := deps.Registry
 	if reg == nil {
@@ -76,15 +102,39 @@ func New(cfg Config, deps Deps) (*Gateway, error) {
 		return nil, err
 	}
 	g := &Gateway{
-		cfg:     cfg,
-		cache:   deps.Cache,
-		signer:  deps.Signer,
-		gen:     deps.Inference,
-		catalog: newCatalog(deps.Models, logger),
-		metrics: m,
-		logger:  logger,
-		decodes: make(chan struct{}, 4),
-		done:    make(chan struct{}),
+		cfg:        cfg,
+		cache:      deps.Cache,
+		signer:     deps.Signer,
+		gen:        deps.Inference,
+		store:      deps.Store,
+		mail:       newPostman(deps.Mailer, logger),
+		catalog:    newCatalog(deps.Store, logger),
+		metrics:    m,
+		logger:     logger,
+		now:        now,
+		httpClient: deps.HTTPClient,
+		decodes:    make(chan struct{}, 4),
+		passwords:  newPasswordHasher(cfg.PasswordHashers, 5*time.Second),
+		resetMails: newMailThrottle(now),
+		done:       make(chan struct{}),
+	}
+	if g.httpClient == nil {
+		g.httpClient = &http.Client{Timeout: 20 * time.Second}
+	}
+	if g.ips, err = newClientIPResolver(cfg.ClientIP); err != nil {
+		return nil, err
+	}
+	if g.limiter, err = newRateLimiter(cfg.RateLimits, g.ips, now); err != nil {
+		return nil, err
+	}
+	if g.logins, err = newLoginGuard(cfg.LoginGuard, now); err != nil {
+		return nil, err
+	}
+	if g.quota, err = newDailyQuota(cfg.FreeQuota, now); err != nil {
+		return nil, err
+	}
+	if g.billing, err = newBilling(cfg.Billing, deps.Store, logger, now); err != nil {
+		return nil, err
 	}
 	g.app = fiber.New(fiber.Config{
 		AppName:               "imagegate",
@@ -105,9 +155,36 @@ func New(cfg Config, deps Deps) (*Gateway, error) {
 	g.stop = cancel
 	go func() {
 		defer close(g.done)
+		go g.sweepLimits(ctx)
 		g.catalog.run(ctx, g.gen, cfg.ModelRefresh)
 	}()
 	return g, nil
+}
+
+// sweepLimits forgets idle rate-limit, sign-in and quota state every
+// minute, so memory tracks the active clients, not every client ever seen.
+func (g *Gateway) sweepLimits(ctx context.Context) {
+	t := time.NewTicker(time.Minute)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			g.limiter.sweep()
+			g.logins.sweep()
+			g.quota.sweep()
+		}
+	}
+}
+
+// rateIdentityOf names the request's account and API key to the limiter.
+func rateIdentityOf(c *fiber.Ctx) rateIdentity {
+	p := principalOf(c)
+	if p.account == nil {
+		return rateIdentity{}
+	}
+	return rateIdentity{Account: p.account.ID, APIKey: p.apiKeyID, Plan: p.account.Plan}
 }
 
 func (g *Gateway) routes(gatherer prometheus.Gatherer) {
@@ -115,15 +192,55 @@ func (g *Gateway) routes(gatherer prometheus.Gatherer) {
 	app.Use(recover.New())
 	app.Use(g.securityHeaders)
 	app.Use(g.metrics.middleware)
+	app.Use(g.filterCookies)
+	app.Use(g.readConsent)
+	app.Use(g.crossOrigin)
 
 	app.Get("/healthz", g.healthz)
 	app.Get("/readyz", g.readyz)
 	if gatherer != nil {
 		app.Get("/metrics", adaptor.HTTPHandler(promhttp.HandlerFor(gatherer, promhttp.HandlerOpts{})))
 	}
-	app.Post("/v1/images/generations", g.generations)
-	app.Post("/v1/images/edits", g.edits)
-	app.Get("/o/:name", g.object)
+
+	costs := g.cfg.RateLimits.Costs
+	limit := func(cost int) fiber.Handler { return g.limiter.limit(cost, rateIdentityOf) }
+	std := []fiber.Handler{g.identify, limit(costs.Default)}
+	with := func(hs ...fiber.Handler) []fiber.Handler { return append(append([]fiber.Handler{}, std...), hs...) }
+	account := func(hs ...fiber.Handler) []fiber.Handler {
+		return with(append([]fiber.Handler{requireAccount}, hs...)...)
+	}
+
+	app.Post("/v1/images/generations", g.identify, limit(costs.GenerationHit), g.generations)
+	app.Post("/v1/images/edits", g.identify, limit(costs.GenerationHit), g.edits)
+	app.Get("/o/:name", limit(costs.Object), g.object)
+
+	app.Post("/v1/auth/signup", with(g.signup)...)
+	app.Post("/v1/auth/login", with(g.login)...)
+	app.Post("/v1/auth/logout", account(g.logout)...)
+	app.Post("/v1/auth/logout-all", account(g.logoutAll)...)
+	app.Post("/v1/auth/password", account(g.changePassword)...)
+	app.Post("/v1/auth/password-reset", with(g.requestReset)...)
+	app.Post("/v1/auth/password-reset/confirm", with(g.confirmReset)...)
+	app.Post("/v1/auth/verify-email", with(g.verifyEmail)...)
+	app.Get("/v1/auth/google", with(g.googleStart)...)
+	app.Get("/v1/auth/google/callback", with(g.googleCallback)...)
+
+	app.Get("/v1/account", account(g.getAccount)...)
+	app.Get("/v1/account/api-keys", account(g.listAPIKeys)...)
+	app.Post("/v1/account/api-keys", account(g.createAPIKey)...)
+	app.Delete("/v1/account/api-keys/:id", account(g.deleteAPIKey)...)
+
+	g.billingRoutes(app, account)
+
+	app.Get("/v1/consent", with(g.getConsent)...)
+	app.Put("/v1/consent", with(g.putConsent)...)
+	app.Get("/v1/cookies", limit(costs.Default), g.cookiesJSON)
+	app.Get("/.well-known/gpc.json", limit(costs.Default), g.gpcJSON)
+
+	app.Get("/cookies", limit(costs.Default), g.cookiesPage)
+	app.Get("/reset-password", limit(costs.Default), g.resetPage)
+	app.Get("/verify-email", limit(costs.Default), g.verifyPage)
+
 	app.Use(func(c *fiber.Ctx) error { return fiber.ErrNotFound })
 }
 
@@ -138,6 +255,7 @@ func (g *Gateway) Serve(ln net.Listener) error { return g.app.Listener(ln) }
 func (g *Gateway) Shutdown(ctx context.Context) error {
 	g.stop()
 	err := g.app.ShutdownWithContext(ctx)
+	g.mail.wait(ctx)
 	select {
 	case <-g.done:
 	case <-ctx.Done():

@@ -122,11 +122,15 @@ func jsonKind(k string) string {
 
 // respond generates (or finds) every image of p and writes the response.
 func (g *Gateway) respond(c *fiber.Ctx, p params) error {
+	py := g.payerOf(c)
+	if err := py.checkSize(p.Width, p.Height); err != nil {
+		return err
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), g.cfg.RequestTimeout)
 	defer cancel()
 	refresh := noCache(c.Get(fiber.HeaderCacheControl))
 
-	results, err := g.generate(ctx, p, refresh)
+	results, err := g.generate(ctx, p, py, refresh)
 	if err != nil {
 		return err
 	}
@@ -157,13 +161,17 @@ type result struct {
 // generate resolves each of the n images through the cache, concurrently.
 // Image i uses seed base+i, so each has its own cache entry and a request
 // for n=1 shares its image with the first of an n=4 request.
-func (g *Gateway) generate(ctx context.Context, p params, refresh bool) ([]result, error) {
+func (g *Gateway) generate(ctx context.Context, p params, py payer, refresh bool) ([]result, error) {
 	scope := ""
-	if p.Private || p.Reference != nil {
-		// Private results are never shared. Until accounts exist there is no
-		// owner to namespace by, so each private request gets a scope of
-		// its own: nobody can learn from a cache hit that someone else
-		// asked the same thing.
+	switch {
+	case !p.Private && p.Reference == nil:
+	case py.accountID != "":
+		// Private results are namespaced by their owner: nobody else can
+		// learn from a cache hit that this account asked the same thing.
+		scope = "account:" + py.accountID
+	default:
+		// An anonymous visitor has no stable identity to namespace by, so
+		// each private request gets a scope of its own.
 		var b [16]byte
 		rand.Read(b[:])
 		scope = "private:" + hex.EncodeToString(b[:])
@@ -193,14 +201,14 @@ func (g *Gateway) generate(ctx context.Context, p params, refresh bool) ([]resul
 
 	results := make([]result, p.N)
 	if p.N == 1 {
-		r, err := g.one(ctx, p, base, uint64(seed), refresh)
+		r, err := g.one(ctx, p, py, base, uint64(seed), refresh)
 		results[0] = r
 		return results, err
 	}
 	eg, ectx := errgroup.WithContext(ctx)
 	for i := range p.N {
 		eg.Go(func() error {
-			r, err := g.one(ectx, p, base, uint64(seed+uint32(i)), refresh)
+			r, err := g.one(ectx, p, py, base, uint64(seed+uint32(i)), refresh)
 			results[i] = r
 			return err
 		})
@@ -208,10 +216,36 @@ func (g *Gateway) generate(ctx context.Context, p params, refresh bool) ([]resul
 	return results, eg.Wait()
 }
 
-// one resolves a single image.
-func (g *Gateway) one(ctx context.Context, p params, req cache.Request, seed uint64, refresh bool) (result, error) {
+// one resolves a single image. A hit in this node's tiers costs nothing
+// (unless hits are priced) and writes nothing; otherwise the image's price
+// is reserved before the GPU can be asked, charged only if this request's
+// own generation produced the image, and given back in every other case.
+func (g *Gateway) one(ctx context.Context, p params, py payer, req cache.Request, seed uint64, refresh bool) (result, error) {
 	req.Seed = seed
 	key := req.Key()
+	if !refresh {
+		if e, o, ok := g.cache.Peek(key); ok {
+			return result{entry: e, outcome: o}, g.chargeHit(py, key.String())
+		}
+	}
+	costs := g.cfg.RateLimits.Costs
+	if err := py.rate.extra(costs.GenerationMiss - costs.GenerationHit); err != nil {
+		return result{}, err
+	}
+	t, err := g.reserve(py, g.cfg.Plans.imageCost(max(p.Width, p.Height)), key.String())
+	if err != nil {
+		return result{}, err
+	}
+	r, err := g.resolve(ctx, p, key, seed, refresh)
+	g.settle(t, err == nil && r.outcome.Stored)
+	if err == nil && r.outcome.Tier != cache.TierMiss {
+		err = g.chargeHit(py, key.String())
+	}
+	return r, err
+}
+
+// resolve finds or generates the image for key.
+func (g *Gateway) resolve(ctx context.Context, p params, key cache.Key, seed uint64, refresh bool) (result, error) {
 	m := p.Model
 	load := func(ctx context.Context) (cache.Generated, error) {
 		res, info, err := g.gen.Generate(ctx, m.Name, inference.Request{

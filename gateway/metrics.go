@@ -16,6 +16,9 @@ import (
 type metrics struct {
 	requests *prometheus.CounterVec
 	duration *prometheus.HistogramVec
+	// undeclaredCookies counts Set-Cookies dropped because their name is
+	// not in the cookie registry: always a bug, and tests assert zero.
+	undeclaredCookies prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer, c *cache.Cache) (*metrics, error) {
@@ -29,8 +32,12 @@ func newMetrics(reg prometheus.Registerer, c *cache.Cache) (*metrics, error) {
 			Help:    "HTTP request latency by route pattern.",
 			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60},
 		}, []string{"route"}),
+		undeclaredCookies: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "imagegate_undeclared_cookies_total",
+			Help: "Set-Cookie headers dropped because the cookie is not declared in the registry.",
+		}),
 	}
-	collectors := []prometheus.Collector{m.requests, m.duration}
+	collectors := []prometheus.Collector{m.requests, m.duration, m.undeclaredCookies}
 	for _, tier := range []struct {
 		name string
 		get  func(cache.Stats) uint64

@@ -19,6 +19,7 @@ import (
 
 	"github.com/imagegate/imagegate/cache"
 	"github.com/imagegate/imagegate/edge"
+	"github.com/imagegate/imagegate/gateway/mail"
 	"github.com/imagegate/imagegate/inference"
 	"github.com/imagegate/imagegate/inference/retro"
 	"github.com/imagegate/imagegate/store"
@@ -57,12 +58,17 @@ type env struct {
 	logs    *syncBuffer
 	client  *http.Client
 	signer  *edge.Signer
+	outbox  *mail.Outbox
 }
 
 type envOptions struct {
 	dir     string // reuse a data directory (restart tests)
 	cfg     Config
 	backend inference.Backend
+	now     func() time.Time // the clock of gateway and store (nil: time.Now)
+	// limits keeps cfg's rate limits and free quota; by default tests run
+	// with rate limits off and an unlimited free quota.
+	limits bool
 }
 
 func newEnv(t *testing.T, opts envOptions) *env {
@@ -105,7 +111,7 @@ func newEnv(t *testing.T, opts envOptions) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e.db, err = store.Open(filepath.Join(e.dir, "imagegate.db"))
+	e.db, err = store.Open(store.Config{Path: filepath.Join(e.dir, "imagegate.db"), Now: opts.now})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -117,9 +123,17 @@ func newEnv(t *testing.T, opts envOptions) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
+	e.outbox, err = mail.NewOutbox(mail.Config{OutboxDir: filepath.Join(e.dir, "outbox")}, logger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !opts.limits {
+		opts.cfg.RateLimits.Disabled = true
+		opts.cfg.FreeQuota.FreeImagesPerDay = UnlimitedFreeImages()
+	}
 	e.gw, err = New(opts.cfg, Deps{
-		Cache: e.cache, Signer: e.signer, Inference: pool, Models: e.db,
-		Registry: e.gwReg, Gatherer: e.gwReg, Logger: logger,
+		Cache: e.cache, Signer: e.signer, Inference: pool, Store: e.db, Mailer: e.outbox,
+		Registry: e.gwReg, Gatherer: e.gwReg, Logger: logger, Now: opts.now,
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -207,7 +207,10 @@ func tierGenerations(t *testing.T, tierURL string) int {
 func TestHundredIdenticalMissesOneGeneration(t *testing.T) {
 	t.Parallel()
 	tier := start(t, "inference", "--addr", "127.0.0.1:0", "--inference-token", "s3cret")
-	gw := start(t, "--addr", "127.0.0.1:0", "--data-dir", t.TempDir(), "--inference", tier.url, "--inference-token", "s3cret")
+	// A load from one address: rate limits and the free quota are off, as
+	// for any benchmark.
+	gw := start(t, "--addr", "127.0.0.1:0", "--data-dir", t.TempDir(), "--inference", tier.url, "--inference-token", "s3cret",
+		"--rate-limits", "off", "--free-images-per-day", "unlimited")
 	waitReady(t, gw.url)
 	const n = 100
 	urls := make([]string, n)
@@ -254,7 +257,7 @@ func TestKillingOneTierUnderLoad(t *testing.T) {
 	a := start(t, "inference", "--addr", "127.0.0.1:0")
 	b := start(t, "inference", "--addr", "127.0.0.1:0")
 	const requestTimeout = 20 * time.Second
-	gw := start(t, "--addr", "127.0.0.1:0", "--data-dir", t.TempDir(),
+	gw := start(t, "--addr", "127.0.0.1:0", "--data-dir", t.TempDir(), "--rate-limits", "off", "--free-images-per-day", "unlimited",
 		"--inference", a.url+","+b.url, "--inference-timeout", "5s", "--request-timeout", requestTimeout.String())
 	waitReady(t, gw.url)
 

@@ -22,6 +22,7 @@ import (
 	"github.com/imagegate/imagegate/cache"
 	"github.com/imagegate/imagegate/edge"
 	"github.com/imagegate/imagegate/gateway"
+	"github.com/imagegate/imagegate/gateway/mail"
 	"github.com/imagegate/imagegate/inference"
 	"github.com/imagegate/imagegate/store"
 )
@@ -37,35 +38,112 @@ type serveConfig struct {
 	SigningKeyPrev   string
 	LinkTTL          time.Duration
 	L1Bytes          int64
+	ConfigFile       string
 	Gateway          gateway.Config
+	Mail             mail.Config
+	S3               edge.S3Config
+	Retention        store.Retention
 }
+
+// onOff is a flag that reads "on" or "off".
+type onOff struct{ on *bool }
+
+func (f onOff) String() string {
+	if f.on == nil || *f.on {
+		return "on"
+	}
+	return "off"
+}
+
+func (f onOff) Set(s string) error {
+	switch strings.ToLower(strings.TrimSpace(s)) {
+	case "on", "true", "1":
+		*f.on = true
+	case "off", "false", "0":
+		*f.on = false
+	default:
+		return fmt.Errorf("%q: want on or off", s)
+	}
+	return nil
+}
+
+// listFlag is a comma-separated list flag.
+type listFlag struct{ list *[]string }
+
+func (f listFlag) String() string {
+	if f.list == nil {
+		return ""
+	}
+	return strings.Join(*f.list, ",")
+}
+
+func (f listFlag) Set(s string) error { *f.list = splitList(s); return nil }
 
 func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	var cfg serveConfig
 	var inferenceURLs string
+	rateLimits := true
+	gw := &cfg.Gateway
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
 	fs.StringVar(&cfg.Addr, "addr", ":8080", "listen address")
-	fs.StringVar(&cfg.DataDir, "data-dir", "./data", "bbolt files, local objects and keys")
-	fs.StringVar(&cfg.Gateway.PublicURL, "public-url", "", "base URL used in links (empty: derived from the request)")
-	fs.StringVar(&cfg.Gateway.CDNURL, "cdn-url", "", "base URL of output links when a CDN fronts them")
+	fs.StringVar(&cfg.DataDir, "data-dir", "./data", "bbolt files, local objects, keys and the mail outbox")
+	fs.StringVar(&cfg.ConfigFile, "config", "", "TOML file with plans, prices, rate limits and retention (see README)")
+	fs.StringVar(&gw.PublicURL, "public-url", "", "base URL used in links (empty: derived from the request)")
+	fs.StringVar(&gw.CDNURL, "cdn-url", "", "base URL of output links when a CDN fronts them")
 	fs.StringVar(&inferenceURLs, "inference", "", "comma-separated inference tier URLs (empty: run the tier in-process)")
 	fs.StringVar(&cfg.InferenceToken, "inference-token", "", "bearer token sent to the inference tier")
 	fs.DurationVar(&cfg.InferenceTimeout, "inference-timeout", 60*time.Second, "deadline of one inference attempt; failures are retried on another endpoint")
-	fs.DurationVar(&cfg.Gateway.RequestTimeout, "request-timeout", 90*time.Second, "deadline of one generation request")
+	fs.DurationVar(&gw.RequestTimeout, "request-timeout", 90*time.Second, "deadline of one generation request")
 	fs.StringVar(&cfg.SigningKey, "signing-key", "", "hex key (≥32 bytes) for signed output links (empty: generated once in the data dir)")
 	fs.StringVar(&cfg.SigningKeyPrev, "signing-key-previous", "", "hex key still accepted during rotation")
 	fs.DurationVar(&cfg.LinkTTL, "link-ttl", 24*time.Hour, "lifetime of signed output links")
 	fs.Int64Var(&cfg.L1Bytes, "l1-bytes", 256<<20, "memory cache size in bytes")
-	fs.StringVar(&cfg.Gateway.DefaultModel, "default-model", "", "model used when a request names none (empty: the tier's first)")
-	fs.StringVar(&cfg.Gateway.DefaultSize, "default-size", "512x512", "size used when a request names none")
-	fs.IntVar(&cfg.Gateway.MaxUploadBytes, "max-upload-bytes", 20<<20, "largest accepted reference image upload")
-	fs.IntVar(&cfg.Gateway.MaxUploadPixels, "max-upload-pixels", 4096*4096, "largest accepted reference image, in pixels")
-	fs.IntVar(&cfg.Gateway.MaxPromptBytes, "max-prompt-bytes", 2000, "longest accepted prompt")
-	fs.BoolVar(&cfg.Gateway.HSTS, "hsts", false, "send Strict-Transport-Security (enable when served over HTTPS)")
+	fs.StringVar(&gw.DefaultModel, "default-model", "", "model used when a request names none (empty: the tier's first)")
+	fs.StringVar(&gw.DefaultSize, "default-size", "512x512", "size used when a request names none")
+	fs.IntVar(&gw.MaxUploadBytes, "max-upload-bytes", 20<<20, "largest accepted reference image upload")
+	fs.IntVar(&gw.MaxUploadPixels, "max-upload-pixels", 4096*4096, "largest accepted reference image, in pixels")
+	fs.IntVar(&gw.MaxPromptBytes, "max-prompt-bytes", 2000, "longest accepted prompt")
+	fs.BoolVar(&gw.HSTS, "hsts", false, "send Strict-Transport-Security (enable when served over HTTPS)")
+
+	fs.StringVar(&cfg.Mail.SMTPURL, "smtp-url", "", "smtp://user:pass@host:port (or smtps://) for account email (empty: .eml files in <data-dir>/outbox)")
+	fs.StringVar(&cfg.Mail.From, "mail-from", "", "sender of account email, e.g. \"Site <no-reply@example.com>\" (required with --smtp-url)")
+	fs.Var(listFlag{&gw.ClientIP.TrustedProxies}, "trusted-proxies", "comma-separated CIDRs whose client-IP header is believed")
+	fs.StringVar(&gw.ClientIP.Header, "client-ip-header", "", "header a trusted proxy puts the client address in: Fly-Client-IP, CF-Connecting-IP or X-Forwarded-For")
+	fs.Var(listFlag{&gw.TrustedOrigins}, "trusted-origins", "comma-separated origins (scheme://host) besides this site allowed to make state-changing browser requests")
+	fs.Var(onOff{&rateLimits}, "rate-limits", "on, or off for benchmarks and trusted internal use")
+	fs.Var(&gw.FreeQuota.FreeImagesPerDay, "free-images-per-day", "images a signed-out visitor may generate per client IP per day, or unlimited (default 10)")
+	fs.IntVar(&gw.PasswordHashers, "password-hashers", 0, "argon2id hashes run at once, 19 MiB each (0: CPUs, at least 2)")
+	fs.DurationVar(&gw.SessionIdle, "session-idle", 7*24*time.Hour, "sign-out after this long without use")
+	fs.DurationVar(&gw.SessionAbsolute, "session-absolute", 30*24*time.Hour, "sign-out this long after sign-in")
+	fs.IntVar(&gw.CookiePolicyRevision, "cookie-policy-revision", 1, "cookie policy revision; raising it asks every visitor again")
+	fs.StringVar(&gw.CookiePolicyUpdated, "cookie-policy-updated", "", "cookie policy last-updated date, YYYY-MM-DD (default: the date of the built-in registry)")
+	fs.StringVar(&gw.Google.ClientID, "google-client-id", "", "OAuth client id; enables Sign in with Google")
+	fs.StringVar(&gw.Google.ClientSecret, "google-client-secret", "", "OAuth client secret")
+	fs.StringVar(&gw.Google.RedirectURL, "google-redirect-url", "", "callback URL registered with Google (default: <public-url>/v1/auth/google/callback)")
+	fs.DurationVar(&cfg.Retention.SecurityLog, "security-log-retention", 0, "how long the security log keeps rows, IPs and user agents (default 720h)")
+
+	fs.StringVar(&cfg.S3.Endpoint, "s3-endpoint", "", "R2/S3 API endpoint, e.g. https://<account>.r2.cloudflarestorage.com (empty: objects in --data-dir)")
+	fs.StringVar(&cfg.S3.Bucket, "s3-bucket", "", "bucket for outputs")
+	fs.StringVar(&cfg.S3.AccessKeyID, "s3-access-key-id", "", "S3 access key id")
+	fs.StringVar(&cfg.S3.SecretAccessKey, "s3-secret-access-key", "", "S3 secret access key")
+	fs.StringVar(&cfg.S3.Region, "s3-region", "", "signing region (default auto, for R2)")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	logFormat := fs.String("log-format", "text", "text or json")
 	if err := parseFlags(fs, args, stderr); err != nil {
 		return err
+	}
+	gw.RateLimits.Disabled = !rateLimits
+	if cfg.ConfigFile != "" {
+		flagRetention := cfg.Retention.SecurityLog
+		if err := loadConfigFile(cfg.ConfigFile, gw, &cfg.Retention); err != nil {
+			return err
+		}
+		if flagRetention != 0 {
+			cfg.Retention.SecurityLog = flagRetention
+		}
+	}
+	if cfg.Mail.OutboxDir == "" {
+		cfg.Mail.OutboxDir = filepath.Join(cfg.DataDir, "outbox")
 	}
 	cfg.InferenceURLs = splitList(inferenceURLs)
 	logger, err := newLogger(stderr, *logLevel, *logFormat)
@@ -73,7 +151,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 
-	sys, err := newSystem(cfg, logger)
+	sys, err := newSystem(ctx, cfg, logger)
 	if err != nil {
 		return err
 	}
@@ -136,29 +214,33 @@ func (s *system) close(ctx context.Context) error {
 // newSystem is the composition root: it opens the data directory, starts
 // the in-process inference tier when no remote one is configured, and wires
 // the gateway.
-func newSystem(cfg serveConfig, logger *slog.Logger) (_ *system, err error) {
+func newSystem(ctx context.Context, cfg serveConfig, logger *slog.Logger) (_ *system, err error) {
 	s := &system{}
 	defer func() {
 		if err != nil {
 			s.close(context.Background())
 		}
 	}()
+	if err := cfg.Retention.Validate(); err != nil {
+		return nil, err
+	}
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("data dir: %w", err)
 	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
-	db, err := store.Open(filepath.Join(cfg.DataDir, "imagegate.db"))
+	db, err := store.Open(store.Config{Path: filepath.Join(cfg.DataDir, "imagegate.db")})
 	if err != nil {
 		return nil, err
 	}
 	s.closers = append(s.closers, func(context.Context) error { return db.Close() })
 
-	objects, err := edge.NewLocal(filepath.Join(cfg.DataDir, "objects"))
+	objects, err := newObjectStore(ctx, cfg, logger)
 	if err != nil {
 		return nil, err
 	}
+	s.closers = append(s.closers, func(context.Context) error { return objects.Close() })
 	c, err := cache.New(cache.Config{Path: filepath.Join(cfg.DataDir, "cache.db"), L1MaxBytes: cfg.L1Bytes}, objects, logger)
 	if err != nil {
 		return nil, err
@@ -166,6 +248,10 @@ func newSystem(cfg serveConfig, logger *slog.Logger) (_ *system, err error) {
 	s.closers = append(s.closers, func(context.Context) error { return c.Close() })
 
 	signer, err := newSigner(cfg)
+	if err != nil {
+		return nil, err
+	}
+	mailer, err := mail.New(cfg.Mail, logger)
 	if err != nil {
 		return nil, err
 	}
@@ -190,7 +276,7 @@ func newSystem(cfg serveConfig, logger *slog.Logger) (_ *system, err error) {
 	s.closers = append(s.closers, func(context.Context) error { pool.Close(); return nil })
 
 	g, err := gateway.New(cfg.Gateway, gateway.Deps{
-		Cache: c, Signer: signer, Inference: pool, Models: db,
+		Cache: c, Signer: signer, Inference: pool, Store: db, Mailer: mailer,
 		Registry: reg, Gatherer: reg, Logger: logger,
 	})
 	if err != nil {
@@ -198,7 +284,42 @@ func newSystem(cfg serveConfig, logger *slog.Logger) (_ *system, err error) {
 	}
 	s.gateway = g
 	s.closers = append(s.closers, g.Shutdown)
+
+	sweepCtx, stopSweeper := context.WithCancel(context.Background())
+	sweeperDone := make(chan struct{})
+	go func() {
+		defer close(sweeperDone)
+		db.RunSweeper(sweepCtx, cfg.Retention, 10*time.Minute, logger, nil)
+	}()
+	s.closers = append(s.closers, func(context.Context) error { stopSweeper(); <-sweeperDone; return nil })
 	return s, nil
+}
+
+// objectStore is what the composition root needs of an object store.
+type objectStore interface {
+	cache.ObjectStore
+	Close() error
+}
+
+// newObjectStore is R2/S3 when any --s3-* flag is set (so a half-filled
+// configuration fails validation rather than silently falling back), the
+// local directory otherwise.
+func newObjectStore(ctx context.Context, cfg serveConfig, logger *slog.Logger) (objectStore, error) {
+	if cfg.S3 == (edge.S3Config{}) {
+		return edge.NewLocal(filepath.Join(cfg.DataDir, "objects"))
+	}
+	o, err := edge.NewS3(cfg.S3, logger)
+	if err != nil {
+		return nil, err
+	}
+	cctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	if err := o.Check(cctx); err != nil {
+		o.Close()
+		return nil, fmt.Errorf("object store: %w", err)
+	}
+	logger.Info("object store", "s3", cfg.S3)
+	return o, nil
 }
 
 func newSigner(cfg serveConfig) (*edge.Signer, error) {

@@ -113,7 +113,7 @@ func bench(bin string, dur time.Duration, conns, rounds int) error {
 	}
 	defer os.RemoveAll(dir)
 
-	gw, gwCmd, err := start(ctx, bin, []string{"serve", "--addr", "127.0.0.1:0", "--data-dir", dir + "/data", "--log-level", "warn"},
+	gw, gwCmd, err := start(ctx, bin, []string{"serve", "--addr", "127.0.0.1:0", "--data-dir", dir + "/data", "--log-level", "warn", "--rate-limits", "off", "--free-images-per-day", "unlimited"},
 		[]string{"IMAGEGATE_RATE_LIMITS=off", "IMAGEGATE_FREE_IMAGES_PER_DAY=unlimited"})
 	if err != nil {
 		return err

@@ -1,0 +1,139 @@
+package gateway
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+
+	"github.com/gofiber/fiber/v2"
+
+	"github.com/imagegate/imagegate/store"
+)
+
+// payer is who pays for the images of one request, captured before the
+// request's fiber.Ctx is left behind.
+type payer struct {
+	accountID string // empty: an anonymous visitor, paying from the daily quota
+	addr      netip.Addr
+	plan      Plan
+	// rate is the request's rate-limit charge, to which a miss adds the
+	// difference between a miss and a hit; nil when not limited.
+	rate *rateCharge
+}
+
+func (g *Gateway) payerOf(c *fiber.Ctx) payer {
+	p := principalOf(c)
+	py := payer{addr: g.ips.addr(c), plan: g.cfg.Plans.plan(planAnonymous), rate: rateChargeOf(c)}
+	if p.account != nil {
+		py.accountID, py.plan = p.account.ID, g.cfg.Plans.plan(p.account.Plan)
+	}
+	return py
+}
+
+// checkSize refuses sizes above the payer's plan.
+func (py payer) checkSize(w, h int) error {
+	if max(w, h) <= py.plan.MaxSize {
+		return nil
+	}
+	msg := fmt.Sprintf("size: %dx%d needs a paid plan; this plan allows up to %dx%d", w, h, py.plan.MaxSize, py.plan.MaxSize)
+	if py.accountID == "" {
+		msg = fmt.Sprintf("size: %dx%d needs an account; without one the largest is %dx%d", w, h, py.plan.MaxSize, py.plan.MaxSize)
+	}
+	return &apiError{Status: fiber.StatusForbidden, Type: "permission_error", Code: "plan_limit", Msg: msg}
+}
+
+// ticket is what one image has reserved: credits (accounts) or a daily
+// quota slot (anonymous visitors). Settle it exactly once.
+type ticket struct {
+	hold  *store.Hold
+	quota *quotaHold
+}
+
+var errNoCredits = &apiError{Status: fiber.StatusPaymentRequired, Type: "billing_error", Code: "insufficient_credits",
+	Msg: "not enough credits for this image; buy credits or upgrade your plan"}
+
+// reserve holds the price of one generated image before the GPU is asked:
+// credits for an account (refused with 402 when the available balance is
+// short), a slot of the daily quota for an anonymous visitor.
+func (g *Gateway) reserve(py payer, cost int64, ref string) (ticket, error) {
+	if py.accountID == "" {
+		h, err := g.quota.reserve(py.addr, 1)
+		if err != nil {
+			return ticket{}, err
+		}
+		return ticket{quota: h}, nil
+	}
+	if cost == 0 {
+		return ticket{}, nil
+	}
+	h, err := g.store.Reserve(py.accountID, cost, ref)
+	switch {
+	case errors.Is(err, store.ErrInsufficientCredits):
+		return ticket{}, errNoCredits
+	case errors.Is(err, store.ErrAccountInactive):
+		return ticket{}, &apiError{Status: fiber.StatusForbidden, Type: "permission_error", Code: "account_inactive", Msg: "this account is suspended or being deleted"}
+	case err != nil:
+		return ticket{}, err
+	}
+	return ticket{hold: &h}, nil
+}
+
+// settle charges a ticket if this request's own generation ran (used),
+// and gives it back otherwise: the generation failed, timed out, or the
+// image turned up in a shared tier or in another request's generation.
+func (g *Gateway) settle(t ticket, used bool) {
+	if t.quota != nil {
+		if used {
+			t.quota.commit()
+		} else {
+			t.quota.release()
+		}
+	}
+	if t.hold == nil {
+		return
+	}
+	var err error
+	if used {
+		_, err = g.store.CommitHold(t.hold.ID)
+	} else {
+		err = g.store.ReleaseHold(t.hold.ID)
+	}
+	if err != nil {
+		// The hold stays and is released by the sweeper; the ledger is
+		// never charged twice.
+		g.logger.Error("credit hold not settled", "used", used, "err", err)
+	}
+}
+
+// chargeHit bills a cache hit when the configuration prices hits.
+func (g *Gateway) chargeHit(py payer, ref string) error {
+	if g.cfg.Plans.HitCredits == 0 || py.accountID == "" {
+		return nil
+	}
+	t, err := g.reserve(py, g.cfg.Plans.HitCredits, ref)
+	if err != nil {
+		return err
+	}
+	g.settle(t, true)
+	return nil
+}
+
+// grantPlan applies the account's monthly plan grant the first time the
+// account acts in a calendar month, and updates acct to match. In other
+// requests of the month it costs nothing.
+func (g *Gateway) grantPlan(acct *store.Account) {
+	period := grantPeriod(g.now())
+	if acct.GrantPeriod == period {
+		return
+	}
+	amount := g.cfg.Plans.plan(acct.Plan).MonthlyCredits
+	applied, err := g.store.ApplyGrant(acct.ID, period, amount)
+	if err != nil {
+		g.logger.Error("plan grant failed", "err", err)
+		return
+	}
+	acct.GrantPeriod = period
+	if applied {
+		acct.Credits += amount
+	}
+}
