@@ -146,6 +146,23 @@ func (s *l2) deleteObject(hash string) ([]Key, error) {
 	return keys, err
 }
 
+// objectModel returns the model of the first entry pointing at hash.
+func (s *l2) objectModel(hash string) (model, version string, ok bool) {
+	s.db.View(func(tx *bolt.Tx) error {
+		prefix := []byte(hash)
+		k, _ := tx.Bucket(bucketByObject).Cursor().Seek(prefix)
+		if k == nil || !bytes.HasPrefix(k, prefix) || len(k) != len(prefix)+len(Key{}) {
+			return nil
+		}
+		rec := tx.Bucket(bucketEntries).Get(k[len(prefix):])
+		if e, err := decodeEntry(rec); err == nil && e.Object == hash {
+			model, version, ok = e.Model, e.ModelVersion, true
+		}
+		return nil
+	})
+	return model, version, ok
+}
+
 func indexKey(hash string, key Key) []byte {
 	b := make([]byte, 0, len(hash)+len(key))
 	b = append(b, hash...)

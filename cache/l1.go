@@ -78,8 +78,20 @@ func (m *l1) object(hash, ext string) ([]byte, bool) {
 	return it.data, true
 }
 
-func (m *l1) setObject(hash, ext string, data []byte) {
-	m.c.Set(m.objectID(hash), &l1Item{hash: hash, ext: ext, data: data}, int64(len(data)+len(hash)+len(ext)))
+// setObject keeps an output's bytes, and the model that made it when known
+// (for the object's cache tags).
+func (m *l1) setObject(hash, ext string, data []byte, model, version string) {
+	m.c.Set(m.objectID(hash), &l1Item{hash: hash, ext: ext, data: data, entry: Entry{Model: model, ModelVersion: version}},
+		int64(len(data)+len(hash)+len(ext)+len(model)+len(version)))
+}
+
+// objectModel returns the model recorded with an output's bytes.
+func (m *l1) objectModel(hash string) (model, version string, ok bool) {
+	it, found := m.c.Get(m.objectID(hash))
+	if !found || it.hash != hash || it.entry.Model == "" {
+		return "", "", false
+	}
+	return it.entry.Model, it.entry.ModelVersion, true
 }
 
 // dropObject removes an output's bytes and every entry pointing at it.

@@ -154,6 +154,9 @@ type Cache struct {
 	tokens                  atomic.Uint64
 	stats                   counters
 
+	// running counts shared work in flight, for Drain.
+	running drainer
+
 	// mu orders writes to the local tiers (some from work that outlives
 	// its callers) before Close, which must not race with ristretto Sets.
 	mu     sync.RWMutex
@@ -197,9 +200,14 @@ func New(cfg Config, objects ObjectStore, logger *slog.Logger) (*Cache, error) {
 	}, nil
 }
 
+// Drain waits until no shared lookup or load is running (loads outlive the
+// callers that gave up on them), or ctx ends. Call it on shutdown, after
+// the last request, so that no generation is lost half-stored.
+func (c *Cache) Drain(ctx context.Context) error { return c.running.wait(ctx) }
+
 // Close releases the L2 file and the memory tier. Call it once nothing else
-// calls the Cache. Loads still running for callers that gave up may finish
-// afterwards: their objects are stored, their local writes skipped.
+// calls the Cache, after Drain. Loads still running may finish afterwards:
+// their objects are stored, their local writes skipped.
 func (c *Cache) Close() error {
 	c.mu.Lock()
 	already := c.closed.Swap(true)
@@ -310,6 +318,8 @@ func (c *Cache) getShared(ctx context.Context, key Key, refresh bool, load Loade
 // turns a panic into an error for every waiter instead of a crash.
 func (c *Cache) flight(ctx context.Context, token uint64, work func(context.Context) (*flightResult, error)) func() (any, error) {
 	return func() (v any, err error) {
+		c.running.add()
+		defer c.running.done()
 		defer func() {
 			if p := recover(); p != nil {
 				c.logger.Error("panic in shared cache work", "panic", p, "stack", string(debug.Stack()))
@@ -460,7 +470,7 @@ func (c *Cache) remember(key Key, e Entry, data []byte, toL2 bool) {
 	}
 	c.l1.setEntry(key, e)
 	if data != nil {
-		c.l1.setObject(e.Object, e.Ext, data)
+		c.l1.setObject(e.Object, e.Ext, data, e.Model, e.ModelVersion)
 	}
 	if toL2 {
 		c.l1.wait()
@@ -500,7 +510,8 @@ func (c *Cache) Object(ctx context.Context, hash, ext string) ([]byte, error) {
 		}
 		c.mu.RLock()
 		if !c.closed.Load() {
-			c.l1.setObject(hash, ext, data)
+			model, version, _ := c.l2.objectModel(hash)
+			c.l1.setObject(hash, ext, data, model, version)
 		}
 		c.mu.RUnlock()
 		return data, nil
@@ -514,6 +525,20 @@ func (c *Cache) Object(ctx context.Context, hash, ext string) ([]byte, error) {
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	}
+}
+
+// ObjectModel returns the model and version that made an output, as far as
+// this node knows (from L1, else from an L2 entry pointing at it), for the
+// object's cache tags. ok is false when no local entry names the output.
+func (c *Cache) ObjectModel(hash string) (model, version string, ok bool) {
+	if model, version, ok = c.l1.objectModel(hash); ok {
+		return model, version, true
+	}
+	if c.closed.Load() {
+		return "", "", false
+	}
+	model, version, ok = c.l2.objectModel(hash)
+	return model, version, ok
 }
 
 // Invalidate removes key from this node's tiers (L1 and L2). The manifest
@@ -558,4 +583,44 @@ func (c *Cache) InvalidateObject(hash string) error {
 		return fmt.Errorf("cache: invalidate object: %w", err)
 	}
 	return nil
+}
+
+// drainer counts work in flight and tells when there is none.
+type drainer struct {
+	mu   sync.Mutex
+	n    int
+	idle chan struct{} // closed when n drops to 0
+}
+
+func (d *drainer) add() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.n == 0 {
+		d.idle = make(chan struct{})
+	}
+	d.n++
+}
+
+func (d *drainer) done() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.n--; d.n == 0 {
+		close(d.idle)
+	}
+}
+
+func (d *drainer) wait(ctx context.Context) error {
+	d.mu.Lock()
+	if d.n == 0 {
+		d.mu.Unlock()
+		return nil
+	}
+	idle := d.idle
+	d.mu.Unlock()
+	select {
+	case <-idle:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }

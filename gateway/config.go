@@ -57,6 +57,12 @@ type Config struct {
 	Google GoogleConfig
 	// Billing enables payments through Stripe.
 	Billing BillingConfig
+	// AdminToken is the operator credential for /v1/admin/*, separate from
+	// every user credential; empty disables the admin API. Gateways of one
+	// deployment share it: peers authenticate invalidations with it.
+	AdminToken string
+	// Peers are the other gateways a purge must reach.
+	Peers PeersConfig
 
 	// SessionIdle ends sessions unused this long (7 days); SessionAbsolute
 	// ends them this long after sign-in (30 days).
@@ -123,6 +129,7 @@ func (c *Config) setDefaults() {
 		c.TrustedOrigins[i] = strings.ToLower(strings.TrimSuffix(o, "/"))
 	}
 	c.Plans.setDefaults()
+	c.Peers.setDefaults()
 	c.Google.setDefaults(c.PublicURL)
 }
 
@@ -166,6 +173,12 @@ func (c *Config) Validate() error {
 		}
 	}
 	errs = append(errs, c.ClientIP.Validate(), c.RateLimits.Validate(), c.LoginGuard.Validate(),
-		c.FreeQuota.Validate(), c.Plans.validate(), c.Google.validate(), c.Billing.Validate())
+		c.FreeQuota.Validate(), c.Plans.validate(), c.Google.validate(), c.Billing.Validate(), c.Peers.validate())
+	if len(c.Peers.Peers) > 0 && c.AdminToken == "" {
+		errs = append(errs, errors.New("gateway: peers need an admin token to authenticate invalidations"))
+	}
+	if c.AdminToken != "" && len(c.AdminToken) < 16 {
+		errs = append(errs, errors.New("gateway: the admin token must be at least 16 characters"))
+	}
 	return errors.Join(errs...)
 }

@@ -36,6 +36,10 @@ type Deps struct {
 	Store Store
 	// Mailer delivers account email (resets, verifications, notices).
 	Mailer mailer
+	// Objects is the object store outputs live in, for purges.
+	Objects objectDeleter
+	// Purger purges the CDN; nil when no CDN purge is configured.
+	Purger purger
 	// Registry receives the gateway's metrics; Gatherer serves /metrics.
 	Registry prometheus.Registerer
 	Gatherer prometheus.Gatherer
@@ -71,6 +75,9 @@ type Gateway struct {
 	quota      *dailyQuota
 	resetMails *mailThrottle
 	billing    *billing // nil when payments are not configured
+	objects    objectDeleter
+	purger     purger
+	peers      *peerSet
 
 	stop context.CancelFunc
 	done chan struct{}
@@ -82,8 +89,8 @@ func New(cfg Config, deps Deps) (*Gateway, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	if deps.Cache == nil || deps.Signer == nil || deps.Inference == nil || deps.Store == nil || deps.Mailer == nil {
-		return nil, errors.New("gateway: cache, signer, inference, store and mailer are required")
+	if deps.Cache == nil || deps.Signer == nil || deps.Inference == nil || deps.Store == nil || deps.Mailer == nil || deps.Objects == nil {
+		return nil, errors.New("gateway: cache, signer, inference, store, mailer and objects are required")
 	}
 	logger := deps.Logger
 	if logger == nil {
@@ -116,11 +123,14 @@ func New(cfg Config, deps Deps) (*Gateway, error) {
 		decodes:    make(chan struct{}, 4),
 		passwords:  newPasswordHasher(cfg.PasswordHashers, 5*time.Second),
 		resetMails: newMailThrottle(now),
+		objects:    deps.Objects,
+		purger:     deps.Purger,
 		done:       make(chan struct{}),
 	}
 	if g.httpClient == nil {
 		g.httpClient = &http.Client{Timeout: 20 * time.Second}
 	}
+	g.peers = newPeerSet(cfg.Peers, cfg.AdminToken, g.httpClient)
 	if g.ips, err = newClientIPResolver(cfg.ClientIP); err != nil {
 		return nil, err
 	}
@@ -237,6 +247,9 @@ func (g *Gateway) routes(gatherer prometheus.Gatherer) {
 	app.Get("/v1/cookies", limit(costs.Default), g.cookiesJSON)
 	app.Get("/.well-known/gpc.json", limit(costs.Default), g.gpcJSON)
 
+	app.Post("/v1/admin/purge", g.requireAdmin, g.adminPurge)
+	app.Post("/v1/admin/invalidate", g.requireAdmin, g.adminInvalidate)
+
 	app.Get("/cookies", limit(costs.Default), g.cookiesPage)
 	app.Get("/reset-password", limit(costs.Default), g.resetPage)
 	app.Get("/verify-email", limit(costs.Default), g.verifyPage)
@@ -250,11 +263,14 @@ func (g *Gateway) App() *fiber.App { return g.app }
 // Serve answers HTTP on ln until Shutdown.
 func (g *Gateway) Serve(ln net.Listener) error { return g.app.Listener(ln) }
 
-// Shutdown stops accepting connections, waits for in-flight requests until
-// ctx ends, and stops background work.
+// Shutdown stops accepting connections, waits for in-flight requests and
+// the generations they started (and for queued mail) until ctx ends, and
+// stops background work.
 func (g *Gateway) Shutdown(ctx context.Context) error {
 	g.stop()
 	err := g.app.ShutdownWithContext(ctx)
+	// Generations whose callers gave up still finish and are stored.
+	err = errors.Join(err, g.cache.Drain(ctx))
 	g.mail.wait(ctx)
 	select {
 	case <-g.done:

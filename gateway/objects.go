@@ -33,9 +33,8 @@ func (g *Gateway) object(c *fiber.Ctx) error {
 	}
 	etag := `"` + hash + `"`
 	h := &c.Response().Header
-	h.Set(fiber.HeaderCacheControl, "public, max-age=31536000, immutable")
+	h.Set(fiber.HeaderCacheControl, edge.OutputCacheControl)
 	h.Set(fiber.HeaderETag, etag)
-	h.Set("Cache-Tag", "imagegate-output,"+hash)
 	if inm := c.Get(fiber.HeaderIfNoneMatch); inm == etag || inm == "W/"+etag {
 		return c.SendStatus(fiber.StatusNotModified)
 	}
@@ -51,7 +50,19 @@ func (g *Gateway) object(c *fiber.Ctx) error {
 		return err
 	}
 	h.Set(fiber.HeaderContentType, edge.ContentTypeForExt(ext))
+	h.Set("Cache-Tag", g.cacheTags(hash))
 	// The slice is shared with the L1 cache and never mutated.
 	c.Response().SetBodyRaw(data)
 	return nil
+}
+
+// cacheTags names an output for CDN purges (Cache-Tag, comma-separated):
+// every output, this object, and the model version that made it when
+// known.
+func (g *Gateway) cacheTags(hash string) string {
+	tags := edge.OutputsTag + "," + edge.ObjectTag(hash)
+	if model, version, ok := g.cache.ObjectModel(hash); ok {
+		tags += "," + edge.ModelTag(model, version)
+	}
+	return tags
 }

@@ -26,8 +26,10 @@ func TestObjectLinks(t *testing.T) {
 	if got := resp.Header.Get("ETag"); got != `"`+hash+`"` {
 		t.Errorf("ETag %q", got)
 	}
-	if got := resp.Header.Get("Cache-Tag"); !strings.Contains(got, hash) {
-		t.Errorf("Cache-Tag %q lacks the object hash", got)
+	model := e.gw.catalog.list()[0]
+	wantTags := edge.OutputsTag + "," + edge.ObjectTag(hash) + "," + edge.ModelTag(model.Name, model.Version)
+	if got := resp.Header.Get("Cache-Tag"); got != wantTags {
+		t.Errorf("Cache-Tag %q, want %q (all outputs, the object, its model version)", got, wantTags)
 	}
 	if edge.HashHex(body) != hash {
 		t.Errorf("object bytes do not hash to their name")

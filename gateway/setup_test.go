@@ -66,6 +66,7 @@ type envOptions struct {
 	cfg     Config
 	backend inference.Backend
 	now     func() time.Time // the clock of gateway and store (nil: time.Now)
+	purger  purger           // the CDN purger (nil: none)
 	// limits keeps cfg's rate limits and free quota; by default tests run
 	// with rate limits off and an unlimited free quota.
 	limits bool
@@ -132,7 +133,7 @@ func newEnv(t *testing.T, opts envOptions) *env {
 		opts.cfg.FreeQuota.FreeImagesPerDay = UnlimitedFreeImages()
 	}
 	e.gw, err = New(opts.cfg, Deps{
-		Cache: e.cache, Signer: e.signer, Inference: pool, Store: e.db, Mailer: e.outbox,
+		Cache: e.cache, Signer: e.signer, Inference: pool, Store: e.db, Mailer: e.outbox, Objects: objects, Purger: opts.purger,
 		Registry: e.gwReg, Gatherer: e.gwReg, Logger: logger, Now: opts.now,
 	})
 	if err != nil {

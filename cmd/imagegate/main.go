@@ -38,6 +38,7 @@ const usage = `imagegate — AI image-generation gateway
 Usage:
   imagegate [serve] [flags]     run the gateway (and, with no --inference, the inference tier in-process)
   imagegate inference [flags]   run the inference tier alone
+  imagegate purge [flags]       purge outputs from the CDN and every gateway (--object, --tag, --prefix, --everything)
   imagegate version             print the version
 
 Run "imagegate <command> -h" for a command's flags.
@@ -53,6 +54,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return runServe(ctx, args, stdout, stderr)
 	case "inference":
 		return runInference(ctx, args, stdout, stderr)
+	case "purge":
+		return runPurge(ctx, args, stdout, stderr)
 	case "version":
 		fmt.Fprintln(stdout, "imagegate", version)
 		return nil

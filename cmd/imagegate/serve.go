@@ -42,6 +42,7 @@ type serveConfig struct {
 	Gateway          gateway.Config
 	Mail             mail.Config
 	S3               edge.S3Config
+	Cloudflare       edge.PurgerConfig
 	Retention        store.Retention
 }
 
@@ -127,10 +128,27 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.StringVar(&cfg.S3.AccessKeyID, "s3-access-key-id", "", "S3 access key id")
 	fs.StringVar(&cfg.S3.SecretAccessKey, "s3-secret-access-key", "", "S3 secret access key")
 	fs.StringVar(&cfg.S3.Region, "s3-region", "", "signing region (default auto, for R2)")
+	fs.StringVar(&gw.AdminToken, "admin-token", "", "operator credential for /v1/admin/* and imagegate purge (≥16 chars; empty: admin API off); shared by peers")
+	fs.Var(listFlag{&gw.Peers.Peers}, "peers", "other gateways purges must reach: URLs, or a DNS name such as <app>.internal resolved at each purge")
+	fs.IntVar(&gw.Peers.Port, "peer-port", 8080, "port of peers named by DNS")
+	cf := &cfg.Cloudflare
+	var cfRate, cfURLRate string
+	fs.StringVar(&cf.APIToken, "cloudflare-api-token", "", "API token with Zone > Cache Purge; with --cloudflare-zone-id enables CDN purge")
+	fs.StringVar(&cf.ZoneID, "cloudflare-zone-id", "", "zone id of the zone serving --cdn-url")
+	fs.StringVar(&cf.BaseURL, "cloudflare-api-url", edge.DefaultCloudflareAPIURL, "Cloudflare API base (tests)")
+	fs.StringVar(&cfRate, "cloudflare-purge-rate", "5/min", "tag/host/prefix purge calls the plan allows: Free 5/min, Pro 5/s, Business 10/s")
+	fs.StringVar(&cfURLRate, "cloudflare-purge-url-rate", "800/s", "URLs purged per second: Free 800/s, Pro and Business 1500/s")
+	fs.IntVar(&cf.MaxItemsPerCall, "cloudflare-purge-batch", 100, "items per purge call (500 for Enterprise URL purges)")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	logFormat := fs.String("log-format", "text", "text or json")
 	if err := parseFlags(fs, args, stderr); err != nil {
 		return err
+	}
+	var rateErr, urlRateErr error
+	cf.Rate, rateErr = edge.ParseRate(cfRate)
+	cf.URLRate, urlRateErr = edge.ParseRate(cfURLRate)
+	if err := errors.Join(rateErr, urlRateErr); err != nil {
+		return fmt.Errorf("--cloudflare-purge-rate: %w", err)
 	}
 	gw.RateLimits.Disabled = !rateLimits
 	if cfg.ConfigFile != "" {
@@ -275,10 +293,20 @@ func newSystem(ctx context.Context, cfg serveConfig, logger *slog.Logger) (_ *sy
 	}
 	s.closers = append(s.closers, func(context.Context) error { pool.Close(); return nil })
 
-	g, err := gateway.New(cfg.Gateway, gateway.Deps{
-		Cache: c, Signer: signer, Inference: pool, Store: db, Mailer: mailer,
+	deps := gateway.Deps{
+		Cache: c, Signer: signer, Inference: pool, Store: db, Mailer: mailer, Objects: objects,
 		Registry: reg, Gatherer: reg, Logger: logger,
-	})
+	}
+	if cfg.Cloudflare.APIToken != "" || cfg.Cloudflare.ZoneID != "" {
+		p, err := edge.NewPurger(cfg.Cloudflare, logger.With("component", "cdn-purge"))
+		if err != nil {
+			return nil, err
+		}
+		deps.Purger = p
+	} else {
+		logger.Info("CDN purge off (no --cloudflare-api-token): purges reach the gateways' caches only")
+	}
+	g, err := gateway.New(cfg.Gateway, deps)
 	if err != nil {
 		return nil, err
 	}
@@ -298,6 +326,7 @@ func newSystem(ctx context.Context, cfg serveConfig, logger *slog.Logger) (_ *sy
 // objectStore is what the composition root needs of an object store.
 type objectStore interface {
 	cache.ObjectStore
+	Delete(ctx context.Context, name string) error
 	Close() error
 }
 
