@@ -75,7 +75,7 @@ func (g *Gateway) signup(c *fiber.Ctx) error {
 	if err != nil {
 		return hashError(err)
 	}
-	acct, err := g.store.CreateAccount(store.NewAccount{Email: email, PasswordHash: hash, Plan: g.cfg.Plans.Default, AgeAttested: time.Now()})
+	acct, err := g.store.CreateAccount(store.NewAccount{Email: email, PasswordHash: hash, Plan: g.cfg.Plans.Default, AgeAttested: g.now()})
 	site := g.siteURL(c)
 	switch {
 	case errors.Is(err, store.ErrConflict):

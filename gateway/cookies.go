@@ -102,8 +102,14 @@ func clearCookie(c *fiber.Ctx, name string) {
 // filterCookies runs after the handler and removes every Set-Cookie the
 // visitor's consent does not allow: undeclared names always (and counted,
 // so tests fail), non-necessary categories unless allowed. Deletions pass.
+// It filters in a deferred call, so a handler that panics after setting a
+// cookie cannot slip it past (the recover middleware is outermost).
 func (g *Gateway) filterCookies(c *fiber.Ctx) error {
-	err := c.Next()
+	defer g.dropDisallowedCookies(c)
+	return c.Next()
+}
+
+func (g *Gateway) dropDisallowedCookies(c *fiber.Ctx) {
 	h := &c.Response().Header
 	var drop [][]byte
 	h.VisitAllCookie(func(name, value []byte) {
@@ -124,7 +130,6 @@ func (g *Gateway) filterCookies(c *fiber.Ctx) error {
 	for _, name := range drop {
 		h.DelCookieBytes(name)
 	}
-	return err
 }
 
 // isDeletion reports whether a raw Set-Cookie value expires the cookie.

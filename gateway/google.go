@@ -144,7 +144,22 @@ func (g *Gateway) googleCallback(c *fiber.Ctx) error {
 	default:
 		acct, err = g.store.AccountByEmail(user.Email)
 		switch {
+		case err == nil && acct.GoogleSubject != "":
+			// Another Google account is linked already: Google reassigned
+			// the address, or someone else holds it. Never switch owners.
+			return &apiError{Status: fiber.StatusConflict, Type: "permission_error", Code: "google_conflict",
+				Msg: "this email address is linked to a different Google account; sign in with your password"}
 		case err == nil:
+			// The address is verified by Google. If the account never
+			// proved it owns the address, whoever signed up with it may
+			// not be its owner: take their password and sessions away
+			// before handing the account to the address's owner.
+			if !acct.EmailVerified {
+				if _, err := g.store.SetPassword(acct.ID, "", ""); err != nil {
+					return err
+				}
+				acct.PasswordHash = ""
+			}
 			if err := g.store.LinkGoogle(acct.ID, user.Subject); err != nil {
 				return err
 			}
@@ -157,7 +172,7 @@ func (g *Gateway) googleCallback(c *fiber.Ctx) error {
 		default:
 			acct, err = g.store.CreateAccount(store.NewAccount{
 				Email: user.Email, EmailVerified: true, GoogleSubject: user.Subject,
-				Plan: g.cfg.Plans.Default, AgeAttested: time.Now(),
+				Plan: g.cfg.Plans.Default, AgeAttested: g.now(),
 			})
 			if err != nil {
 				return err

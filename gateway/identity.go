@@ -58,6 +58,7 @@ func (g *Gateway) identify(c *fiber.Ctx) error {
 		if err != nil {
 			return err
 		}
+		g.grantPlan(acct)
 		p.account, p.apiKeyID = acct, k.ID
 		return c.Next()
 	}
@@ -74,6 +75,7 @@ func (g *Gateway) identify(c *fiber.Ctx) error {
 				clearCookie(c, cookieSession)
 				return err
 			}
+			g.grantPlan(acct)
 			p.account, p.session = acct, token
 		}
 	}

@@ -196,7 +196,9 @@ func (db *DB) accountByIndex(bucket, idx []byte) (Account, error) {
 	return acct, err
 }
 
-// LinkGoogle attaches a Google subject to an existing account.
+// LinkGoogle attaches a Google subject to an existing account and marks its
+// address verified (Google vouches for it). An account keeps the first
+// subject linked to it: linking another is ErrConflict.
 func (db *DB) LinkGoogle(id, subject string) error {
 	return db.updateAccount(id, func(tx *bolt.Tx, rec *accountRecord, key []byte) error {
 		idx := db.lookupKey("google", subject)
@@ -206,11 +208,15 @@ func (db *DB) LinkGoogle(id, subject string) error {
 			}
 			return ErrConflict
 		}
+		if rec.GoogleIndex != nil {
+			return ErrConflict // a different subject is linked already
+		}
 		sealed, err := seal(key, "google:"+id, []byte(subject))
 		if err != nil {
 			return err
 		}
-		rec.GoogleSealed, rec.GoogleIndex = sealed, idx
+		// Google vouches for the address the link was made through.
+		rec.GoogleSealed, rec.GoogleIndex, rec.EmailVerified = sealed, idx, true
 		return tx.Bucket(bucketAccountGoogle).Put(idx, []byte(id))
 	})
 }
