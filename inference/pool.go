@@ -2,11 +2,15 @@ package inference
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/url"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -31,10 +35,17 @@ const (
 // PoolConfig configures a Pool.
 type PoolConfig struct {
 	// URLs of inference servers: http:// speaks h2c (HTTP/2 without TLS,
-	// for private networks), https:// HTTP/2 over TLS.
+	// for loopback and private networks), https:// HTTP/2 over TLS,
+	// negotiated by ALPN.
 	URLs []string
 	// Token is sent as a bearer token on every call, health probes included.
+	// Over http:// to a host other than loopback it travels in clear text:
+	// NewPool allows that (private networks are a legitimate home for h2c)
+	// but logs a warning per such URL.
 	Token string
+	// RootCAs are the certificate authorities https:// servers must chain
+	// to; nil means the system's roots.
+	RootCAs *x509.CertPool
 	// CallTimeout bounds one attempt on one server; the caller's deadline
 	// still applies when it is sooner. Zero means 60 s.
 	CallTimeout time.Duration
@@ -76,6 +87,17 @@ func parseEndpointURL(raw string) (*url.URL, error) {
 		return nil, fmt.Errorf("inference: URL %q: want http(s)://host[:port][/path]", u.Redacted())
 	}
 	return u, nil
+}
+
+// isLoopbackHost reports whether host (a URL's Hostname) names this
+// machine: "localhost" or a loopback address. Other names are not resolved:
+// what they point at can change after the check.
+func isLoopbackHost(host string) bool {
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 // Pool calls a set of inference servers, balancing and failing over
@@ -127,18 +149,23 @@ func newPool(cfg PoolConfig, logger *slog.Logger) (*Pool, error) {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	h2c, tls := newTransport(true), newTransport(false)
+	h2c, overTLS := newTransport(true), newTransport(false)
+	overTLS.TLSClientConfig = &tls.Config{RootCAs: cfg.RootCAs, MinVersion: tls.VersionTLS12}
 	p := &Pool{
 		cfg:        cfg,
 		logger:     logger,
-		transports: []*http.Transport{h2c, tls},
+		transports: []*http.Transport{h2c, overTLS},
 	}
 	for i, raw := range cfg.URLs {
 		u, err := parseEndpointURL(raw)
 		if err != nil {
 			return nil, err
 		}
-		p.endpoints = append(p.endpoints, newEndpoint(i, u, &http.Client{Transport: h2c}, &http.Client{Transport: tls}))
+		if cfg.Token != "" && u.Scheme == "http" && !isLoopbackHost(u.Hostname()) {
+			logger.Warn("inference token will travel in clear text: use https:// unless this network is private",
+				"endpoint", u.Redacted())
+		}
+		p.endpoints = append(p.endpoints, newEndpoint(i, u, &http.Client{Transport: h2c}, &http.Client{Transport: overTLS}))
 	}
 	p.metrics = newPoolMetrics(p)
 	if cfg.Registerer != nil {
