@@ -34,7 +34,12 @@ type manifest struct {
 
 var errBadManifest = errors.New("cache: bad manifest")
 
-func manifestName(key Key) string { return "k/" + key.String() + ".json" }
+func manifestName(key Key) string { return ManifestName(key.String()) }
+
+// ManifestName is the object-store name of the manifest of the key whose
+// String form is key: deleting it (with the output) leaves other gateways
+// nothing to find in L3.
+func ManifestName(key string) string { return "k/" + key + ".json" }
 
 func encodeManifest(key Key, e Entry) ([]byte, error) {
 	return json.Marshal(manifest{

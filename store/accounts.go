@@ -20,13 +20,15 @@ const (
 	StatusErasing   AccountStatus = "erasing"
 )
 
-// Settings are the account's own switches (promise R4). The zero value is
-// the privacy-friendly default: no marketing email, no analytics, no
-// model-improvement use.
+// Settings are the account's own switches (promise R4). Non-essential
+// email is opt-in; analytics and model-improvement use are opt-outs (both
+// only ever see aggregated, anonymized data). The zero value is the
+// default: no product email, analytics and model improvement not opted
+// out. A Sec-GPC: 1 signal sets both opt-outs.
 type Settings struct {
-	ProductEmail     bool `json:"product_email"`
-	Analytics        bool `json:"analytics"`
-	ModelImprovement bool `json:"model_improvement"`
+	ProductEmail       bool `json:"product_email"`
+	NoAnalytics        bool `json:"no_analytics"`
+	NoModelImprovement bool `json:"no_model_improvement"`
 }
 
 // Account is a user account. Email and GoogleSubject are decrypted for the

@@ -62,7 +62,7 @@ func TestAccountLifecycle(t *testing.T) {
 	if err := db.SetEmail(a.ID, "bob@example.com"); !errors.Is(err, ErrConflict) {
 		t.Errorf("taking another account's email: %v, want ErrConflict", err)
 	}
-	settings := Settings{ProductEmail: true, Analytics: true}
+	settings := Settings{ProductEmail: true, NoAnalytics: true}
 	if err := db.SetSettings(a.ID, settings); err != nil {
 		t.Fatal(err)
 	}

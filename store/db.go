@@ -55,6 +55,26 @@ var (
 	bucketStripeCustomers = []byte("stripe_customers")
 	bucketWebhookEvents   = []byte("webhook_events")
 	bucketBillingFlags    = []byte("billing_flags")
+	// Generations and output ownership (store/generations.go).
+	bucketGenerations    = []byte("generations")
+	bucketGenerationKeys = []byte("generation_keys")
+	bucketExpiry         = []byte("generation_expiry")
+	bucketObjects        = []byte("objects")
+	bucketObjectRefs     = []byte("object_refs")
+	bucketDoomed         = []byte("doomed_objects")
+	// Erasure jobs (store/erasure.go).
+	bucketErasures = []byte("erasures")
+	// Profiles (store/profile.go) and first-party analytics aggregates
+	// (store/analytics.go).
+	bucketProfiles  = []byte("profiles")
+	bucketAnalytics = []byte("analytics")
+	// Reports of apparent CSAM under legal hold (store/reports.go).
+	bucketReports = []byte("reports")
+	// Rights requests received by email (store/dsar.go) and incident
+	// notification jobs with their per-recipient progress (store/notify.go).
+	bucketDSAR             = []byte("dsar_requests")
+	bucketNotifyJobs       = []byte("notify_jobs")
+	bucketNotifyRecipients = []byte("notify_recipients")
 
 	allBuckets = [][]byte{
 		bucketMeta, bucketAccounts, bucketAccountEmails, bucketAccountGoogle,
@@ -62,6 +82,10 @@ var (
 		bucketResets, bucketLedger, bucketLedgerRefs, bucketHolds, bucketConsents,
 		bucketSecurityLog, bucketAccountSecurity,
 		bucketBilling, bucketStripeCustomers, bucketWebhookEvents, bucketBillingFlags,
+		bucketGenerations, bucketGenerationKeys, bucketExpiry, bucketObjects, bucketObjectRefs, bucketDoomed,
+		bucketErasures, bucketProfiles, bucketAnalytics,
+		bucketReports,
+		bucketDSAR, bucketNotifyJobs, bucketNotifyRecipients,
 	}
 
 	keySchema = []byte("schema")
@@ -75,8 +99,9 @@ const indexKeySlot = 0
 
 // Config says where the store lives and how it tells time.
 type Config struct {
-	// Path of the bbolt file. Two key files sit beside it: Path+".keys"
-	// (per-account keys) and Path+".daykeys" (security-log day keys).
+	// Path of the bbolt file. Three key files sit beside it: Path+".keys"
+	// (per-account keys), Path+".daykeys" (security-log day keys) and
+	// Path+".reportkeys" (one key per report under legal hold).
 	Path string
 	// Now is the clock (time.Now). Tests pass a fake one.
 	Now func() time.Time
@@ -104,11 +129,12 @@ func (c *Config) Validate() error {
 
 // DB is the embedded store. It is safe for concurrent use.
 type DB struct {
-	bolt     *bolt.DB
-	keys     *keyFile // per-account keys
-	dayKeys  *keyFile // security-log keys, one per UTC day
-	indexKey []byte
-	now      func() time.Time
+	bolt       *bolt.DB
+	keys       *keyFile // per-account keys
+	dayKeys    *keyFile // security-log keys, one per UTC day
+	reportKeys *keyFile // one key per report under legal hold
+	indexKey   []byte
+	now        func() time.Time
 }
 
 // Open opens (creating if needed) the store described by cfg. It fails
@@ -133,6 +159,9 @@ func Open(cfg Config) (_ *DB, err error) {
 		return nil, err
 	}
 	if db.dayKeys, err = openKeyFile(cfg.Path + ".daykeys"); err != nil {
+		return nil, err
+	}
+	if db.reportKeys, err = openKeyFile(cfg.Path + ".reportkeys"); err != nil {
 		return nil, err
 	}
 	var tag [tagLen]byte
@@ -176,6 +205,9 @@ func (db *DB) Close() error {
 	}
 	if db.dayKeys != nil {
 		errs = append(errs, db.dayKeys.close())
+	}
+	if db.reportKeys != nil {
+		errs = append(errs, db.reportKeys.close())
 	}
 	return errors.Join(append(errs, db.bolt.Close())...)
 }

@@ -15,6 +15,13 @@
 //   - the security log's IP addresses and user agents are sealed with a key
 //     per UTC day (Path+".daykeys"), destroyed when the day leaves the
 //     retention period;
+//   - reports of apparent CSAM (kept for the legal reporting duty) are
+//     sealed with a key per report (Path+".reportkeys"), destroyed when the
+//     one-year legal hold ends; unlike the other key files, back this one
+//     up for the whole hold;
+//   - a rights request's email and notes are sealed with a key of the
+//     request's own (a slot of Path+".keys"), destroyed 90 days after the
+//     request is closed;
 //   - secrets (session tokens, API keys, reset tokens) are stored only as
 //     SHA-256 hashes; passwords only as the argon2id PHC strings the
 //     gateway computes.
@@ -23,6 +30,14 @@
 // pages, and in backups of the bbolt file taken before the erasure (back
 // up the key files on a shorter schedule than the retention period, or not
 // at all).
+//
+// # Payments
+//
+// Billing state keeps only Stripe ids, subscription status and periods,
+// and transaction records; no card or address field exists in any type
+// (a test parses every type to keep it so). Each webhook event's id is
+// stored in the same transaction as its effect, so a redelivery is a
+// no-op, and changes converge on Stripe's latest state in any order.
 //
 // # Money
 //

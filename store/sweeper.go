@@ -18,7 +18,20 @@ type Retention struct {
 	// StaleHolds releases credit holds older than this: generations that
 	// never settled because the process died mid-call (15 minutes).
 	StaleHolds time.Duration
+	// WebhookEvents is how long processed payment-webhook ids are kept to
+	// recognise redeliveries (30 days; Stripe retries for 3).
+	WebhookEvents time.Duration
+	// DSARPersonal is how long a closed rights request keeps the
+	// requester's email and notes (90 days); DSARRecord how long its bare
+	// record stays as evidence of compliance (3 years).
+	DSARPersonal, DSARRecord time.Duration
 }
+
+// Rights-request retention defaults.
+const (
+	DefaultDSARPersonal = 90 * 24 * time.Hour
+	DefaultDSARRecord   = 3 * 365 * 24 * time.Hour
+)
 
 func (r *Retention) setDefaults() {
 	if r.SecurityLog == 0 {
@@ -26,6 +39,15 @@ func (r *Retention) setDefaults() {
 	}
 	if r.StaleHolds == 0 {
 		r.StaleHolds = 15 * time.Minute
+	}
+	if r.WebhookEvents == 0 {
+		r.WebhookEvents = 30 * 24 * time.Hour
+	}
+	if r.DSARPersonal == 0 {
+		r.DSARPersonal = DefaultDSARPersonal
+	}
+	if r.DSARRecord == 0 {
+		r.DSARRecord = DefaultDSARRecord
 	}
 }
 
@@ -39,6 +61,12 @@ func (r *Retention) Validate() error {
 	if r.StaleHolds < time.Minute {
 		errs = append(errs, errors.New("store: stale hold age must be at least 1m"))
 	}
+	if r.WebhookEvents < 4*24*time.Hour {
+		errs = append(errs, errors.New("store: webhook ids must be kept at least 96h (Stripe retries for 3 days)"))
+	}
+	if r.DSARPersonal < 24*time.Hour || r.DSARRecord < r.DSARPersonal {
+		errs = append(errs, errors.New("store: rights requests keep personal data at least 24h, and their record at least as long"))
+	}
 	return errors.Join(errs...)
 }
 
@@ -48,6 +76,13 @@ type SweepReport struct {
 	Sessions       int
 	EmailTokens    int
 	Holds          int
+	// Reports are reports of apparent CSAM whose legal hold ended.
+	Reports int
+	// DSARsErased had their personal data destroyed; DSARsDeleted were
+	// removed entirely.
+	DSARsErased, DSARsDeleted int
+	// WebhookEvents are processed payment-webhook ids past retention.
+	WebhookEvents int
 }
 
 // Sweep removes everything past its retention: security-log rows (and
@@ -81,6 +116,15 @@ func (db *DB) Sweep(ctx context.Context, r Retention) (SweepReport, error) {
 		}
 		return !now.Before(t.Expires), nil
 	}, func(tx *bolt.Tx, k []byte) error { return tx.Bucket(bucketResets).Delete(k) }); err != nil {
+		return rep, err
+	}
+	if rep.Reports, err = db.SweepReports(); err != nil {
+		return rep, err
+	}
+	if rep.DSARsErased, rep.DSARsDeleted, err = db.ExpireDSARs(r.DSARPersonal, r.DSARRecord); err != nil {
+		return rep, err
+	}
+	if rep.WebhookEvents, err = db.PruneStripeEvents(db.now().Add(-r.WebhookEvents)); err != nil {
 		return rep, err
 	}
 	rep.Holds, err = db.ReleaseStaleHolds(r.StaleHolds)
@@ -152,7 +196,7 @@ func (db *DB) RunSweeper(ctx context.Context, r Retention, interval time.Duratio
 			if report != nil {
 				report(rep)
 			}
-			logger.Debug("retention sweep", "security_events", rep.SecurityEvents, "sessions", rep.Sessions, "email_tokens", rep.EmailTokens, "holds", rep.Holds)
+			logger.Debug("retention sweep", "security_events", rep.SecurityEvents, "sessions", rep.Sessions, "email_tokens", rep.EmailTokens, "holds", rep.Holds, "reports", rep.Reports)
 		}
 		select {
 		case <-ctx.Done():

@@ -80,6 +80,11 @@ func (db *DB) createEmailToken(accountID, purpose, newEmail string, ttl time.Dur
 func (db *DB) ConsumePasswordReset(token, newHash string) (string, error) {
 	return db.consumeEmailToken(token, purposeReset, func(tx *bolt.Tx, rec *accountRecord, _ emailToken, _ []byte) error {
 		rec.PasswordHash = newHash
+		// A pending change of address dies too: whoever reset the
+		// password may be undoing a takeover that started it.
+		if err := deleteTokens(tx, rec.ID, purposeVerify); err != nil {
+			return err
+		}
 		_, err := deleteSessions(tx, rec.ID, "")
 		return err
 	})

@@ -1,0 +1,262 @@
+package store
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"slices"
+	"testing"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+func testGeneration(prompt, object string) Generation {
+	return Generation{
+		Prompt: prompt, Model: "retro", ModelVersion: "1", Width: 256, Height: 256, Seed: 7,
+		Object: object, Ext: "png", ContentKey: fmt.Sprintf("v1-%x", sha256.Sum256([]byte(prompt))),
+	}
+}
+
+func hash64(c byte) string { return string(bytes.Repeat([]byte{c}, 64)) }
+
+func doomed(t *testing.T, db *DB) []string {
+	t.Helper()
+	ds, err := db.DoomedObjects(100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, d := range ds {
+		out = append(out, d.Hash)
+	}
+	slices.Sort(out)
+	return out
+}
+
+func TestSharedOutputsLiveWhileReferenced(t *testing.T) {
+	t.Parallel()
+	db, _, path := testDB(t)
+	a, b := mustAccount(t, db, "a@example.com"), mustAccount(t, db, "b@example.com")
+	shared, own := hash64('a'), hash64('b')
+	ga, created, err := db.RecordGeneration(a.ID, testGeneration("marker-prompt-one", shared), time.Hour)
+	if err != nil || !created {
+		t.Fatalf("RecordGeneration = %v, %v", created, err)
+	}
+	if again, created, _ := db.RecordGeneration(a.ID, testGeneration("marker-prompt-one", shared), time.Hour); created || again.ID != ga.ID {
+		t.Errorf("the same request recorded twice")
+	}
+	db.RecordGeneration(a.ID, testGeneration("marker-prompt-two", own), time.Hour)
+	gb, _, _ := db.RecordGeneration(b.ID, testGeneration("marker-prompt-one", shared), time.Hour)
+
+	var got []Generation
+	db.Generations(a.ID, func(g Generation) error { got = append(got, g); return nil })
+	if len(got) != 2 || got[0].Prompt != "marker-prompt-one" || got[1].Prompt != "marker-prompt-two" {
+		t.Fatalf("history %+v", got)
+	}
+	db.bolt.Sync()
+	if fileContains(t, path, []byte("marker-prompt")) {
+		t.Errorf("a prompt is readable in the store files")
+	}
+	if owners, _ := db.ObjectOwners(shared); len(owners) != 2 {
+		t.Errorf("owners of the shared output: %v", owners)
+	}
+
+	if err := db.DeleteGeneration(a.ID, ga.ID); err != nil {
+		t.Fatal(err)
+	}
+	if d := doomed(t, db); len(d) != 0 {
+		t.Errorf("an output still used by b was queued for deletion: %v", d)
+	}
+	if err := db.DeleteGeneration(b.ID, gb.ID); err != nil {
+		t.Fatal(err)
+	}
+	if d := doomed(t, db); !slices.Equal(d, []string{shared}) {
+		t.Errorf("queue %v, want the shared output", d)
+	}
+	// Referenced again before the reaper ran: it leaves the queue.
+	db.RecordGeneration(b.ID, testGeneration("marker-prompt-one", shared), time.Hour)
+	if d := doomed(t, db); len(d) != 0 {
+		t.Errorf("a referenced output stayed queued: %v", d)
+	}
+	if err := db.DeleteGeneration(a.ID, "gen_missing"); !errors.Is(err, ErrNotFound) {
+		t.Errorf("deleting a missing generation: %v", err)
+	}
+}
+
+func TestOutputsExpireByRetention(t *testing.T) {
+	t.Parallel()
+	db, clock, _ := testDB(t)
+	a := mustAccount(t, db, "keep@example.com")
+	paid, anonOnly, both := hash64('c'), hash64('d'), hash64('e')
+	db.RecordGeneration(a.ID, testGeneration("paid", paid), 30*24*time.Hour)
+	db.RecordGeneration(a.ID, testGeneration("both", both), 30*24*time.Hour)
+	for _, h := range []string{anonOnly, both} {
+		if err := db.TouchAnonymousOutput(h, "png", "retro", "1", "v1-anon-"+h[:4], 7*24*time.Hour); err != nil {
+			t.Fatal(err)
+		}
+	}
+	clock.Advance(8 * 24 * time.Hour)
+	if n, err := db.ExpireOutputs(100); err != nil || n != 2 {
+		t.Fatalf("ExpireOutputs after 8 days = %d, %v; want 2 anonymous references", n, err)
+	}
+	if d := doomed(t, db); !slices.Equal(d, []string{anonOnly}) {
+		t.Errorf("queue after 8 days %v, want only the anonymous-only output", d)
+	}
+	// An access renews retention.
+	clock.Advance(20 * 24 * time.Hour)
+	db.RecordGeneration(a.ID, testGeneration("paid", paid), 30*24*time.Hour)
+	clock.Advance(3 * 24 * time.Hour) // 31 days after creation
+	db.ExpireOutputs(100)
+	if d := doomed(t, db); !slices.Equal(d, []string{anonOnly, both}) {
+		t.Errorf("queue after 31 days %v", d)
+	}
+	if db.GenerationCount(a.ID) != 1 {
+		t.Errorf("%d generations left, want the renewed one", db.GenerationCount(a.ID))
+	}
+	if err := db.ObjectDeleted(anonOnly); err != nil {
+		t.Fatal(err)
+	}
+	if d := doomed(t, db); !slices.Equal(d, []string{both}) {
+		t.Errorf("queue after deletion %v", d)
+	}
+}
+
+// bucketsMention lists the buckets in which id appears, in keys or values.
+func bucketsMention(t *testing.T, db *DB, id string) []string {
+	t.Helper()
+	var out []string
+	db.bolt.View(func(tx *bolt.Tx) error {
+		return tx.ForEach(func(name []byte, b *bolt.Bucket) error {
+			b.ForEach(func(k, v []byte) error {
+				if bytes.Contains(k, []byte(id)) || bytes.Contains(v, []byte(id)) {
+					if !slices.Contains(out, string(name)) {
+						out = append(out, string(name))
+					}
+				}
+				return nil
+			})
+			return nil
+		})
+	})
+	slices.Sort(out)
+	return out
+}
+
+func TestErasureIsCompleteAndResumable(t *testing.T) {
+	t.Parallel()
+	clock := newFakeClock()
+	path := filepath.Join(t.TempDir(), "imagegate.db")
+	db, err := Open(Config{Path: path, Now: clock.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	gone := mustAccount(t, db, "erase-me@example.com")
+	kept := mustAccount(t, db, "kept@example.com")
+	shared, private := hash64('1'), hash64('2')
+	for i := range 5 {
+		db.RecordGeneration(gone.ID, testGeneration(fmt.Sprintf("erase-marker %d", i), private), time.Hour)
+	}
+	db.RecordGeneration(gone.ID, testGeneration("shared one", shared), time.Hour)
+	db.RecordGeneration(kept.ID, testGeneration("shared one", shared), time.Hour)
+	db.RecordConsent(Consent{Subject: gone.ID, Revision: 1, Analytics: true, Source: ConsentBanner})
+	db.LogSecurityEvent(SecurityEvent{Kind: "login", AccountID: gone.ID, IP: "192.0.2.9"})
+	db.AddCredit(gone.ID, Credit{Kind: KindPurchase, Amount: 10, Ref: "pi_1", MoneyMinor: 500, Currency: "usd"})
+	db.Reserve(gone.ID, 2, "in flight")
+	db.CreateSession(gone.ID, SessionPolicy{Idle: time.Hour, Absolute: time.Hour})
+	db.CreateAPIKey(gone.ID, "k")
+
+	if _, err := db.BeginErasure(gone.ID, ErasureByUser); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := db.CreateSession(gone.ID, SessionPolicy{Idle: time.Hour, Absolute: time.Hour}); !errors.Is(err, ErrAccountInactive) {
+		t.Errorf("an erasing account signed in: %v", err)
+	}
+	// Interrupt after one step; a new process resumes.
+	if done, err := db.EraseStep(gone.ID, 2); err != nil || done {
+		t.Fatalf("first step = %v, %v", done, err)
+	}
+	db.Close()
+	db, err = Open(Config{Path: path, Now: clock.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	jobs, _ := db.PendingErasures()
+	if len(jobs) != 1 || jobs[0].AccountID != gone.ID {
+		t.Fatalf("pending after restart: %+v", jobs)
+	}
+	for done := false; !done; {
+		if done, err = db.EraseStep(gone.ID, 2); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if email, err := db.ErasureEmail(gone.ID); err != nil || email != "erase-me@example.com" {
+		t.Errorf("confirmation address %q, %v", email, err)
+	}
+	if err := db.FinishErasure(gone.ID); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.FinishErasure(gone.ID); !errors.Is(err, ErrNotFound) {
+		t.Errorf("finishing twice: %v", err)
+	}
+
+	if _, err := db.Account(gone.ID); !errors.Is(err, ErrNotFound) {
+		t.Errorf("account after erasure: %v", err)
+	}
+	if _, err := db.AccountByEmail("erase-me@example.com"); !errors.Is(err, ErrNotFound) {
+		t.Errorf("email still finds the account: %v", err)
+	}
+	// Only the pseudonymous ledger remains.
+	if got := bucketsMention(t, db, gone.ID); !slices.Equal(got, []string{"ledger", "ledger_refs"}) {
+		t.Errorf("buckets still naming the account: %v, want only the ledger", got)
+	}
+	if d := doomed(t, db); !slices.Equal(d, []string{private}) {
+		t.Errorf("queue %v, want only the private output", d)
+	}
+	if !db.ObjectReferenced(shared) {
+		t.Errorf("the output shared with another account lost its reference")
+	}
+	var kept1 []Generation
+	db.Generations(kept.ID, func(g Generation) error { kept1 = append(kept1, g); return nil })
+	if len(kept1) != 1 || kept1[0].Prompt != "shared one" {
+		t.Errorf("the other account's history: %+v", kept1)
+	}
+	if _, err := db.keys.get(jobs[0].Slot, ownerTag(gone.ID)); !errors.Is(err, ErrKeyDestroyed) {
+		t.Errorf("the erased account's key still exists: %v", err)
+	}
+	if mm, _ := db.Reconcile(false); len(mm) != 0 {
+		t.Errorf("reconcile after erasure: %+v", mm)
+	}
+}
+
+func TestLegalHoldOutlivesErasureAndRetention(t *testing.T) {
+	t.Parallel()
+	db, clock, _ := testDB(t)
+	a := mustAccount(t, db, "held@example.com")
+	held := hash64('h')
+	db.RecordGeneration(a.ID, testGeneration("reported", held), 24*time.Hour)
+	if err := db.HoldObject(held, "png", "retro", "1", "rep_1", clock.Now().Add(365*24*time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	db.BeginErasure(a.ID, ErasureMinor)
+	for done := false; !done; {
+		done, _ = db.EraseStep(a.ID, 10)
+	}
+	db.FinishErasure(a.ID)
+	clock.Advance(30 * 24 * time.Hour)
+	db.ExpireOutputs(100)
+	if d := doomed(t, db); len(d) != 0 || !db.ObjectReferenced(held) {
+		t.Fatalf("held output queued for deletion: %v", d)
+	}
+	if owners, _ := db.ObjectOwners(held); len(owners) != 0 {
+		t.Errorf("a hold is listed as an owner: %v", owners)
+	}
+	clock.Advance(336 * 24 * time.Hour) // a year and a day after the report
+	db.ExpireOutputs(100)
+	if d := doomed(t, db); !slices.Equal(d, []string{held}) {
+		t.Errorf("after the hold: queue %v", d)
+	}
+}
