@@ -13,20 +13,20 @@ import (
 
 // accountJSON is GET /v1/account. It never carries the password hash.
 type accountJSON struct {
-	ID            string         `json:"id"`
-	Email         string         `json:"email"`
-	EmailVerified bool           `json:"email_verified"`
-	Plan          string         `json:"plan"`
-	Credits       int64          `json:"credits"`
-	Created       int64          `json:"created"`
-	GoogleLinked  bool           `json:"google_linked"`
-	Settings      store.Settings `json:"settings"`
+	ID            string       `json:"id"`
+	Email         string       `json:"email"`
+	EmailVerified bool         `json:"email_verified"`
+	Plan          string       `json:"plan"`
+	Credits       int64        `json:"credits"`
+	Created       int64        `json:"created"`
+	GoogleLinked  bool         `json:"google_linked"`
+	Settings      settingsJSON `json:"settings"`
 }
 
 func accountView(a store.Account) accountJSON {
 	return accountJSON{
 		ID: a.ID, Email: a.Email, EmailVerified: a.EmailVerified, Plan: a.Plan,
-		Credits: a.Available(), Created: a.Created.Unix(), GoogleLinked: a.GoogleSubject != "", Settings: a.Settings,
+		Credits: a.Available(), Created: a.Created.Unix(), GoogleLinked: a.GoogleSubject != "", Settings: settingsView(a.Settings, false),
 	}
 }
 

@@ -183,7 +183,7 @@ func linkToken(t *testing.T, m *mail.Message) string {
 
 func TestSignupVerifyLoginLogout(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t, envOptions{})
+	e := newEnv(t, envOptions{realHashing: true})
 	b := e.browser()
 	want(t, b.call("POST", "/v1/auth/signup", `{"email":"Ada@Example.com","password":"`+testPassword+`","over_18":true}`, nil), 202)
 	acct, err := e.db.AccountByEmail("ada@example.com")

@@ -2,7 +2,9 @@ package gateway
 
 import (
 	"errors"
+
 	"fmt"
+	"github.com/alexedwards/argon2id"
 	"net/url"
 	"strings"
 	"time"
@@ -57,6 +59,14 @@ type Config struct {
 	Google GoogleConfig
 	// Billing enables payments through Stripe.
 	Billing BillingConfig
+	// Moderation checks prompts and outputs.
+	Moderation ModerationConfig
+	// LifecycleInterval is how often expired outputs are deleted and
+	// erasures carried on (1 minute; an erasure request also starts one).
+	LifecycleInterval time.Duration
+	// Retention is the retention schedule, rendered into the privacy
+	// page; the sweepers enforce the same values.
+	Retention RetentionSchedule
 	// AdminToken is the operator credential for /v1/admin/*, separate from
 	// every user credential; empty disables the admin API. Gateways of one
 	// deployment share it: peers authenticate invalidations with it.
@@ -73,12 +83,21 @@ type Config struct {
 	// PasswordHashers bounds concurrent argon2id hashes, 19 MiB each
 	// (default: CPUs, at least 2).
 	PasswordHashers int
+	// passwordParams overrides the argon2id parameters; only tests set it,
+	// to keep hundreds of sign-ups fast. Production always uses OWASP's.
+	passwordParams *argon2id.Params
 
 	// CookiePolicyRevision numbers the cookie policy; raise it when the
 	// policy changes materially and every visitor is asked again (K5).
 	CookiePolicyRevision int
 	// CookiePolicyUpdated is the policy's last-updated date (YYYY-MM-DD).
 	CookiePolicyUpdated string
+	// PrivacyPolicyUpdated is the privacy policy's last-updated date
+	// (YYYY-MM-DD); empty means CookiePolicyUpdated.
+	PrivacyPolicyUpdated string
+	// PrivacyContact is where rights requests and privacy questions go (an
+	// email address or URL), shown on /privacy.
+	PrivacyContact string
 }
 
 // cookiePolicyDate is when the cookie registry last changed; operators
@@ -125,11 +144,21 @@ func (c *Config) setDefaults() {
 	if c.CookiePolicyUpdated == "" {
 		c.CookiePolicyUpdated = cookiePolicyDate
 	}
+	if c.PrivacyPolicyUpdated == "" {
+		c.PrivacyPolicyUpdated = c.CookiePolicyUpdated
+	}
 	for i, o := range c.TrustedOrigins {
 		c.TrustedOrigins[i] = strings.ToLower(strings.TrimSuffix(o, "/"))
 	}
 	c.Plans.setDefaults()
 	c.Peers.setDefaults()
+	c.Retention.setDefaults()
+	if c.Moderation.LegalHold == 0 {
+		c.Moderation.LegalHold = c.Retention.LegalHold
+	}
+	if c.LifecycleInterval == 0 {
+		c.LifecycleInterval = time.Minute
+	}
 	c.Google.setDefaults(c.PublicURL)
 }
 
@@ -167,18 +196,72 @@ func (c *Config) Validate() error {
 	if _, err := time.Parse(time.DateOnly, c.CookiePolicyUpdated); err != nil {
 		errs = append(errs, fmt.Errorf("gateway: cookie policy date %q must be YYYY-MM-DD", c.CookiePolicyUpdated))
 	}
+	if _, err := time.Parse(time.DateOnly, c.PrivacyPolicyUpdated); err != nil {
+		errs = append(errs, fmt.Errorf("gateway: privacy policy date %q must be YYYY-MM-DD", c.PrivacyPolicyUpdated))
+	}
 	for _, o := range c.TrustedOrigins {
 		if u, err := url.Parse(o); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.Path != "" {
 			errs = append(errs, fmt.Errorf("gateway: trusted origin %q must be scheme://host[:port]", o))
 		}
 	}
 	errs = append(errs, c.ClientIP.Validate(), c.RateLimits.Validate(), c.LoginGuard.Validate(),
-		c.FreeQuota.Validate(), c.Plans.validate(), c.Google.validate(), c.Billing.Validate(), c.Peers.validate())
+		c.FreeQuota.Validate(), c.Plans.validate(), c.Google.validate(), c.Billing.Validate(), c.Peers.validate(), c.Moderation.Validate(), c.Retention.validate())
+	if c.Billing.SecretKey != "" {
+		errs = append(errs, c.Billing.checkPlans(c.Plans))
+	}
 	if len(c.Peers.Peers) > 0 && c.AdminToken == "" {
 		errs = append(errs, errors.New("gateway: peers need an admin token to authenticate invalidations"))
 	}
 	if c.AdminToken != "" && len(c.AdminToken) < 16 {
 		errs = append(errs, errors.New("gateway: the admin token must be at least 16 characters"))
+	}
+	return errors.Join(errs...)
+}
+
+// RetentionSchedule is how long each kind of data is kept, beyond what the
+// plans say about outputs. One schedule drives the sweepers and the
+// privacy page, so the page cannot promise what the code does not do.
+type RetentionSchedule struct {
+	// SecurityLog: security-log rows, IP addresses and user agents (30 d).
+	SecurityLog time.Duration
+	// Outbox: mail written to the outbox when no SMTP server is set (7 d).
+	Outbox time.Duration
+	// WebhookEvents: processed payment-webhook ids, kept to ignore
+	// redeliveries (Stripe retries for 3 days; 30 d).
+	WebhookEvents time.Duration
+	// LegalHold: reports of apparent CSAM and the material (1 year, as
+	// U.S. law requires).
+	LegalHold time.Duration
+	// Backups: the operator's backup rotation of the data directory, if
+	// any; shown on the privacy page (0: no backups are taken).
+	Backups time.Duration
+}
+
+func (r *RetentionSchedule) setDefaults() {
+	if r.SecurityLog == 0 {
+		r.SecurityLog = 30 * 24 * time.Hour
+	}
+	if r.Outbox == 0 {
+		r.Outbox = 7 * 24 * time.Hour
+	}
+	if r.WebhookEvents == 0 {
+		r.WebhookEvents = 30 * 24 * time.Hour
+	}
+	if r.LegalHold == 0 {
+		r.LegalHold = 365 * 24 * time.Hour
+	}
+}
+
+func (r *RetentionSchedule) validate() error {
+	var errs []error
+	if r.SecurityLog < 24*time.Hour || r.Outbox < time.Hour || r.WebhookEvents < 4*24*time.Hour {
+		errs = append(errs, errors.New("gateway: retention: security log ≥ 24h, outbox ≥ 1h, webhook events ≥ 96h (Stripe retries for 3 days)"))
+	}
+	if r.LegalHold < 365*24*time.Hour {
+		errs = append(errs, errors.New("gateway: retention: legal holds last at least one year"))
+	}
+	if r.Backups < 0 {
+		errs = append(errs, errors.New("gateway: retention: backups must not be negative"))
 	}
 	return errors.Join(errs...)
 }

@@ -151,7 +151,7 @@ const consentPassword = "correct horse battery staple"
 // consentPasswordHash is consentPassword hashed once by the gateway's own
 // hasher (argon2id at the production parameters).
 var consentPasswordHash = sync.OnceValues(func() (string, error) {
-	return newPasswordHasher(1, time.Minute).hash(context.Background(), consentPassword)
+	return newPasswordHasher(nil, 1, time.Minute).hash(context.Background(), consentPassword)
 })
 
 // consentAccount creates an active account with consentPassword.

@@ -40,6 +40,9 @@ type Deps struct {
 	Objects objectDeleter
 	// Purger purges the CDN; nil when no CDN purge is configured.
 	Purger purger
+	// OwnerTags names each account's outputs to the CDN (Cache-Tag) with a
+	// tag the CDN cannot link to the account; nil: no owner tags.
+	OwnerTags *edge.OwnerTagger
 	// Registry receives the gateway's metrics; Gatherer serves /metrics.
 	Registry prometheus.Registerer
 	Gatherer prometheus.Gatherer
@@ -78,6 +81,10 @@ type Gateway struct {
 	objects    objectDeleter
 	purger     purger
 	peers      *peerSet
+	moderator  *moderator
+	history    *historian
+	owners     *edge.OwnerTagger
+	life       *lifecycle
 
 	stop context.CancelFunc
 	done chan struct{}
@@ -121,10 +128,12 @@ func New(cfg Config, deps Deps) (*Gateway, error) {
 		now:        now,
 		httpClient: deps.HTTPClient,
 		decodes:    make(chan struct{}, 4),
-		passwords:  newPasswordHasher(cfg.PasswordHashers, 5*time.Second),
+		passwords:  newPasswordHasher(cfg.passwordParams, cfg.PasswordHashers, 5*time.Second),
 		resetMails: newMailThrottle(now),
 		objects:    deps.Objects,
 		purger:     deps.Purger,
+		owners:     deps.OwnerTags,
+		life:       newLifecycle(),
 		done:       make(chan struct{}),
 	}
 	if g.httpClient == nil {
@@ -144,6 +153,13 @@ func New(cfg Config, deps Deps) (*Gateway, error) {
 		return nil, err
 	}
 	if g.billing, err = newBilling(cfg.Billing, deps.Store, logger, now); err != nil {
+		return nil, err
+	}
+	g.history = newHistorian(deps.Store, logger)
+	if g.moderator, err = newModerator(cfg.Moderation, deps.Store, logger, g.httpClient, now); err != nil {
+		return nil, err
+	}
+	if err := reg.Register(g.moderator); err != nil {
 		return nil, err
 	}
 	g.app = fiber.New(fiber.Config{
@@ -166,6 +182,7 @@ func New(cfg Config, deps Deps) (*Gateway, error) {
 	go func() {
 		defer close(g.done)
 		go g.sweepLimits(ctx)
+		go g.runLifecycle(ctx, cfg.LifecycleInterval)
 		g.catalog.run(ctx, g.gen, cfg.ModelRefresh)
 	}()
 	return g, nil
@@ -214,14 +231,14 @@ func (g *Gateway) routes(gatherer prometheus.Gatherer) {
 
 	costs := g.cfg.RateLimits.Costs
 	limit := func(cost int) fiber.Handler { return g.limiter.limit(cost, rateIdentityOf) }
-	std := []fiber.Handler{g.identify, limit(costs.Default)}
+	std := []fiber.Handler{g.identify, limit(costs.Default), g.gpcOptOut}
 	with := func(hs ...fiber.Handler) []fiber.Handler { return append(append([]fiber.Handler{}, std...), hs...) }
 	account := func(hs ...fiber.Handler) []fiber.Handler {
 		return with(append([]fiber.Handler{requireAccount}, hs...)...)
 	}
 
-	app.Post("/v1/images/generations", g.identify, limit(costs.GenerationHit), g.generations)
-	app.Post("/v1/images/edits", g.identify, limit(costs.GenerationHit), g.edits)
+	app.Post("/v1/images/generations", g.identify, limit(costs.GenerationHit), g.gpcOptOut, g.generations)
+	app.Post("/v1/images/edits", g.identify, limit(costs.GenerationHit), g.gpcOptOut, g.edits)
 	app.Get("/o/:name", limit(costs.Object), g.object)
 
 	app.Post("/v1/auth/signup", with(g.signup)...)
@@ -236,6 +253,10 @@ func (g *Gateway) routes(gatherer prometheus.Gatherer) {
 	app.Get("/v1/auth/google/callback", with(g.googleCallback)...)
 
 	app.Get("/v1/account", account(g.getAccount)...)
+	app.Delete("/v1/account", account(g.deleteAccount)...)
+	app.Get("/v1/account/export", account(g.export)...)
+	app.Get("/v1/account/generations", account(g.listGenerations)...)
+	app.Delete("/v1/account/generations/:id", account(g.deleteGeneration)...)
 	app.Get("/v1/account/api-keys", account(g.listAPIKeys)...)
 	app.Post("/v1/account/api-keys", account(g.createAPIKey)...)
 	app.Delete("/v1/account/api-keys/:id", account(g.deleteAPIKey)...)
@@ -247,8 +268,14 @@ func (g *Gateway) routes(gatherer prometheus.Gatherer) {
 	app.Get("/v1/cookies", limit(costs.Default), g.cookiesJSON)
 	app.Get("/.well-known/gpc.json", limit(costs.Default), g.gpcJSON)
 
-	app.Post("/v1/admin/purge", g.requireAdmin, g.adminPurge)
-	app.Post("/v1/admin/invalidate", g.requireAdmin, g.adminInvalidate)
+	admin := app.Group("/v1/admin", g.requireAdmin)
+	admin.Post("/purge", g.adminPurge)
+	admin.Post("/invalidate", g.adminInvalidate)
+	admin.Post("/accounts/delete", g.adminDeleteAccount)
+	admin.Get("/accounts/erasures", g.adminErasures)
+	g.moderationRoutes(admin)
+	g.complianceRoutes(admin)
+	g.analyticsRoutes(app, with, account)
 
 	app.Get("/cookies", limit(costs.Default), g.cookiesPage)
 	app.Get("/reset-password", limit(costs.Default), g.resetPage)
@@ -271,6 +298,7 @@ func (g *Gateway) Shutdown(ctx context.Context) error {
 	err := g.app.ShutdownWithContext(ctx)
 	// Generations whose callers gave up still finish and are stored.
 	err = errors.Join(err, g.cache.Drain(ctx))
+	g.history.close()
 	g.mail.wait(ctx)
 	select {
 	case <-g.done:

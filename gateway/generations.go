@@ -128,6 +128,11 @@ func (g *Gateway) respond(c *fiber.Ctx, p params) error {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), g.cfg.RequestTimeout)
 	defer cancel()
+	// Moderation first: a blocked request reserves, generates and stores
+	// nothing (promise C6).
+	if err := g.moderator.checkPrompt(ctx, py, p); err != nil {
+		return err
+	}
 	refresh := noCache(c.Get(fiber.HeaderCacheControl))
 
 	results, err := g.generate(ctx, p, py, refresh)
@@ -223,9 +228,14 @@ func (g *Gateway) generate(ctx context.Context, p params, py payer, refresh bool
 func (g *Gateway) one(ctx context.Context, p params, py payer, req cache.Request, seed uint64, refresh bool) (result, error) {
 	req.Seed = seed
 	key := req.Key()
+	start := time.Now()
 	if !refresh {
 		if e, o, ok := g.cache.Peek(key); ok {
-			return result{entry: e, outcome: o}, g.chargeHit(py, key.String())
+			if err := g.chargeHit(py, key.String()); err != nil {
+				return result{}, err
+			}
+			g.remember(py, p, key, e, o, time.Since(start))
+			return result{entry: e, outcome: o}, nil
 		}
 	}
 	costs := g.cfg.RateLimits.Costs
@@ -236,16 +246,19 @@ func (g *Gateway) one(ctx context.Context, p params, py payer, req cache.Request
 	if err != nil {
 		return result{}, err
 	}
-	r, err := g.resolve(ctx, p, key, seed, refresh)
+	r, err := g.resolve(ctx, p, py, key, seed, refresh)
 	g.settle(t, err == nil && r.outcome.Stored)
 	if err == nil && r.outcome.Tier != cache.TierMiss {
 		err = g.chargeHit(py, key.String())
+	}
+	if err == nil {
+		g.remember(py, p, key, r.entry, r.outcome, time.Since(start))
 	}
 	return r, err
 }
 
 // resolve finds or generates the image for key.
-func (g *Gateway) resolve(ctx context.Context, p params, key cache.Key, seed uint64, refresh bool) (result, error) {
+func (g *Gateway) resolve(ctx context.Context, p params, py payer, key cache.Key, seed uint64, refresh bool) (result, error) {
 	m := p.Model
 	load := func(ctx context.Context) (cache.Generated, error) {
 		res, info, err := g.gen.Generate(ctx, m.Name, inference.Request{
@@ -272,6 +285,11 @@ func (g *Gateway) resolve(ctx context.Context, p params, key cache.Key, seed uin
 		}
 		ext, err := extFor(res.ContentType)
 		if err != nil {
+			return cache.Generated{}, err
+		}
+		// Checked before the cache stores anything: a flagged output is
+		// never written to the object store (promise C6).
+		if err := g.moderator.checkOutput(ctx, py, p, res.Image, res.ContentType); err != nil {
 			return cache.Generated{}, err
 		}
 		return cache.Generated{

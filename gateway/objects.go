@@ -56,13 +56,32 @@ func (g *Gateway) object(c *fiber.Ctx) error {
 	return nil
 }
 
+// maxOwnerTags bounds the owner tags on one output, keeping Cache-Tag far
+// under Cloudflare's 16 KB; outputs are also purged by URL and object tag
+// when their owners go, so a missing owner tag loses nothing.
+const maxOwnerTags = 64
+
 // cacheTags names an output for CDN purges (Cache-Tag, comma-separated):
-// every output, this object, and the model version that made it when
-// known.
+// every output, this object, the model version that made it when known,
+// and an opaque tag per account that owns it, so an account's outputs can
+// be purged without listing URLs (and without telling the CDN who owns
+// them).
 func (g *Gateway) cacheTags(hash string) string {
 	tags := edge.OutputsTag + "," + edge.ObjectTag(hash)
 	if model, version, ok := g.cache.ObjectModel(hash); ok {
 		tags += "," + edge.ModelTag(model, version)
+	}
+	if g.owners != nil {
+		owners, err := g.store.ObjectOwners(hash)
+		if err != nil {
+			g.logger.Warn("object owners unreadable", "err", err)
+		}
+		for i, o := range owners {
+			if i == maxOwnerTags {
+				break
+			}
+			tags += "," + g.owners.Tag(o)
+		}
 	}
 	return tags
 }

@@ -30,19 +30,24 @@ var errHashBusy = errors.New("gateway: password hashing at capacity")
 // (promise A1), never more than a fixed number at once, so a storm of
 // sign-ins queues instead of exhausting memory: N slots cost N×19 MiB.
 type passwordHasher struct {
-	slots chan struct{}
-	wait  time.Duration
+	params *argon2id.Params
+	slots  chan struct{}
+	wait   time.Duration
 	// dummy is verified when an email is unknown, so that "no such
 	// account" takes as long as "wrong password".
 	dummy string
 }
 
-func newPasswordHasher(concurrency int, wait time.Duration) *passwordHasher {
+// newPasswordHasher hashes with params (nil: passwordParams).
+func newPasswordHasher(params *argon2id.Params, concurrency int, wait time.Duration) *passwordHasher {
+	if params == nil {
+		params = passwordParams
+	}
 	if concurrency <= 0 {
 		concurrency = max(2, runtime.NumCPU())
 	}
-	h := &passwordHasher{slots: make(chan struct{}, concurrency), wait: wait}
-	h.dummy, _ = argon2id.CreateHash("imagegate dummy password", passwordParams)
+	h := &passwordHasher{params: params, slots: make(chan struct{}, concurrency), wait: wait}
+	h.dummy, _ = argon2id.CreateHash("imagegate dummy password", params)
 	return h
 }
 
@@ -67,7 +72,7 @@ func (h *passwordHasher) hash(ctx context.Context, password string) (string, err
 		return "", err
 	}
 	defer h.release()
-	return argon2id.CreateHash(password, passwordParams)
+	return argon2id.CreateHash(password, h.params)
 }
 
 // verify reports whether password matches phc. An empty phc (an account

@@ -3,6 +3,7 @@ package gateway
 import (
 	"bytes"
 	"fmt"
+	"maps"
 	"mime/multipart"
 	"net/http"
 	"slices"
@@ -146,7 +147,7 @@ func walkSimple(method, path, body string, fresh, signedIn int) walkRecipe {
 // fails if a route has none.
 func walkRecipes() map[string]walkRecipe {
 	const ok, unauth = http.StatusOK, http.StatusUnauthorized
-	return map[string]walkRecipe{
+	recipes := map[string]walkRecipe{
 		"GET /healthz":              walkSimple("GET", "/healthz", "", ok, ok),
 		"GET /readyz":               walkSimple("GET", "/readyz", "", ok, ok),
 		"GET /metrics":              walkSimple("GET", "/metrics", "", ok, ok),
@@ -239,6 +240,23 @@ func walkRecipes() map[string]walkRecipe {
 			return resp
 		}},
 
+		// A wrong password: the route runs, the walk's account survives.
+		"DELETE /v1/account":          walkSimple("DELETE", "/v1/account", `{"password":"not the password"}`, unauth, http.StatusForbidden),
+		"GET /v1/account/export":      walkSimple("GET", "/v1/account/export", "", unauth, ok),
+		"GET /v1/account/generations": walkSimple("GET", "/v1/account/generations", "", unauth, ok),
+		"DELETE /v1/account/generations/:id": {fresh: unauth, signedIn: http.StatusNoContent, run: func(t *testing.T, v *walkVisitor) *http.Response {
+			id := "gen_missing"
+			if v.acct != nil {
+				g, _, err := v.f.e.db.RecordGeneration(v.acct.ID, store.Generation{Prompt: "walk", Object: strings.Repeat("9", 64), Ext: "png", ContentKey: "walk-" + v.acct.ID}, time.Hour)
+				if err != nil {
+					t.Fatal(err)
+				}
+				id = g.ID
+			}
+			resp, _ := v.req("DELETE", "/v1/account/generations/"+id, "")
+			return resp
+		}},
+
 		"GET /v1/consent": {fresh: ok, signedIn: ok, run: func(t *testing.T, v *walkVisitor) *http.Response {
 			v.req("GET", "/v1/consent", "")
 			resp, _ := v.req("GET", "/v1/consent", "", "Sec-GPC", "1") // records the opt-out: sets the consent cookie
@@ -248,6 +266,58 @@ func walkRecipes() map[string]walkRecipe {
 
 		// The operator's API, with the admin token; the hash is not the
 		// walk's object, which other recipes fetch.
+		"POST /v1/admin/accounts/delete": {fresh: http.StatusAccepted, signedIn: http.StatusAccepted, run: func(t *testing.T, v *walkVisitor) *http.Response {
+			a, err := v.f.e.db.CreateAccount(store.NewAccount{Email: fmt.Sprintf("walk-erase-%d@example.com", time.Now().UnixNano()), Plan: "free", AgeAttested: time.Now()})
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp, _ := v.do("POST", v.f.e.url+"/v1/admin/accounts/delete", `{"account":"`+a.ID+`"}`, "Authorization", "Bearer "+walkAdminToken)
+			return resp
+		}},
+		"GET /v1/admin/accounts/erasures": {fresh: ok, signedIn: ok, run: func(t *testing.T, v *walkVisitor) *http.Response {
+			resp, _ := v.do("GET", v.f.e.url+"/v1/admin/accounts/erasures", "", "Authorization", "Bearer "+walkAdminToken)
+			return resp
+		}},
+		"POST /v1/admin/dsar": {fresh: http.StatusCreated, signedIn: http.StatusCreated, run: func(t *testing.T, v *walkVisitor) *http.Response {
+			resp, _ := v.do("POST", v.f.e.url+"/v1/admin/dsar", `{"email":"walk-dsar@example.com","kind":"access"}`, "Authorization", "Bearer "+walkAdminToken)
+			return resp
+		}},
+		"GET /v1/admin/dsar": {fresh: ok, signedIn: ok, run: func(t *testing.T, v *walkVisitor) *http.Response {
+			resp, _ := v.do("GET", v.f.e.url+"/v1/admin/dsar?closed=true", "", "Authorization", "Bearer "+walkAdminToken)
+			return resp
+		}},
+		"POST /v1/admin/dsar/:id/close": {fresh: ok, signedIn: ok, run: func(t *testing.T, v *walkVisitor) *http.Response {
+			r, err := v.f.e.db.AddDSAR(store.NewDSAR{Email: "walk-close@example.com", Kind: store.DSARDeletion, Received: time.Now()})
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp, _ := v.do("POST", v.f.e.url+"/v1/admin/dsar/"+r.ID+"/close", `{"note":"walked"}`, "Authorization", "Bearer "+walkAdminToken)
+			return resp
+		}},
+		"POST /v1/admin/notify": {fresh: http.StatusAccepted, signedIn: http.StatusAccepted, run: func(t *testing.T, v *walkVisitor) *http.Response {
+			resp, _ := v.do("POST", v.f.e.url+"/v1/admin/notify", `{"accounts":["acct_walk_nobody"],"template":"walk {{email}}"}`, "Authorization", "Bearer "+walkAdminToken)
+			return resp
+		}},
+		"GET /v1/admin/notify/:id": {fresh: ok, signedIn: ok, run: func(t *testing.T, v *walkVisitor) *http.Response {
+			j, err := v.f.e.db.CreateNotifyJob(store.NewNotifyJob{Subject: "walk", Template: "walk", Rate: 1, Accounts: []string{"acct_walk_nobody"}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp, _ := v.do("GET", v.f.e.url+"/v1/admin/notify/"+j.ID, "", "Authorization", "Bearer "+walkAdminToken)
+			return resp
+		}},
+		"GET /v1/admin/stats": {fresh: ok, signedIn: ok, run: func(t *testing.T, v *walkVisitor) *http.Response {
+			resp, _ := v.do("GET", v.f.e.url+"/v1/admin/stats?k=10", "", "Authorization", "Bearer "+walkAdminToken)
+			return resp
+		}},
+		"GET /v1/admin/reports": {fresh: ok, signedIn: ok, run: func(t *testing.T, v *walkVisitor) *http.Response {
+			resp, _ := v.do("GET", v.f.e.url+"/v1/admin/reports", "", "Authorization", "Bearer "+walkAdminToken)
+			return resp
+		}},
+		"GET /v1/admin/reports/:id/image": {fresh: http.StatusNotFound, signedIn: http.StatusNotFound, run: func(t *testing.T, v *walkVisitor) *http.Response {
+			resp, _ := v.do("GET", v.f.e.url+"/v1/admin/reports/rpt_none/image", "", "Authorization", "Bearer "+walkAdminToken)
+			return resp
+		}},
 		"POST /v1/admin/purge": {fresh: ok, signedIn: ok, run: func(t *testing.T, v *walkVisitor) *http.Response {
 			resp, _ := v.do("POST", v.f.e.url+"/v1/admin/purge", `{"objects":["`+strings.Repeat("0", 64)+`"],"dry_run":true}`, "Authorization", "Bearer "+walkAdminToken)
 			return resp
@@ -268,6 +338,8 @@ func walkRecipes() map[string]walkRecipe {
 			return resp
 		}},
 	}
+	maps.Copy(recipes, analyticsWalkRecipes())
+	return recipes
 }
 
 // TestNoOptionalCookieWithoutConsent walks every route as visitors who

@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/alexedwards/argon2id"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/imagegate/imagegate/cache"
@@ -70,6 +71,9 @@ type envOptions struct {
 	// limits keeps cfg's rate limits and free quota; by default tests run
 	// with rate limits off and an unlimited free quota.
 	limits bool
+	// realHashing hashes passwords at production cost; by default tests
+	// use cheap argon2id parameters (the code path is the same).
+	realHashing bool
 }
 
 func newEnv(t *testing.T, opts envOptions) *env {
@@ -128,13 +132,17 @@ func newEnv(t *testing.T, opts envOptions) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if !opts.realHashing {
+		opts.cfg.passwordParams = &argon2id.Params{Memory: 64, Iterations: 1, Parallelism: 1, SaltLength: 16, KeyLength: 32}
+	}
 	if !opts.limits {
 		opts.cfg.RateLimits.Disabled = true
 		opts.cfg.FreeQuota.FreeImagesPerDay = UnlimitedFreeImages()
 	}
 	e.gw, err = New(opts.cfg, Deps{
 		Cache: e.cache, Signer: e.signer, Inference: pool, Store: e.db, Mailer: e.outbox, Objects: objects, Purger: opts.purger,
-		Registry: e.gwReg, Gatherer: e.gwReg, Logger: logger, Now: opts.now,
+		OwnerTags: testOwnerTags,
+		Registry:  e.gwReg, Gatherer: e.gwReg, Logger: logger, Now: opts.now,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -151,6 +159,9 @@ func newEnv(t *testing.T, opts envOptions) *env {
 	t.Cleanup(e.close)
 	return e
 }
+
+// testOwnerTags derives the owner cache tags of every test gateway.
+var testOwnerTags, _ = edge.NewOwnerTagger([]byte("owner-tag-key-for-tests-0123456789"))
 
 var closeOnce sync.Map
 

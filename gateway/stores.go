@@ -66,4 +66,10 @@ type Store interface {
 	securityLog
 	modelStore
 	billingStore
+	moderationStore
+	complianceStore
+	analyticsStore
+	historyStore
+	lifecycleStore
+	exportStore
 }

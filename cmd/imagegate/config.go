@@ -38,8 +38,22 @@ type fileConfig struct {
 	} `toml:"rate_limits"`
 
 	Retention struct {
-		SecurityLog duration `toml:"security_log"`
+		SecurityLog   duration `toml:"security_log"`
+		Outbox        duration `toml:"outbox"`
+		WebhookEvents duration `toml:"webhook_events"`
+		Backups       duration `toml:"backups"`
 	} `toml:"retention"`
+
+	// Billing: credit packs and subscription plans, each a Stripe Price ID
+	// (never an amount).
+	Billing struct {
+		Packs         map[string]gateway.CreditPack       `toml:"packs"`
+		Subscriptions map[string]gateway.SubscriptionPlan `toml:"subscriptions"`
+	} `toml:"billing"`
+
+	// Moderation: term lists, patterns, blocked categories and the
+	// optional external classifier (see gateway.ModerationConfig).
+	Moderation gateway.ModerationConfig `toml:"moderation"`
 }
 
 type policyConfig struct {
@@ -133,5 +147,10 @@ func loadConfigFile(path string, gw *gateway.Config, ret *store.Retention) error
 		}
 	}
 	ret.SecurityLog = time.Duration(fc.Retention.SecurityLog)
+	gw.Retention.Outbox = time.Duration(fc.Retention.Outbox)
+	gw.Retention.WebhookEvents = time.Duration(fc.Retention.WebhookEvents)
+	gw.Retention.Backups = time.Duration(fc.Retention.Backups)
+	gw.Moderation = fc.Moderation
+	gw.Billing.Packs, gw.Billing.Subscriptions = fc.Billing.Packs, fc.Billing.Subscriptions
 	return errors.Join(errs...)
 }

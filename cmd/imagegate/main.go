@@ -38,7 +38,10 @@ const usage = `imagegate — AI image-generation gateway
 Usage:
   imagegate [serve] [flags]     run the gateway (and, with no --inference, the inference tier in-process)
   imagegate inference [flags]   run the inference tier alone
+  imagegate billing reconcile   check balances against the ledger, list billing flags
   imagegate purge [flags]       purge outputs from the CDN and every gateway (--object, --tag, --prefix, --everything)
+  imagegate admin <command>     operator commands: delete-account, erasures, reports, dsar, notify (run "imagegate admin help")
+  imagegate stats export [--out FILE] [--k 10]   aggregated, anonymized generation statistics
   imagegate version             print the version
 
 Run "imagegate <command> -h" for a command's flags.
@@ -54,8 +57,14 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return runServe(ctx, args, stdout, stderr)
 	case "inference":
 		return runInference(ctx, args, stdout, stderr)
+	case "billing":
+		return runBilling(ctx, args, stdout, stderr)
 	case "purge":
 		return runPurge(ctx, args, stdout, stderr)
+	case "admin":
+		return runAdmin(ctx, args, stdout, stderr)
+	case "stats":
+		return runStats(ctx, args, stdout, stderr)
 	case "version":
 		fmt.Fprintln(stdout, "imagegate", version)
 		return nil

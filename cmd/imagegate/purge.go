@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"strings"
 	"time"
 )
 
@@ -27,8 +26,7 @@ func runPurge(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		Everything bool     `json:"everything,omitempty"`
 		DryRun     bool     `json:"dry_run,omitempty"`
 	}
-	gatewayURL := fs.String("gateway", "http://localhost:8080", "a gateway of the deployment; it reaches the others and the CDN")
-	token := fs.String("admin-token", "", "the gateways' --admin-token")
+	a := adminFlags(fs, 10*time.Minute)
 	fs.Var(listFlag{&req.Objects}, "object", "output hash(es) to remove everywhere (object store, every gateway, CDN); comma-separated")
 	fs.Var(listFlag{&req.URLs}, "url", "URL(s) to purge from the CDN; comma-separated")
 	fs.Var(listFlag{&req.Tags}, "tag", "cache tag(s) to purge (ig-o:<hash>, ig-m:<model>@<version>, ig-u:<owner>, imagegate-output); comma-separated")
@@ -36,40 +34,22 @@ func runPurge(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.Var(listFlag{&req.Hosts}, "host", "host name(s) to purge; comma-separated")
 	fs.BoolVar(&req.Everything, "everything", false, "purge every cached output on the CDN and every gateway")
 	fs.BoolVar(&req.DryRun, "dry-run", false, "show what would be purged and send nothing")
-	timeout := fs.Duration("timeout", 10*time.Minute, "give up after this long")
 	if err := parseFlags(fs, args, stderr); err != nil {
 		return err
-	}
-	if *token == "" {
-		return errors.New("--admin-token (or IMAGEGATE_ADMIN_TOKEN) is required")
 	}
 	if len(req.Objects)+len(req.URLs)+len(req.Tags)+len(req.Prefixes)+len(req.Hosts) == 0 && !req.Everything {
 		return errors.New("name what to purge: --object, --url, --tag, --prefix, --host or --everything")
 	}
-	body, _ := json.Marshal(req)
-	ctx, cancel := context.WithTimeout(ctx, *timeout)
-	defer cancel()
-	hreq, err := http.NewRequestWithContext(ctx, http.MethodPost, strings.TrimSuffix(*gatewayURL, "/")+"/v1/admin/purge", bytes.NewReader(body))
-	if err != nil {
-		return err
-	}
-	hreq.Header.Set("Content-Type", "application/json")
-	hreq.Header.Set("Authorization", "Bearer "+*token)
-	resp, err := http.DefaultClient.Do(hreq)
+	status, raw, err := a.do(ctx, http.MethodPost, "/v1/admin/purge", req)
 	if err != nil {
 		return fmt.Errorf("purge: %w", err)
 	}
-	defer resp.Body.Close()
-	raw, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return err
-	}
 	var res purgeAnswer
-	if err := json.Unmarshal(raw, &res); err != nil || (resp.StatusCode != http.StatusOK && resp.StatusCode != http.StatusBadGateway) {
-		return fmt.Errorf("purge: gateway answered %d: %s", resp.StatusCode, bytes.TrimSpace(raw))
+	if err := json.Unmarshal(raw, &res); err != nil {
+		return fmt.Errorf("purge: gateway answered %d: %s", status, bytes.TrimSpace(raw))
 	}
 	res.print(stdout)
-	if resp.StatusCode != http.StatusOK {
+	if status != http.StatusOK {
 		return errors.New("purge incomplete: see the failures above")
 	}
 	return nil

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -33,9 +34,11 @@ type serveConfig struct {
 	DataDir          string
 	InferenceURLs    []string
 	InferenceToken   string
+	InferenceCAFile  string
 	InferenceTimeout time.Duration
 	SigningKey       string
 	SigningKeyPrev   string
+	OwnerTagKey      string
 	LinkTTL          time.Duration
 	L1Bytes          int64
 	ConfigFile       string
@@ -93,10 +96,12 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.StringVar(&gw.CDNURL, "cdn-url", "", "base URL of output links when a CDN fronts them")
 	fs.StringVar(&inferenceURLs, "inference", "", "comma-separated inference tier URLs (empty: run the tier in-process)")
 	fs.StringVar(&cfg.InferenceToken, "inference-token", "", "bearer token sent to the inference tier")
+	fs.StringVar(&cfg.InferenceCAFile, "inference-ca-file", "", "PEM file of CA certificates trusted, besides the system roots, for https:// inference URLs")
 	fs.DurationVar(&cfg.InferenceTimeout, "inference-timeout", 60*time.Second, "deadline of one inference attempt; failures are retried on another endpoint")
 	fs.DurationVar(&gw.RequestTimeout, "request-timeout", 90*time.Second, "deadline of one generation request")
-	fs.StringVar(&cfg.SigningKey, "signing-key", "", "hex key (≥32 bytes) for signed output links (empty: generated once in the data dir)")
-	fs.StringVar(&cfg.SigningKeyPrev, "signing-key-previous", "", "hex key still accepted during rotation")
+	fs.StringVar(&cfg.SigningKey, "signing-key", "", "secret (≥32 characters, used as written: the key literal of the CDN's WAF rule) for signed output links; shared by every gateway (empty: generated once in the data dir)")
+	fs.StringVar(&cfg.SigningKeyPrev, "signing-key-previous", "", "the previous --signing-key, still accepted during a rotation")
+	fs.StringVar(&cfg.OwnerTagKey, "owner-tag-key", "", "secret (≥32 chars) deriving the CDN cache tag of each account's outputs; shared by every gateway, never rotated while outputs are cached (empty: generated once in the data dir)")
 	fs.DurationVar(&cfg.LinkTTL, "link-ttl", 24*time.Hour, "lifetime of signed output links")
 	fs.Int64Var(&cfg.L1Bytes, "l1-bytes", 256<<20, "memory cache size in bytes")
 	fs.StringVar(&gw.DefaultModel, "default-model", "", "model used when a request names none (empty: the tier's first)")
@@ -117,10 +122,20 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.DurationVar(&gw.SessionIdle, "session-idle", 7*24*time.Hour, "sign-out after this long without use")
 	fs.DurationVar(&gw.SessionAbsolute, "session-absolute", 30*24*time.Hour, "sign-out this long after sign-in")
 	fs.IntVar(&gw.CookiePolicyRevision, "cookie-policy-revision", 1, "cookie policy revision; raising it asks every visitor again")
+	fs.StringVar(&gw.PrivacyPolicyUpdated, "privacy-policy-updated", "", "privacy policy last-updated date, YYYY-MM-DD (default: the cookie policy's)")
+	fs.StringVar(&gw.PrivacyContact, "privacy-contact", "", "email address or URL for rights requests, shown on /privacy")
 	fs.StringVar(&gw.CookiePolicyUpdated, "cookie-policy-updated", "", "cookie policy last-updated date, YYYY-MM-DD (default: the date of the built-in registry)")
 	fs.StringVar(&gw.Google.ClientID, "google-client-id", "", "OAuth client id; enables Sign in with Google")
 	fs.StringVar(&gw.Google.ClientSecret, "google-client-secret", "", "OAuth client secret")
 	fs.StringVar(&gw.Google.RedirectURL, "google-redirect-url", "", "callback URL registered with Google (default: <public-url>/v1/auth/google/callback)")
+	fs.StringVar(&gw.Billing.SecretKey, "stripe-secret-key", "", "Stripe secret key (sk_… or rk_…); enables billing")
+	fs.Var(listFlag{&gw.Billing.WebhookSecrets}, "stripe-webhook-secret", "comma-separated Stripe webhook signing secrets (whsec_…); several during rotation")
+	fs.StringVar(&gw.Billing.APIURL, "stripe-api-url", "", "Stripe API base URL (default https://api.stripe.com; tests: stripe-mock)")
+	fs.StringVar(&gw.Billing.SuccessURL, "billing-success-url", "", "where Checkout returns after payment (default <site>/?checkout=success)")
+	fs.StringVar(&gw.Billing.CancelURL, "billing-cancel-url", "", "where Checkout returns when abandoned (default <site>/?checkout=cancel)")
+	fs.StringVar(&gw.Billing.PortalReturnURL, "billing-portal-return-url", "", "where Stripe's customer portal returns (default <site>/)")
+	var classifierToken string
+	fs.StringVar(&classifierToken, "moderation-classifier-token", "", "bearer token of the moderation classifier configured in --config (keeps it out of the file)")
 	fs.DurationVar(&cfg.Retention.SecurityLog, "security-log-retention", 0, "how long the security log keeps rows, IPs and user agents (default 720h)")
 
 	fs.StringVar(&cfg.S3.Endpoint, "s3-endpoint", "", "R2/S3 API endpoint, e.g. https://<account>.r2.cloudflarestorage.com (empty: objects in --data-dir)")
@@ -160,6 +175,21 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			cfg.Retention.SecurityLog = flagRetention
 		}
 	}
+	if classifierToken != "" {
+		gw.Moderation.Classifier.Token = classifierToken
+	}
+	// One retention schedule: what the sweepers enforce is what the
+	// privacy page shows.
+	if err := cfg.Retention.Validate(); err != nil {
+		return err
+	}
+	gw.Retention.SecurityLog = cfg.Retention.SecurityLog
+	// Fill the gateway's defaults here too: the composition root reads
+	// some of them (the outbox retention).
+	if err := gw.Validate(); err != nil {
+		return err
+	}
+	cfg.Retention.WebhookEvents = gw.Retention.WebhookEvents
 	if cfg.Mail.OutboxDir == "" {
 		cfg.Mail.OutboxDir = filepath.Join(cfg.DataDir, "outbox")
 	}
@@ -197,7 +227,8 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	case <-ctx.Done():
 	}
 	logger.Info("shutting down")
-	sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	// Generations in flight may take the whole request timeout to finish.
+	sctx, cancel := context.WithTimeout(context.Background(), cmp.Or(gw.RequestTimeout, 90*time.Second)+15*time.Second)
 	defer cancel()
 	return errors.Join(err, sys.close(sctx))
 }
@@ -287,14 +318,28 @@ func newSystem(ctx context.Context, cfg serveConfig, logger *slog.Logger) (_ *sy
 		urls, token = []string{url}, tok
 		s.inferenceDesc = "in-process (retro, procedural)"
 	}
-	pool, err := inference.NewPool(inference.PoolConfig{URLs: urls, Token: token, CallTimeout: cfg.InferenceTimeout, Registerer: reg}, logger)
+	rootCAs, err := loadCAFile(cfg.InferenceCAFile)
+	if err != nil {
+		return nil, err
+	}
+	pool, err := inference.NewPool(inference.PoolConfig{URLs: urls, Token: token, RootCAs: rootCAs, CallTimeout: cfg.InferenceTimeout, Registerer: reg}, logger)
 	if err != nil {
 		return nil, err
 	}
 	s.closers = append(s.closers, func(context.Context) error { pool.Close(); return nil })
 
+	ownerKey := []byte(cfg.OwnerTagKey)
+	if cfg.OwnerTagKey == "" {
+		if ownerKey, err = edge.LoadOrCreateKey(filepath.Join(cfg.DataDir, "owner-tag.key")); err != nil {
+			return nil, err
+		}
+	}
+	owners, err := edge.NewOwnerTagger(ownerKey)
+	if err != nil {
+		return nil, fmt.Errorf("--owner-tag-key: %w", err)
+	}
 	deps := gateway.Deps{
-		Cache: c, Signer: signer, Inference: pool, Store: db, Mailer: mailer, Objects: objects,
+		Cache: c, Signer: signer, Inference: pool, Store: db, Mailer: mailer, Objects: objects, OwnerTags: owners,
 		Registry: reg, Gatherer: reg, Logger: logger,
 	}
 	if cfg.Cloudflare.APIToken != "" || cfg.Cloudflare.ZoneID != "" {
@@ -317,10 +362,30 @@ func newSystem(ctx context.Context, cfg serveConfig, logger *slog.Logger) (_ *sy
 	sweeperDone := make(chan struct{})
 	go func() {
 		defer close(sweeperDone)
+		if mailer.Outbox != nil {
+			go pruneOutbox(sweepCtx, mailer.Outbox, cfg.Gateway.Retention.Outbox, logger)
+		}
 		db.RunSweeper(sweepCtx, cfg.Retention, 10*time.Minute, logger, nil)
 	}()
 	s.closers = append(s.closers, func(context.Context) error { stopSweeper(); <-sweeperDone; return nil })
 	return s, nil
+}
+
+// pruneOutbox deletes outbox mail older than keep, hourly: the outbox holds
+// personal data and live links.
+func pruneOutbox(ctx context.Context, o *mail.Outbox, keep time.Duration, logger *slog.Logger) {
+	t := time.NewTicker(time.Hour)
+	defer t.Stop()
+	for {
+		if _, err := o.Prune(ctx, time.Now().Add(-keep)); err != nil && ctx.Err() == nil {
+			logger.Error("outbox prune failed", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
 }
 
 // objectStore is what the composition root needs of an object store.
@@ -351,22 +416,17 @@ func newObjectStore(ctx context.Context, cfg serveConfig, logger *slog.Logger) (
 	return o, nil
 }
 
+// newSigner builds the link signer. Keys are used as written (text, not
+// hex): the same text is the key literal of the CDN's WAF rule.
 func newSigner(cfg serveConfig) (*edge.Signer, error) {
-	var cur, prev []byte
-	var err error
-	if cfg.SigningKey != "" {
-		if cur, err = hex.DecodeString(cfg.SigningKey); err != nil {
-			return nil, fmt.Errorf("--signing-key: not hex: %w", err)
-		}
-	} else if cur, err = edge.LoadOrCreateKey(filepath.Join(cfg.DataDir, "signing.key")); err != nil {
-		return nil, err
-	}
-	if cfg.SigningKeyPrev != "" {
-		if prev, err = hex.DecodeString(cfg.SigningKeyPrev); err != nil {
-			return nil, fmt.Errorf("--signing-key-previous: not hex: %w", err)
+	cur := []byte(cfg.SigningKey)
+	if cfg.SigningKey == "" {
+		var err error
+		if cur, err = edge.LoadOrCreateKey(filepath.Join(cfg.DataDir, "signing.key")); err != nil {
+			return nil, err
 		}
 	}
-	return edge.NewSigner(edge.SignerConfig{Current: cur, Previous: prev, TTL: cfg.LinkTTL}, time.Now)
+	return edge.NewSigner(edge.SignerConfig{Current: cur, Previous: []byte(cfg.SigningKeyPrev), TTL: cfg.LinkTTL}, time.Now)
 }
 
 // startLocalTier runs the inference service on a loopback port.

@@ -1,0 +1,144 @@
+package gateway
+
+import (
+	"errors"
+	"strings"
+	"time"
+
+	"github.com/gofiber/fiber/v2"
+
+	"github.com/imagegate/imagegate/store"
+)
+
+// Security-log kinds of erasure.
+const (
+	eventErasureRequested = "erasure_requested"
+	eventAdminErasure     = "admin_erasure"
+)
+
+// googleReconfirm is how recent a Google-only account's sign-in must be to
+// delete it: it has no password to re-enter, so signing in again is the
+// re-authentication.
+const googleReconfirm = 10 * time.Minute
+
+type deleteAccountJSON struct {
+	Password string `json:"password"`
+}
+
+// deleteAccount erases the signed-in account (promise R3): re-authenticated
+// by its password (Google-only accounts: by a sign-in in the last ten
+// minutes), then started as a durable job that finishes even if the
+// process restarts. The answer comes at once; a confirmation email follows
+// when everything is gone.
+func (g *Gateway) deleteAccount(c *fiber.Ctx) error {
+	p := principalOf(c)
+	if p.session == "" {
+		return &apiError{Status: fiber.StatusForbidden, Type: "permission_error", Code: "session_required", Msg: "delete the account from a signed-in browser session"}
+	}
+	var req deleteAccountJSON
+	if err := decodeJSON(c.Body(), &req); err != nil {
+		return err
+	}
+	acct := p.account
+	if acct.PasswordHash == "" {
+		s, err := g.store.ValidateSession(p.session)
+		if err != nil {
+			return err
+		}
+		if g.now().Sub(s.Created) > googleReconfirm {
+			return &apiError{Status: fiber.StatusForbidden, Type: "authentication_error", Code: "reauthentication_required",
+				Msg: "sign in with Google again, then delete the account within ten minutes"}
+		}
+	} else {
+		ip, who := g.ips.addr(c), guardKey(acct.Email)
+		if ok, wait := g.logins.attempt(ip, who); !ok {
+			return loginThrottled(wait)
+		}
+		if len(req.Password) > maxPasswordBytes {
+			return &apiError{Status: fiber.StatusForbidden, Type: "authentication_error", Code: "invalid_credentials", Msg: "password: incorrect"}
+		}
+		ctx, cancel := authContext()
+		defer cancel()
+		ok, err := g.passwords.verify(ctx, req.Password, acct.PasswordHash)
+		if err != nil {
+			return hashError(err)
+		}
+		if !ok {
+			return &apiError{Status: fiber.StatusForbidden, Type: "authentication_error", Code: "invalid_credentials", Msg: "password: incorrect"}
+		}
+		g.logins.succeeded(ip, who)
+	}
+	g.securityEvent(c, eventErasureRequested, acct.ID, "")
+	if _, err := g.store.BeginErasure(acct.ID, store.ErasureByUser); err != nil {
+		return err
+	}
+	g.life.wake()
+	clearCookie(c, cookieSession)
+	return c.Status(fiber.StatusAccepted).JSON(fiber.Map{"status": "deleting",
+		"message": "your account is being deleted; a confirmation email follows when everything is gone"})
+}
+
+type adminDeleteJSON struct {
+	Account string `json:"account"`
+	Email   string `json:"email"`
+	// Reason: "admin" (default; e.g. a rights request by email) or
+	// "minor" (promise A4).
+	Reason string `json:"reason"`
+}
+
+// adminDeleteAccount starts an erasure for an operator
+// (POST /v1/admin/accounts/delete), by account id or email.
+func (g *Gateway) adminDeleteAccount(c *fiber.Ctx) error {
+	var req adminDeleteJSON
+	if err := decodeJSON(c.Body(), &req); err != nil {
+		return err
+	}
+	reason := store.ErasureByAdmin
+	switch req.Reason {
+	case "", store.ErasureByAdmin:
+	case store.ErasureMinor:
+		reason = store.ErasureMinor
+	default:
+		return badRequest("invalid_reason", `reason: "admin" or "minor"`)
+	}
+	var acct store.Account
+	var err error
+	switch {
+	case req.Account != "" && req.Email == "":
+		acct, err = g.store.Account(strings.Clone(req.Account))
+	case req.Email != "" && req.Account == "":
+		acct, err = g.store.AccountByEmail(strings.Clone(req.Email))
+	default:
+		return badRequest("invalid_request", "name exactly one of account or email")
+	}
+	if errors.Is(err, store.ErrNotFound) {
+		return &apiError{Status: fiber.StatusNotFound, Type: "invalid_request_error", Code: "not_found", Msg: "no such account"}
+	}
+	if err != nil {
+		return err
+	}
+	if _, err := g.store.BeginErasure(acct.ID, reason); err != nil {
+		return err
+	}
+	g.securityEvent(c, eventAdminErasure, acct.ID, "reason="+reason)
+	g.life.wake()
+	return c.Status(fiber.StatusAccepted).JSON(fiber.Map{"status": "deleting", "account": acct.ID})
+}
+
+// adminErasures lists erasures not yet finished (GET /v1/admin/accounts/erasures).
+func (g *Gateway) adminErasures(c *fiber.Ctx) error {
+	jobs, err := g.store.PendingErasures()
+	if err != nil {
+		return err
+	}
+	type jobJSON struct {
+		Account string    `json:"account"`
+		Reason  string    `json:"reason"`
+		Started time.Time `json:"started"`
+	}
+	out := make([]jobJSON, len(jobs))
+	for i, j := range jobs {
+		out[i] = jobJSON{j.AccountID, j.Reason, j.Started}
+	}
+	return c.JSON(fiber.Map{"data": out})
+}

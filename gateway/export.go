@@ -1,0 +1,210 @@
+package gateway
+
+import (
+	"archive/zip"
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/gofiber/fiber/v2"
+
+	"github.com/imagegate/imagegate/store"
+)
+
+// exportStore is what an account's export reads.
+type exportStore interface {
+	Account(id string) (store.Account, error)
+	Consents(subject string) ([]store.Consent, error)
+	Generations(accountID string, fn func(store.Generation) error) error
+	Ledger(accountID string) ([]store.LedgerEntry, error)
+	SecurityEvents(accountID string) ([]store.SecurityEvent, error)
+	Profile(accountID string) (store.Profile, error)
+}
+
+// exportReadme documents the archive's schema (promise R1:
+// machine-readable, documented).
+const exportReadme = `imagegate data export
+=====================
+
+Everything this service keeps about your account, as JSON (UTF-8), plus
+your images. Times are RFC 3339 in UTC.
+
+account.json          your account: id, email, email_verified,
+                      display_name, plan, credits, created, age_attested,
+                      google_linked and google_subject (the only thing kept
+                      from Google besides the address), settings
+                      (product_email, analytics, model_improvement)
+consents.json         every cookie choice you made while signed in:
+                      [{subject, visitor, revision, preferences,
+                      analytics, source, time}]
+generations.json      every image in your history: [{id, created,
+                      last_access, expires, prompt, negative_prompt,
+                      model, model_version, width, height, seed, steps,
+                      guidance, style, edit, strength, private, object,
+                      ext, content_key, latency_ms, cached}]; the image
+                      is images/<object>.<ext>. Reference images you
+                      uploaded for edits are never kept, so none are here.
+transactions.json     your credit ledger: [{seq, time, kind, amount,
+                      balance, ref, money_minor, currency}]; kind is
+                      grant, purchase, charge, refund, reversal or adjust
+security-events.json  sign-ins and other security events of the last
+                      retention period: [{time, kind, ip, user_agent}]
+images/               your images, named by their SHA-256
+missing.json          images of your history that were no longer stored
+                      when the export ran (normally empty)
+`
+
+// export streams the signed-in account's data as one ZIP (promise R1):
+// documents first, then images, written as they are read, so memory
+// stays bounded whatever the history's length. Only the requesting
+// account's records are read.
+func (g *Gateway) export(c *fiber.Ctx) error {
+	acct := *principalOf(c).account
+	c.Set(fiber.HeaderContentType, "application/zip")
+	c.Set(fiber.HeaderContentDisposition, fmt.Sprintf(`attachment; filename="imagegate-export-%s.zip"`, g.now().UTC().Format("2006-01-02")))
+	c.Set(fiber.HeaderCacheControl, "no-store")
+	// The writer runs after the handler returns: it must not touch c.
+	c.Context().SetBodyStreamWriter(func(w *bufio.Writer) {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
+		defer cancel()
+		if err := g.writeExport(ctx, w, acct); err != nil {
+			// The status is already sent; a truncated ZIP fails to open.
+			g.logger.Error("export failed", "err", err)
+		}
+	})
+	return nil
+}
+
+func (g *Gateway) writeExport(ctx context.Context, w io.Writer, acct store.Account) error {
+	zw := zip.NewWriter(w)
+	doc := func(name string, v any) error {
+		f, err := zw.CreateHeader(&zip.FileHeader{Name: name, Method: zip.Deflate, Modified: g.now()})
+		if err != nil {
+			return err
+		}
+		enc := json.NewEncoder(f)
+		enc.SetIndent("", "  ")
+		return enc.Encode(v)
+	}
+	f, err := zw.Create("README.txt")
+	if err != nil {
+		return err
+	}
+	if _, err := io.WriteString(f, exportReadme); err != nil {
+		return err
+	}
+	profile, err := g.store.Profile(acct.ID)
+	if err != nil {
+		return err
+	}
+	if err := doc("account.json", struct {
+		ID            string       `json:"id"`
+		Email         string       `json:"email"`
+		EmailVerified bool         `json:"email_verified"`
+		DisplayName   string       `json:"display_name,omitempty"`
+		Plan          string       `json:"plan"`
+		Credits       int64        `json:"credits"`
+		Created       time.Time    `json:"created"`
+		AgeAttested   time.Time    `json:"age_attested"`
+		GoogleLinked  bool         `json:"google_linked"`
+		GoogleSubject string       `json:"google_subject,omitempty"`
+		Settings      settingsJSON `json:"settings"`
+	}{acct.ID, acct.Email, acct.EmailVerified, profile.DisplayName, acct.Plan, acct.Credits, acct.Created, acct.AgeAttested,
+		acct.GoogleSubject != "", acct.GoogleSubject, settingsView(acct.Settings, false)}); err != nil {
+		return err
+	}
+	consents, err := g.store.Consents(acct.ID)
+	if err != nil {
+		return err
+	}
+	if err := doc("consents.json", nonNil(consents)); err != nil {
+		return err
+	}
+
+	// generations.json is written element by element.
+	type image struct{ hash, ext string }
+	var images []image
+	seen := map[string]bool{}
+	gf, err := zw.CreateHeader(&zip.FileHeader{Name: "generations.json", Method: zip.Deflate, Modified: g.now()})
+	if err != nil {
+		return err
+	}
+	if _, err := io.WriteString(gf, "["); err != nil {
+		return err
+	}
+	first := true
+	err = g.store.Generations(acct.ID, func(gen store.Generation) error {
+		b, err := json.Marshal(gen)
+		if err != nil {
+			return err
+		}
+		sep := ",\n"
+		if first {
+			sep, first = "\n", false
+		}
+		if _, err := io.WriteString(gf, sep); err != nil {
+			return err
+		}
+		if _, err := gf.Write(b); err != nil {
+			return err
+		}
+		if !seen[gen.Object] {
+			seen[gen.Object] = true
+			images = append(images, image{gen.Object, gen.Ext})
+		}
+		return ctx.Err()
+	})
+	if err != nil {
+		return err
+	}
+	if _, err := io.WriteString(gf, "\n]\n"); err != nil {
+		return err
+	}
+
+	ledger, err := g.store.Ledger(acct.ID)
+	if err != nil {
+		return err
+	}
+	if err := doc("transactions.json", nonNil(ledger)); err != nil {
+		return err
+	}
+	events, err := g.store.SecurityEvents(acct.ID)
+	if err != nil {
+		return err
+	}
+	if err := doc("security-events.json", nonNil(events)); err != nil {
+		return err
+	}
+
+	missing := []string{}
+	for _, im := range images {
+		data, err := g.cache.Object(ctx, im.hash, im.ext)
+		if err != nil {
+			missing = append(missing, im.hash+"."+im.ext)
+			continue
+		}
+		// Images are compressed already: stored, not deflated.
+		f, err := zw.CreateHeader(&zip.FileHeader{Name: "images/" + im.hash + "." + im.ext, Method: zip.Store, Modified: g.now()})
+		if err != nil {
+			return err
+		}
+		if _, err := f.Write(data); err != nil {
+			return err
+		}
+	}
+	if err := doc("missing.json", missing); err != nil {
+		return err
+	}
+	return zw.Close()
+}
+
+// nonNil makes an empty list encode as [] rather than null.
+func nonNil[T any](s []T) []T {
+	if s == nil {
+		return []T{}
+	}
+	return s
+}

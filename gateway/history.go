@@ -1,0 +1,154 @@
+package gateway
+
+import (
+	"errors"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/gofiber/fiber/v2"
+
+	"github.com/imagegate/imagegate/cache"
+	"github.com/imagegate/imagegate/store"
+)
+
+// historyStore records who uses which output, and for how long to keep it.
+type historyStore interface {
+	RecordGeneration(accountID string, g store.Generation, retention time.Duration) (store.Generation, bool, error)
+	TouchAnonymousOutput(hash, ext, model, version, contentKey string, retention time.Duration) error
+	Generations(accountID string, fn func(store.Generation) error) error
+	DeleteGeneration(accountID, genID string) error
+}
+
+// historyItem is one image served to someone.
+type historyItem struct {
+	accountID string // "" for visitors without an account
+	gen       store.Generation
+	retention time.Duration
+}
+
+// historian keeps each account's generation history and, for every output
+// served, the reference that keeps it for the plan's retention (promise
+// C3). Outputs nobody references any more are deleted by the reaper.
+//
+// A miss is recorded before the response, so an output never exists
+// unreferenced. A hit is recorded off the request path (the output is
+// referenced already); when the queue is full the request writes itself,
+// so nothing is dropped.
+type historian struct {
+	st     historyStore
+	queue  chan historyItem
+	logger interface{ Error(string, ...any) }
+	wg     sync.WaitGroup
+}
+
+func newHistorian(st historyStore, logger interface{ Error(string, ...any) }) *historian {
+	h := &historian{st: st, queue: make(chan historyItem, 4096), logger: logger}
+	h.wg.Add(1)
+	go func() {
+		defer h.wg.Done()
+		for it := range h.queue {
+			h.write(it)
+		}
+	}()
+	return h
+}
+
+// close stops the worker after it has written everything queued.
+func (h *historian) close() {
+	close(h.queue)
+	h.wg.Wait()
+}
+
+func (h *historian) write(it historyItem) {
+	var err error
+	if it.accountID == "" {
+		err = h.st.TouchAnonymousOutput(it.gen.Object, it.gen.Ext, it.gen.Model, it.gen.ModelVersion, it.gen.ContentKey, it.retention)
+	} else {
+		_, _, err = h.st.RecordGeneration(it.accountID, it.gen, it.retention)
+	}
+	if err != nil && !errors.Is(err, store.ErrAccountInactive) {
+		h.logger.Error("generation not recorded", "err", err)
+	}
+}
+
+// remember records that py was served e for request p.
+func (g *Gateway) remember(py payer, p params, key cache.Key, e cache.Entry, o cache.Outcome, latency time.Duration) {
+	it := historyItem{
+		accountID: py.accountID,
+		retention: time.Duration(py.plan.RetentionDays) * 24 * time.Hour,
+		gen: store.Generation{
+			Prompt: p.Prompt, NegativePrompt: p.NegativePrompt,
+			Model: e.Model, ModelVersion: e.ModelVersion, Width: e.Width, Height: e.Height, Seed: e.Seed,
+			Steps: p.Steps, Guidance: p.Guidance, Style: p.Style,
+			Edit: p.Reference != nil, Strength: p.Strength, Private: p.Private || p.Reference != nil,
+			Object: e.Object, Ext: e.Ext, ContentKey: key.String(),
+			LatencyMS: latency.Milliseconds(), Cached: o.Tier != cache.TierMiss,
+		},
+	}
+	if !it.gen.Edit {
+		it.gen.Strength = 0
+	}
+	if o.Tier == cache.TierMiss {
+		g.history.write(it)
+		return
+	}
+	select {
+	case g.history.queue <- it:
+	default:
+		g.history.write(it)
+	}
+}
+
+// historyEntryJSON is one entry of GET /v1/account/generations.
+type historyEntryJSON struct {
+	store.Generation
+	URL string `json:"url"`
+}
+
+// listGenerations returns the signed-in account's history, newest first,
+// with fresh signed links: ?limit= (1–100, default 50) and ?before=<id>.
+func (g *Gateway) listGenerations(c *fiber.Ctx) error {
+	limit := 50
+	if v := c.Query("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > 100 {
+			return badRequest("invalid_limit", "limit: a number from 1 to 100")
+		}
+		limit = n
+	}
+	before := c.Query("before")
+	var all []store.Generation
+	err := g.store.Generations(principalOf(c).account.ID, func(gen store.Generation) error {
+		if before == "" || gen.ID < before {
+			all = append(all, gen)
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	base := g.baseURL(c)
+	out := make([]historyEntryJSON, 0, limit)
+	for i := len(all) - 1; i >= 0 && len(out) < limit; i-- {
+		gen := all[i]
+		out = append(out, historyEntryJSON{Generation: gen, URL: base + g.signer.Sign("/o/"+gen.Object+"."+gen.Ext)})
+	}
+	c.Set(fiber.HeaderCacheControl, "no-store")
+	return c.JSON(fiber.Map{"data": out, "has_more": len(all) > len(out)})
+}
+
+// deleteGeneration removes one entry of the account's history; its output
+// goes when nobody else uses it.
+func (g *Gateway) deleteGeneration(c *fiber.Ctx) error {
+	id := strings.Clone(c.Params("id"))
+	err := g.store.DeleteGeneration(principalOf(c).account.ID, id)
+	if errors.Is(err, store.ErrNotFound) {
+		return &apiError{Status: fiber.StatusNotFound, Type: "invalid_request_error", Code: "not_found", Msg: "no such generation"}
+	}
+	if err != nil {
+		return err
+	}
+	return c.SendStatus(fiber.StatusNoContent)
+}

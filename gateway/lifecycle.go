@@ -1,0 +1,237 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"time"
+
+	"github.com/imagegate/imagegate/cache"
+	"github.com/imagegate/imagegate/edge"
+	"github.com/imagegate/imagegate/gateway/mail"
+	"github.com/imagegate/imagegate/store"
+)
+
+// lifecycleStore is the data layer's side of retention and erasure.
+type lifecycleStore interface {
+	ExpireOutputs(batch int) (int, error)
+	DoomedObjects(limit int) ([]store.DoomedObject, error)
+	ObjectReferenced(hash string) bool
+	ObjectDeleted(hash string) error
+	ObjectOwners(hash string) ([]string, error)
+	BeginErasure(accountID, reason string) (store.ErasureJob, error)
+	PendingErasures() ([]store.ErasureJob, error)
+	EraseStep(accountID string, batch int) (bool, error)
+	ErasureEmail(accountID string) (string, error)
+	MarkErasureMailed(accountID string) error
+	FinishErasure(accountID string) error
+}
+
+// LifecycleStats counts what the lifecycle worker removed since start; the
+// metrics export them.
+type LifecycleStats struct {
+	ReferencesExpired uint64
+	ObjectsDeleted    uint64
+	AccountsErased    uint64
+	Failures          uint64
+}
+
+// lifecycle runs the work that makes retention and erasure true
+// everywhere data lives (promises C3, R3): it expires references past
+// their plan's retention, deletes outputs nobody references from the
+// object store, every gateway's tiers and the CDN, and carries erasure
+// jobs to the end. Every step is durable in the store, so a process that
+// dies midway resumes where it stopped.
+type lifecycle struct {
+	mu    sync.Mutex // one pass at a time
+	kick  chan struct{}
+	stats LifecycleStats
+}
+
+func newLifecycle() *lifecycle { return &lifecycle{kick: make(chan struct{}, 1)} }
+
+// wake asks for a pass soon (after an erasure request).
+func (l *lifecycle) wake() {
+	select {
+	case l.kick <- struct{}{}:
+	default:
+	}
+}
+
+// runLifecycle passes every interval, and when woken, until ctx ends.
+func (g *Gateway) runLifecycle(ctx context.Context, interval time.Duration) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		if err := g.LifecyclePass(ctx); err != nil && ctx.Err() == nil {
+			g.logger.Error("lifecycle pass failed", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		case <-g.life.kick:
+		}
+	}
+}
+
+// LifecyclePass does one round of retention and erasure work now:
+// expiring references, finishing erasures, deleting unreferenced outputs.
+// Tests call it instead of waiting for the ticker.
+func (g *Gateway) LifecyclePass(ctx context.Context) error {
+	g.life.mu.Lock()
+	defer g.life.mu.Unlock()
+	var errs []error
+	for {
+		n, err := g.store.ExpireOutputs(500)
+		g.life.stats.ReferencesExpired += uint64(n)
+		if err != nil {
+			errs = append(errs, err)
+			break
+		}
+		if n < 500 {
+			break
+		}
+	}
+	jobs, err := g.store.PendingErasures()
+	errs = append(errs, err)
+	for _, job := range jobs {
+		if ctx.Err() != nil {
+			break
+		}
+		errs = append(errs, g.finishErasure(ctx, job))
+	}
+	errs = append(errs, g.reap(ctx))
+	err = errors.Join(errs...)
+	if err != nil {
+		g.life.stats.Failures++
+	}
+	return err
+}
+
+// erasureBatch is how many generations one erasure step deletes.
+const erasureBatch = 200
+
+// finishErasure carries one erasure job to its end: the account's data in
+// steps, its outputs' CDN copies by owner tag, the confirmation mail, and
+// last the account record and its key.
+func (g *Gateway) finishErasure(ctx context.Context, job store.ErasureJob) error {
+	for {
+		done, err := g.store.EraseStep(job.AccountID, erasureBatch)
+		if err != nil {
+			return err
+		}
+		if done {
+			break
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+	}
+	if g.purger != nil && g.owners != nil {
+		// Every CDN copy tagged with this owner goes; shared outputs are
+		// simply fetched again from the origin by whoever still uses them.
+		if _, err := g.purger.Purge(ctx, edge.PurgeRequest{Tags: []string{g.owners.Tag(job.AccountID)}}); err != nil {
+			return err
+		}
+	}
+	if !job.Mailed {
+		email, err := g.store.ErasureEmail(job.AccountID)
+		if err == nil {
+			mctx, cancel := context.WithTimeout(ctx, mailTimeout)
+			err = g.mail.m.Send(mctx, erasedMail(email))
+			cancel()
+		}
+		if err != nil && !errors.Is(err, store.ErrNotFound) {
+			return err // retried next pass; the mail is part of the job
+		}
+		if err := g.store.MarkErasureMailed(job.AccountID); err != nil {
+			return err
+		}
+	}
+	if err := g.store.FinishErasure(job.AccountID); err != nil {
+		return err
+	}
+	g.life.stats.AccountsErased++
+	return nil
+}
+
+func erasedMail(to string) mail.Message {
+	return mail.Message{To: to, Category: mail.CategoryAccount, Subject: "Your account has been deleted",
+		Text: "Your account and its data have been deleted: your generations and prompts, your outputs that " +
+			"nobody else uses (from our storage, our caches and our CDN), your consent records and security log " +
+			"entries. What the law requires us to keep (payment records for accounting) is kept without your " +
+			"name or address.\n\nThis is the last email you will receive from us.\n"}
+}
+
+// reap deletes outputs nobody references: from the object store shared by
+// every gateway, from this node's tiers and every peer's, and from the
+// CDN. An output is taken off the queue only when every part succeeded;
+// otherwise the next pass tries again.
+func (g *Gateway) reap(ctx context.Context) error {
+	var errs []error
+	for ctx.Err() == nil {
+		doomed, err := g.store.DoomedObjects(100)
+		if err != nil || len(doomed) == 0 {
+			return errors.Join(append(errs, err)...)
+		}
+		var hashes []string
+		cdn := edge.PurgeRequest{}
+		for _, d := range doomed {
+			if g.store.ObjectReferenced(d.Hash) {
+				// Used again since it was queued; it stays.
+				errs = append(errs, g.store.ObjectDeleted(d.Hash))
+				continue
+			}
+			if err := g.objects.Delete(ctx, edge.OutputName(d.Hash, d.Ext)); err != nil {
+				errs = append(errs, err)
+				continue
+			}
+			// Manifests go too: they would only be misses, but nothing of an
+			// erased account's requests should outlive it.
+			for _, k := range d.Keys {
+				if err := g.objects.Delete(ctx, cache.ManifestName(k)); err != nil {
+					errs = append(errs, err)
+				}
+			}
+			if err := g.cache.InvalidateObject(d.Hash); err != nil {
+				errs = append(errs, err)
+				continue
+			}
+			hashes = append(hashes, d.Hash)
+			cdn.Tags = append(cdn.Tags, edge.ObjectTag(d.Hash))
+			if g.cfg.CDNURL != "" {
+				cdn.URLs = append(cdn.URLs, edge.OutputURL(g.cfg.CDNURL, d.Hash, d.Ext))
+			}
+		}
+		if len(hashes) == 0 {
+			return errors.Join(errs...)
+		}
+		ok := true
+		for _, n := range g.peers.invalidate(ctx, purgeJSON{Objects: hashes}) {
+			if !n.OK {
+				ok = false
+				errs = append(errs, errors.New("peer "+n.Node+": "+n.Error))
+			}
+		}
+		if g.purger != nil {
+			if rep, err := g.purger.Purge(ctx, cdn); err != nil || len(rep.Failed()) > 0 {
+				ok = false
+				errs = append(errs, errors.Join(err, errors.New("CDN purge incomplete")))
+			}
+		}
+		if !ok {
+			return errors.Join(errs...)
+		}
+		for _, h := range hashes {
+			if err := g.store.ObjectDeleted(h); err != nil {
+				return errors.Join(append(errs, err)...)
+			}
+			g.life.stats.ObjectsDeleted++
+		}
+		if len(doomed) < 100 {
+			return errors.Join(errs...)
+		}
+	}
+	return errors.Join(append(errs, ctx.Err())...)
+}

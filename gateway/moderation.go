@@ -1,0 +1,1069 @@
+package gateway
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math"
+	"net"
+	"net/http"
+	"net/url"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+	"unicode"
+	"unicode/utf8"
+
+	"github.com/gofiber/fiber/v2"
+	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/text/cases"
+	"golang.org/x/text/unicode/norm"
+
+	"github.com/imagegate/imagegate/store"
+)
+
+// Moderation categories imagegate knows. Rules may name others.
+const (
+	// categorySexualMinors is apparent CSAM: it always blocks, is reported
+	// under legal hold and suspends the account that asked.
+	categorySexualMinors = "sexual_minors"
+	categorySexual       = "sexual"
+	categoryViolence     = "violence"
+	categoryHate         = "hate"
+	categorySelfHarm     = "self_harm"
+	// categoryUnspecified is a classifier's "flagged" without a category;
+	// it always blocks.
+	categoryUnspecified = "unspecified"
+)
+
+// defaultBlock is what blocks when the configuration does not say.
+var defaultBlock = []string{categorySexualMinors, categorySexual, categoryViolence, categoryHate, categorySelfHarm}
+
+// Moderation stages, the stage label of the metrics.
+const (
+	stagePrompt = "prompt"
+	stageOutput = "output"
+)
+
+// eventAccountSuspended is the security-log kind of a suspension by
+// moderation; eventAdminReports of an operator reading reports.
+const (
+	eventAccountSuspended = "account_suspended"
+	eventAdminReports     = "admin_reports"
+)
+
+// ModerationConfig configures content moderation (promise C6): a built-in
+// policy of term lists and patterns, each rule with a category, and an
+// optional external classifier over HTTP. Prompts are judged before
+// anything is reserved or generated; outputs after the GPU returns and
+// before anything is stored. The [moderation] section of --config.
+type ModerationConfig struct {
+	// Block lists the categories that refuse a request. Absent: sexual_minors,
+	// sexual, violence, hate, self_harm; an empty list blocks only what
+	// always blocks: sexual_minors (apparent CSAM) and a classifier's
+	// unspecified flag.
+	Block []string `toml:"block"`
+	// Rules are the operator's term lists and patterns, judged together
+	// with the built-in rules.
+	Rules []ModerationRule `toml:"rules"`
+	// NoBuiltinRules drops the built-in rules for apparent CSAM, for an
+	// operator who replaces them with rules of their own.
+	NoBuiltinRules bool `toml:"no_builtin_rules"`
+	// Classifier is an external classifier; it is the only judge of
+	// images, because term rules cannot see pixels.
+	Classifier ClassifierConfig `toml:"classifier"`
+	// LegalHold is how long a report of apparent CSAM, and the material,
+	// is kept (one year, as U.S. law requires). Set from the retention
+	// schedule, not from the [moderation] section.
+	LegalHold time.Duration `toml:"-"`
+}
+
+// ModerationRule flags text with its Category when one of Terms or
+// Patterns matches and, if With is set, one of With matches too (a rule
+// "a minor term with a sexual term" is Terms = minors, With = sexual).
+//
+// Matching sees the text Unicode-normalised (NFKD, accents and invisible
+// characters dropped, case folded, look-alike letters of other scripts
+// read as Latin) and split into words: runs of letters and digits. A
+// term matches whole words only, so "ass" never matches "classic"; a
+// term of several words matches them in sequence whatever separates them
+// ("child-porn", "child  porn"); a word ending in * matches by prefix
+// ("nud*": nude, nudes, nudity). Text is read several ways at once: as
+// written, with look-alike digits and symbols inside words read as
+// letters ("s3x", "@ss"), and with spelled-out letters joined
+// ("n u d e"). Ideographic and Thai text, written without spaces, is
+// matched character by character.
+//
+// Patterns are RE2 regular expressions, case-insensitive, run on each
+// reading of the text with its words separated by single spaces.
+type ModerationRule struct {
+	Category string   `toml:"category"`
+	Terms    []string `toml:"terms"`
+	Patterns []string `toml:"patterns"`
+	With     []string `toml:"with"`
+}
+
+// ClassifierConfig is an external moderation classifier. The request is
+// the OpenAI moderation API's (POST {"model", "input": [{"type": "text",
+// "text"}, {"type": "image_url", "image_url": {"url": "data:…"}}]}), so
+// OpenAI's /v1/moderations and compatible services work as they are. The
+// answer is either {"flagged", "categories": {name: bool}} or OpenAI's
+// {"results": [{"flagged", "categories"}]}; category names are read with
+// "/", "-" and spaces as "_", and a sub-category counts as its category
+// ("self-harm/intent" is self_harm, "sexual/minors" is sexual_minors).
+type ClassifierConfig struct {
+	// URL receives the POST; https, or http to a loopback address.
+	URL string `toml:"url"`
+	// Token is sent as a bearer token when set.
+	Token string `toml:"token"`
+	// Model names the classifier model when the service needs one
+	// ("omni-moderation-latest").
+	Model string `toml:"model"`
+	// Timeout bounds one call (5 s).
+	Timeout time.Duration `toml:"timeout"`
+	// FailOpen lets content pass when the classifier cannot answer. By
+	// default moderation fails closed: 503 with Retry-After.
+	FailOpen bool `toml:"fail_open"`
+}
+
+var categoryName = regexp.MustCompile(`^[a-z][a-z0-9_]{0,39}$`)
+
+func (c *ModerationConfig) setDefaults() {
+	if c.Block == nil {
+		c.Block = slices.Clone(defaultBlock)
+	}
+	if c.Classifier.Timeout == 0 {
+		c.Classifier.Timeout = 5 * time.Second
+	}
+	if c.LegalHold == 0 {
+		c.LegalHold = 365 * 24 * time.Hour
+	}
+}
+
+// Validate fills defaults and reports every problem at once.
+func (c *ModerationConfig) Validate() error {
+	c.setDefaults()
+	var errs []error
+	for _, b := range c.Block {
+		if !categoryName.MatchString(b) {
+			errs = append(errs, fmt.Errorf("gateway: moderation: block: %q is not a category name (a-z, 0-9, _)", b))
+		}
+	}
+	for i, r := range c.Rules {
+		if _, err := compileRule(r); err != nil {
+			errs = append(errs, fmt.Errorf("gateway: moderation: rule %d: %w", i+1, err))
+		}
+	}
+	if c.Classifier.URL != "" {
+		if err := checkClassifierURL(c.Classifier.URL); err != nil {
+			errs = append(errs, err)
+		}
+	} else if c.Classifier.Token != "" || c.Classifier.Model != "" || c.Classifier.FailOpen {
+		errs = append(errs, errors.New("gateway: moderation: classifier settings need a classifier url"))
+	}
+	if c.Classifier.Timeout < 100*time.Millisecond || c.Classifier.Timeout > time.Minute {
+		errs = append(errs, errors.New("gateway: moderation: classifier timeout must be between 100ms and 1m"))
+	}
+	if c.LegalHold < 365*24*time.Hour {
+		errs = append(errs, errors.New("gateway: moderation: the legal hold of reports lasts at least one year"))
+	}
+	return errors.Join(errs...)
+}
+
+// checkClassifierURL refuses to send prompts and images anywhere but over
+// TLS, or to this machine.
+func checkClassifierURL(raw string) error {
+	u, err := url.Parse(raw)
+	if err != nil || u.Host == "" || u.User != nil {
+		return fmt.Errorf("gateway: moderation: classifier url %q must be an absolute URL without credentials", raw)
+	}
+	switch u.Scheme {
+	case "https":
+		return nil
+	case "http":
+		if ip := net.ParseIP(u.Hostname()); u.Hostname() == "localhost" || (ip != nil && ip.IsLoopback()) {
+			return nil
+		}
+	}
+	return fmt.Errorf("gateway: moderation: classifier url %q must be https (http only to a loopback address)", raw)
+}
+
+// builtinRules flag apparent CSAM in prompts. They are deliberately
+// narrow: a match reports the prompt under legal hold and suspends the
+// account, so a term that has innocent uses ("minor", "kid" alone) only
+// counts next to a sexual term ("baby" is left out: "baby doll
+// lingerie"). Operators add their own rules for this and every other
+// category; a classifier catches what words miss.
+var builtinRules = []ModerationRule{
+	{
+		Category: categorySexualMinors,
+		Terms: []string{
+			"child porn*", "childporn*", "child pornograph*", "kiddie porn*", "kiddy porn*", "csam",
+			"jailbait", "loli", "lolis", "lolicon", "shota", "shotacon", "underage porn*", "underage sex*",
+		},
+	},
+	{
+		Category: categorySexualMinors,
+		Terms: []string{
+			"child", "children", "childs", "kid", "kids", "kiddie", "kiddies", "underage", "under age",
+			"preteen*", "pre teen*", "toddler*", "infant*", "schoolgirl*", "schoolboy*",
+			"little girl*", "little boy*", "young girl*", "young boy*", "teen", "teens", "teenage*",
+			"middle schooler*", "elementary schooler*",
+		},
+		// "12 year old", "12yo", "12 yrs old": ages under 18.
+		Patterns: []string{`\b([1-9]|1[0-7]) ?(years? ?old|yrs? ?old|yo)\b`},
+		With: []string{
+			"nude*", "naked", "nudity", "nsfw", "sex", "sexual*", "sexy", "porn*", "erotic*", "topless",
+			"bottomless", "lingerie", "undress*", "genital*", "xxx", "hentai", "fetish*", "seductive",
+		},
+	},
+}
+
+// content is what a classifier judges: text, an image, or both.
+type content struct {
+	text        string
+	image       []byte
+	contentType string
+}
+
+// classifier judges content against the content policy and returns the
+// categories it flags (none: the content is fine). *policy and
+// *httpClassifier implement it.
+type classifier interface {
+	classify(ctx context.Context, c content) ([]string, error)
+}
+
+// moderationStore keeps reports of apparent CSAM and suspends accounts.
+type moderationStore interface {
+	CreateReport(r store.Report, hold time.Duration) (store.Report, error)
+	Reports() ([]store.Report, error)
+	Report(id string) (store.Report, error)
+	Account(id string) (store.Account, error)
+	SetStatus(id string, status store.AccountStatus) error
+	LogSecurityEvent(store.SecurityEvent) error
+}
+
+// moderator applies the content policy to prompts and outputs (promise
+// C6). It is a prometheus.Collector of its own counters.
+type moderator struct {
+	classifiers []classifier // the built-in policy, then the external classifier if any
+	block       map[string]bool
+	failOpen    bool
+	hold        time.Duration
+	store       moderationStore
+	logger      *slog.Logger
+	now         func() time.Time
+
+	blocked  *prometheus.CounterVec // by category and stage
+	failures *prometheus.CounterVec // classifier failures by stage and what was done
+	reports  prometheus.Counter
+}
+
+func newModerator(cfg ModerationConfig, st moderationStore, logger *slog.Logger, client *http.Client, now func() time.Time) (*moderator, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	rules := cfg.Rules
+	if !cfg.NoBuiltinRules {
+		rules = append(slices.Clone(builtinRules), rules...)
+	}
+	pol, err := newPolicy(rules)
+	if err != nil {
+		return nil, err
+	}
+	m := &moderator{
+		classifiers: []classifier{pol},
+		block:       map[string]bool{categorySexualMinors: true, categoryUnspecified: true},
+		failOpen:    cfg.Classifier.FailOpen,
+		hold:        cfg.LegalHold,
+		store:       st,
+		logger:      logger,
+		now:         now,
+		blocked: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "imagegate_moderation_blocked_total",
+			Help: "Prompts and outputs refused by moderation, by category and stage (prompt, output).",
+		}, []string{"category", "stage"}),
+		failures: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "imagegate_moderation_classifier_failures_total",
+			Help: "Calls to the external moderation classifier that failed, by stage and action (refused: fail closed, passed: fail open).",
+		}, []string{"stage", "action"}),
+		reports: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "imagegate_moderation_reports_total",
+			Help: "Reports of apparent CSAM recorded under legal hold.",
+		}),
+	}
+	for _, b := range cfg.Block {
+		m.block[b] = true
+	}
+	for cat := range m.block {
+		m.blocked.WithLabelValues(cat, stagePrompt)
+		m.blocked.WithLabelValues(cat, stageOutput)
+	}
+	if cfg.Classifier.URL != "" {
+		known := map[string]bool{categorySexualMinors: true, categorySexual: true, categoryViolence: true, categoryHate: true, categorySelfHarm: true}
+		for cat := range m.block {
+			known[cat] = true
+		}
+		for _, r := range rules {
+			known[r.Category] = true
+		}
+		if client == nil {
+			client = &http.Client{}
+		}
+		m.classifiers = append(m.classifiers, &httpClassifier{cfg: cfg.Classifier, client: client, known: known})
+	}
+	return m, nil
+}
+
+// Describe implements prometheus.Collector.
+func (m *moderator) Describe(ch chan<- *prometheus.Desc) {
+	m.blocked.Describe(ch)
+	m.failures.Describe(ch)
+	m.reports.Describe(ch)
+}
+
+// Collect implements prometheus.Collector.
+func (m *moderator) Collect(ch chan<- prometheus.Metric) {
+	m.blocked.Collect(ch)
+	m.failures.Collect(ch)
+	m.reports.Collect(ch)
+}
+
+// checkPrompt returns an error (a 4xx *apiError) when the request must not
+// be generated, or a 503 when the classifier cannot answer and moderation
+// fails closed. Call it before anything is reserved or generated: a
+// refusal then costs nothing and stores nothing.
+//
+// The prompt is judged, and with it the reference image of an edit. The
+// negative prompt is not: it lists what must not appear, and careful users
+// put exactly the forbidden words there. Apparent CSAM is reported (with
+// the reference image, if any) and the account suspended.
+func (m *moderator) checkPrompt(ctx context.Context, py payer, p params) error {
+	c := content{text: p.Prompt, image: p.Reference}
+	if len(p.Reference) > 0 {
+		c.contentType = http.DetectContentType(p.Reference)
+	}
+	cat, err := m.judge(ctx, stagePrompt, c)
+	if err != nil || cat == "" {
+		return err
+	}
+	if cat == categorySexualMinors {
+		m.report(py, p, store.ReportFromPrompt, c.image, c.contentType)
+	}
+	return &apiError{Status: fiber.StatusBadRequest, Type: "invalid_request_error", Code: "content_policy_violation",
+		Msg: fmt.Sprintf("prompt: refused by the content policy (%s); nothing was generated or charged", cat)}
+}
+
+// checkOutput returns an error when a generated image must not be stored
+// or shown. Call it after the GPU returns and before anything is stored,
+// so a flagged image never reaches the object store or a cache tier.
+//
+// Only the external classifier can judge pixels: without one every
+// output passes. A flagged output of apparent CSAM is kept inside its
+// sealed report, never in the object store.
+func (m *moderator) checkOutput(ctx context.Context, py payer, p params, image []byte, contentType string) error {
+	cat, err := m.judge(ctx, stageOutput, content{image: image, contentType: contentType})
+	if err != nil || cat == "" {
+		return err
+	}
+	if cat == categorySexualMinors {
+		m.report(py, p, store.ReportFromOutput, image, contentType)
+	}
+	return &apiError{Status: fiber.StatusBadRequest, Type: "invalid_request_error", Code: "content_policy_violation",
+		Msg: fmt.Sprintf("the generated image was refused by the content policy (%s); nothing was stored or charged", cat)}
+}
+
+// judge runs every classifier and returns the blocking category, if any:
+// sexual_minors before any other, then the first blocking one in the
+// classifiers' order. Every classifier runs until apparent CSAM is found,
+// so a rule that blocks for another category never hides it.
+func (m *moderator) judge(ctx context.Context, stage string, c content) (string, error) {
+	var found []string
+	for _, cl := range m.classifiers {
+		cats, err := cl.classify(ctx, c)
+		if err != nil {
+			if m.failOpen {
+				m.failures.WithLabelValues(stage, "passed").Inc()
+				m.logger.Warn("moderation classifier failed; passing (fail open)", "stage", stage, "err", err)
+				continue
+			}
+			m.failures.WithLabelValues(stage, "refused").Inc()
+			return "", unavailable("content moderation is unavailable; retry shortly", 5, err)
+		}
+		found = append(found, cats...)
+		if slices.Contains(found, categorySexualMinors) {
+			break
+		}
+	}
+	cat := ""
+	if slices.Contains(found, categorySexualMinors) {
+		cat = categorySexualMinors
+	} else if i := slices.IndexFunc(found, func(c string) bool { return m.block[c] }); i >= 0 {
+		cat = found[i]
+	}
+	if cat != "" {
+		m.blocked.WithLabelValues(cat, stage).Inc()
+		m.logger.Info("moderation refused content", "stage", stage, "category", cat)
+	}
+	return cat, nil
+}
+
+// report records apparent CSAM under legal hold and suspends the account
+// that asked. Failures are logged, never shown: the request is refused
+// either way.
+func (m *moderator) report(py payer, p params, source string, image []byte, contentType string) {
+	r := store.Report{
+		Category: categorySexualMinors, Source: source, AccountID: py.accountID,
+		Prompt: p.Prompt, NegativePrompt: p.NegativePrompt, Params: reportParams(p),
+		Image: image, ContentType: contentType,
+	}
+	if py.accountID == "" {
+		// A visitor without an account is known only by address.
+		r.ClientIP = py.addr.String()
+	}
+	rep, err := m.store.CreateReport(r, m.hold)
+	if err != nil {
+		m.logger.Error("moderation report not recorded", "stage", source, "err", err)
+	} else {
+		m.reports.Inc()
+		m.logger.Warn("apparent CSAM reported and held", "report", rep.ID, "stage", source)
+	}
+	if py.accountID == "" {
+		return
+	}
+	acct, err := m.store.Account(py.accountID)
+	if err != nil || acct.Status != store.StatusActive {
+		// Gone, being erased, or already suspended: nothing to do.
+		return
+	}
+	if err := m.store.SetStatus(py.accountID, store.StatusSuspended); err != nil {
+		m.logger.Error("account not suspended after a moderation report", "err", err)
+		return
+	}
+	detail := "moderation category=" + categorySexualMinors
+	if rep.ID != "" {
+		detail += " report=" + rep.ID
+	}
+	err = m.store.LogSecurityEvent(store.SecurityEvent{Kind: eventAccountSuspended, AccountID: py.accountID, Detail: detail})
+	if err != nil {
+		m.logger.Error("security log write failed", "kind", eventAccountSuspended, "err", err)
+	}
+}
+
+// reportParams are the request parameters a report keeps.
+func reportParams(p params) map[string]string {
+	out := map[string]string{
+		"model":         p.Model.Name,
+		"model_version": p.Model.Version,
+		"size":          strconv.Itoa(p.Width) + "x" + strconv.Itoa(p.Height),
+		"n":             strconv.Itoa(p.N),
+		"steps":         strconv.Itoa(p.Steps),
+		"guidance":      strconv.FormatFloat(float64(p.Guidance), 'g', -1, 32),
+		"style":         p.Style,
+		"private":       strconv.FormatBool(p.Private),
+	}
+	if p.Seed != nil {
+		out["seed"] = strconv.FormatUint(uint64(*p.Seed), 10)
+	}
+	if p.Reference != nil {
+		out["edit"] = "true"
+		out["strength"] = strconv.FormatFloat(float64(p.Strength), 'g', -1, 32)
+		out["reference_sha256"] = p.ReferenceSHA256
+	}
+	return out
+}
+
+// policy is the built-in classifier: term lists and patterns. It judges
+// text only.
+type policy struct {
+	rules []compiledRule
+	// Terms of every rule, indexed by their first word for a single pass
+	// over the text; terms whose first word is a prefix are scanned at
+	// every position.
+	terms    []term
+	byFirst  map[string][]int
+	starring []int
+}
+
+type compiledRule struct {
+	category string
+	patterns []*regexp.Regexp
+	hasWith  bool
+}
+
+// term is one term of a rule: its words, which of them match by prefix,
+// and whether it is one of the rule's With terms.
+type term struct {
+	words  []string
+	prefix []bool
+	rule   int
+	with   bool
+}
+
+func newPolicy(rules []ModerationRule) (*policy, error) {
+	p := &policy{byFirst: map[string][]int{}}
+	for i, r := range rules {
+		cr, err := compileRule(r)
+		if err != nil {
+			return nil, fmt.Errorf("gateway: moderation: rule %d: %w", i+1, err)
+		}
+		p.rules = append(p.rules, cr.compiledRule)
+		for _, t := range cr.terms {
+			t.rule = i
+			if t.prefix[0] {
+				p.starring = append(p.starring, len(p.terms))
+			} else {
+				p.byFirst[t.words[0]] = append(p.byFirst[t.words[0]], len(p.terms))
+			}
+			p.terms = append(p.terms, t)
+		}
+	}
+	return p, nil
+}
+
+type ruleParts struct {
+	compiledRule
+	terms []term
+}
+
+// compileRule checks and compiles one rule.
+func compileRule(r ModerationRule) (ruleParts, error) {
+	var errs []error
+	if !categoryName.MatchString(r.Category) {
+		errs = append(errs, fmt.Errorf("category %q is not a category name (a-z, 0-9, _)", r.Category))
+	}
+	if len(r.Terms)+len(r.Patterns) == 0 {
+		errs = append(errs, errors.New("needs terms or patterns"))
+	}
+	out := ruleParts{compiledRule: compiledRule{category: r.Category, hasWith: len(r.With) > 0}}
+	for _, list := range []struct {
+		terms []string
+		with  bool
+	}{{r.Terms, false}, {r.With, true}} {
+		for _, s := range list.terms {
+			t, err := parseTerm(s)
+			if err != nil {
+				errs = append(errs, err)
+				continue
+			}
+			t.with = list.with
+			out.terms = append(out.terms, t)
+		}
+	}
+	for _, s := range r.Patterns {
+		re, err := regexp.Compile("(?i)" + s)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("pattern %q: %w", s, err))
+			continue
+		}
+		out.patterns = append(out.patterns, re)
+	}
+	return out, errors.Join(errs...)
+}
+
+// parseTerm normalises a term the way text is normalised, keeping a
+// trailing * on a word as "match by prefix".
+func parseTerm(s string) (term, error) {
+	var t term
+	for _, tok := range tokenize(fold(s), false, true) {
+		t.words = append(t.words, tok.word)
+		t.prefix = append(t.prefix, tok.star)
+	}
+	if len(t.words) == 0 {
+		return t, fmt.Errorf("term %q has no letters or digits", s)
+	}
+	stars := 0
+	for _, p := range t.prefix {
+		if p {
+			stars++
+		}
+	}
+	if stars != strings.Count(s, "*") || starInsideWord(s) {
+		return t, fmt.Errorf("term %q: * may only end a word", s)
+	}
+	return t, nil
+}
+
+// starInsideWord reports a '*' followed by a letter or digit ("fo*o").
+func starInsideWord(s string) bool {
+	for i, r := range s {
+		if r != '*' {
+			continue
+		}
+		next, _ := utf8.DecodeRuneInString(s[i+1:])
+		if unicode.IsLetter(next) || unicode.IsDigit(next) {
+			return true
+		}
+	}
+	return false
+}
+
+// classify implements classifier. Images pass: words cannot judge pixels.
+func (p *policy) classify(_ context.Context, c content) ([]string, error) {
+	if c.text == "" {
+		return nil, nil
+	}
+	type hit struct{ main, with bool }
+	hits := make([]hit, len(p.rules))
+	readings := readings(c.text)
+	for _, words := range readings {
+		p.scan(words, func(t *term) {
+			if t.with {
+				hits[t.rule].with = true
+			} else {
+				hits[t.rule].main = true
+			}
+		})
+	}
+	var cats []string
+	for i, r := range p.rules {
+		h := hits[i]
+		if !h.main && len(r.patterns) > 0 && (!r.hasWith || h.with) {
+			for _, words := range readings {
+				joined := strings.Join(words, " ")
+				if slices.ContainsFunc(r.patterns, func(re *regexp.Regexp) bool { return re.MatchString(joined) }) {
+					h.main = true
+					break
+				}
+			}
+		}
+		if h.main && (!r.hasWith || h.with) && !slices.Contains(cats, r.category) {
+			cats = append(cats, r.category)
+		}
+	}
+	return cats, nil
+}
+
+// scan calls hit for every term found in words.
+func (p *policy) scan(words []string, hit func(*term)) {
+	for i, w := range words {
+		for _, ti := range p.byFirst[w] {
+			if p.terms[ti].at(words, i) {
+				hit(&p.terms[ti])
+			}
+		}
+		for _, ti := range p.starring {
+			if p.terms[ti].at(words, i) {
+				hit(&p.terms[ti])
+			}
+		}
+	}
+}
+
+// at reports whether the term's words start at words[i].
+func (t *term) at(words []string, i int) bool {
+	if i+len(t.words) > len(words) {
+		return false
+	}
+	for j, w := range t.words {
+		got := words[i+j]
+		if got != w && !(t.prefix[j] && strings.HasPrefix(got, w)) {
+			return false
+		}
+	}
+	return true
+}
+
+// confusables reads letters of other scripts that look like Latin ones
+// as Latin, so a Cyrillic "о" inside an English word does not hide it.
+var confusables = map[rune]rune{
+	'а': 'a', 'е': 'e', 'о': 'o', 'р': 'p', 'с': 'c', 'у': 'y', 'х': 'x', 'і': 'i', 'ј': 'j', 'ѕ': 's',
+	'ԁ': 'd', 'ԛ': 'q', 'ԝ': 'w', 'к': 'k', 'ɑ': 'a', 'ɡ': 'g', 'ı': 'i',
+	'ο': 'o', 'α': 'a', 'ε': 'e', 'ι': 'i', 'κ': 'k', 'ν': 'v', 'ρ': 'p', 'τ': 't', 'υ': 'u', 'χ': 'x',
+}
+
+// leet reads digits and symbols inside a word as the letters they stand
+// in for.
+var leet = map[rune]rune{'0': 'o', '1': 'i', '3': 'e', '4': 'a', '5': 's', '7': 't', '@': 'a', '$': 's'}
+
+// fold normalises text for matching: compatibility decomposition (full-
+// width, ligatures, styled letters become plain), case folding, accents
+// and invisible characters dropped, confusable letters read as Latin.
+func fold(s string) string {
+	if isASCII(s) {
+		return strings.ToLower(s)
+	}
+	s = cases.Fold().String(norm.NFKD.String(s))
+	var b strings.Builder
+	b.Grow(len(s))
+	for _, r := range s {
+		switch {
+		case unicode.In(r, unicode.Mn, unicode.Me, unicode.Cf):
+			continue
+		case r == utf8.RuneError:
+			r = ' '
+		}
+		r = unicode.ToLower(r)
+		if c, ok := confusables[r]; ok {
+			r = c
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
+}
+
+func isASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] >= utf8.RuneSelf {
+			return false
+		}
+	}
+	return true
+}
+
+// unspaced reports scripts written without spaces between words, whose
+// characters are matched one by one.
+func unspaced(r rune) bool {
+	return r >= 0x0e00 && unicode.In(r, unicode.Han, unicode.Hiragana, unicode.Katakana, unicode.Thai)
+}
+
+type piece struct {
+	word string
+	star bool // followed by '*' (terms only)
+}
+
+// tokenize splits folded text into words: runs of letters and digits.
+// With leetspeak, '@' and '$' join words too, and a word holding a letter
+// has its digits and symbols read through leet; a word without letters
+// keeps its digits.
+func tokenize(s string, withLeet, stars bool) []piece {
+	var toks []piece
+	var cur []rune
+	letter := false
+	flush := func(star bool) {
+		if withLeet {
+			out := cur[:0]
+			for _, r := range cur {
+				if l, ok := leet[r]; ok && letter {
+					r = l
+				} else if r == '@' || r == '$' {
+					continue
+				}
+				out = append(out, r)
+			}
+			cur = out
+		}
+		if len(cur) > 0 {
+			toks = append(toks, piece{word: string(cur), star: stars && star})
+		}
+		cur, letter = cur[:0], false
+	}
+	for _, r := range s {
+		switch {
+		case unspaced(r):
+			flush(false)
+			cur = append(cur, r)
+			flush(false)
+		case unicode.IsLetter(r):
+			cur, letter = append(cur, r), true
+		case unicode.IsDigit(r), withLeet && (r == '@' || r == '$'):
+			cur = append(cur, r)
+		default:
+			flush(r == '*')
+		}
+	}
+	flush(false)
+	return toks
+}
+
+// readings are the ways a text is read for matching: as written, through
+// leetspeak, and each with runs of single spelled-out characters joined
+// ("n u d e"). Duplicates are dropped.
+func readings(text string) [][]string {
+	f := fold(text)
+	var out [][]string
+	add := func(words []string) {
+		for _, o := range out {
+			if slices.Equal(o, words) {
+				return
+			}
+		}
+		out = append(out, words)
+	}
+	for _, withLeet := range []bool{false, true} {
+		toks := tokenize(f, withLeet, false)
+		words := make([]string, len(toks))
+		for i, t := range toks {
+			words[i] = t.word
+		}
+		add(words)
+		add(joinSingles(words))
+	}
+	return out
+}
+
+// joinSingles joins runs of two or more one-character words ("s e x").
+func joinSingles(words []string) []string {
+	single := func(w string) bool {
+		r, n := utf8.DecodeRuneInString(w)
+		return n == len(w) && !unspaced(r)
+	}
+	out := make([]string, 0, len(words))
+	for i := 0; i < len(words); {
+		j := i
+		for j < len(words) && single(words[j]) {
+			j++
+		}
+		if j-i >= 2 {
+			out = append(out, strings.Join(words[i:j], ""))
+			i = j
+			continue
+		}
+		out = append(out, words[i])
+		i++
+	}
+	return out
+}
+
+// httpClassifier asks an external moderation service.
+type httpClassifier struct {
+	cfg    ClassifierConfig
+	client *http.Client
+	// known are the categories the policy names; a sub-category in an
+	// answer counts as the known category it starts with.
+	known map[string]bool
+}
+
+type classifierRequest struct {
+	Model string            `json:"model,omitempty"`
+	Input []classifierInput `json:"input"`
+}
+
+type classifierInput struct {
+	Type     string         `json:"type"`
+	Text     string         `json:"text,omitempty"`
+	ImageURL *classifierURL `json:"image_url,omitempty"`
+}
+
+type classifierURL struct {
+	URL string `json:"url"`
+}
+
+// maxClassifierAnswer bounds the answer read from the classifier.
+const maxClassifierAnswer = 1 << 20
+
+// classify implements classifier.
+func (h *httpClassifier) classify(ctx context.Context, c content) ([]string, error) {
+	req := classifierRequest{Model: h.cfg.Model}
+	if c.text != "" {
+		req.Input = append(req.Input, classifierInput{Type: "text", Text: c.text})
+	}
+	if len(c.image) > 0 {
+		ct := c.contentType
+		if ct == "" {
+			ct = http.DetectContentType(c.image)
+		}
+		req.Input = append(req.Input, classifierInput{Type: "image_url",
+			ImageURL: &classifierURL{URL: "data:" + ct + ";base64," + base64.StdEncoding.EncodeToString(c.image)}})
+	}
+	if len(req.Input) == 0 {
+		return nil, nil
+	}
+	body, err := json.Marshal(req)
+	if err != nil {
+		return nil, fmt.Errorf("gateway: moderation classifier: encode: %w", err)
+	}
+	ctx, cancel := context.WithTimeout(ctx, h.cfg.Timeout)
+	defer cancel()
+	hreq, err := http.NewRequestWithContext(ctx, http.MethodPost, h.cfg.URL, bytes.NewReader(body))
+	if err != nil {
+		return nil, fmt.Errorf("gateway: moderation classifier: %w", err)
+	}
+	hreq.Header.Set("Content-Type", "application/json")
+	if h.cfg.Token != "" {
+		hreq.Header.Set("Authorization", "Bearer "+h.cfg.Token)
+	}
+	resp, err := h.client.Do(hreq)
+	if err != nil {
+		return nil, fmt.Errorf("gateway: moderation classifier: %w", err)
+	}
+	defer resp.Body.Close()
+	raw, err := io.ReadAll(io.LimitReader(resp.Body, maxClassifierAnswer+1))
+	if err != nil {
+		return nil, fmt.Errorf("gateway: moderation classifier: read answer: %w", err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		// The body is not logged: it may quote the content.
+		return nil, fmt.Errorf("gateway: moderation classifier answered %d", resp.StatusCode)
+	}
+	if len(raw) > maxClassifierAnswer {
+		return nil, errors.New("gateway: moderation classifier: answer too large")
+	}
+	return parseClassifierAnswer(raw, h.known)
+}
+
+// classifierVerdict is one verdict in a classifier's answer.
+type classifierVerdict struct {
+	Flagged    *bool           `json:"flagged"`
+	Categories map[string]bool `json:"categories"`
+}
+
+// parseClassifierAnswer reads a classifier's answer — one verdict, or
+// OpenAI's {"results": [...]} — into the categories flagged. An answer
+// without a verdict is an error, so a misconfigured URL answering {} does
+// not pass everything.
+func parseClassifierAnswer(raw []byte, known map[string]bool) ([]string, error) {
+	var a struct {
+		classifierVerdict
+		Results []classifierVerdict `json:"results"`
+	}
+	if err := json.Unmarshal(raw, &a); err != nil {
+		// Not wrapped: the decoder's message may quote the answer.
+		return nil, errors.New("gateway: moderation classifier: malformed answer")
+	}
+	verdicts := a.Results
+	if a.Flagged != nil {
+		verdicts = append(verdicts, a.classifierVerdict)
+	}
+	if len(verdicts) == 0 {
+		return nil, errors.New("gateway: moderation classifier: answer has no verdict")
+	}
+	var cats []string
+	for _, v := range verdicts {
+		if v.Flagged == nil {
+			return nil, errors.New("gateway: moderation classifier: verdict without flagged")
+		}
+		named := false
+		for name, on := range v.Categories {
+			if !on {
+				continue
+			}
+			named = true
+			if c := canonicalCategory(name, known); !slices.Contains(cats, c) {
+				cats = append(cats, c)
+			}
+		}
+		if *v.Flagged && !named && !slices.Contains(cats, categoryUnspecified) {
+			cats = append(cats, categoryUnspecified)
+		}
+	}
+	slices.Sort(cats) // map order must not choose the category reported
+	return cats, nil
+}
+
+// canonicalCategory reads a classifier's category name as imagegate's:
+// lower case, separators as "_", a sub-category as the longest known
+// category it starts with.
+func canonicalCategory(name string, known map[string]bool) string {
+	n := strings.Map(func(r rune) rune {
+		switch {
+		case r >= 'a' && r <= 'z', r >= '0' && r <= '9':
+			return r
+		case r >= 'A' && r <= 'Z':
+			return r + 'a' - 'A'
+		}
+		return '_'
+	}, name)
+	if len(n) > 40 {
+		n = n[:40]
+	}
+	if known[n] {
+		return n
+	}
+	best := ""
+	for k := range known {
+		if strings.HasPrefix(n, k+"_") && len(k) > len(best) {
+			best = k
+		}
+	}
+	if best != "" {
+		return best
+	}
+	return n
+}
+
+// reportJSON is a report as operators see it.
+type reportJSON struct {
+	ID        string    `json:"id"`
+	Created   time.Time `json:"created"`
+	HoldUntil time.Time `json:"hold_until"`
+	DaysLeft  int       `json:"days_left"`
+	Category  string    `json:"category"`
+	Source    string    `json:"source"`
+	// Account is the account id, or "anonymous" with ClientIP.
+	Account        string            `json:"account"`
+	ClientIP       string            `json:"client_ip,omitempty"`
+	Prompt         string            `json:"prompt"`
+	NegativePrompt string            `json:"negative_prompt,omitempty"`
+	Params         map[string]string `json:"params,omitempty"`
+	ContentType    string            `json:"content_type,omitempty"`
+	ImageSHA256    string            `json:"image_sha256,omitempty"`
+	ImageBytes     int               `json:"image_bytes,omitempty"`
+	// ImageURL is the admin route serving the material (admin token).
+	ImageURL string `json:"image_url,omitempty"`
+}
+
+func (m *moderator) reportJSON(r store.Report) reportJSON {
+	left := r.HoldUntil.Sub(m.now())
+	out := reportJSON{
+		ID: r.ID, Created: r.Created, HoldUntil: r.HoldUntil, DaysLeft: max(0, int(math.Ceil(left.Hours()/24))),
+		Category: r.Category, Source: r.Source, Account: r.AccountID, ClientIP: r.ClientIP,
+		Prompt: r.Prompt, NegativePrompt: r.NegativePrompt, Params: r.Params,
+		ContentType: r.ContentType, ImageSHA256: r.ImageSHA256, ImageBytes: r.ImageSize,
+	}
+	if out.Account == "" {
+		out.Account = "anonymous"
+	}
+	if r.ImageSize > 0 {
+		out.ImageURL = "/v1/admin/reports/" + r.ID + "/image"
+	}
+	return out
+}
+
+var reportID = regexp.MustCompile(`^rpt_[0-9a-z]{1,64}$`)
+
+// moderationRoutes registers the operator routes (under the admin token):
+// the reports of apparent CSAM, newest first, with the days left on their
+// hold, and the material a report holds. Every read is audit-logged.
+func (g *Gateway) moderationRoutes(admin fiber.Router) {
+	admin.Get("/reports", func(c *fiber.Ctx) error {
+		reports, err := g.moderator.store.Reports()
+		if err != nil {
+			return err
+		}
+		out := struct {
+			Reports []reportJSON `json:"reports"`
+		}{Reports: make([]reportJSON, len(reports))}
+		for i, r := range reports {
+			out.Reports[i] = g.moderator.reportJSON(r)
+		}
+		g.securityEvent(c, eventAdminReports, "", "list n="+strconv.Itoa(len(reports)))
+		c.Set(fiber.HeaderCacheControl, "no-store")
+		return c.JSON(out)
+	})
+	admin.Get("/reports/:id/image", func(c *fiber.Ctx) error {
+		r, err := g.adminReport(c)
+		if err != nil {
+			return err
+		}
+		if len(r.Image) == 0 {
+			return &apiError{Status: fiber.StatusNotFound, Type: "invalid_request_error", Code: "not_found", Msg: "this report holds no image"}
+		}
+		g.securityEvent(c, eventAdminReports, "", "image report="+r.ID)
+		c.Set(fiber.HeaderCacheControl, "no-store")
+		c.Set(fiber.HeaderContentType, r.ContentType)
+		c.Set(fiber.HeaderContentDisposition, `attachment; filename="`+r.ID+`"`)
+		return c.Send(r.Image)
+	})
+}
+
+// adminReport loads the report the route names.
+func (g *Gateway) adminReport(c *fiber.Ctx) (store.Report, error) {
+	id := c.Params("id")
+	notFound := &apiError{Status: fiber.StatusNotFound, Type: "invalid_request_error", Code: "not_found", Msg: "no such report (its hold may have ended)"}
+	if !reportID.MatchString(id) {
+		return store.Report{}, notFound
+	}
+	r, err := g.moderator.store.Report(strings.Clone(id))
+	if errors.Is(err, store.ErrNotFound) {
+		return store.Report{}, notFound
+	}
+	return r, err
+}
