@@ -162,6 +162,9 @@ func New(cfg Config, deps Deps) (*Gateway, error) {
 	if err := reg.Register(g.moderator); err != nil {
 		return nil, err
 	}
+	if err := g.registerWorkerMetrics(reg); err != nil {
+		return nil, err
+	}
 	g.app = fiber.New(fiber.Config{
 		AppName:               "imagegate",
 		DisableStartupMessage: true,

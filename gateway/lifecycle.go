@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/imagegate/imagegate/cache"
@@ -27,13 +28,13 @@ type lifecycleStore interface {
 	FinishErasure(accountID string) error
 }
 
-// LifecycleStats counts what the lifecycle worker removed since start; the
+// lifecycleStats counts what the lifecycle worker removed since start; the
 // metrics export them.
-type LifecycleStats struct {
-	ReferencesExpired uint64
-	ObjectsDeleted    uint64
-	AccountsErased    uint64
-	Failures          uint64
+type lifecycleStats struct {
+	referencesExpired atomic.Uint64
+	objectsDeleted    atomic.Uint64
+	accountsErased    atomic.Uint64
+	failures          atomic.Uint64
 }
 
 // lifecycle runs the work that makes retention and erasure true
@@ -45,7 +46,7 @@ type LifecycleStats struct {
 type lifecycle struct {
 	mu    sync.Mutex // one pass at a time
 	kick  chan struct{}
-	stats LifecycleStats
+	stats lifecycleStats
 }
 
 func newLifecycle() *lifecycle { return &lifecycle{kick: make(chan struct{}, 1)} }
@@ -84,7 +85,7 @@ func (g *Gateway) LifecyclePass(ctx context.Context) error {
 	var errs []error
 	for {
 		n, err := g.store.ExpireOutputs(500)
-		g.life.stats.ReferencesExpired += uint64(n)
+		g.life.stats.referencesExpired.Add(uint64(n))
 		if err != nil {
 			errs = append(errs, err)
 			break
@@ -104,7 +105,7 @@ func (g *Gateway) LifecyclePass(ctx context.Context) error {
 	errs = append(errs, g.reap(ctx))
 	err = errors.Join(errs...)
 	if err != nil {
-		g.life.stats.Failures++
+		g.life.stats.failures.Add(1)
 	}
 	return err
 }
@@ -152,7 +153,7 @@ func (g *Gateway) finishErasure(ctx context.Context, job store.ErasureJob) error
 	if err := g.store.FinishErasure(job.AccountID); err != nil {
 		return err
 	}
-	g.life.stats.AccountsErased++
+	g.life.stats.accountsErased.Add(1)
 	return nil
 }
 
@@ -227,7 +228,7 @@ func (g *Gateway) reap(ctx context.Context) error {
 			if err := g.store.ObjectDeleted(h); err != nil {
 				return errors.Join(append(errs, err)...)
 			}
-			g.life.stats.ObjectsDeleted++
+			g.life.stats.objectsDeleted.Add(1)
 		}
 		if len(doomed) < 100 {
 			return errors.Join(errs...)

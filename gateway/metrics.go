@@ -111,3 +111,27 @@ func methodLabel(m string) string {
 	}
 	return "OTHER"
 }
+
+// registerWorkerMetrics exports what the background workers did: the
+// lifecycle (retention and erasure) and the rate limiter's memory.
+func (g *Gateway) registerWorkerMetrics(reg prometheus.Registerer) error {
+	counter := func(name, help string, get func() uint64) prometheus.Collector {
+		return prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help}, func() float64 { return float64(get()) })
+	}
+	st := &g.life.stats
+	for _, col := range []prometheus.Collector{
+		counter("imagegate_retention_references_expired_total", "Output references ended by their plan's retention.", st.referencesExpired.Load),
+		counter("imagegate_retention_objects_deleted_total", "Outputs nobody referenced, deleted from the object store, the caches and the CDN.", st.objectsDeleted.Load),
+		counter("imagegate_erasures_completed_total", "Account erasures carried to the end.", st.accountsErased.Load),
+		counter("imagegate_lifecycle_failures_total", "Lifecycle passes that hit an error (retried on the next pass).", st.failures.Load),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "imagegate_ratelimit_keys", Help: "Rate-limit buckets held in memory."},
+			func() float64 { return float64(g.limiter.stats().Keys) }),
+		counter("imagegate_ratelimit_refused_total", "Requests refused by a rate limit.", func() uint64 { return g.limiter.stats().Refused }),
+		counter("imagegate_ratelimit_evicted_live_total", "Rate-limit buckets forgotten at the memory cap before they refilled.", func() uint64 { return g.limiter.stats().EvictedLive }),
+	} {
+		if err := reg.Register(col); err != nil {
+			return err
+		}
+	}
+	return nil
+}

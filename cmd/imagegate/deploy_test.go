@@ -438,9 +438,13 @@ func TestFlyTomlDeploysTheGateway(t *testing.T) {
 	})
 
 	t.Run("metrics and vm", func(t *testing.T) {
+		metricsPort := portOf(t, cfg.Env["IMAGEGATE_METRICS_ADDR"])
 		for _, m := range cfg.Metrics {
-			if m.Port != svc.InternalPort || m.Path != "/metrics" {
-				t.Errorf("metrics at :%d%s, but the gateway serves /metrics on %d", m.Port, m.Path, svc.InternalPort)
+			if m.Port != metricsPort || m.Path != "/metrics" {
+				t.Errorf("metrics at :%d%s, but the gateway serves /metrics on %d (IMAGEGATE_METRICS_ADDR)", m.Port, m.Path, metricsPort)
+			}
+			if m.Port == svc.InternalPort {
+				t.Errorf("metrics on the public port %d", m.Port)
 			}
 		}
 		for _, vm := range cfg.VM {
@@ -509,6 +513,7 @@ func TestFlyTomlRefusesTypos(t *testing.T) {
 func TestFlyEnvStartsTheGateway(t *testing.T) {
 	t.Parallel()
 	cfg := loadFlyConfig(t, flyTomlPath)
+	metricsAddr := freeLoopbackAddr(t)
 	env := []string{
 		"IMAGEGATE_ADMIN_TOKEN=fly-secret-admin-token-0123",
 		// The purge peers are resolved only at a purge, so the Fly-only
@@ -518,6 +523,8 @@ func TestFlyEnvStartsTheGateway(t *testing.T) {
 		switch name {
 		case "IMAGEGATE_ADDR":
 			value = "127.0.0.1:0"
+		case "IMAGEGATE_METRICS_ADDR":
+			value = metricsAddr
 		case "IMAGEGATE_DATA_DIR":
 			value = t.TempDir()
 		}
@@ -541,7 +548,7 @@ func TestFlyEnvStartsTheGateway(t *testing.T) {
 		}
 	}
 	for _, m := range cfg.Metrics {
-		resp, err := client.Get(gw.url + m.Path)
+		resp, err := client.Get("http://" + metricsAddr + m.Path)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -549,6 +556,10 @@ func TestFlyEnvStartsTheGateway(t *testing.T) {
 		resp.Body.Close()
 		if resp.StatusCode != 200 || !bytes.Contains(raw, []byte("imagegate_http_requests_total")) {
 			t.Errorf("metrics at %s: %d", m.Path, resp.StatusCode)
+		}
+		// Not on the public listener.
+		if resp, err := client.Get(gw.url + m.Path); err != nil || resp.StatusCode != 404 {
+			t.Errorf("public %s: %v %v, want 404", m.Path, resp.StatusCode, err)
 		}
 	}
 	if logs := gw.logs(); strings.Contains(logs, "level=ERROR") || strings.Contains(logs, `"level":"ERROR"`) {
@@ -1158,4 +1169,16 @@ func TestSignedLinksMatchTheWAFRule(t *testing.T) {
 			}
 		})
 	}
+}
+
+// freeLoopbackAddr returns a loopback address whose port was free a moment
+// ago (the process under test binds it itself).
+func freeLoopbackAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
 }

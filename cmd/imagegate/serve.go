@@ -19,6 +19,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/imagegate/imagegate/cache"
 	"github.com/imagegate/imagegate/edge"
@@ -31,6 +32,7 @@ import (
 // serveConfig is everything `imagegate serve` is told.
 type serveConfig struct {
 	Addr             string
+	MetricsAddr      string
 	DataDir          string
 	InferenceURLs    []string
 	InferenceToken   string
@@ -90,6 +92,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	gw := &cfg.Gateway
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
 	fs.StringVar(&cfg.Addr, "addr", ":8080", "listen address")
+	fs.StringVar(&cfg.MetricsAddr, "metrics-addr", "", "serve /metrics on this address only, not on --addr (keep Prometheus figures off the public port)")
 	fs.StringVar(&cfg.DataDir, "data-dir", "./data", "bbolt files, local objects, keys and the mail outbox")
 	fs.StringVar(&cfg.ConfigFile, "config", "", "TOML file with plans, prices, rate limits and retention (see README)")
 	fs.StringVar(&gw.PublicURL, "public-url", "", "base URL used in links (empty: derived from the request)")
@@ -342,6 +345,14 @@ func newSystem(ctx context.Context, cfg serveConfig, logger *slog.Logger) (_ *sy
 		Cache: c, Signer: signer, Inference: pool, Store: db, Mailer: mailer, Objects: objects, OwnerTags: owners,
 		Registry: reg, Gatherer: reg, Logger: logger,
 	}
+	if cfg.MetricsAddr != "" {
+		deps.Gatherer = nil // not on the public listener
+		stop, err := serveMetrics(cfg.MetricsAddr, reg, logger)
+		if err != nil {
+			return nil, err
+		}
+		s.closers = append(s.closers, stop)
+	}
 	if cfg.Cloudflare.APIToken != "" || cfg.Cloudflare.ZoneID != "" {
 		p, err := edge.NewPurger(cfg.Cloudflare, logger.With("component", "cdn-purge"))
 		if err != nil {
@@ -358,6 +369,10 @@ func newSystem(ctx context.Context, cfg serveConfig, logger *slog.Logger) (_ *sy
 	s.gateway = g
 	s.closers = append(s.closers, g.Shutdown)
 
+	swept, err := newSweepMetrics(reg)
+	if err != nil {
+		return nil, err
+	}
 	sweepCtx, stopSweeper := context.WithCancel(context.Background())
 	sweeperDone := make(chan struct{})
 	go func() {
@@ -365,10 +380,45 @@ func newSystem(ctx context.Context, cfg serveConfig, logger *slog.Logger) (_ *sy
 		if mailer.Outbox != nil {
 			go pruneOutbox(sweepCtx, mailer.Outbox, cfg.Gateway.Retention.Outbox, logger)
 		}
-		db.RunSweeper(sweepCtx, cfg.Retention, 10*time.Minute, logger, nil)
+		db.RunSweeper(sweepCtx, cfg.Retention, 10*time.Minute, logger, swept.add)
 	}()
 	s.closers = append(s.closers, func(context.Context) error { stopSweeper(); <-sweeperDone; return nil })
 	return s, nil
+}
+
+// serveMetrics serves /metrics alone on addr.
+func serveMetrics(addr string, g prometheus.Gatherer, logger *slog.Logger) (func(context.Context) error, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("--metrics-addr: %w", err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(g, promhttp.HandlerOpts{}))
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go srv.Serve(ln)
+	logger.Info("metrics listening", "addr", ln.Addr().String())
+	return srv.Shutdown, nil
+}
+
+// sweepMetrics counts what the store's retention sweeps removed, by kind.
+type sweepMetrics struct{ removed *prometheus.CounterVec }
+
+func newSweepMetrics(reg prometheus.Registerer) (*sweepMetrics, error) {
+	m := &sweepMetrics{removed: prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "imagegate_retention_swept_total",
+		Help: "Records removed by the store's retention sweeps, by kind.",
+	}, []string{"kind"})}
+	return m, reg.Register(m.removed)
+}
+
+func (m *sweepMetrics) add(r store.SweepReport) {
+	for kind, n := range map[string]int{
+		"security_events": r.SecurityEvents, "sessions": r.Sessions, "email_tokens": r.EmailTokens,
+		"credit_holds": r.Holds, "reports": r.Reports, "rights_request_data": r.DSARsErased,
+		"rights_requests": r.DSARsDeleted, "webhook_events": r.WebhookEvents,
+	} {
+		m.removed.WithLabelValues(kind).Add(float64(n))
+	}
 }
 
 // pruneOutbox deletes outbox mail older than keep, hourly: the outbox holds
