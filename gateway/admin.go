@@ -253,6 +253,7 @@ func (g *Gateway) invalidateLocal(req purgeJSON) (int, error) {
 	}
 	var errs []error
 	for _, h := range req.Objects {
+		g.tags.forget(h)
 		errs = append(errs, g.cache.InvalidateObject(h))
 	}
 	match := purgeMatcher(req, g.cfg.CDNURL)

@@ -25,7 +25,7 @@ import (
 // browser is a visitor with a cookie jar whose requests say what a
 // browser on the site's own pages says (Sec-Fetch-Site: same-origin).
 type browser struct {
-	t      *testing.T
+	t      testing.TB
 	e      *env
 	client *http.Client
 	header http.Header
@@ -74,7 +74,7 @@ func (b *browser) call(method, path, body string, out any) *http.Response {
 }
 
 // want fails the test unless resp has status.
-func want(t *testing.T, resp *http.Response, status int) {
+func want(t testing.TB, resp *http.Response, status int) {
 	t.Helper()
 	if resp.StatusCode != status {
 		body, _ := io.ReadAll(resp.Body)
@@ -167,7 +167,7 @@ func (e *env) mailWithSubject(addr, subject string) *mail.Message {
 
 var tokenInLink = regexp.MustCompile(`token=([A-Za-z0-9_%-]+)`)
 
-func linkToken(t *testing.T, m *mail.Message) string {
+func linkToken(t testing.TB, m *mail.Message) string {
 	t.Helper()
 	body, _ := io.ReadAll(m.Body)
 	match := tokenInLink.FindSubmatch(body)

@@ -31,9 +31,16 @@ func (s consentState) current(revision int) bool { return s.decided && s.revisio
 
 type consentKey struct{}
 
-// consentOf returns the request's consent state (see readConsent).
+// consentOf returns the request's consent state: the one a handler
+// recorded during this request, else the consent cookie and Sec-GPC as
+// the request brought them (a malformed cookie counts as no choice). It is
+// computed on demand, so requests that never look at consent pay nothing.
 func consentOf(c *fiber.Ctx) consentState {
-	s, _ := c.Locals(consentKey{}).(consentState)
+	if s, ok := c.Locals(consentKey{}).(consentState); ok {
+		return s
+	}
+	s := parseConsentCookie(c.Cookies(cookieConsent))
+	s.gpc = c.Get("Sec-GPC") == "1"
 	return s
 }
 
@@ -49,15 +56,6 @@ func (s consentState) allowedBy(cat cookieCategory, revision int) bool {
 		return s.current(revision) && s.analytics && !s.gpc
 	}
 	return false
-}
-
-// readConsent parses the consent cookie and Sec-GPC into the request's
-// consent state. A malformed cookie counts as no choice.
-func (g *Gateway) readConsent(c *fiber.Ctx) error {
-	s := parseConsentCookie(c.Cookies(cookieConsent))
-	s.gpc = c.Get("Sec-GPC") == "1"
-	c.Locals(consentKey{}, s)
-	return c.Next()
 }
 
 // The consent cookie is "<visitor>.<revision>.<flags>": flags are letters

@@ -239,7 +239,7 @@ func consentVisitor(t *testing.T, b *consentBrowser) string {
 // cookie.
 func consentFilterApp(g *Gateway) *fiber.App {
 	app := fiber.New(fiber.Config{DisableStartupMessage: true})
-	app.Use(recover.New(), g.filterCookies, g.readConsent)
+	app.Use(recover.New(), g.filterCookies)
 	app.Get("/set", func(c *fiber.Ctx) error {
 		c.Cookie(&fiber.Cookie{Name: "tracker", Value: "1", Path: "/", MaxAge: 3600}) // not in the registry
 		setCookie(c, cookiePrefs, "size=512x512")

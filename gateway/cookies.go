@@ -112,6 +112,7 @@ func (g *Gateway) filterCookies(c *fiber.Ctx) error {
 func (g *Gateway) dropDisallowedCookies(c *fiber.Ctx) {
 	h := &c.Response().Header
 	var drop [][]byte
+	var consent *consentState // read once, and only if a cookie needs it
 	h.VisitAllCookie(func(name, value []byte) {
 		spec, declared := cookieSpecFor(string(name))
 		if !declared {
@@ -123,7 +124,11 @@ func (g *Gateway) dropDisallowedCookies(c *fiber.Ctx) {
 		if spec.Category == categoryNecessary || isDeletion(value) {
 			return
 		}
-		if !consentOf(c).allowedBy(spec.Category, g.cfg.CookiePolicyRevision) {
+		if consent == nil {
+			s := consentOf(c)
+			consent = &s
+		}
+		if !consent.allowedBy(spec.Category, g.cfg.CookiePolicyRevision) {
 			drop = append(drop, bytes.Clone(name))
 		}
 	})

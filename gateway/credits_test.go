@@ -44,7 +44,7 @@ func (e *env) apiClient(b *browser) *browser {
 	return &browser{t: e.t, e: e, client: &http.Client{Timeout: 60 * time.Second}, header: http.Header{"Authorization": {"Bearer " + created.Key}}}
 }
 
-func credits(t *testing.T, b *browser) int64 {
+func credits(t testing.TB, b *browser) int64 {
 	t.Helper()
 	var v accountJSON
 	want(t, b.call("GET", "/v1/account", "", &v), 200)

@@ -84,6 +84,7 @@ type Gateway struct {
 	moderator  *moderator
 	history    *historian
 	owners     *edge.OwnerTagger
+	tags       tagCache // recent Cache-Tag values of outputs
 	life       *lifecycle
 
 	stop context.CancelFunc
@@ -155,7 +156,7 @@ func New(cfg Config, deps Deps) (*Gateway, error) {
 	if g.billing, err = newBilling(cfg.Billing, deps.Store, logger, now); err != nil {
 		return nil, err
 	}
-	g.history = newHistorian(deps.Store, logger)
+	g.history = newHistorian(deps.Store, logger, now)
 	if g.moderator, err = newModerator(cfg.Moderation, deps.Store, logger, g.httpClient, now); err != nil {
 		return nil, err
 	}
@@ -223,7 +224,6 @@ func (g *Gateway) routes(gatherer prometheus.Gatherer) {
 	app.Use(g.securityHeaders)
 	app.Use(g.metrics.middleware)
 	app.Use(g.filterCookies)
-	app.Use(g.readConsent)
 	app.Use(g.crossOrigin)
 
 	app.Get("/healthz", g.healthz)

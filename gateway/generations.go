@@ -1,15 +1,11 @@
 package gateway
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/hex"
-	"encoding/json"
-	"errors"
 	"fmt"
-	"io"
 	"strconv"
 	"strings"
 	"time"
@@ -80,32 +76,6 @@ func (g *Gateway) generations(c *fiber.Ctx) error {
 	return g.respond(c, p)
 }
 
-// decodeJSON decodes exactly one JSON object, refusing unknown fields and
-// trailing data, with errors that name the field.
-func decodeJSON(body []byte, v any) error {
-	if len(bytes.TrimSpace(body)) == 0 {
-		return badRequest("invalid_json", "request body: expected a JSON object")
-	}
-	dec := json.NewDecoder(bytes.NewReader(body))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		var typeErr *json.UnmarshalTypeError
-		switch {
-		case errors.As(err, &typeErr):
-			return badRequest("invalid_json", fmt.Sprintf("%s: must be %s", typeErr.Field, jsonKind(typeErr.Type.Kind().String())))
-		case strings.HasPrefix(err.Error(), "json: unknown field "):
-			field := strings.TrimPrefix(err.Error(), "json: unknown field ")
-			return badRequest("unknown_field", fmt.Sprintf("%s: unknown field", strings.Trim(field, `"`)))
-		default:
-			return badRequest("invalid_json", "request body: malformed JSON")
-		}
-	}
-	if _, err := dec.Token(); err != io.EOF {
-		return badRequest("invalid_json", "request body: trailing data after the JSON object")
-	}
-	return nil
-}
-
 func jsonKind(k string) string {
 	switch k {
 	case "int", "int64", "uint32", "uint64", "float64", "float32":
@@ -126,8 +96,9 @@ func (g *Gateway) respond(c *fiber.Ctx, p params) error {
 	if err := py.checkSize(p.Width, p.Height); err != nil {
 		return err
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), g.cfg.RequestTimeout)
-	defer cancel()
+	// The request's deadline starts a timer only where work can wait:
+	// on a miss (one) and when reading bytes for b64_json. A hit needs none.
+	ctx := context.Background()
 	// Moderation first: a blocked request reserves, generates and stores
 	// nothing (promise C6).
 	if err := g.moderator.checkPrompt(ctx, py, p); err != nil {
@@ -144,7 +115,9 @@ func (g *Gateway) respond(c *fiber.Ctx, p params) error {
 	for i, r := range results {
 		resp.Data[i].Seed = uint32(r.entry.Seed)
 		if p.Format == "b64_json" {
-			data, err := g.cache.Object(ctx, r.entry.Object, r.entry.Ext)
+			octx, cancel := context.WithTimeout(ctx, g.cfg.RequestTimeout)
+			data, err := g.cache.Object(octx, r.entry.Object, r.entry.Ext)
+			cancel()
 			if err != nil {
 				return err
 			}
@@ -155,7 +128,76 @@ func (g *Gateway) respond(c *fiber.Ctx, p params) error {
 	}
 	c.Set("Cache-Status", cacheStatus(results, refresh))
 	c.Set(fiber.HeaderCacheControl, "no-store")
-	return c.JSON(resp)
+	c.Set(fiber.HeaderContentType, fiber.MIMEApplicationJSON)
+	return c.Send(resp.appendJSON(make([]byte, 0, 256)))
+}
+
+// appendJSON appends the response's JSON encoding, as encoding/json would
+// write it, without reflection: this is the hot path of every cache hit.
+func (r imagesResponse) appendJSON(b []byte) []byte {
+	b = append(b, `{"created":`...)
+	b = strconv.AppendInt(b, r.Created, 10)
+	b = append(b, `,"data":[`...)
+	for i, d := range r.Data {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = append(b, '{')
+		if d.URL != "" {
+			b = append(b, `"url":`...)
+			b = appendJSONString(b, d.URL)
+			b = append(b, ',')
+		}
+		if d.B64JSON != "" {
+			b = append(b, `"b64_json":`...)
+			b = appendJSONString(b, d.B64JSON)
+			b = append(b, ',')
+		}
+		b = append(b, `"seed":`...)
+		b = strconv.AppendUint(b, uint64(d.Seed), 10)
+		b = append(b, '}')
+	}
+	return append(b, "]}"...)
+}
+
+// appendJSONString appends s as a JSON string, escaping as encoding/json
+// does for ASCII (quotes, backslashes, control characters with their short
+// forms where JSON has one, and <, >, & for HTML); other bytes pass as
+// they are, which is valid JSON for valid UTF-8.
+func appendJSONString(b []byte, s string) []byte {
+	const hexDigits = "0123456789abcdef"
+	b = append(b, '"')
+	clean := true
+	for i := 0; i < len(s) && clean; i++ {
+		c := s[i]
+		clean = c >= 0x20 && c != '"' && c != '\\' && c != '<' && c != '>' && c != '&'
+	}
+	if clean { // URLs and base64: nothing to escape
+		b = append(b, s...)
+		return append(b, '"')
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case c == '"' || c == '\\':
+			b = append(b, '\\', c)
+		case c == '\n':
+			b = append(b, '\\', 'n')
+		case c == '\r':
+			b = append(b, '\\', 'r')
+		case c == '\t':
+			b = append(b, '\\', 't')
+		case c == '\b':
+			b = append(b, '\\', 'b')
+		case c == '\f':
+			b = append(b, '\\', 'f')
+		case c < 0x20 || c == '<' || c == '>' || c == '&':
+			b = append(b, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&15])
+		default:
+			b = append(b, c)
+		}
+	}
+	return append(b, '"')
 }
 
 type result struct {
@@ -228,31 +270,34 @@ func (g *Gateway) generate(ctx context.Context, p params, py payer, refresh bool
 func (g *Gateway) one(ctx context.Context, p params, py payer, req cache.Request, seed uint64, refresh bool) (result, error) {
 	req.Seed = seed
 	key := req.Key()
+	ks := key.String()
 	start := time.Now()
 	if !refresh {
 		if e, o, ok := g.cache.Peek(key); ok {
-			if err := g.chargeHit(py, key.String()); err != nil {
+			if err := g.chargeHit(py, ks); err != nil {
 				return result{}, err
 			}
-			g.remember(py, p, key, e, o, time.Since(start))
+			g.remember(py, p, ks, e, o, time.Since(start))
 			return result{entry: e, outcome: o}, nil
 		}
 	}
+	ctx, cancel := context.WithTimeout(ctx, g.cfg.RequestTimeout)
+	defer cancel()
 	costs := g.cfg.RateLimits.Costs
 	if err := py.rate.extra(costs.GenerationMiss - costs.GenerationHit); err != nil {
 		return result{}, err
 	}
-	t, err := g.reserve(py, g.cfg.Plans.imageCost(max(p.Width, p.Height)), key.String())
+	t, err := g.reserve(py, g.cfg.Plans.imageCost(max(p.Width, p.Height)), ks)
 	if err != nil {
 		return result{}, err
 	}
 	r, err := g.resolve(ctx, p, py, key, seed, refresh)
 	g.settle(t, err == nil && r.outcome.Stored)
 	if err == nil && r.outcome.Tier != cache.TierMiss {
-		err = g.chargeHit(py, key.String())
+		err = g.chargeHit(py, ks)
 	}
 	if err == nil {
-		g.remember(py, p, key, r.entry, r.outcome, time.Since(start))
+		g.remember(py, p, ks, r.entry, r.outcome, time.Since(start))
 	}
 	return r, err
 }

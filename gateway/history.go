@@ -41,10 +41,23 @@ type historian struct {
 	queue  chan historyItem
 	logger interface{ Error(string, ...any) }
 	wg     sync.WaitGroup
+	now    func() time.Time
+
+	// recent remembers what was recorded lately, so a popular hit neither
+	// wakes the worker nor reaches the store before its record needs
+	// renewing (the store renews at most hourly anyway).
+	mu     sync.Mutex
+	recent map[string]time.Time
 }
 
-func newHistorian(st historyStore, logger interface{ Error(string, ...any) }) *historian {
-	h := &historian{st: st, queue: make(chan historyItem, 4096), logger: logger}
+// historyRenewEvery is how long a recorded item is not recorded again.
+const historyRenewEvery = 30 * time.Minute
+
+// maxRecent bounds the recent-records memory; it is emptied when full.
+const maxRecent = 1 << 16
+
+func newHistorian(st historyStore, logger interface{ Error(string, ...any) }, now func() time.Time) *historian {
+	h := &historian{st: st, queue: make(chan historyItem, 4096), logger: logger, recent: map[string]time.Time{}, now: now}
 	h.wg.Add(1)
 	go func() {
 		defer h.wg.Done()
@@ -53,6 +66,23 @@ func newHistorian(st historyStore, logger interface{ Error(string, ...any) }) *h
 		}
 	}()
 	return h
+}
+
+// fresh reports whether it was recorded within historyRenewEvery, and if
+// not, notes that it is being recorded now.
+func (h *historian) fresh(it historyItem) bool {
+	k := it.accountID + "\x00" + it.gen.ContentKey
+	now := h.now()
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if last, ok := h.recent[k]; ok && now.Sub(last) < historyRenewEvery {
+		return true
+	}
+	if len(h.recent) >= maxRecent {
+		clear(h.recent)
+	}
+	h.recent[k] = now
+	return false
 }
 
 // close stops the worker after it has written everything queued.
@@ -74,7 +104,7 @@ func (h *historian) write(it historyItem) {
 }
 
 // remember records that py was served e for request p.
-func (g *Gateway) remember(py payer, p params, key cache.Key, e cache.Entry, o cache.Outcome, latency time.Duration) {
+func (g *Gateway) remember(py payer, p params, key string, e cache.Entry, o cache.Outcome, latency time.Duration) {
 	it := historyItem{
 		accountID: py.accountID,
 		retention: time.Duration(py.plan.RetentionDays) * 24 * time.Hour,
@@ -83,7 +113,7 @@ func (g *Gateway) remember(py payer, p params, key cache.Key, e cache.Entry, o c
 			Model: e.Model, ModelVersion: e.ModelVersion, Width: e.Width, Height: e.Height, Seed: e.Seed,
 			Steps: p.Steps, Guidance: p.Guidance, Style: p.Style,
 			Edit: p.Reference != nil, Strength: p.Strength, Private: p.Private || p.Reference != nil,
-			Object: e.Object, Ext: e.Ext, ContentKey: key.String(),
+			Object: e.Object, Ext: e.Ext, ContentKey: key,
 			LatencyMS: latency.Milliseconds(), Cached: o.Tier != cache.TierMiss,
 		},
 	}
@@ -92,6 +122,10 @@ func (g *Gateway) remember(py payer, p params, key cache.Key, e cache.Entry, o c
 	}
 	if o.Tier == cache.TierMiss {
 		g.history.write(it)
+		g.history.fresh(it)
+		return
+	}
+	if g.history.fresh(it) {
 		return
 	}
 	select {

@@ -27,8 +27,12 @@ func principalOf(c *fiber.Ctx) *principal {
 	if p, ok := c.Locals(principalKey{}).(*principal); ok {
 		return p
 	}
-	return &principal{}
+	return &anonymous
 }
+
+// anonymous is the principal of requests without credentials; it is never
+// modified.
+var anonymous principal
 
 // errUnauthenticated is a route that needs an account, reached without one.
 var errUnauthenticated = &apiError{Status: fiber.StatusUnauthorized, Type: "authentication_error", Code: "unauthenticated", Msg: "sign in or send an API key"}
@@ -39,9 +43,13 @@ var errUnauthenticated = &apiError{Status: fiber.StatusUnauthorized, Type: "auth
 // anonymously. Revocation is immediate: every request validates against
 // the store, nothing is cached.
 func (g *Gateway) identify(c *fiber.Ctx) error {
+	auth, token := c.Get(fiber.HeaderAuthorization), c.Cookies(cookieSession)
+	if auth == "" && token == "" {
+		return c.Next() // anonymous: nothing to look up or remember
+	}
 	p := &principal{}
 	c.Locals(principalKey{}, p)
-	if auth := c.Get(fiber.HeaderAuthorization); auth != "" {
+	if auth != "" {
 		scheme, secret, _ := strings.Cut(auth, " ")
 		secret = strings.TrimSpace(secret)
 		if !strings.EqualFold(scheme, "Bearer") || !strings.HasPrefix(secret, store.APIKeyPrefix) {
@@ -62,7 +70,7 @@ func (g *Gateway) identify(c *fiber.Ctx) error {
 		p.account, p.apiKeyID = acct, k.ID
 		return c.Next()
 	}
-	if token := c.Cookies(cookieSession); token != "" {
+	if token != "" {
 		s, err := g.store.ValidateSession(token)
 		switch {
 		case errors.Is(err, store.ErrNotFound), errors.Is(err, store.ErrExpired):

@@ -195,6 +195,7 @@ func (g *Gateway) reap(ctx context.Context) error {
 					errs = append(errs, err)
 				}
 			}
+			g.tags.forget(d.Hash)
 			if err := g.cache.InvalidateObject(d.Hash); err != nil {
 				errs = append(errs, err)
 				continue

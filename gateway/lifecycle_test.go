@@ -21,7 +21,7 @@ import (
 )
 
 // objectOf returns the object hash and ext of a generation answer.
-func objectOf(t *testing.T, raw []byte) (hash, ext string) {
+func objectOf(t testing.TB, raw []byte) (hash, ext string) {
 	t.Helper()
 	var gen imagesResponse
 	if err := json.Unmarshal(raw, &gen); err != nil || len(gen.Data) == 0 {

@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/gofiber/fiber/v2"
@@ -19,6 +20,8 @@ type metrics struct {
 	// undeclaredCookies counts Set-Cookies dropped because their name is
 	// not in the cookie registry: always a bug, and tests assert zero.
 	undeclaredCookies prometheus.Counter
+	// cached maps seriesKey to *requestSeries.
+	cached sync.Map
 }
 
 func newMetrics(reg prometheus.Registerer, c *cache.Cache) (*metrics, error) {
@@ -85,9 +88,42 @@ func (m *metrics) middleware(c *fiber.Ctx) error {
 		status = classify(err).Status
 	}
 	route := routeOf(c)
-	m.requests.WithLabelValues(route, methodLabel(c.Method()), strconv.Itoa(status)).Inc()
-	m.duration.WithLabelValues(route).Observe(time.Since(start).Seconds())
+	m.series(route, methodLabel(c.Method()), status).observe(time.Since(start))
 	return err
+}
+
+// seriesKey names one (route, method, status) combination.
+type seriesKey struct {
+	route, method string
+	status        int
+}
+
+// requestSeries are the series one combination updates, looked up once:
+// resolving label values hashes and locks on every call, which the hot
+// path should not pay.
+type requestSeries struct {
+	count    prometheus.Counter
+	duration prometheus.Observer
+}
+
+func (s *requestSeries) observe(d time.Duration) {
+	s.count.Inc()
+	s.duration.Observe(d.Seconds())
+}
+
+// series returns the cached series of a combination. Routes and methods
+// are the registered patterns and a fixed set, so the cache stays small.
+func (m *metrics) series(route, method string, status int) *requestSeries {
+	k := seriesKey{route, method, status}
+	if s, ok := m.cached.Load(k); ok {
+		return s.(*requestSeries)
+	}
+	s := &requestSeries{
+		count:    m.requests.WithLabelValues(route, method, strconv.Itoa(status)),
+		duration: m.duration.WithLabelValues(route),
+	}
+	m.cached.Store(k, s)
+	return s
 }
 
 // methodLabel returns a constant for the method: Fiber's strings point into

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash/maphash"
 	"io"
 	"log/slog"
 	"math"
@@ -17,6 +18,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 	"unicode"
 	"unicode/utf8"
@@ -264,6 +266,46 @@ type moderator struct {
 	blocked  *prometheus.CounterVec // by category and stage
 	failures *prometheus.CounterVec // classifier failures by stage and what was done
 	reports  prometheus.Counter
+
+	// passed remembers prompts every classifier allowed, so a popular
+	// prompt (a cache hit, mostly) is judged once, not on every request.
+	// Only passes are remembered: a refused prompt is judged (and, for
+	// apparent CSAM, reported) each time.
+	passed *passCache
+}
+
+// passCache is a bounded set of prompt digests that passed moderation. The
+// digest is a seeded 64-bit maphash: the seed is secret and per process,
+// so nobody can craft a refused prompt that collides with an allowed one.
+// Rules and classifiers are fixed for the process's life, so a pass stays
+// valid; when full, the set is emptied (it refills with what is popular).
+type passCache struct {
+	mu   sync.Mutex
+	set  map[uint64]struct{}
+	max  int
+	seed maphash.Seed
+}
+
+func newPassCache(max int) *passCache {
+	return &passCache{set: make(map[uint64]struct{}), max: max, seed: maphash.MakeSeed()}
+}
+
+func (pc *passCache) digest(prompt string) uint64 { return maphash.String(pc.seed, prompt) }
+
+func (pc *passCache) has(k uint64) bool {
+	pc.mu.Lock()
+	defer pc.mu.Unlock()
+	_, ok := pc.set[k]
+	return ok
+}
+
+func (pc *passCache) add(k uint64) {
+	pc.mu.Lock()
+	defer pc.mu.Unlock()
+	if len(pc.set) >= pc.max {
+		clear(pc.set)
+	}
+	pc.set[k] = struct{}{}
 }
 
 func newModerator(cfg ModerationConfig, st moderationStore, logger *slog.Logger, client *http.Client, now func() time.Time) (*moderator, error) {
@@ -279,6 +321,7 @@ func newModerator(cfg ModerationConfig, st moderationStore, logger *slog.Logger,
 		return nil, err
 	}
 	m := &moderator{
+		passed:      newPassCache(1 << 16),
 		classifiers: []classifier{pol},
 		block:       map[string]bool{categorySexualMinors: true, categoryUnspecified: true},
 		failOpen:    cfg.Classifier.FailOpen,
@@ -347,12 +390,24 @@ func (m *moderator) Collect(ch chan<- prometheus.Metric) {
 // the reference image, if any) and the account suspended.
 func (m *moderator) checkPrompt(ctx context.Context, py payer, p params) error {
 	c := content{text: p.Prompt, image: p.Reference}
+	var digest uint64
 	if len(p.Reference) > 0 {
 		c.contentType = http.DetectContentType(p.Reference)
+	} else {
+		digest = m.passed.digest(p.Prompt)
+		if m.passed.has(digest) {
+			return nil
+		}
 	}
 	cat, err := m.judge(ctx, stagePrompt, c)
-	if err != nil || cat == "" {
+	if err != nil {
 		return err
+	}
+	if cat == "" {
+		if len(p.Reference) == 0 {
+			m.passed.add(digest)
+		}
+		return nil
 	}
 	if cat == categorySexualMinors {
 		m.report(py, p, store.ReportFromPrompt, c.image, c.contentType)

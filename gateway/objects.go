@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io/fs"
+	"sync"
 	"time"
 
 	"github.com/gofiber/fiber/v2"
@@ -67,6 +68,16 @@ const maxOwnerTags = 64
 // be purged without listing URLs (and without telling the CDN who owns
 // them).
 func (g *Gateway) cacheTags(hash string) string {
+	now := g.now()
+	if t, ok := g.tags.get(hash, now); ok {
+		return t
+	}
+	tags := g.computeCacheTags(hash)
+	g.tags.put(hash, tags, now)
+	return tags
+}
+
+func (g *Gateway) computeCacheTags(hash string) string {
 	tags := edge.OutputsTag + "," + edge.ObjectTag(hash)
 	if model, version, ok := g.cache.ObjectModel(hash); ok {
 		tags += "," + edge.ModelTag(model, version)
@@ -84,4 +95,49 @@ func (g *Gateway) cacheTags(hash string) string {
 		}
 	}
 	return tags
+}
+
+// tagCacheTTL is how long an output's computed Cache-Tag is reused. Owners
+// change rarely and a CDN copy made in this window may lack a new owner's
+// tag, which loses nothing: outputs are purged by URL and object tag too.
+const tagCacheTTL = time.Minute
+
+// tagCache keeps recently computed Cache-Tag values, so serving a popular
+// output does not read the store on every request. It is emptied when full.
+type tagCache struct {
+	mu sync.Mutex
+	m  map[string]tagEntry
+}
+
+type tagEntry struct {
+	tags    string
+	expires time.Time
+}
+
+const maxTagCache = 1 << 14
+
+func (t *tagCache) get(hash string, now time.Time) (string, bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	e, ok := t.m[hash]
+	if !ok || now.After(e.expires) {
+		return "", false
+	}
+	return e.tags, true
+}
+
+func (t *tagCache) put(hash, tags string, now time.Time) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.m == nil || len(t.m) >= maxTagCache {
+		t.m = make(map[string]tagEntry)
+	}
+	t.m[hash] = tagEntry{tags, now.Add(tagCacheTTL)}
+}
+
+// forget drops an output's tags (it was deleted or purged).
+func (t *tagCache) forget(hash string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	delete(t.m, hash)
 }

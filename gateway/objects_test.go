@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"io"
 	"strings"
 	"testing"
 	"time"
@@ -71,5 +72,23 @@ func TestObjectLinks(t *testing.T) {
 	// A signed path that is not an object name is a 404 too.
 	if resp, _ := e.get(e.url + e.signer.Sign("/o/../../etc/passwd")); resp.StatusCode != 404 && resp.StatusCode != 403 {
 		t.Errorf("traversal: %d", resp.StatusCode)
+	}
+}
+
+func TestObjectCacheTagsNameOwnersOpaquely(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, envOptions{})
+	b, acct := e.signedIn("tagged@example.com")
+	resp := b.call("POST", "/v1/images/generations", `{"prompt":"owned output","size":"256x256"}`, nil)
+	want(t, resp, 200)
+	raw, _ := io.ReadAll(resp.Body)
+	link := decodeImages(t, raw).Data[0].URL
+	objResp, _ := e.get(link)
+	tags := objResp.Header.Get("Cache-Tag")
+	if !strings.Contains(tags, testOwnerTags.Tag(acct.ID)) {
+		t.Errorf("Cache-Tag %q lacks the owner's tag", tags)
+	}
+	if strings.Contains(tags, acct.ID) || strings.Contains(tags, "tagged") {
+		t.Errorf("Cache-Tag %q reveals the account", tags)
 	}
 }

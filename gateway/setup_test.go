@@ -48,7 +48,7 @@ func (b *syncBuffer) String() string {
 // store in a temp dir, the retro backend behind a real Connect server on
 // loopback, and the gateway on a real listener.
 type env struct {
-	t       *testing.T
+	t       testing.TB
 	dir     string
 	url     string
 	gw      *Gateway
@@ -76,7 +76,7 @@ type envOptions struct {
 	realHashing bool
 }
 
-func newEnv(t *testing.T, opts envOptions) *env {
+func newEnv(t testing.TB, opts envOptions) *env {
 	t.Helper()
 	e := &env{t: t, dir: opts.dir, logs: &syncBuffer{}, client: &http.Client{Timeout: 60 * time.Second}}
 	if e.dir == "" {
@@ -248,7 +248,7 @@ func (e *env) get(url string, headers ...string) (*http.Response, []byte) {
 	return e.do(req)
 }
 
-func filesUnder(t *testing.T, dir string) []string {
+func filesUnder(t testing.TB, dir string) []string {
 	t.Helper()
 	var files []string
 	filepath.Walk(dir, func(p string, fi os.FileInfo, err error) error {
@@ -263,7 +263,7 @@ func filesUnder(t *testing.T, dir string) []string {
 	return files
 }
 
-func readFile(t *testing.T, p string) []byte {
+func readFile(t testing.TB, p string) []byte {
 	t.Helper()
 	data, err := os.ReadFile(p)
 	if err != nil {

@@ -116,6 +116,23 @@ func (db *DB) RecordGeneration(accountID string, g Generation, retention time.Du
 	now := db.now().UTC()
 	idxKey := compositeKey([]byte(accountID), []byte(g.ContentKey))
 	var out Generation
+	// Fast path, without the writer lock: the same request was recorded
+	// and renewed less than touchEvery ago.
+	fresh := false
+	db.bolt.View(func(tx *bolt.Tx) error {
+		id := tx.Bucket(bucketGenerationKeys).Get(idxKey)
+		if id == nil {
+			return nil
+		}
+		var rec genRecord
+		if getJSON(tx.Bucket(bucketGenerations), compositeKey([]byte(accountID), id), &rec) == nil && now.Sub(rec.LastAccess) < touchEvery {
+			out, fresh = rec.Generation, true
+		}
+		return nil
+	})
+	if fresh {
+		return out, false, nil
+	}
 	created := false
 	err := db.bolt.Update(func(tx *bolt.Tx) error {
 		acct, err := getAccount(tx, accountID)

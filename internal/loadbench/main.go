@@ -36,7 +36,7 @@ func main() {
 	bin := flag.String("imagegate", "", "path to the imagegate binary")
 	dur := flag.Duration("duration", 5*time.Second, "load duration per target")
 	conns := flag.Int("conns", 32, "concurrent connections")
-	rounds := flag.Int("rounds", 2, "alternating rounds; the best round per target is reported")
+	rounds := flag.Int("rounds", 3, "alternating rounds; the best round per target is reported")
 	flag.Parse()
 	if *baseline {
 		runBaseline(*genFile, *objFile)
