@@ -55,8 +55,8 @@ func analyticsCookieLine(t *testing.T, resp *http.Response) *http.Cookie {
 // files, the report or the logs.
 func TestAnalyticsCountOnlyWithConsent(t *testing.T) {
 	t.Parallel()
-	clock := &consentClock{t: time.Date(2026, 12, 1, 10, 0, 0, 0, time.UTC)}
-	e := newEnv(t, envOptions{now: clock.now, cfg: Config{
+	clock := newTestClockAt(time.Date(2026, 12, 1, 10, 0, 0, 0, time.UTC))
+	e := newEnv(t, envOptions{now: clock.Now, cfg: Config{
 		AdminToken: analyticsAdminToken,
 		// The test's requests come from 127.0.0.1, as from a proxy in
 		// front of the gateway: its headers are believed.
@@ -82,7 +82,7 @@ func TestAnalyticsCountOnlyWithConsent(t *testing.T) {
 	}
 	total := func() store.AnalyticsDay {
 		t.Helper()
-		return analyticsReportOf(t, e, clock.now()).Total
+		return analyticsReportOf(t, e, clock.Now()).Total
 	}
 	emptyDay := func() store.AnalyticsDay {
 		var d store.AnalyticsDay
@@ -104,7 +104,7 @@ func TestAnalyticsCountOnlyWithConsent(t *testing.T) {
 	// Consent: counted, and the cookie holds the visit's start and last
 	// view, nothing else.
 	consentPutChoice(t, b, e, `{"preferences":false,"analytics":true}`, "Sec-Fetch-Site", "same-origin")
-	start := clock.now()
+	start := clock.Now()
 	resp = view(b, "/Pricing/?ref="+pathMarker+"#top")
 	ck := analyticsCookieLine(t, resp)
 	if ck == nil || consentDeleted(ck) {
@@ -118,10 +118,10 @@ func TestAnalyticsCountOnlyWithConsent(t *testing.T) {
 	}
 
 	// Two minutes later, the same visit: its length grows.
-	clock.advance(2 * time.Minute)
+	clock.Advance(2 * time.Minute)
 	resp = view(b, "/generate?prompt="+promptMark+"&email="+emailMarker)
-	if ck := analyticsCookieLine(t, resp); ck == nil || ck.Value != visitCookie(start, clock.now()) {
-		t.Errorf("continued visit cookie %v, want %q", ck, visitCookie(start, clock.now()))
+	if ck := analyticsCookieLine(t, resp); ck == nil || ck.Value != visitCookie(start, clock.Now()) {
+		t.Errorf("continued visit cookie %v, want %q", ck, visitCookie(start, clock.Now()))
 	}
 	want := emptyDay()
 	want.Add(store.AnalyticsDay{

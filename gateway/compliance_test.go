@@ -45,28 +45,6 @@ func decodeAs[T any](t *testing.T, raw []byte) T {
 	return v
 }
 
-// complianceClock is a fake clock for store and gateway.
-type complianceClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *complianceClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *complianceClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
-
-func newComplianceClock() *complianceClock {
-	return &complianceClock{t: time.Date(2026, 11, 23, 15, 0, 0, 0, time.UTC)}
-}
-
 // storeFilesContain reports whether a file of the store (bbolt and key
 // files) holds needle.
 func storeFilesContain(t *testing.T, e *env, needle string) bool {
@@ -85,7 +63,7 @@ func storeFilesContain(t *testing.T, e *env, needle string) bool {
 
 func TestAdminDSAR(t *testing.T) {
 	t.Parallel()
-	clock := newComplianceClock()
+	clock := newTestClockAt(time.Date(2026, 11, 23, 15, 0, 0, 0, time.UTC))
 	e := newEnv(t, envOptions{cfg: Config{AdminToken: testAdminToken}, now: clock.Now})
 	const marker = "dsar-requester-5d2e@example.com"
 
@@ -375,7 +353,7 @@ func downSMTP(t *testing.T) *mail.SMTP {
 
 // testNotifier is the gateway's notifier with a fake clock whose wait
 // moves the clock instead of sleeping.
-func testNotifier(e *env, m mailer, clock *complianceClock, waits *[]time.Duration) *notifier {
+func testNotifier(e *env, m mailer, clock *testClock, waits *[]time.Duration) *notifier {
 	n := e.gw.newNotifier()
 	n.m, n.clock = m, clock.Now
 	n.wait = func(ctx context.Context, d time.Duration) error {
@@ -406,7 +384,7 @@ func TestNotifyIsPaced(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	clock := newComplianceClock()
+	clock := newTestClockAt(time.Date(2026, 11, 23, 15, 0, 0, 0, time.UTC))
 	start := clock.Now()
 	m := &timedMailer{clock: clock.Now, next: e.outbox}
 	var waits []time.Duration
@@ -442,7 +420,7 @@ func TestNotifyWaitsOutAnUnreachableMailServer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	clock := newComplianceClock()
+	clock := newTestClockAt(time.Date(2026, 11, 23, 15, 0, 0, 0, time.UTC))
 	m := &timedMailer{clock: clock.Now, next: e.outbox, failFirst: 3, failing: downSMTP(t)}
 	var waits []time.Duration
 	n := testNotifier(e, m, clock, &waits)
@@ -505,7 +483,7 @@ func TestNotifyResumesAfterRestartWithoutDuplicates(t *testing.T) {
 	}
 	// Two mails go out, then the run stops.
 	ctx, cancel := context.WithCancel(t.Context())
-	clock := newComplianceClock()
+	clock := newTestClockAt(time.Date(2026, 11, 23, 15, 0, 0, 0, time.UTC))
 	m := &timedMailer{clock: clock.Now, next: e1.outbox, afterSend: func(n int) {
 		if n == 2 {
 			cancel()

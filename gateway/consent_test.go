@@ -180,24 +180,6 @@ func consentSignIn(t *testing.T, e *env, b *consentBrowser, acct store.Account) 
 	return token
 }
 
-// consentClock is a settable clock for env and store.
-type consentClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *consentClock) now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *consentClock) advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
-
 // consentGetChoice reads GET /v1/consent.
 func consentGetChoice(t *testing.T, b *consentBrowser, e *env, headers ...string) (consentJSON, *http.Response) {
 	t.Helper()
@@ -289,8 +271,8 @@ func consentFilterRun(t *testing.T, app *fiber.App, path, consent string, gpc bo
 
 func TestConsentLifecycle(t *testing.T) {
 	t.Parallel()
-	clock := &consentClock{t: time.Date(2026, 12, 1, 10, 0, 0, 0, time.UTC)}
-	e := newEnv(t, envOptions{now: clock.now})
+	clock := newTestClockAt(time.Date(2026, 12, 1, 10, 0, 0, 0, time.UTC))
+	e := newEnv(t, envOptions{now: clock.Now})
 	b := newConsentBrowser(t)
 
 	// A fresh visitor has not decided, and reading the choice sets nothing.
@@ -322,7 +304,7 @@ func TestConsentLifecycle(t *testing.T) {
 		t.Fatal(err)
 	}
 	accepted := store.Consent{Subject: visitor, Visitor: visitor, Revision: 1, Preferences: true, Analytics: true,
-		Source: store.ConsentBanner, Time: clock.now()}
+		Source: store.ConsentBanner, Time: clock.Now()}
 	if diff := cmp.Diff([]store.Consent{accepted}, records); diff != "" {
 		t.Errorf("records after accepting (-want +got):\n%s", diff)
 	}
@@ -338,7 +320,7 @@ func TestConsentLifecycle(t *testing.T) {
 	}
 
 	// Withdraw from the settings page: the same call with false.
-	clock.advance(time.Hour)
+	clock.Advance(time.Hour)
 	got, resp = consentPutChoice(t, b, e, `{"preferences":false,"analytics":false,"source":"settings"}`)
 	want = consentJSON{Revision: 1, Decided: true, Updated: cookiePolicyDate}
 	if diff := cmp.Diff(want, got); diff != "" {
@@ -351,7 +333,7 @@ func TestConsentLifecycle(t *testing.T) {
 	if consentVisitor(t, b) != visitor {
 		t.Errorf("withdrawing changed the visitor id")
 	}
-	withdrawn := store.Consent{Subject: visitor, Visitor: visitor, Revision: 1, Source: store.ConsentSettings, Time: clock.now()}
+	withdrawn := store.Consent{Subject: visitor, Visitor: visitor, Revision: 1, Source: store.ConsentSettings, Time: clock.Now()}
 	records, err = e.db.Consents(visitor)
 	if err != nil {
 		t.Fatal(err)
@@ -387,7 +369,7 @@ func TestConsentLifecycle(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		want := []store.Consent{{Subject: acct.ID, Visitor: consentVisitor(t, b), Revision: 1, Preferences: true, Source: store.ConsentBanner, Time: clock.now()}}
+		want := []store.Consent{{Subject: acct.ID, Visitor: consentVisitor(t, b), Revision: 1, Preferences: true, Source: store.ConsentBanner, Time: clock.Now()}}
 		if diff := cmp.Diff(want, records); diff != "" {
 			t.Errorf("records (-want +got):\n%s", diff)
 		}
@@ -422,8 +404,8 @@ func TestConsentLifecycle(t *testing.T) {
 
 func TestGPCIsRecordedAsOptOut(t *testing.T) {
 	t.Parallel()
-	clock := &consentClock{t: time.Date(2026, 12, 1, 10, 0, 0, 0, time.UTC)}
-	e := newEnv(t, envOptions{now: clock.now})
+	clock := newTestClockAt(time.Date(2026, 12, 1, 10, 0, 0, 0, time.UTC))
+	e := newEnv(t, envOptions{now: clock.Now})
 	gpc := []string{"Sec-GPC", "1"}
 
 	t.Run("fresh visitor", func(t *testing.T) {
@@ -439,7 +421,7 @@ func TestGPCIsRecordedAsOptOut(t *testing.T) {
 			t.Errorf("GET under GPC cookies (-want +got):\n%s", diff)
 		}
 		visitor := consentVisitor(t, b)
-		optOut := store.Consent{Subject: visitor, Visitor: visitor, Revision: 1, Source: store.ConsentGPC, Time: clock.now()}
+		optOut := store.Consent{Subject: visitor, Visitor: visitor, Revision: 1, Source: store.ConsentGPC, Time: clock.Now()}
 		records, err := e.db.Consents(visitor)
 		if err != nil {
 			t.Fatal(err)
@@ -467,7 +449,7 @@ func TestGPCIsRecordedAsOptOut(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		put := store.Consent{Subject: visitor, Visitor: visitor, Revision: 1, Preferences: true, Source: store.ConsentBanner, Time: clock.now()}
+		put := store.Consent{Subject: visitor, Visitor: visitor, Revision: 1, Preferences: true, Source: store.ConsentBanner, Time: clock.Now()}
 		if diff := cmp.Diff([]store.Consent{optOut, put}, records); diff != "" {
 			t.Errorf("records (-want +got):\n%s", diff)
 		}
@@ -494,7 +476,7 @@ func TestGPCIsRecordedAsOptOut(t *testing.T) {
 		if err != nil || len(records) != 2 {
 			t.Fatalf("records %+v, %v; want the yes and the GPC opt-out", records, err)
 		}
-		wantGPC := store.Consent{Subject: visitor, Visitor: visitor, Revision: 1, Preferences: true, Source: store.ConsentGPC, Time: clock.now()}
+		wantGPC := store.Consent{Subject: visitor, Visitor: visitor, Revision: 1, Preferences: true, Source: store.ConsentGPC, Time: clock.Now()}
 		if diff := cmp.Diff(wantGPC, records[1]); diff != "" {
 			t.Errorf("GPC record (-want +got):\n%s", diff)
 		}

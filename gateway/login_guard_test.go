@@ -15,9 +15,9 @@ import (
 	"github.com/gofiber/fiber/v2"
 )
 
-func mustLoginGuard(t *testing.T, cfg LoginGuardConfig, clock *rateTestClock) *loginGuard {
+func mustLoginGuard(t *testing.T, cfg LoginGuardConfig, clock *testClock) *loginGuard {
 	t.Helper()
-	g, err := newLoginGuard(cfg, clock.now)
+	g, err := newLoginGuard(cfg, clock.Now)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -71,7 +71,7 @@ func TestLoginGuardConfigValidate(t *testing.T) {
 // minute from her usual address and from a new one.
 func TestLoginGuardAttackerCannotLockOutVictim(t *testing.T) {
 	t.Parallel()
-	clock := newRateTestClock(rateTestEpoch)
+	clock := newTestClockAt(rateTestEpoch)
 	g := mustLoginGuard(t, LoginGuardConfig{}, clock) // defaults
 	const victim = "hmac-of-victim-email"
 	usual := netip.MustParseAddr("198.51.100.20")
@@ -98,7 +98,7 @@ func TestLoginGuardAttackerCannotLockOutVictim(t *testing.T) {
 			}
 			g.succeeded(fresh, victim)
 		}
-		clock.advance(10 * time.Millisecond)
+		clock.Advance(10 * time.Millisecond)
 	}
 	// The attacker's /64 is one source: 5 at once, then one per 180 s:
 	// 5 + 600/180, floored.
@@ -112,7 +112,7 @@ func TestLoginGuardAttackerCannotLockOutVictim(t *testing.T) {
 // sign-ins from new places, but never from a source that signed in before.
 func TestLoginGuardDistributedAttackDelaysOnlyNewSources(t *testing.T) {
 	t.Parallel()
-	clock := newRateTestClock(rateTestEpoch)
+	clock := newTestClockAt(rateTestEpoch)
 	g := mustLoginGuard(t, LoginGuardConfig{KnownSourceTTL: time.Hour}, clock)
 	const victim = "victim"
 	known1, known2 := netip.MustParseAddr("198.51.100.1"), netip.MustParseAddr("198.51.100.2")
@@ -145,7 +145,7 @@ func TestLoginGuardDistributedAttackDelaysOnlyNewSources(t *testing.T) {
 	}
 	// A success vouches for its source for KnownSourceTTL only. (The
 	// account bucket refills too, so the attack goes on.)
-	clock.advance(time.Hour + time.Second)
+	clock.Advance(time.Hour + time.Second)
 	for src := range 40 {
 		for range 5 {
 			g.attempt(netip.AddrFrom4([4]byte{192, 0, 2, byte(src)}), victim)
@@ -158,7 +158,7 @@ func TestLoginGuardDistributedAttackDelaysOnlyNewSources(t *testing.T) {
 
 func TestLoginGuardSourceAcrossAccounts(t *testing.T) {
 	t.Parallel()
-	clock := newRateTestClock(rateTestEpoch)
+	clock := newTestClockAt(rateTestEpoch)
 	g := mustLoginGuard(t, LoginGuardConfig{}, clock)
 	sprayer, other := netip.MustParseAddr("192.0.2.66"), netip.MustParseAddr("192.0.2.67")
 	allowed := 0
@@ -177,7 +177,7 @@ func TestLoginGuardSourceAcrossAccounts(t *testing.T) {
 
 func TestLoginGuardSuccessForgivesThePair(t *testing.T) {
 	t.Parallel()
-	clock := newRateTestClock(rateTestEpoch)
+	clock := newTestClockAt(rateTestEpoch)
 	g := mustLoginGuard(t, LoginGuardConfig{}, clock)
 	addr := netip.MustParseAddr("2001:db8::5")
 	count := func() int {
@@ -192,7 +192,7 @@ func TestLoginGuardSuccessForgivesThePair(t *testing.T) {
 	if n := count(); n != 5 {
 		t.Fatalf("%d attempts allowed, want 5", n)
 	}
-	clock.advance(3 * time.Minute) // one more attempt refills
+	clock.Advance(3 * time.Minute) // one more attempt refills
 	if ok, _ := g.attempt(addr, "typo-prone"); !ok {
 		t.Fatal("attempt after the refill refused")
 	}
@@ -204,7 +204,7 @@ func TestLoginGuardSuccessForgivesThePair(t *testing.T) {
 
 func TestLoginGuardConcurrentAttemptsAreBounded(t *testing.T) {
 	t.Parallel()
-	clock := newRateTestClock(rateTestEpoch)
+	clock := newTestClockAt(rateTestEpoch)
 	g := mustLoginGuard(t, LoginGuardConfig{}, clock)
 	addr := netip.MustParseAddr("192.0.2.9")
 	var allowed atomic.Int64
@@ -224,7 +224,7 @@ func TestLoginGuardConcurrentAttemptsAreBounded(t *testing.T) {
 
 func TestLoginGuardForgetsIdleState(t *testing.T) {
 	t.Parallel()
-	clock := newRateTestClock(rateTestEpoch)
+	clock := newTestClockAt(rateTestEpoch)
 	g := mustLoginGuard(t, LoginGuardConfig{KnownSourceTTL: time.Hour}, clock)
 	for i := range 100 {
 		a := netip.AddrFrom4([4]byte{192, 0, 2, byte(i)})
@@ -234,7 +234,7 @@ func TestLoginGuardForgetsIdleState(t *testing.T) {
 	if n := g.buckets.len() + g.known.len(); n == 0 {
 		t.Fatal("nothing remembered")
 	}
-	clock.advance(2 * time.Hour)
+	clock.Advance(2 * time.Hour)
 	g.sweep()
 	if b, k := g.buckets.len(), g.known.len(); b != 0 || k != 0 {
 		t.Errorf("after two hours %d buckets and %d known sources remain, want none", b, k)
@@ -245,7 +245,7 @@ func TestLoginGuardForgetsIdleState(t *testing.T) {
 // auth handler does, through the gateway's error handler.
 func TestLoginGuardOverHTTP(t *testing.T) {
 	t.Parallel()
-	clock := newRateTestClock(rateTestEpoch)
+	clock := newTestClockAt(rateTestEpoch)
 	g := mustLoginGuard(t, LoginGuardConfig{}, clock)
 	ips, err := newClientIPResolver(ClientIPConfig{})
 	if err != nil {
@@ -283,7 +283,7 @@ func TestLoginGuardOverHTTP(t *testing.T) {
 	if status, retry := post("right"); status != 429 || retry != "180" {
 		t.Fatalf("sixth attempt: status %d, Retry-After %q; want 429 after 180 s", status, retry)
 	}
-	clock.advance(180 * time.Second)
+	clock.Advance(180 * time.Second)
 	if status, _ := post("right"); status != 200 {
 		t.Fatalf("after the wait: status %d", status)
 	}

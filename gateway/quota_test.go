@@ -115,9 +115,9 @@ func FuzzParseFreeImages(f *testing.F) {
 	})
 }
 
-func mustDailyQuota(t *testing.T, cfg DailyQuotaConfig, clock *rateTestClock) *dailyQuota {
+func mustDailyQuota(t *testing.T, cfg DailyQuotaConfig, clock *testClock) *dailyQuota {
 	t.Helper()
-	q, err := newDailyQuota(cfg, clock.now)
+	q, err := newDailyQuota(cfg, clock.Now)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -129,7 +129,7 @@ func mustDailyQuota(t *testing.T, cfg DailyQuotaConfig, clock *rateTestClock) *d
 // their reservations, then fails some generations and tries again.
 func TestDailyQuotaConcurrentNeverOverspends(t *testing.T) {
 	t.Parallel()
-	clock := newRateTestClock(rateTestEpoch)
+	clock := newTestClockAt(rateTestEpoch)
 	q := mustDailyQuota(t, DailyQuotaConfig{FreeImagesPerDay: FreeImagesPerDay(10)}, clock)
 	addr := netip.MustParseAddr("198.51.100.1")
 
@@ -202,7 +202,7 @@ func TestDailyQuotaResetsAtUTCMidnight(t *testing.T) {
 	t.Parallel()
 	// The clock's zone is UTC+14: the day still turns at midnight UTC.
 	kiritimati := time.FixedZone("UTC+14", 14*3600)
-	clock := newRateTestClock(time.Date(2026, 3, 14, 23, 59, 58, 500e6, time.UTC).In(kiritimati))
+	clock := newTestClockAt(time.Date(2026, 3, 14, 23, 59, 58, 500e6, time.UTC).In(kiritimati))
 	q := mustDailyQuota(t, DailyQuotaConfig{FreeImagesPerDay: FreeImagesPerDay(3)}, clock)
 	addr := netip.MustParseAddr("2001:db8:7:7::1")
 	sameBlock := netip.MustParseAddr("2001:db8:7:7:ffff::2")
@@ -230,7 +230,7 @@ func TestDailyQuotaResetsAtUTCMidnight(t *testing.T) {
 		t.Errorf("another /64 was refused: %v", err)
 	}
 
-	clock.advance(1500 * time.Millisecond) // 00:00:00 UTC
+	clock.Advance(1500 * time.Millisecond) // 00:00:00 UTC
 	// Yesterday's reservation settles into nothing: today starts whole.
 	late.commit()
 	for i := range 3 {
@@ -247,7 +247,7 @@ func TestDailyQuotaResetsAtUTCMidnight(t *testing.T) {
 
 func TestDailyQuotaZeroAndUnlimited(t *testing.T) {
 	t.Parallel()
-	clock := newRateTestClock(rateTestEpoch)
+	clock := newTestClockAt(rateTestEpoch)
 	addr := netip.MustParseAddr("198.51.100.1")
 
 	none := mustDailyQuota(t, DailyQuotaConfig{FreeImagesPerDay: FreeImagesPerDay(0)}, clock)
@@ -275,7 +275,7 @@ func TestDailyQuotaZeroAndUnlimited(t *testing.T) {
 // the day to end, while blocks already counted keep their allowance.
 func TestDailyQuotaMemoryBounded(t *testing.T) {
 	t.Parallel()
-	clock := newRateTestClock(rateTestEpoch)
+	clock := newTestClockAt(rateTestEpoch)
 	q := mustDailyQuota(t, DailyQuotaConfig{FreeImagesPerDay: FreeImagesPerDay(5), MaxKeys: 64}, clock)
 	addr := func(i int) netip.Addr { return netip.AddrFrom4([4]byte{10, 0, byte(i >> 8), byte(i)}) }
 	granted := 0
@@ -312,7 +312,7 @@ func TestDailyQuotaMemoryBounded(t *testing.T) {
 	}
 	// Counts of past days are worth nothing: a new block forgets two as it
 	// arrives, and a sweep the rest.
-	clock.advance(24 * time.Hour)
+	clock.Advance(24 * time.Hour)
 	if _, err := q.reserve(addr(9999), 1); err != nil {
 		t.Errorf("a new block on the next day: %v", err)
 	}
@@ -325,7 +325,7 @@ func TestDailyQuotaMemoryBounded(t *testing.T) {
 // Retry-After until midnight UTC.
 func TestDailyQuotaOverHTTP(t *testing.T) {
 	t.Parallel()
-	clock := newRateTestClock(time.Date(2026, 3, 14, 22, 0, 0, 0, time.UTC))
+	clock := newTestClockAt(time.Date(2026, 3, 14, 22, 0, 0, 0, time.UTC))
 	q := mustDailyQuota(t, DailyQuotaConfig{FreeImagesPerDay: FreeImagesPerDay(1)}, clock)
 	ips, err := newClientIPResolver(ClientIPConfig{})
 	if err != nil {
@@ -364,9 +364,9 @@ func BenchmarkDailyQuotaMillionIPs(b *testing.B) {
 	var heap float64
 	var keys int
 	for b.Loop() {
-		clock := newRateTestClock(rateTestEpoch)
+		clock := newTestClockAt(rateTestEpoch)
 		before := rateHeapInUse()
-		q, err := newDailyQuota(DailyQuotaConfig{}, clock.now)
+		q, err := newDailyQuota(DailyQuotaConfig{}, clock.Now)
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -21,26 +21,6 @@ import (
 	"github.com/google/go-cmp/cmp"
 )
 
-// rateTestClock is a settable clock, so limiter tests never sleep.
-type rateTestClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func newRateTestClock(t time.Time) *rateTestClock { return &rateTestClock{t: t} }
-
-func (c *rateTestClock) now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *rateTestClock) advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
-
 var rateTestEpoch = time.Date(2026, 3, 14, 15, 9, 26, 0, time.UTC)
 
 // rateTestApp is a Fiber app with the gateway's real error handler.
@@ -110,13 +90,13 @@ func rateTestGet(t *testing.T, client *http.Client, url string, header map[strin
 	return r
 }
 
-func mustRateLimiter(t testing.TB, cfg RateLimitConfig, ipCfg ClientIPConfig, clock *rateTestClock) *rateLimiter {
+func mustRateLimiter(t testing.TB, cfg RateLimitConfig, ipCfg ClientIPConfig, clock *testClock) *rateLimiter {
 	t.Helper()
 	res, err := newClientIPResolver(ipCfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	l, err := newRateLimiter(cfg, res, clock.now)
+	l, err := newRateLimiter(cfg, res, clock.Now)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -183,7 +163,7 @@ func TestRateLimitConfigValidate(t *testing.T) {
 // per 60 s) for 10,000 requests over a real socket.
 func TestRateLimitTenThousandRequestsAtFiveTimesTheLimit(t *testing.T) {
 	t.Parallel()
-	clock := newRateTestClock(rateTestEpoch)
+	clock := newTestClockAt(rateTestEpoch)
 	l := mustRateLimiter(t, RateLimitConfig{
 		IP:        LimitPolicy{Quota: 60, Window: time.Minute},
 		Anonymous: LimitPolicy{Quota: 6000, Window: time.Minute}, // never the binding limit here
@@ -221,7 +201,7 @@ func TestRateLimitTenThousandRequestsAtFiveTimesTheLimit(t *testing.T) {
 		if r.Policy == "" || r.Limit == "" {
 			t.Fatalf("request %d (%d): RateLimit headers missing", i, r.Status)
 		}
-		clock.advance(step)
+		clock.Advance(step)
 	}
 	// The bucket starts with 60 and the client always wants more than it
 	// has, so the bucket is never full again and every token it ever holds
@@ -234,7 +214,7 @@ func TestRateLimitTenThousandRequestsAtFiveTimesTheLimit(t *testing.T) {
 
 func TestRateLimitHeaders(t *testing.T) {
 	t.Parallel()
-	clock := newRateTestClock(rateTestEpoch)
+	clock := newTestClockAt(rateTestEpoch)
 	l := mustRateLimiter(t, RateLimitConfig{
 		IP:        LimitPolicy{Quota: 10, Window: 10 * time.Second}, // 1/s
 		Anonymous: LimitPolicy{Quota: 4, Window: 8 * time.Second},   // 0.5/s
@@ -279,7 +259,7 @@ func TestRateLimitHeaders(t *testing.T) {
 		{path: "/unlimited", want: rateTestResponse{Status: 200, Body: "ok"}},
 	}
 	for i, s := range steps {
-		clock.advance(s.advance)
+		clock.Advance(s.advance)
 		got := rateTestGet(t, client, base+s.path, s.header)
 		if diff := cmp.Diff(s.want, got); diff != "" {
 			t.Fatalf("step %d (-want +got):\n%s", i, diff)
@@ -289,7 +269,7 @@ func TestRateLimitHeaders(t *testing.T) {
 
 func TestRateLimitAccountRefusalNamesAccount(t *testing.T) {
 	t.Parallel()
-	clock := newRateTestClock(rateTestEpoch)
+	clock := newTestClockAt(rateTestEpoch)
 	l := mustRateLimiter(t, RateLimitConfig{
 		Plans: map[string]LimitPolicy{"free": {Quota: 20, Window: 20 * time.Second}},
 	}, ClientIPConfig{}, clock)
@@ -317,7 +297,7 @@ func TestRateLimitAccountRefusalNamesAccount(t *testing.T) {
 // calls the GPU.
 func TestRateChargeExtra(t *testing.T) {
 	t.Parallel()
-	clock := newRateTestClock(rateTestEpoch)
+	clock := newTestClockAt(rateTestEpoch)
 	l := mustRateLimiter(t, RateLimitConfig{
 		IP:        LimitPolicy{Quota: 30, Window: 30 * time.Second}, // 1/s
 		Anonymous: LimitPolicy{Quota: 3000, Window: 30 * time.Second},
@@ -356,7 +336,7 @@ func TestRateChargeExtra(t *testing.T) {
 	}
 	// A charge bigger than the whole bucket empties it instead of being
 	// refused forever.
-	clock.advance(30 * time.Second)
+	clock.Advance(30 * time.Second)
 	subs := l.subjects(netip.MustParseAddr("127.0.0.1"), rateIdentity{})
 	if d := l.take(subs, 31); !d.allowed || d.states[0].remaining != 0 {
 		t.Errorf("oversized charge on a full bucket: %+v", d)
@@ -365,7 +345,7 @@ func TestRateChargeExtra(t *testing.T) {
 
 func TestRateLimitDisabled(t *testing.T) {
 	t.Parallel()
-	clock := newRateTestClock(rateTestEpoch)
+	clock := newTestClockAt(rateTestEpoch)
 	l := mustRateLimiter(t, RateLimitConfig{Disabled: true, IP: LimitPolicy{Quota: 20, Window: time.Minute}}, ClientIPConfig{}, clock)
 	app := rateTestApp()
 	app.Get("/x", l.limit(20, nil), func(c *fiber.Ctx) error {
@@ -462,7 +442,7 @@ func TestRateLimitSpoofedHeadersDoNotChangeKey(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			clock := newRateTestClock(rateTestEpoch)
+			clock := newTestClockAt(rateTestEpoch)
 			l := mustRateLimiter(t, RateLimitConfig{
 				IP:        LimitPolicy{Quota: 3, Window: time.Hour},
 				Anonymous: LimitPolicy{Quota: 300, Window: time.Hour},
@@ -485,7 +465,7 @@ func TestRateLimitSpoofedHeadersDoNotChangeKey(t *testing.T) {
 
 func TestRateLimitPlanChangeKeepsSpending(t *testing.T) {
 	t.Parallel()
-	clock := newRateTestClock(rateTestEpoch)
+	clock := newTestClockAt(rateTestEpoch)
 	l := mustRateLimiter(t, RateLimitConfig{
 		Plans: map[string]LimitPolicy{
 			"free": {Quota: 20, Window: 20 * time.Second},
@@ -507,7 +487,7 @@ func TestRateLimitPlanChangeKeepsSpending(t *testing.T) {
 
 func TestRateLimiterForgetsOnlyFullBuckets(t *testing.T) {
 	t.Parallel()
-	clock := newRateTestClock(rateTestEpoch)
+	clock := newTestClockAt(rateTestEpoch)
 	l := mustRateLimiter(t, RateLimitConfig{MaxKeys: 1000}, ClientIPConfig{}, clock)
 	policy := LimitPolicy{Quota: 10, Window: 10 * time.Second}
 	subject := func(i int) []rateSubject {
@@ -519,7 +499,7 @@ func TestRateLimiterForgetsOnlyFullBuckets(t *testing.T) {
 	if n := l.stats().Keys; n != 10 {
 		t.Fatalf("%d keys, want 10", n)
 	}
-	clock.advance(5 * time.Second)
+	clock.Advance(5 * time.Second)
 	// Buckets 0–4 are full: forgetting them changes nothing; 5–9 are not.
 	if n := l.sweep(); n != 5 {
 		t.Errorf("sweep forgot %d, want 5", n)
@@ -540,7 +520,7 @@ func TestRateLimiterForgetsOnlyFullBuckets(t *testing.T) {
 		t.Errorf("forgotten bucket allowed %d, want 10", allowed)
 	}
 	// New keys also clear full buckets from the cold end as they arrive.
-	clock.advance(time.Hour)
+	clock.Advance(time.Hour)
 	for i := 100; i < 110; i++ {
 		l.take(subject(i), 1)
 	}
@@ -551,7 +531,7 @@ func TestRateLimiterForgetsOnlyFullBuckets(t *testing.T) {
 
 func TestRateLimiterHardCap(t *testing.T) {
 	t.Parallel()
-	clock := newRateTestClock(rateTestEpoch)
+	clock := newTestClockAt(rateTestEpoch)
 	l := mustRateLimiter(t, RateLimitConfig{MaxKeys: 8}, ClientIPConfig{}, clock)
 	policy := LimitPolicy{Quota: 10, Window: time.Hour}
 	subject := func(i int) []rateSubject {
@@ -594,7 +574,7 @@ func TestRateLimiterHardCap(t *testing.T) {
 
 func TestRateLimiterCapAcrossShards(t *testing.T) {
 	t.Parallel()
-	clock := newRateTestClock(rateTestEpoch)
+	clock := newTestClockAt(rateTestEpoch)
 	const maxKeys = 1 << 16
 	l := mustRateLimiter(t, RateLimitConfig{MaxKeys: maxKeys}, ClientIPConfig{}, clock)
 	if n := len(l.buckets.shards); n != 64 {
@@ -614,7 +594,7 @@ func TestRateLimiterCapAcrossShards(t *testing.T) {
 
 func TestRateLimiterConcurrentChargesAreExact(t *testing.T) {
 	t.Parallel()
-	clock := newRateTestClock(rateTestEpoch)
+	clock := newTestClockAt(rateTestEpoch)
 	l := mustRateLimiter(t, RateLimitConfig{
 		IP:    LimitPolicy{Quota: 1000, Window: time.Hour},
 		Plans: map[string]LimitPolicy{"free": {Quota: 300, Window: time.Hour}},
@@ -669,10 +649,10 @@ func BenchmarkRateLimiterMillionIPs(b *testing.B) {
 			b.ReportAllocs()
 			var heap, perKey float64
 			for b.Loop() {
-				clock := newRateTestClock(rateTestEpoch)
+				clock := newTestClockAt(rateTestEpoch)
 				res, _ := newClientIPResolver(ClientIPConfig{})
 				before := rateHeapInUse()
-				l, err := newRateLimiter(RateLimitConfig{MaxKeys: bc.maxKeys}, res, clock.now)
+				l, err := newRateLimiter(RateLimitConfig{MaxKeys: bc.maxKeys}, res, clock.Now)
 				if err != nil {
 					b.Fatal(err)
 				}
@@ -709,7 +689,7 @@ func rateHeapInUse() uint64 {
 // BenchmarkRateLimiterTake is the per-request cost of a signed-in charge
 // (address and account buckets) from many goroutines.
 func BenchmarkRateLimiterTake(b *testing.B) {
-	clock := newRateTestClock(rateTestEpoch)
+	clock := newTestClockAt(rateTestEpoch)
 	l := mustRateLimiter(b, RateLimitConfig{
 		IP:    LimitPolicy{Quota: 1 << 30, Window: time.Second},
 		Plans: map[string]LimitPolicy{"free": {Quota: 1 << 30, Window: time.Second}},

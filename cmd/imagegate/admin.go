@@ -31,28 +31,13 @@ Every command takes --gateway URL (default http://localhost:8080) and
 
 // runAdmin dispatches the admin subcommands.
 func runAdmin(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	if len(args) == 0 {
-		fmt.Fprint(stderr, adminUsage)
-		return errors.New("admin: name a command")
-	}
-	cmd, args := args[0], args[1:]
-	switch cmd {
-	case "delete-account":
-		return runAdminDeleteAccount(ctx, args, stdout, stderr)
-	case "erasures":
-		return runAdminErasures(ctx, args, stdout, stderr)
-	case "reports":
-		return runAdminReports(ctx, args, stdout, stderr)
-	case "dsar":
-		return runAdminDSAR(ctx, args, stdout, stderr)
-	case "notify":
-		return runAdminNotify(ctx, args, stdout, stderr)
-	case "help", "-h", "--help":
-		fmt.Fprint(stdout, adminUsage)
-		return nil
-	}
-	fmt.Fprint(stderr, adminUsage)
-	return fmt.Errorf("admin: unknown command %q", cmd)
+	return dispatch(ctx, "admin", adminUsage, map[string]command{
+		"delete-account": runAdminDeleteAccount,
+		"erasures":       runAdminErasures,
+		"reports":        runAdminReports,
+		"dsar":           runAdminDSAR,
+		"notify":         runAdminNotify,
+	}, args, stdout, stderr)
 }
 
 // adminClient calls a gateway's /v1/admin API.
@@ -118,6 +103,18 @@ func (a *adminClient) do(ctx context.Context, method, path string, body any) (in
 	return resp.StatusCode, raw, nil
 }
 
+// call sends a request like do and decodes a successful answer into out.
+func (a *adminClient) call(ctx context.Context, method, path string, body, out any) error {
+	_, raw, err := a.do(ctx, method, path, body)
+	if err != nil {
+		return err
+	}
+	if err := json.Unmarshal(raw, out); err != nil {
+		return fmt.Errorf("unexpected answer: %w", err)
+	}
+	return nil
+}
+
 func runAdminDeleteAccount(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("admin delete-account", flag.ContinueOnError)
 	a := adminFlags(fs, time.Minute)
@@ -135,12 +132,10 @@ func runAdminDeleteAccount(ctx context.Context, args []string, stdout, stderr io
 	if (req.Account == "") == (req.Email == "") {
 		return errors.New("name exactly one of --account and --email")
 	}
-	_, raw, err := a.do(ctx, http.MethodPost, "/v1/admin/accounts/delete", req)
-	if err != nil {
+	var out struct{ Account string }
+	if err := a.call(ctx, http.MethodPost, "/v1/admin/accounts/delete", req, &out); err != nil {
 		return err
 	}
-	var out struct{ Account string }
-	json.Unmarshal(raw, &out)
 	fmt.Fprintf(stdout, "erasing %s: it finishes in the background (and after a restart); see `imagegate admin erasures`\n", out.Account)
 	return nil
 }
@@ -151,17 +146,13 @@ func runAdminErasures(ctx context.Context, args []string, stdout, stderr io.Writ
 	if err := parseFlags(fs, args, stderr); err != nil {
 		return err
 	}
-	_, raw, err := a.do(ctx, http.MethodGet, "/v1/admin/accounts/erasures", nil)
-	if err != nil {
-		return err
-	}
 	var out struct {
 		Data []struct {
 			Account, Reason string
 			Started         time.Time
 		}
 	}
-	if err := json.Unmarshal(raw, &out); err != nil {
+	if err := a.call(ctx, http.MethodGet, "/v1/admin/accounts/erasures", nil, &out); err != nil {
 		return err
 	}
 	if len(out.Data) == 0 {

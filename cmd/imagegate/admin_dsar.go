@@ -29,24 +29,9 @@ days after a request is closed; the dates stay as the record.
 // runAdminDSAR tracks rights requests received by email (promise R5)
 // through a running gateway's /v1/admin/dsar.
 func runAdminDSAR(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	if len(args) == 0 {
-		fmt.Fprint(stderr, dsarUsage)
-		return errors.New("admin dsar: name a command: add, list or close")
-	}
-	cmd, args := args[0], args[1:]
-	switch cmd {
-	case "add":
-		return runDSARAdd(ctx, args, stdout, stderr)
-	case "list":
-		return runDSARList(ctx, args, stdout, stderr)
-	case "close":
-		return runDSARClose(ctx, args, stdout, stderr)
-	case "help", "-h", "--help":
-		fmt.Fprint(stdout, dsarUsage)
-		return nil
-	}
-	fmt.Fprint(stderr, dsarUsage)
-	return fmt.Errorf("admin dsar: unknown command %q", cmd)
+	return dispatch(ctx, "admin dsar", dsarUsage, map[string]command{
+		"add": runDSARAdd, "list": runDSARList, "close": runDSARClose,
+	}, args, stdout, stderr)
 }
 
 // dsarAnswer is a rights request as the gateway answers it.
@@ -83,13 +68,9 @@ func runDSARAdd(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if req.Email == "" || req.Kind == "" {
 		return errors.New("admin dsar add: --email and --kind are required")
 	}
-	_, raw, err := a.do(ctx, http.MethodPost, "/v1/admin/dsar", req)
-	if err != nil {
-		return fmt.Errorf("admin dsar add: %w", err)
-	}
 	var r dsarAnswer
-	if err := json.Unmarshal(raw, &r); err != nil {
-		return fmt.Errorf("admin dsar add: unexpected answer: %w", err)
+	if err := a.call(ctx, http.MethodPost, "/v1/admin/dsar", req, &r); err != nil {
+		return fmt.Errorf("admin dsar add: %w", err)
 	}
 	fmt.Fprintf(stdout, "%s recorded: %s request, answer by %s (%s)\n", r.ID, r.Kind, r.Deadline, daysLeft(r.DaysLeft))
 	return nil
@@ -160,13 +141,9 @@ func runDSARClose(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	if *id == "" {
 		return errors.New("admin dsar close: --id is required")
 	}
-	_, raw, err := a.do(ctx, http.MethodPost, "/v1/admin/dsar/"+url.PathEscape(*id)+"/close", req)
-	if err != nil {
-		return fmt.Errorf("admin dsar close: %w", err)
-	}
 	var r dsarAnswer
-	if err := json.Unmarshal(raw, &r); err != nil {
-		return fmt.Errorf("admin dsar close: unexpected answer: %w", err)
+	if err := a.call(ctx, http.MethodPost, "/v1/admin/dsar/"+url.PathEscape(*id)+"/close", req, &r); err != nil {
+		return fmt.Errorf("admin dsar close: %w", err)
 	}
 	fmt.Fprintf(stdout, "%s closed on %s (deadline %s, %s)\n", r.ID, r.Closed, r.Deadline, daysLeft(r.DaysLeft))
 	return nil

@@ -3,7 +3,6 @@ package main
 import (
 	"bufio"
 	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -71,13 +70,9 @@ func runAdminNotify(ctx context.Context, args []string, stdout, stderr io.Writer
 		if req.All == (len(req.Accounts) > 0) {
 			return errors.New("admin notify: name the recipients: --accounts, --accounts-file or --all")
 		}
-		_, raw, err := a.do(ctx, http.MethodPost, "/v1/admin/notify", req)
-		if err != nil {
-			return fmt.Errorf("admin notify: %w", err)
-		}
 		var j notifyAnswer
-		if err := json.Unmarshal(raw, &j); err != nil {
-			return fmt.Errorf("admin notify: unexpected answer: %w", err)
+		if err := a.call(ctx, http.MethodPost, "/v1/admin/notify", req, &j); err != nil {
+			return fmt.Errorf("admin notify: %w", err)
 		}
 		id = j.ID
 		fmt.Fprintf(stdout, "%s started at %g messages per second; follow it with: imagegate admin notify --status %s --wait\n", id, j.Rate, id)
@@ -86,13 +81,9 @@ func runAdminNotify(ctx context.Context, args []string, stdout, stderr io.Writer
 		}
 	}
 	for {
-		_, raw, err := a.do(ctx, http.MethodGet, "/v1/admin/notify/"+url.PathEscape(id), nil)
-		if err != nil {
-			return fmt.Errorf("admin notify: %w", err)
-		}
 		var j notifyAnswer
-		if err := json.Unmarshal(raw, &j); err != nil {
-			return fmt.Errorf("admin notify: unexpected answer: %w", err)
+		if err := a.call(ctx, http.MethodGet, "/v1/admin/notify/"+url.PathEscape(id), nil, &j); err != nil {
+			return fmt.Errorf("admin notify: %w", err)
 		}
 		j.print(stdout)
 		if !*wait || j.State == "done" {

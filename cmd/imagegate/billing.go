@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -27,19 +26,7 @@ serve" on the data directory first: the store allows one process.
 // runBilling is "imagegate billing <command>": operator commands about
 // credits and payments.
 func runBilling(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	if len(args) == 0 {
-		fmt.Fprint(stderr, billingUsage)
-		return errors.New("billing: missing command")
-	}
-	switch args[0] {
-	case "reconcile":
-		return runReconcile(ctx, args[1:], stdout, stderr)
-	case "help", "-h", "--help":
-		fmt.Fprint(stdout, billingUsage)
-		return nil
-	}
-	fmt.Fprint(stderr, billingUsage)
-	return fmt.Errorf("billing: unknown command %q", args[0])
+	return dispatch(ctx, "billing", billingUsage, map[string]command{"reconcile": runReconcile}, args, stdout, stderr)
 }
 
 func runReconcile(_ context.Context, args []string, stdout, stderr io.Writer) error {

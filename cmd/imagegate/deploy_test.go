@@ -24,7 +24,6 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -820,34 +819,7 @@ func TestFlyEntrypointHandsTheVolumeToTheUnprivilegedUser(t *testing.T) {
 
 	cmd := exec.Command(ep[0], ep[1], ep[2], bin, "serve")
 	cmd.Env = append(os.Environ(), "IMAGEGATE_LOG_LEVEL=warn", "IMAGEGATE_ADDR=127.0.0.1:0", "IMAGEGATE_DATA_DIR="+dataDir)
-	var stderr bytes.Buffer
-	var mu sync.Mutex
-	cmd.Stderr = lockedWriter{&mu, &stderr}
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		cmd.Process.Kill()
-		cmd.Wait()
-	})
-	var url string
-	sc := bufio.NewScanner(out)
-	for sc.Scan() {
-		if _, u, ok := strings.Cut(sc.Text(), "listening on "); ok {
-			url = strings.TrimSpace(u)
-			go io.Copy(io.Discard, out)
-			break
-		}
-	}
-	if url == "" {
-		mu.Lock()
-		defer mu.Unlock()
-		t.Fatalf("the gateway did not start through the entrypoint:\n%s", stderr.String())
-	}
+	url := startCmd(t, cmd).url
 	waitReady(t, url)
 
 	// exec all the way down: the process Fly signals is imagegate itself.

@@ -63,8 +63,22 @@ func (l lockedWriter) Write(p []byte) (int, error) {
 // start runs imagegate with args and waits for its "listening on" line.
 func start(t *testing.T, args ...string) *proc {
 	t.Helper()
+	return startEnv(t, nil, args...)
+}
+
+// startEnv is start with extra environment variables, for settings a test
+// gives the way an operator's secrets arrive.
+func startEnv(t *testing.T, env []string, args ...string) *proc {
+	t.Helper()
 	cmd := exec.Command(binary, args...)
-	cmd.Env = append(os.Environ(), "IMAGEGATE_LOG_LEVEL=warn")
+	cmd.Env = append(append(os.Environ(), "IMAGEGATE_LOG_LEVEL=warn"), env...)
+	return startCmd(t, cmd)
+}
+
+// startCmd starts cmd (an imagegate process, however launched), stops it
+// when the test ends, and waits for its "listening on" line.
+func startCmd(t *testing.T, cmd *exec.Cmd) *proc {
+	t.Helper()
 	p := &proc{cmd: cmd, stderr: &bytes.Buffer{}, mu: &sync.Mutex{}}
 	cmd.Stderr = lockedWriter{p.mu, p.stderr}
 	out, err := cmd.StdoutPipe()
@@ -86,9 +100,7 @@ func start(t *testing.T, args ...string) *proc {
 			return p
 		}
 	}
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	t.Fatalf("imagegate %v exited before listening:\n%s", args, p.stderr.String())
+	t.Fatalf("%v exited before listening:\n%s", cmd.Args, p.logs())
 	return nil
 }
 

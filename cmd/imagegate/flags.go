@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"flag"
 	"fmt"
 	"io"
@@ -65,4 +66,26 @@ func splitList(s string) []string {
 		}
 	}
 	return out
+}
+
+// command runs one subcommand.
+type command func(ctx context.Context, args []string, stdout, stderr io.Writer) error
+
+// dispatch runs the subcommand args[0] of the command named name, printing
+// usage for "help" and refusing unknown or missing subcommands.
+func dispatch(ctx context.Context, name, usage string, cmds map[string]command, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return fmt.Errorf("%s: name a command", name)
+	}
+	switch args[0] {
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+		return nil
+	}
+	if run, ok := cmds[args[0]]; ok {
+		return run(ctx, args[1:], stdout, stderr)
+	}
+	fmt.Fprint(stderr, usage)
+	return fmt.Errorf("%s: unknown command %q", name, args[0])
 }

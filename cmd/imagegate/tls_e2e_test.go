@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -129,37 +128,6 @@ func writeFile(t *testing.T, path string, data []byte) {
 	if err := os.WriteFile(path, data, 0o600); err != nil {
 		t.Fatal(err)
 	}
-}
-
-// startEnv is start with extra environment variables, for settings a test
-// gives the way an operator's secrets arrive.
-func startEnv(t *testing.T, env []string, args ...string) *proc {
-	t.Helper()
-	cmd := exec.Command(binary, args...)
-	cmd.Env = append(append(os.Environ(), "IMAGEGATE_LOG_LEVEL=warn"), env...)
-	p := &proc{cmd: cmd, stderr: &bytes.Buffer{}, mu: &sync.Mutex{}}
-	cmd.Stderr = lockedWriter{p.mu, p.stderr}
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		cmd.Process.Kill()
-		cmd.Wait()
-	})
-	sc := bufio.NewScanner(out)
-	for sc.Scan() {
-		if _, u, ok := strings.Cut(sc.Text(), "listening on "); ok {
-			p.url = strings.TrimSpace(u)
-			go io.Copy(io.Discard, out)
-			return p
-		}
-	}
-	t.Fatalf("imagegate %v exited before listening:\n%s", args, p.logs())
-	return nil
 }
 
 // tlsTierGenerations reads the tier's generation counter over TLS, with
