@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"sync/atomic"
 
 	"github.com/gofiber/fiber/v2"
 
@@ -43,45 +44,93 @@ func (py payer) checkSize(w, h int) error {
 }
 
 // ticket is what one image has reserved: credits (accounts) or a daily
-// quota slot (anonymous visitors). Settle it exactly once.
+// quota slot (anonymous visitors). It is settled exactly once, by whoever
+// gets to it first: the request's own generation when it ran (charged if
+// it produced the image while the request still waited, given back
+// otherwise), or the request itself when no generation of its own started
+// (a hit, a join of another request's generation, a failure before it).
 type ticket struct {
 	hold  *store.Hold
 	quota *quotaHold
+
+	state      atomic.Int32 // ticketOpen, ticketLoading, ticketSettled
+	waiterGone atomic.Bool  // the request stopped waiting (timeout)
 }
 
-var errNoCredits = &apiError{Status: fiber.StatusPaymentRequired, Type: "billing_error", Code: "insufficient_credits",
-	Msg: "not enough credits for this image; buy credits or upgrade your plan"}
+const (
+	ticketOpen int32 = iota
+	ticketLoading
+	ticketSettled
+)
 
-// reserve holds the price of one generated image before the GPU is asked:
-// credits for an account (refused with 402 when the available balance is
-// short), a slot of the daily quota for an anonymous visitor.
-func (g *Gateway) reserve(py payer, cost int64, ref string) (ticket, error) {
+var errNoCredits = &apiError{Status: fiber.StatusPaymentRequired, Type: "billing_error", Code: "insufficient_credits",
+	Msg: "not enough credits for these images; buy credits or upgrade your plan"}
+
+// reserveAll holds the price of every image of a request that may need
+// the GPU, all or nothing, before any is generated: credits for an account
+// (402 when the available balance is short), daily quota slots for an
+// anonymous visitor. A request for n images can never be half paid.
+func (g *Gateway) reserveAll(py payer, cost int64, refs []string) ([]*ticket, error) {
+	tickets := make([]*ticket, 0, len(refs))
+	for _, ref := range refs {
+		t, err := g.reserve(py, cost, ref)
+		if err != nil {
+			for _, held := range tickets {
+				g.settle(held, false)
+			}
+			return nil, err
+		}
+		tickets = append(tickets, t)
+	}
+	return tickets, nil
+}
+
+func (g *Gateway) reserve(py payer, cost int64, ref string) (*ticket, error) {
 	if py.accountID == "" {
 		h, err := g.quota.reserve(py.addr, 1)
 		if err != nil {
-			return ticket{}, err
+			return nil, err
 		}
-		return ticket{quota: h}, nil
+		return &ticket{quota: h}, nil
 	}
 	if cost == 0 {
-		return ticket{}, nil
+		return &ticket{}, nil
 	}
 	h, err := g.store.Reserve(py.accountID, cost, ref)
 	switch {
 	case errors.Is(err, store.ErrInsufficientCredits):
-		return ticket{}, errNoCredits
+		return nil, errNoCredits
 	case errors.Is(err, store.ErrAccountInactive):
-		return ticket{}, &apiError{Status: fiber.StatusForbidden, Type: "permission_error", Code: "account_inactive", Msg: "this account is suspended or being deleted"}
+		return nil, &apiError{Status: fiber.StatusForbidden, Type: "permission_error", Code: "account_inactive", Msg: "this account is suspended or being deleted"}
 	case err != nil:
-		return ticket{}, err
+		return nil, err
 	}
-	return ticket{hold: &h}, nil
+	return &ticket{hold: &h}, nil
 }
 
-// settle charges a ticket if this request's own generation ran (used),
-// and gives it back otherwise: the generation failed, timed out, or the
-// image turned up in a shared tier or in another request's generation.
-func (g *Gateway) settle(t ticket, used bool) {
+// claimForLoad is called by the request's own generation as it starts: it
+// reports false if the request already settled the ticket (it gave up
+// before the generation began), and the generation must not run unpaid.
+func (t *ticket) claimForLoad() bool { return t.state.CompareAndSwap(ticketOpen, ticketLoading) }
+
+// finishLoad settles the ticket at the end of the request's own
+// generation: charged if it produced the image and the request still
+// waited for it, given back otherwise (failure, or refund on timeout).
+func (g *Gateway) finishLoad(t *ticket, produced bool) {
+	t.state.Store(ticketSettled)
+	g.settle(t, produced && !t.waiterGone.Load())
+}
+
+// releaseUnlessLoading gives the ticket back when no generation of the
+// request's own is running; a running one settles it when it ends.
+func (g *Gateway) releaseUnlessLoading(t *ticket) {
+	if t.state.CompareAndSwap(ticketOpen, ticketSettled) {
+		g.settle(t, false)
+	}
+}
+
+// settle charges (used) or gives back a ticket's reservation.
+func (g *Gateway) settle(t *ticket, used bool) {
 	if t.quota != nil {
 		if used {
 			t.quota.commit()

@@ -219,3 +219,38 @@ func TestRateLimitHeadersAndRefusals(t *testing.T) {
 		t.Errorf("after the window: %d", resp.StatusCode)
 	}
 }
+
+// TestRequestsAreNeverHalfPaid: a request for several images reserves all
+// of them before any reaches the GPU, so a refusal generates nothing that
+// a later request could pick up for free.
+func TestRequestsAreNeverHalfPaid(t *testing.T) {
+	t.Parallel()
+	e := creditsEnv(t, 2)
+	b, acct := e.signedIn("half@example.com")
+	want(t, b.call("POST", "/v1/images/generations", `{"prompt":"two at once","size":"512x512","n":2}`, nil), 402)
+	if got := e.generations(); got != 0 {
+		t.Errorf("a refused request ran %v generations", got)
+	}
+	if got := credits(t, b); got != 2 {
+		t.Errorf("credits %d after a refused request, want 2", got)
+	}
+	// The first image of that request is not waiting in the cache.
+	resp := b.call("POST", "/v1/images/generations", `{"prompt":"two at once","size":"512x512"}`, nil)
+	want(t, resp, 200)
+	if !strings.Contains(resp.Header.Get("Cache-Status"), "fwd=miss") {
+		t.Errorf("after a refused n=2 request: %q, want a miss", resp.Header.Get("Cache-Status"))
+	}
+	checkLedger(t, e.db, acct.ID)
+
+	anon := newEnv(t, envOptions{limits: true, cfg: Config{
+		FreeQuota: DailyQuotaConfig{FreeImagesPerDay: FreeImagesPerDay(1)}, RateLimits: RateLimitConfig{Disabled: true},
+	}})
+	for range 3 {
+		if resp, _ := anon.postJSON(`{"prompt":"free pair","size":"256x256","n":2}`); resp.StatusCode != 429 {
+			t.Fatalf("n=2 over a quota of 1: %d, want 429", resp.StatusCode)
+		}
+	}
+	if got := anon.generations(); got != 0 {
+		t.Errorf("refused anonymous requests ran %v generations", got)
+	}
+}

@@ -5,8 +5,10 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"time"
 
 	"github.com/gofiber/fiber/v2"
@@ -67,10 +69,19 @@ func (g *Gateway) export(c *fiber.Ctx) error {
 	c.Set(fiber.HeaderContentDisposition, fmt.Sprintf(`attachment; filename="imagegate-export-%s.zip"`, g.now().UTC().Format("2006-01-02")))
 	c.Set(fiber.HeaderCacheControl, "no-store")
 	// The writer runs after the handler returns: it must not touch c.
+	// It may outlast the server's write timeout, which covers a whole
+	// response; the connection's deadline is pushed back before each
+	// entry instead, so a long export lives while it makes progress.
+	conn := c.Context().Conn()
 	c.Context().SetBodyStreamWriter(func(w *bufio.Writer) {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
+		ctx, cancel := context.WithTimeout(context.Background(), exportTimeout)
 		defer cancel()
-		if err := g.writeExport(ctx, w, acct); err != nil {
+		progress := func() {
+			if err := conn.SetWriteDeadline(time.Now().Add(exportEntryGrace)); err != nil {
+				cancel() // the connection is gone: stop reading
+			}
+		}
+		if err := g.writeExport(ctx, w, acct, progress); err != nil {
 			// The status is already sent; a truncated ZIP fails to open.
 			g.logger.Error("export failed", "err", err)
 		}
@@ -78,9 +89,18 @@ func (g *Gateway) export(c *fiber.Ctx) error {
 	return nil
 }
 
-func (g *Gateway) writeExport(ctx context.Context, w io.Writer, acct store.Account) error {
+// exportTimeout bounds a whole export; exportEntryGrace is how long one
+// entry's bytes may take to reach the client.
+const (
+	exportTimeout    = 30 * time.Minute
+	exportEntryGrace = 2 * time.Minute
+)
+
+// writeExport writes the ZIP to w, calling progress before each entry.
+func (g *Gateway) writeExport(ctx context.Context, w io.Writer, acct store.Account, progress func()) error {
 	zw := zip.NewWriter(w)
 	doc := func(name string, v any) error {
+		progress()
 		f, err := zw.CreateHeader(&zip.FileHeader{Name: name, Method: zip.Deflate, Modified: g.now()})
 		if err != nil {
 			return err
@@ -89,6 +109,7 @@ func (g *Gateway) writeExport(ctx context.Context, w io.Writer, acct store.Accou
 		enc.SetIndent("", "  ")
 		return enc.Encode(v)
 	}
+	progress()
 	f, err := zw.Create("README.txt")
 	if err != nil {
 		return err
@@ -128,6 +149,7 @@ func (g *Gateway) writeExport(ctx context.Context, w io.Writer, acct store.Accou
 	type image struct{ hash, ext string }
 	var images []image
 	seen := map[string]bool{}
+	progress()
 	gf, err := zw.CreateHeader(&zip.FileHeader{Name: "generations.json", Method: zip.Deflate, Modified: g.now()})
 	if err != nil {
 		return err
@@ -181,10 +203,16 @@ func (g *Gateway) writeExport(ctx context.Context, w io.Writer, acct store.Accou
 
 	missing := []string{}
 	for _, im := range images {
-		data, err := g.cache.Object(ctx, im.hash, im.ext)
-		if err != nil {
+		progress()
+		data, err := g.exportObject(ctx, im.hash, im.ext)
+		if errors.Is(err, fs.ErrNotExist) {
 			missing = append(missing, im.hash+"."+im.ext)
 			continue
+		}
+		if err != nil {
+			// Not knowing is not the same as gone: fail the export (the
+			// truncated ZIP will not open) rather than call it missing.
+			return err
 		}
 		// Images are compressed already: stored, not deflated.
 		f, err := zw.CreateHeader(&zip.FileHeader{Name: "images/" + im.hash + "." + im.ext, Method: zip.Store, Modified: g.now()})
@@ -199,6 +227,16 @@ func (g *Gateway) writeExport(ctx context.Context, w io.Writer, acct store.Accou
 		return err
 	}
 	return zw.Close()
+}
+
+// exportObject reads one output for an export, retrying once: an object
+// store blip should not fail an export of thousands of images.
+func (g *Gateway) exportObject(ctx context.Context, hash, ext string) ([]byte, error) {
+	data, err := g.cache.Object(ctx, hash, ext)
+	if err != nil && !errors.Is(err, fs.ErrNotExist) && ctx.Err() == nil {
+		data, err = g.cache.Object(ctx, hash, ext)
+	}
+	return data, err
 }
 
 // nonNil makes an empty list encode as [] rather than null.

@@ -5,15 +5,18 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/hex"
+	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/gofiber/fiber/v2"
-	"golang.org/x/sync/errgroup"
 
 	"github.com/imagegate/imagegate/cache"
+	"github.com/imagegate/imagegate/edge"
 	"github.com/imagegate/imagegate/inference"
 )
 
@@ -246,53 +249,75 @@ func (g *Gateway) generate(ctx context.Context, p params, py payer, refresh bool
 		seed = uint32(cache.DeriveSeed(base))
 	}
 
+	// Each image i uses seed+i, so a request for n=1 shares its image
+	// with the first of an n=4 request.
+	keys := make([]cache.Key, p.N)
 	results := make([]result, p.N)
-	if p.N == 1 {
-		r, err := g.one(ctx, p, py, base, uint64(seed), refresh)
-		results[0] = r
-		return results, err
-	}
-	eg, ectx := errgroup.WithContext(ctx)
-	for i := range p.N {
-		eg.Go(func() error {
-			r, err := g.one(ectx, p, py, base, uint64(seed+uint32(i)), refresh)
-			results[i] = r
-			return err
-		})
-	}
-	return results, eg.Wait()
-}
-
-// one resolves a single image. A hit in this node's tiers costs nothing
-// (unless hits are priced) and writes nothing; otherwise the image's price
-// is reserved before the GPU can be asked, charged only if this request's
-// own generation produced the image, and given back in every other case.
-func (g *Gateway) one(ctx context.Context, p params, py payer, req cache.Request, seed uint64, refresh bool) (result, error) {
-	req.Seed = seed
-	key := req.Key()
-	ks := key.String()
+	var misses []int
 	start := time.Now()
-	if !refresh {
-		if e, o, ok := g.cache.Peek(key); ok {
-			if err := g.chargeHit(py, ks); err != nil {
-				return result{}, err
+	for i := range p.N {
+		req := base
+		req.Seed = uint64(seed + uint32(i))
+		keys[i] = req.Key()
+		if !refresh {
+			if e, o, ok := g.cache.Peek(keys[i]); ok {
+				results[i] = result{entry: e, outcome: o}
+				continue
 			}
-			g.remember(py, p, ks, e, o, time.Since(start))
-			return result{entry: e, outcome: o}, nil
 		}
+		misses = append(misses, i)
+	}
+	for i := range p.N {
+		if !slices.Contains(misses, i) {
+			ks := keys[i].String()
+			if err := g.chargeHit(py, ks); err != nil {
+				return nil, err
+			}
+			g.remember(py, p, ks, results[i].entry, results[i].outcome, time.Since(start))
+		}
+	}
+	if len(misses) == 0 {
+		return results, nil
+	}
+
+	// Every image that may reach the GPU is paid for first, all or none:
+	// rate-limit units, then credits or quota.
+	costs := g.cfg.RateLimits.Costs
+	if err := py.rate.extra(len(misses) * (costs.GenerationMiss - costs.GenerationHit)); err != nil {
+		return nil, err
+	}
+	refs := make([]string, len(misses))
+	for j, i := range misses {
+		refs[j] = keys[i].String()
+	}
+	tickets, err := g.reserveAll(py, g.cfg.Plans.imageCost(max(p.Width, p.Height)), refs)
+	if err != nil {
+		return nil, err
 	}
 	ctx, cancel := context.WithTimeout(ctx, g.cfg.RequestTimeout)
 	defer cancel()
-	costs := g.cfg.RateLimits.Costs
-	if err := py.rate.extra(costs.GenerationMiss - costs.GenerationHit); err != nil {
-		return result{}, err
+	// Siblings are never cancelled: each image's generation runs to its
+	// end and settles its own ticket, so no image is ever generated free.
+	errs := make([]error, len(misses))
+	var wg sync.WaitGroup
+	for j, i := range misses {
+		wg.Go(func() {
+			results[i], errs[j] = g.one(ctx, p, py, keys[i], refs[j], uint64(seed+uint32(i)), refresh, tickets[j], start)
+		})
 	}
-	t, err := g.reserve(py, g.cfg.Plans.imageCost(max(p.Width, p.Height)), ks)
-	if err != nil {
-		return result{}, err
+	wg.Wait()
+	return results, errors.Join(errs...)
+}
+
+// one resolves a single image that was not in this node's tiers, with its
+// ticket already reserved. The ticket is settled by the request's own
+// generation if one runs, and given back here otherwise.
+func (g *Gateway) one(ctx context.Context, p params, py payer, key cache.Key, ks string, seed uint64, refresh bool, t *ticket, start time.Time) (result, error) {
+	r, err := g.resolve(ctx, p, py, key, ks, seed, refresh, t)
+	if ctx.Err() != nil {
+		t.waiterGone.Store(true) // a generation still running is refunded
 	}
-	r, err := g.resolve(ctx, p, py, key, seed, refresh)
-	g.settle(t, err == nil && r.outcome.Stored)
+	g.releaseUnlessLoading(t)
 	if err == nil && r.outcome.Tier != cache.TierMiss {
 		err = g.chargeHit(py, ks)
 	}
@@ -302,10 +327,23 @@ func (g *Gateway) one(ctx context.Context, p params, py payer, req cache.Request
 	return r, err
 }
 
+// errRequestGone stops a generation whose request stopped waiting before it
+// began: nobody would pay for it.
+var errRequestGone = unavailable("the request ended before its generation began; retry", 1, nil)
+
+// pendingFor is how long a just-generated output is kept before its
+// requester records an owner (longer than any request may take).
+const pendingFor = time.Hour
+
 // resolve finds or generates the image for key.
-func (g *Gateway) resolve(ctx context.Context, p params, py payer, key cache.Key, seed uint64, refresh bool) (result, error) {
+func (g *Gateway) resolve(ctx context.Context, p params, py payer, key cache.Key, ks string, seed uint64, refresh bool, t *ticket) (result, error) {
 	m := p.Model
-	load := func(ctx context.Context) (cache.Generated, error) {
+	load := func(ctx context.Context) (_ cache.Generated, err error) {
+		if !t.claimForLoad() {
+			return cache.Generated{}, errRequestGone
+		}
+		produced := false
+		defer func() { g.finishLoad(t, produced) }()
 		res, info, err := g.gen.Generate(ctx, m.Name, inference.Request{
 			Prompt:         p.Prompt,
 			NegativePrompt: p.NegativePrompt,
@@ -337,6 +375,13 @@ func (g *Gateway) resolve(ctx context.Context, p params, py payer, key cache.Key
 		if err := g.moderator.checkOutput(ctx, py, p, res.Image, res.ContentType); err != nil {
 			return cache.Generated{}, err
 		}
+		// Referenced before it is stored: whatever becomes of the request
+		// (it gives up, fails, its account is being erased), the output
+		// expires with this reference rather than being kept forever.
+		if err := g.store.PendingObject(edge.HashHex(res.Image), ext, m.Name, info.Version, ks, g.now().Add(pendingFor)); err != nil {
+			return cache.Generated{}, err
+		}
+		produced = true
 		return cache.Generated{
 			Data: res.Image, ContentType: res.ContentType, Ext: ext,
 			Width: res.Width, Height: res.Height, Seed: seed,

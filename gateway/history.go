@@ -43,6 +43,11 @@ type historian struct {
 	wg     sync.WaitGroup
 	now    func() time.Time
 
+	// qmu guards sends against close: after close, items are written by
+	// the caller instead of sent on the closed queue.
+	qmu    sync.RWMutex
+	closed bool
+
 	// recent remembers what was recorded lately, so a popular hit neither
 	// wakes the worker nor reaches the store before its record needs
 	// renewing (the store renews at most hourly anyway).
@@ -85,9 +90,30 @@ func (h *historian) fresh(it historyItem) bool {
 	return false
 }
 
+// enqueue hands it to the worker, or writes it here when the queue is
+// full or closed: nothing is dropped.
+func (h *historian) enqueue(it historyItem) {
+	h.qmu.RLock()
+	if !h.closed {
+		select {
+		case h.queue <- it:
+			h.qmu.RUnlock()
+			return
+		default:
+		}
+	}
+	h.qmu.RUnlock()
+	h.write(it)
+}
+
 // close stops the worker after it has written everything queued.
 func (h *historian) close() {
-	close(h.queue)
+	h.qmu.Lock()
+	if !h.closed {
+		h.closed = true
+		close(h.queue)
+	}
+	h.qmu.Unlock()
 	h.wg.Wait()
 }
 
@@ -128,11 +154,7 @@ func (g *Gateway) remember(py payer, p params, key string, e cache.Entry, o cach
 	if g.history.fresh(it) {
 		return
 	}
-	select {
-	case g.history.queue <- it:
-	default:
-		g.history.write(it)
-	}
+	g.history.enqueue(it)
 }
 
 // historyEntryJSON is one entry of GET /v1/account/generations.

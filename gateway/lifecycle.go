@@ -16,8 +16,9 @@ import (
 // lifecycleStore is the data layer's side of retention and erasure.
 type lifecycleStore interface {
 	ExpireOutputs(batch int) (int, error)
-	DoomedObjects(limit int) ([]store.DoomedObject, error)
-	ObjectReferenced(hash string) bool
+	DoomedObjects(after string, limit int) ([]store.DoomedObject, error)
+	ObjectReferenced(hash string) (bool, error)
+	PendingObject(hash, ext, model, version, contentKey string, until time.Time) error
 	ObjectDeleted(hash string) error
 	ObjectOwners(hash string) ([]string, error)
 	BeginErasure(accountID, reason string) (store.ErasureJob, error)
@@ -96,13 +97,23 @@ func (g *Gateway) LifecyclePass(ctx context.Context) error {
 	}
 	jobs, err := g.store.PendingErasures()
 	errs = append(errs, err)
+	// Erase every job's data first, then delete what that left without
+	// owners, and only then tell the account holders it is done.
+	var ready []store.ErasureJob
 	for _, job := range jobs {
 		if ctx.Err() != nil {
 			break
 		}
-		errs = append(errs, g.finishErasure(ctx, job))
+		if err := g.eraseData(ctx, job); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		ready = append(ready, job)
 	}
 	errs = append(errs, g.reap(ctx))
+	for _, job := range ready {
+		errs = append(errs, g.finishErasure(ctx, job))
+	}
 	err = errors.Join(errs...)
 	if err != nil {
 		g.life.stats.failures.Add(1)
@@ -113,10 +124,9 @@ func (g *Gateway) LifecyclePass(ctx context.Context) error {
 // erasureBatch is how many generations one erasure step deletes.
 const erasureBatch = 200
 
-// finishErasure carries one erasure job to its end: the account's data in
-// steps, its outputs' CDN copies by owner tag, the confirmation mail, and
-// last the account record and its key.
-func (g *Gateway) finishErasure(ctx context.Context, job store.ErasureJob) error {
+// eraseData deletes an erasing account's data in steps (its outputs that
+// nobody else uses join the deletion queue) and purges its CDN owner tag.
+func (g *Gateway) eraseData(ctx context.Context, job store.ErasureJob) error {
 	for {
 		done, err := g.store.EraseStep(job.AccountID, erasureBatch)
 		if err != nil {
@@ -136,6 +146,12 @@ func (g *Gateway) finishErasure(ctx context.Context, job store.ErasureJob) error
 			return err
 		}
 	}
+	return nil
+}
+
+// finishErasure ends a job whose data is gone: the confirmation mail, then
+// the account record and its key.
+func (g *Gateway) finishErasure(ctx context.Context, job store.ErasureJob) error {
 	if !job.Mailed {
 		email, err := g.store.ErasureEmail(job.AccountID)
 		if err == nil {
@@ -159,81 +175,111 @@ func (g *Gateway) finishErasure(ctx context.Context, job store.ErasureJob) error
 
 func erasedMail(to string) mail.Message {
 	return mail.Message{To: to, Category: mail.CategoryAccount, Subject: "Your account has been deleted",
-		Text: "Your account and its data have been deleted: your generations and prompts, your outputs that " +
-			"nobody else uses (from our storage, our caches and our CDN), your consent records and security log " +
-			"entries. What the law requires us to keep (payment records for accounting) is kept without your " +
-			"name or address.\n\nThis is the last email you will receive from us.\n"}
+		Text: "Your account and its data have been deleted: your generations and prompts, your consent records, " +
+			"security log entries and profile. Your outputs that nobody else uses have been deleted from our storage " +
+			"and caches and purged from our CDN; a copy a cache somewhere could not yet drop is retried until it is. " +
+			"What the law requires us to keep (payment records for accounting) is kept without your name or " +
+			"address.\n\nThis is the last email you will receive from us.\n"}
 }
 
+// reapBatch is how many queued outputs one round of reap handles.
+const reapBatch = 100
+
 // reap deletes outputs nobody references: from the object store shared by
-// every gateway, from this node's tiers and every peer's, and from the
-// CDN. An output is taken off the queue only when every part succeeded;
-// otherwise the next pass tries again.
+// every gateway (with their cache manifests), from this node's tiers and
+// every peer's, and from the CDN. An output leaves the queue only when
+// every part succeeded; it pages through the whole queue, so outputs whose
+// deletion keeps failing (a peer down) never hold up the others, and are
+// tried again next pass.
 func (g *Gateway) reap(ctx context.Context) error {
 	var errs []error
+	after := ""
 	for ctx.Err() == nil {
-		doomed, err := g.store.DoomedObjects(100)
-		if err != nil || len(doomed) == 0 {
+		doomed, err := g.store.DoomedObjects(after, reapBatch)
+		if err != nil {
 			return errors.Join(append(errs, err)...)
 		}
-		var hashes []string
-		cdn := edge.PurgeRequest{}
-		for _, d := range doomed {
-			if g.store.ObjectReferenced(d.Hash) {
-				// Used again since it was queued; it stays.
-				errs = append(errs, g.store.ObjectDeleted(d.Hash))
-				continue
-			}
-			if err := g.objects.Delete(ctx, edge.OutputName(d.Hash, d.Ext)); err != nil {
-				errs = append(errs, err)
-				continue
-			}
-			// Manifests go too: they would only be misses, but nothing of an
-			// erased account's requests should outlive it.
-			for _, k := range d.Keys {
-				if err := g.objects.Delete(ctx, cache.ManifestName(k)); err != nil {
-					errs = append(errs, err)
-				}
-			}
-			g.tags.forget(d.Hash)
-			if err := g.cache.InvalidateObject(d.Hash); err != nil {
-				errs = append(errs, err)
-				continue
-			}
-			hashes = append(hashes, d.Hash)
-			cdn.Tags = append(cdn.Tags, edge.ObjectTag(d.Hash))
-			if g.cfg.CDNURL != "" {
-				cdn.URLs = append(cdn.URLs, edge.OutputURL(g.cfg.CDNURL, d.Hash, d.Ext))
-			}
-		}
-		if len(hashes) == 0 {
+		if len(doomed) == 0 {
 			return errors.Join(errs...)
 		}
-		ok := true
-		for _, n := range g.peers.invalidate(ctx, purgeJSON{Objects: hashes}) {
-			if !n.OK {
-				ok = false
-				errs = append(errs, errors.New("peer "+n.Node+": "+n.Error))
-			}
-		}
-		if g.purger != nil {
-			if rep, err := g.purger.Purge(ctx, cdn); err != nil || len(rep.Failed()) > 0 {
-				ok = false
-				errs = append(errs, errors.Join(err, errors.New("CDN purge incomplete")))
-			}
-		}
-		if !ok {
-			return errors.Join(errs...)
-		}
-		for _, h := range hashes {
-			if err := g.store.ObjectDeleted(h); err != nil {
-				return errors.Join(append(errs, err)...)
-			}
-			g.life.stats.objectsDeleted.Add(1)
-		}
-		if len(doomed) < 100 {
+		after = doomed[len(doomed)-1].Hash
+		errs = append(errs, g.reapBatch(ctx, doomed))
+		if len(doomed) < reapBatch {
 			return errors.Join(errs...)
 		}
 	}
 	return errors.Join(append(errs, ctx.Err())...)
+}
+
+func (g *Gateway) reapBatch(ctx context.Context, doomed []store.DoomedObject) error {
+	var errs []error
+	var hashes []string
+	cdn := edge.PurgeRequest{}
+	for _, d := range doomed {
+		used, err := g.store.ObjectReferenced(d.Hash)
+		if err != nil {
+			errs = append(errs, err) // unknown: leave it queued
+			continue
+		}
+		if used {
+			// Used again since it was queued; it stays.
+			errs = append(errs, g.store.ObjectDeleted(d.Hash))
+			continue
+		}
+		if err := g.deleteStored(ctx, d); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		g.tags.forget(d.Hash)
+		if err := g.cache.InvalidateObject(d.Hash); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		hashes = append(hashes, d.Hash)
+		cdn.Tags = append(cdn.Tags, edge.ObjectTag(d.Hash))
+		if g.cfg.CDNURL != "" {
+			cdn.URLs = append(cdn.URLs, edge.OutputURL(g.cfg.CDNURL, d.Hash, d.Ext))
+		}
+	}
+	if len(hashes) == 0 {
+		return errors.Join(errs...)
+	}
+	ok := true
+	for _, n := range g.peers.invalidate(ctx, purgeJSON{Objects: hashes}) {
+		if !n.OK {
+			ok = false
+			errs = append(errs, errors.New("peer "+n.Node+": "+n.Error))
+		}
+	}
+	if g.purger != nil {
+		if rep, err := g.purger.Purge(ctx, cdn); err != nil || len(rep.Failed()) > 0 {
+			ok = false
+			errs = append(errs, errors.Join(err, errors.New("CDN purge incomplete")))
+		}
+	}
+	if !ok {
+		return errors.Join(errs...)
+	}
+	for _, h := range hashes {
+		if err := g.store.ObjectDeleted(h); err != nil {
+			return errors.Join(append(errs, err)...)
+		}
+		g.life.stats.objectsDeleted.Add(1)
+	}
+	return errors.Join(errs...)
+}
+
+// deleteStored removes an output and its cache manifests from the object
+// store.
+func (g *Gateway) deleteStored(ctx context.Context, d store.DoomedObject) error {
+	if err := g.objects.Delete(ctx, edge.OutputName(d.Hash, d.Ext)); err != nil {
+		return err
+	}
+	// Manifests go too: they would only be misses, but nothing of an
+	// erased account's requests should outlive it.
+	var errs []error
+	for _, k := range d.Keys {
+		errs = append(errs, g.objects.Delete(ctx, cache.ManifestName(k)))
+	}
+	return errors.Join(errs...)
 }

@@ -192,6 +192,50 @@ func TestExportThenErasureEverywhere(t *testing.T) {
 	}
 }
 
+// An image that is gone is listed in missing.json; one that cannot be
+// read right now fails the export rather than be called missing.
+func TestExportTellsGoneFromUnreadable(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, envOptions{})
+	a, _ := e.signedIn("exporter@example.com")
+	gone, ext := a.generate(`{"prompt":"an image that will be gone","size":"256x256"}`)
+	unreadable, _ := a.generate(`{"prompt":"an image that cannot be read","size":"256x256"}`)
+	if err := e.cache.InvalidateAll(); err != nil { // nothing answers from memory
+		t.Fatal(err)
+	}
+	if err := os.Remove(e.objectFile(gone, ext)); err != nil {
+		t.Fatal(err)
+	}
+
+	resp := a.call("GET", "/v1/account/export", "", nil)
+	want(t, resp, 200)
+	raw, _ := io.ReadAll(resp.Body)
+	files := readZip(t, raw)
+	var missing []string
+	if err := json.Unmarshal(files["missing.json"], &missing); err != nil || !slices.Equal(missing, []string{gone + "." + ext}) {
+		t.Errorf("missing.json = %s, want just the deleted image", files["missing.json"])
+	}
+	if _, ok := files["images/"+unreadable+"."+ext]; !ok {
+		t.Errorf("the readable image is not in the export")
+	}
+
+	// A read error (a symlink loop where the file should be) is not
+	// "gone".
+	e.cache.InvalidateAll()
+	path := e.objectFile(unreadable, ext)
+	if err := os.Remove(path); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(filepath.Base(path), path); err != nil {
+		t.Fatal(err)
+	}
+	resp = a.call("GET", "/v1/account/export", "", nil)
+	raw, _ = io.ReadAll(resp.Body)
+	if _, err := zip.NewReader(bytes.NewReader(raw), int64(len(raw))); err == nil {
+		t.Errorf("an export with an unreadable image completed as if it were whole")
+	}
+}
+
 func TestErasureResumesAfterRestart(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()

@@ -406,18 +406,20 @@ func (db *DB) LinkStripeCustomer(accountID, customerID string) (string, error) {
 // customer are ignored. Unlinking an account without billing is not an
 // error.
 func (db *DB) UnlinkStripeCustomer(accountID string) error {
-	return db.bolt.Update(func(tx *bolt.Tx) error {
-		rec, err := getBilling(tx, accountID)
-		if err != nil {
+	return db.bolt.Update(func(tx *bolt.Tx) error { return unlinkStripeCustomer(tx, accountID) })
+}
+
+func unlinkStripeCustomer(tx *bolt.Tx, accountID string) error {
+	rec, err := getBilling(tx, accountID)
+	if err != nil {
+		return err
+	}
+	if rec.CustomerID != "" {
+		if err := tx.Bucket(bucketStripeCustomers).Delete([]byte(rec.CustomerID)); err != nil {
 			return err
 		}
-		if rec.CustomerID != "" {
-			if err := tx.Bucket(bucketStripeCustomers).Delete([]byte(rec.CustomerID)); err != nil {
-				return err
-			}
-		}
-		return tx.Bucket(bucketBilling).Delete(compositeKey(billingAccountPrefix, []byte(accountID)))
-	})
+	}
+	return tx.Bucket(bucketBilling).Delete(compositeKey(billingAccountPrefix, []byte(accountID)))
 }
 
 // Transactions returns up to limit of the account's ledger entries other

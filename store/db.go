@@ -164,12 +164,10 @@ func Open(cfg Config) (_ *DB, err error) {
 	if db.reportKeys, err = openKeyFile(cfg.Path + ".reportkeys"); err != nil {
 		return nil, err
 	}
-	var tag [tagLen]byte
-	copy(tag[:], "lookup-index-key")
-	if db.indexKey, err = db.keys.create(indexKeySlot, tag); err != nil {
+	if err := db.migrate(); err != nil {
 		return nil, err
 	}
-	if err := db.migrate(); err != nil {
+	if err := db.openIndexKey(cfg.Path); err != nil {
 		return nil, err
 	}
 	return db, nil
@@ -194,6 +192,45 @@ func (db *DB) migrate() error {
 		}
 		v, _ := json.Marshal(schemaVersion)
 		return meta.Put(keySchema, v)
+	})
+}
+
+var keyIndexFingerprint = []byte("index_key_fingerprint")
+
+// openIndexKey loads the lookup-index key from the key file, creating it
+// for a new store. The store remembers a fingerprint of it: a key file
+// that is missing or belongs to another store (a restore of the bbolt file
+// alone) is refused, rather than silently keyed afresh — which would lose
+// every account's lookup and key.
+func (db *DB) openIndexKey(path string) error {
+	var tag [tagLen]byte
+	copy(tag[:], "lookup-index-key")
+	var want []byte
+	if err := db.bolt.View(func(tx *bolt.Tx) error {
+		want = append([]byte(nil), tx.Bucket(bucketMeta).Get(keyIndexFingerprint)...)
+		return nil
+	}); err != nil {
+		return err
+	}
+	if len(want) > 0 {
+		key, err := db.keys.get(indexKeySlot, tag)
+		if err != nil {
+			return fmt.Errorf("store: the key file %s.keys is missing or damaged (%w); restore it with the database", path, err)
+		}
+		if got := sha256.Sum256(key); !hmac.Equal(got[:8], want) {
+			return fmt.Errorf("store: the key file %s.keys belongs to another database; restore the matching one", path)
+		}
+		db.indexKey = key
+		return nil
+	}
+	key, err := db.keys.create(indexKeySlot, tag)
+	if err != nil {
+		return err
+	}
+	db.indexKey = key
+	sum := sha256.Sum256(key)
+	return db.bolt.Update(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketMeta).Put(keyIndexFingerprint, sum[:8])
 	})
 }
 

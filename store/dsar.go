@@ -132,16 +132,16 @@ func (db *DB) AddDSAR(n NewDSAR) (DSAR, error) {
 	if err := errors.Join(errs...); err != nil {
 		return DSAR{}, err
 	}
+	// Key slots come from the same sequence as account slots, so the two
+	// never collide in the shared key file.
+	slot, err := db.reserveSlot(bucketAccounts)
+	if err != nil {
+		return DSAR{}, err
+	}
 	var out DSAR
-	err := db.bolt.Update(func(tx *bolt.Tx) error {
+	err = db.bolt.Update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketDSAR)
 		seq, err := b.NextSequence()
-		if err != nil {
-			return err
-		}
-		// Key slots come from the same sequence as account slots, so the
-		// two never collide in the shared key file.
-		slot, err := tx.Bucket(bucketAccounts).NextSequence()
 		if err != nil {
 			return err
 		}

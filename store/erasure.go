@@ -1,6 +1,7 @@
 package store
 
 import (
+	"bytes"
 	"errors"
 	"time"
 
@@ -93,10 +94,7 @@ func (db *DB) EraseStep(accountID string, batch int) (done bool, err error) {
 			return ErrNotFound
 		}
 		prefix := compositeKey([]byte(accountID), nil)
-		gens := prefixKeys(tx.Bucket(bucketGenerations), prefix)
-		if len(gens) > batch {
-			gens = gens[:batch]
-		}
+		gens := firstKeys(tx.Bucket(bucketGenerations), prefix, batch)
 		for _, k := range gens {
 			if err := deleteGeneration(tx, now, accountID, string(k[len(prefix):]), false); err != nil {
 				return err
@@ -105,53 +103,71 @@ func (db *DB) EraseStep(accountID string, batch int) (done bool, err error) {
 		if len(gens) > 0 {
 			return nil
 		}
-		for _, k := range prefixKeys(tx.Bucket(bucketConsents), prefix) {
-			if err := tx.Bucket(bucketConsents).Delete(k); err != nil {
-				return err
-			}
-		}
-		if err := deleteProfile(tx, accountID); err != nil {
-			return err
-		}
-		for _, k := range prefixKeys(tx.Bucket(bucketAccountSecurity), prefix) {
-			if err := tx.Bucket(bucketSecurityLog).Delete(k[len(prefix):]); err != nil {
-				return err
-			}
-			if err := tx.Bucket(bucketAccountSecurity).Delete(k); err != nil {
-				return err
-			}
-		}
-		var holds []string
-		err := tx.Bucket(bucketHolds).ForEach(func(k, v []byte) error {
-			var h Hold
-			if err := decodeRecord(v, &h); err != nil {
-				return err
-			}
-			if h.AccountID == accountID {
-				holds = append(holds, h.ID)
-			}
-			return nil
-		})
-		if err != nil {
-			return err
-		}
-		for _, id := range holds {
-			if _, err := takeHold(tx, id); err != nil {
-				return err
-			}
-		}
-		if err := forgetNotifyRecipient(tx, accountID); err != nil {
+		if err := eraseAccountRecords(tx, accountID); err != nil {
 			return err
 		}
 		done = true
 		return nil
 	})
-	if err != nil || !done {
-		return done, err
+	return done, err
+}
+
+// eraseAccountRecords deletes everything of an account but its
+// generations (erased first, in batches) and its account record: consent
+// records, profile, security-log rows, credit holds, notify rows and the
+// Stripe link. FinishErasure runs it again in its own transaction, so
+// whatever a late writer added between the last step and the end goes too.
+func eraseAccountRecords(tx *bolt.Tx, accountID string) error {
+	prefix := compositeKey([]byte(accountID), nil)
+	for _, k := range prefixKeys(tx.Bucket(bucketConsents), prefix) {
+		if err := tx.Bucket(bucketConsents).Delete(k); err != nil {
+			return err
+		}
 	}
-	// The Stripe link has a transaction of its own in the billing code;
-	// unlinking an account without one is a no-op.
-	return true, db.UnlinkStripeCustomer(accountID)
+	if err := deleteProfile(tx, accountID); err != nil {
+		return err
+	}
+	for _, k := range prefixKeys(tx.Bucket(bucketAccountSecurity), prefix) {
+		if err := tx.Bucket(bucketSecurityLog).Delete(k[len(prefix):]); err != nil {
+			return err
+		}
+		if err := tx.Bucket(bucketAccountSecurity).Delete(k); err != nil {
+			return err
+		}
+	}
+	var holds []string
+	err := tx.Bucket(bucketHolds).ForEach(func(k, v []byte) error {
+		var h Hold
+		if err := decodeRecord(v, &h); err != nil {
+			return err
+		}
+		if h.AccountID == accountID {
+			holds = append(holds, h.ID)
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	for _, id := range holds {
+		if _, err := takeHold(tx, id); err != nil {
+			return err
+		}
+	}
+	if err := forgetNotifyRecipient(tx, accountID); err != nil {
+		return err
+	}
+	return unlinkStripeCustomer(tx, accountID)
+}
+
+// firstKeys returns copies of at most n keys of b that start with prefix.
+func firstKeys(b *bolt.Bucket, prefix []byte, n int) [][]byte {
+	var keys [][]byte
+	c := b.Cursor()
+	for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix) && len(keys) < n; k, _ = c.Next() {
+		keys = append(keys, append([]byte(nil), k...))
+	}
+	return keys
 }
 
 // ErasureEmail returns the address of an account being erased, for the
@@ -195,6 +211,13 @@ func (db *DB) FinishErasure(accountID string) error {
 			return nil // removed by an earlier, interrupted attempt
 		}
 		if err != nil {
+			return err
+		}
+		prefix := compositeKey([]byte(accountID), nil)
+		if len(firstKeys(tx.Bucket(bucketGenerations), prefix, 1)) > 0 {
+			return errors.New("store: erasure not finished: generations remain (run EraseStep until done)")
+		}
+		if err := eraseAccountRecords(tx, accountID); err != nil {
 			return err
 		}
 		if err := tx.Bucket(bucketAccountEmails).Delete(rec.EmailIndex); err != nil {

@@ -125,7 +125,9 @@ func (db *DB) RecordGeneration(accountID string, g Generation, retention time.Du
 			return nil
 		}
 		var rec genRecord
-		if getJSON(tx.Bucket(bucketGenerations), compositeKey([]byte(accountID), id), &rec) == nil && now.Sub(rec.LastAccess) < touchEvery {
+		if getJSON(tx.Bucket(bucketGenerations), compositeKey([]byte(accountID), id), &rec) == nil &&
+			now.Sub(rec.LastAccess) < touchEvery && rec.Object == g.Object &&
+			tx.Bucket(bucketObjectRefs).Get(refKey(g.Object, pendingOwner, g.ContentKey)) == nil {
 			out, fresh = rec.Generation, true
 		}
 		return nil
@@ -150,6 +152,25 @@ func (db *DB) RecordGeneration(accountID string, g Generation, retention time.Du
 				return err
 			}
 			out = rec.Generation
+			if rec.Object != g.Object {
+				// The request made new bytes (a forced regeneration on a
+				// non-deterministic backend): the history follows them, and
+				// the old output loses this reference.
+				if err := dropRef(tx, now, rec.Object, accountID, rec.ID); err != nil {
+					return err
+				}
+				if err := addRef(tx, now, g.Object, g.Ext, g.Model, g.ModelVersion, g.ContentKey, accountID, rec.ID, nil); err != nil {
+					return err
+				}
+				if err := claimPending(tx, now, g.Object, g.ContentKey); err != nil {
+					return err
+				}
+				rec.Object, rec.Ext, rec.Width, rec.Height = g.Object, g.Ext, g.Width, g.Height
+				rec.LastAccess = time.Time{} // renew below
+			}
+			if err := claimPending(tx, now, g.Object, g.ContentKey); err != nil {
+				return err
+			}
 			if now.Sub(rec.LastAccess) < touchEvery {
 				return nil
 			}
@@ -160,7 +181,7 @@ func (db *DB) RecordGeneration(accountID string, g Generation, retention time.Du
 			if err := tx.Bucket(bucketExpiry).Put(expiryKey(rec.Expires, accountID, rec.ID), nil); err != nil {
 				return err
 			}
-			out.LastAccess, out.Expires = rec.LastAccess, rec.Expires
+			out = rec.Generation
 			return putJSON(gens, key, rec)
 		}
 		key, err := db.keys.get(acct.Slot, ownerTag(acct.ID))
@@ -192,7 +213,10 @@ func (db *DB) RecordGeneration(accountID string, g Generation, retention time.Du
 			return err
 		}
 		out, created = g, true
-		return addRef(tx, now, g.Object, g.Ext, g.Model, g.ModelVersion, g.ContentKey, accountID, g.ID, nil)
+		if err := addRef(tx, now, g.Object, g.Ext, g.Model, g.ModelVersion, g.ContentKey, accountID, g.ID, nil); err != nil {
+			return err
+		}
+		return claimPending(tx, now, g.Object, g.ContentKey)
 	})
 	return out, created, err
 }
@@ -225,6 +249,9 @@ func (db *DB) TouchAnonymousOutput(hash, ext, model, version, contentKey string,
 				return err
 			}
 		} else if err := addRef(tx, now, hash, ext, model, version, contentKey, anonOwner, "", u64(uint64(expires.UnixNano()))); err != nil {
+			return err
+		}
+		if err := claimPending(tx, now, hash, contentKey); err != nil {
 			return err
 		}
 		return tx.Bucket(bucketExpiry).Put(expiryKey(expires, anonOwner, hash), nil)
@@ -461,9 +488,9 @@ func (db *DB) ExpireOutputs(batch int) (int, error) {
 			if err := tx.Bucket(bucketExpiry).Delete(k); err != nil {
 				return err
 			}
-			if owner == holdOwner {
-				holdID, hash, _ := strings.Cut(id, "\x00")
-				if err := dropRef(tx, now, hash, holdOwner, holdID); err != nil {
+			if owner == holdOwner || owner == pendingOwner {
+				refID, hash, _ := strings.Cut(id, "\x00")
+				if err := dropRef(tx, now, hash, owner, refID); err != nil {
 					return err
 				}
 			} else if owner == anonOwner {
@@ -489,7 +516,7 @@ func (db *DB) ObjectOwners(hash string) ([]string, error) {
 		seen := map[string]bool{}
 		for _, k := range prefixKeys(tx.Bucket(bucketObjectRefs), prefix) {
 			owner, _, _ := bytes.Cut(k[len(prefix):], []byte{0})
-			if o := string(owner); o != anonOwner && o != holdOwner && !seen[o] {
+			if o := string(owner); o != anonOwner && o != holdOwner && o != pendingOwner && !seen[o] {
 				seen[o] = true
 				owners = append(owners, o)
 			}
@@ -499,34 +526,85 @@ func (db *DB) ObjectOwners(hash string) ([]string, error) {
 	return owners, err
 }
 
-// ObjectReferenced reports whether anyone references an output.
-func (db *DB) ObjectReferenced(hash string) bool {
+// ObjectReferenced reports whether anyone references an output. An error
+// means "unknown": callers must not delete on it.
+func (db *DB) ObjectReferenced(hash string) (bool, error) {
 	found := false
-	db.bolt.View(func(tx *bolt.Tx) error {
+	err := db.bolt.View(func(tx *bolt.Tx) error {
 		found = tx.Bucket(bucketObjects).Get([]byte(hash)) != nil
 		return nil
 	})
-	return found
+	return found, err
 }
 
-// DoomedObjects returns up to limit outputs waiting to be deleted, oldest
-// queue position first.
-func (db *DB) DoomedObjects(limit int) ([]DoomedObject, error) {
+// DoomedObjects returns up to limit outputs waiting to be deleted whose
+// hash sorts after after ("" for the first page), in hash order: callers
+// page through the whole queue, so outputs that keep failing never hold
+// up the rest.
+func (db *DB) DoomedObjects(after string, limit int) ([]DoomedObject, error) {
 	var out []DoomedObject
 	err := db.bolt.View(func(tx *bolt.Tx) error {
-		return tx.Bucket(bucketDoomed).ForEach(func(_, v []byte) error {
-			if len(out) >= limit {
-				return nil
+		c := tx.Bucket(bucketDoomed).Cursor()
+		k, v := c.First()
+		if after != "" {
+			if k, v = c.Seek([]byte(after)); k != nil && string(k) == after {
+				k, v = c.Next()
 			}
+		}
+		for ; k != nil && len(out) < limit; k, v = c.Next() {
 			var d DoomedObject
 			if err := decodeRecord(v, &d); err != nil {
 				return err
 			}
 			out = append(out, d)
-			return nil
-		})
+		}
+		return nil
 	})
 	return out, err
+}
+
+// pendingOwner holds an output from the moment it is generated until the
+// request that made it records its owner: a request that gives up, fails
+// or belongs to an account being erased leaves an output that expires
+// with this reference instead of one kept forever.
+const pendingOwner = "pending"
+
+// PendingObject keeps a just-generated output until until, unless a real
+// owner references it by then (RecordGeneration, TouchAnonymousOutput),
+// which ends the pending reference.
+func (db *DB) PendingObject(hash, ext, model, version, contentKey string, until time.Time) error {
+	now := db.now().UTC()
+	id := contentKey + "\x00" + hash
+	return db.bolt.Update(func(tx *bolt.Tx) error {
+		rk := refKey(hash, pendingOwner, contentKey)
+		if v := tx.Bucket(bucketObjectRefs).Get(rk); len(v) == 8 {
+			old := time.Unix(0, int64(binary.BigEndian.Uint64(v)))
+			if err := tx.Bucket(bucketExpiry).Delete(expiryKey(old, pendingOwner, id)); err != nil {
+				return err
+			}
+			if err := tx.Bucket(bucketObjectRefs).Put(rk, u64(uint64(until.UnixNano()))); err != nil {
+				return err
+			}
+		} else if err := addRef(tx, now, hash, ext, model, version, contentKey, pendingOwner, contentKey, u64(uint64(until.UnixNano()))); err != nil {
+			return err
+		}
+		return tx.Bucket(bucketExpiry).Put(expiryKey(until, pendingOwner, id), nil)
+	})
+}
+
+// claimPending ends the pending reference of hash reached through
+// contentKey, now that its owner is recorded.
+func claimPending(tx *bolt.Tx, now time.Time, hash, contentKey string) error {
+	rk := refKey(hash, pendingOwner, contentKey)
+	v := tx.Bucket(bucketObjectRefs).Get(rk)
+	if len(v) != 8 {
+		return nil
+	}
+	until := time.Unix(0, int64(binary.BigEndian.Uint64(v)))
+	if err := tx.Bucket(bucketExpiry).Delete(expiryKey(until, pendingOwner, contentKey+"\x00"+hash)); err != nil {
+		return err
+	}
+	return dropRef(tx, now, hash, pendingOwner, contentKey)
 }
 
 // ObjectDeleted takes an output off the deletion queue once it is gone

@@ -24,7 +24,7 @@ func hash64(c byte) string { return string(bytes.Repeat([]byte{c}, 64)) }
 
 func doomed(t *testing.T, db *DB) []string {
 	t.Helper()
-	ds, err := db.DoomedObjects(100)
+	ds, err := db.DoomedObjects("", 100)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -216,7 +216,7 @@ func TestErasureIsCompleteAndResumable(t *testing.T) {
 	if d := doomed(t, db); !slices.Equal(d, []string{private}) {
 		t.Errorf("queue %v, want only the private output", d)
 	}
-	if !db.ObjectReferenced(shared) {
+	if ok, _ := db.ObjectReferenced(shared); !ok {
 		t.Errorf("the output shared with another account lost its reference")
 	}
 	var kept1 []Generation
@@ -248,8 +248,11 @@ func TestLegalHoldOutlivesErasureAndRetention(t *testing.T) {
 	db.FinishErasure(a.ID)
 	clock.Advance(30 * 24 * time.Hour)
 	db.ExpireOutputs(100)
-	if d := doomed(t, db); len(d) != 0 || !db.ObjectReferenced(held) {
+	if d := doomed(t, db); len(d) != 0 {
 		t.Fatalf("held output queued for deletion: %v", d)
+	}
+	if ok, _ := db.ObjectReferenced(held); !ok {
+		t.Fatalf("held output lost its reference")
 	}
 	if owners, _ := db.ObjectOwners(held); len(owners) != 0 {
 		t.Errorf("a hold is listed as an owner: %v", owners)
@@ -258,5 +261,48 @@ func TestLegalHoldOutlivesErasureAndRetention(t *testing.T) {
 	db.ExpireOutputs(100)
 	if d := doomed(t, db); !slices.Equal(d, []string{held}) {
 		t.Errorf("after the hold: queue %v", d)
+	}
+}
+
+func TestRegeneratedBytesMoveTheReference(t *testing.T) {
+	t.Parallel()
+	db, _, _ := testDB(t)
+	a := mustAccount(t, db, "regen@example.com")
+	first, second := hash64('r'), hash64('s')
+	g1, _, _ := db.RecordGeneration(a.ID, testGeneration("same request", first), time.Hour)
+	// A forced regeneration on a non-deterministic backend: new bytes, the
+	// same content key.
+	g2, created, err := db.RecordGeneration(a.ID, testGeneration("same request", second), time.Hour)
+	if err != nil || created || g2.ID != g1.ID || g2.Object != second {
+		t.Fatalf("RecordGeneration = %+v, %v, %v; want the same record pointing at the new output", g2, created, err)
+	}
+	if d := doomed(t, db); !slices.Equal(d, []string{first}) {
+		t.Errorf("queue %v, want the replaced output", d)
+	}
+	if ok, _ := db.ObjectReferenced(second); !ok {
+		t.Errorf("the new output is not referenced")
+	}
+}
+
+func TestPendingReferenceExpiresUnlessOwned(t *testing.T) {
+	t.Parallel()
+	db, clock, _ := testDB(t)
+	a := mustAccount(t, db, "pending@example.com")
+	owned, orphan := hash64('o'), hash64('p')
+	for _, h := range []string{owned, orphan} {
+		if err := db.PendingObject(h, "png", "retro", "1", "v1-"+h[:8], clock.Now().Add(time.Hour)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	db.RecordGeneration(a.ID, testGeneration("owned", owned), 30*24*time.Hour)
+	clock.Advance(2 * time.Hour)
+	if _, err := db.ExpireOutputs(100); err != nil {
+		t.Fatal(err)
+	}
+	if d := doomed(t, db); !slices.Equal(d, []string{orphan}) {
+		t.Errorf("queue %v, want only the output nobody claimed", d)
+	}
+	if owners, _ := db.ObjectOwners(owned); !slices.Equal(owners, []string{a.ID}) {
+		t.Errorf("owners %v: a pending reference is not an owner", owners)
 	}
 }

@@ -9,6 +9,8 @@ import (
 	"io"
 	"os"
 	"sync"
+
+	bolt "go.etcd.io/bbolt"
 )
 
 // ErrKeyDestroyed reports that the key protecting a record was destroyed:
@@ -141,4 +143,18 @@ func dayTag(day uint64) [tagLen]byte {
 	copy(t[:], "seclog-day")
 	binary.BigEndian.PutUint64(t[8:], day)
 	return t
+}
+
+// reserveSlot takes the next key slot from bucket's sequence in a
+// transaction of its own, committed before any key is written. A record
+// whose transaction later fails leaves a gap (or an orphan key sealing
+// nothing), never a slot that a later record would collide with.
+func (db *DB) reserveSlot(bucket []byte) (uint64, error) {
+	var slot uint64
+	err := db.bolt.Update(func(tx *bolt.Tx) error {
+		var err error
+		slot, err = tx.Bucket(bucket).NextSequence()
+		return err
+	})
+	return slot, err
 }

@@ -3,6 +3,7 @@ package store
 import (
 	"bytes"
 	"errors"
+	"os"
 	"path/filepath"
 	"testing"
 )
@@ -44,5 +45,45 @@ func TestKeyFile(t *testing.T) {
 	}
 	if _, err := unseal(k1, "other aad", sealed); err == nil {
 		t.Errorf("sealed bytes opened under another record's aad")
+	}
+}
+
+func TestOpenRefusesAMissingOrForeignKeyFile(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	path := filepath.Join(dir, "imagegate.db")
+	db, err := Open(Config{Path: path})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustAccount(t, db, "kept@example.com")
+	db.Close()
+	keys, _ := os.ReadFile(path + ".keys")
+
+	// The bbolt file restored without its key file.
+	os.Remove(path + ".keys")
+	if db, err := Open(Config{Path: path}); err == nil {
+		db.Close()
+		t.Fatal("opened without the key file")
+	}
+	// With another store's key file.
+	other := filepath.Join(dir, "other.db")
+	odb, _ := Open(Config{Path: other})
+	odb.Close()
+	foreign, _ := os.ReadFile(other + ".keys")
+	os.WriteFile(path+".keys", foreign, 0o600)
+	if db, err := Open(Config{Path: path}); err == nil {
+		db.Close()
+		t.Fatal("opened with another store's key file")
+	}
+	// With its own, everything is readable again.
+	os.WriteFile(path+".keys", keys, 0o600)
+	db, err = Open(Config{Path: path})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if a, err := db.AccountByEmail("kept@example.com"); err != nil || a.Email != "kept@example.com" {
+		t.Errorf("after restoring the key file: %+v, %v", a, err)
 	}
 }

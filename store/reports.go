@@ -131,19 +131,16 @@ func (db *DB) CreateReport(r Report, hold time.Duration) (Report, error) {
 	if err != nil {
 		return Report{}, fmt.Errorf("store: encode report: %w", err)
 	}
-	var slot uint64
-	keyMade := false
+	slot, err := db.reserveSlot(bucketReports)
+	if err != nil {
+		return Report{}, err
+	}
 	err = db.bolt.Update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketReports)
-		var err error
-		if slot, err = b.NextSequence(); err != nil {
-			return err
-		}
 		key, err := db.reportKeys.create(slot, reportTag(r.ID))
 		if err != nil {
 			return err
 		}
-		keyMade = true
 		rec := reportRecord{ID: r.ID, Slot: slot, Created: r.Created, HoldUntil: r.HoldUntil,
 			Category: r.Category, Source: r.Source, ImageSize: r.ImageSize}
 		if rec.Details, err = seal(key, "report:"+r.ID, details); err != nil {
@@ -161,11 +158,8 @@ func (db *DB) CreateReport(r Report, hold time.Duration) (Report, error) {
 		return putJSON(b, []byte(r.ID), rec)
 	})
 	if err != nil {
-		if keyMade {
-			// The transaction rolled back, sequence included: free the slot
-			// so the next report can take it.
-			err = errors.Join(err, db.reportKeys.destroy(slot))
-		}
+		// The slot is spent (reserved and committed): an orphan key seals
+		// nothing. Never destroy it: the commit may have reached the disk.
 		return Report{}, err
 	}
 	return r, nil

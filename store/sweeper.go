@@ -92,43 +92,47 @@ func (db *DB) Sweep(ctx context.Context, r Retention) (SweepReport, error) {
 	if err := r.Validate(); err != nil {
 		return SweepReport{}, err
 	}
+	// Every step runs even when another fails: one bad record must not
+	// stop, say, rights-request data from expiring.
 	var rep SweepReport
-	var err error
-	if rep.SecurityEvents, err = db.SweepSecurityLog(r.SecurityLog); err != nil {
-		return rep, err
-	}
-	if err := ctx.Err(); err != nil {
-		return rep, err
-	}
-	if rep.Sessions, err = db.sweepExpired(bucketSessions, func(v []byte, now time.Time) (bool, error) {
-		var s sessionRecord
-		if err := decodeRecord(v, &s); err != nil {
-			return false, err
+	var errs []error
+	step := func(n *int, f func() (int, error)) {
+		if ctx.Err() != nil {
+			errs = append(errs, ctx.Err())
+			return
 		}
-		return !now.Before(s.Expires) || !now.Before(s.LastSeen.Add(s.Idle)), nil
-	}, func(tx *bolt.Tx, k []byte) error { return deleteSession(tx, k) }); err != nil {
-		return rep, err
+		v, err := f()
+		*n += v
+		errs = append(errs, err)
 	}
-	if rep.EmailTokens, err = db.sweepExpired(bucketResets, func(v []byte, now time.Time) (bool, error) {
-		var t emailToken
-		if err := decodeRecord(v, &t); err != nil {
-			return false, err
-		}
-		return !now.Before(t.Expires), nil
-	}, func(tx *bolt.Tx, k []byte) error { return tx.Bucket(bucketResets).Delete(k) }); err != nil {
-		return rep, err
-	}
-	if rep.Reports, err = db.SweepReports(); err != nil {
-		return rep, err
-	}
-	if rep.DSARsErased, rep.DSARsDeleted, err = db.ExpireDSARs(r.DSARPersonal, r.DSARRecord); err != nil {
-		return rep, err
-	}
-	if rep.WebhookEvents, err = db.PruneStripeEvents(db.now().Add(-r.WebhookEvents)); err != nil {
-		return rep, err
-	}
-	rep.Holds, err = db.ReleaseStaleHolds(r.StaleHolds)
-	return rep, err
+	step(&rep.SecurityEvents, func() (int, error) { return db.SweepSecurityLog(r.SecurityLog) })
+	step(&rep.Sessions, func() (int, error) {
+		return db.sweepExpired(bucketSessions, func(v []byte, now time.Time) (bool, error) {
+			var s sessionRecord
+			if err := decodeRecord(v, &s); err != nil {
+				return false, err
+			}
+			return !now.Before(s.Expires) || !now.Before(s.LastSeen.Add(s.Idle)), nil
+		}, func(tx *bolt.Tx, k []byte) error { return deleteSession(tx, k) })
+	})
+	step(&rep.EmailTokens, func() (int, error) {
+		return db.sweepExpired(bucketResets, func(v []byte, now time.Time) (bool, error) {
+			var t emailToken
+			if err := decodeRecord(v, &t); err != nil {
+				return false, err
+			}
+			return !now.Before(t.Expires), nil
+		}, func(tx *bolt.Tx, k []byte) error { return tx.Bucket(bucketResets).Delete(k) })
+	})
+	step(&rep.Reports, db.SweepReports)
+	step(&rep.DSARsErased, func() (int, error) {
+		erased, deleted, err := db.ExpireDSARs(r.DSARPersonal, r.DSARRecord)
+		rep.DSARsDeleted += deleted
+		return erased, err
+	})
+	step(&rep.WebhookEvents, func() (int, error) { return db.PruneStripeEvents(db.now().Add(-r.WebhookEvents)) })
+	step(&rep.Holds, func() (int, error) { return db.ReleaseStaleHolds(r.StaleHolds) })
+	return rep, errors.Join(errs...)
 }
 
 // sweepExpired deletes the records of bucket for which expired says so, at
