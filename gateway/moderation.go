@@ -399,12 +399,14 @@ func (m *moderator) checkPrompt(ctx context.Context, py payer, p params) error {
 			return nil
 		}
 	}
-	cat, err := m.judge(ctx, stagePrompt, c)
+	cat, whole, err := m.judge(ctx, stagePrompt, c)
 	if err != nil {
 		return err
 	}
 	if cat == "" {
-		if len(p.Reference) == 0 {
+		// A pass by fail-open, with a classifier unheard, is not
+		// remembered: the prompt is judged again once it answers.
+		if len(p.Reference) == 0 && whole {
 			m.passed.add(digest)
 		}
 		return nil
@@ -424,7 +426,7 @@ func (m *moderator) checkPrompt(ctx context.Context, py payer, p params) error {
 // output passes. A flagged output of apparent CSAM is kept inside its
 // sealed report, never in the object store.
 func (m *moderator) checkOutput(ctx context.Context, py payer, p params, image []byte, contentType string) error {
-	cat, err := m.judge(ctx, stageOutput, content{image: image, contentType: contentType})
+	cat, _, err := m.judge(ctx, stageOutput, content{image: image, contentType: contentType})
 	if err != nil || cat == "" {
 		return err
 	}
@@ -438,26 +440,28 @@ func (m *moderator) checkOutput(ctx context.Context, py payer, p params, image [
 // judge runs every classifier and returns the blocking category, if any:
 // sexual_minors before any other, then the first blocking one in the
 // classifiers' order. Every classifier runs until apparent CSAM is found,
-// so a rule that blocks for another category never hides it.
-func (m *moderator) judge(ctx context.Context, stage string, c content) (string, error) {
+// so a rule that blocks for another category never hides it. whole is
+// false when a failed classifier was skipped (fail open).
+func (m *moderator) judge(ctx context.Context, stage string, c content) (cat string, whole bool, err error) {
 	var found []string
+	whole = true
 	for _, cl := range m.classifiers {
 		cats, err := cl.classify(ctx, c)
 		if err != nil {
 			if m.failOpen {
 				m.failures.WithLabelValues(stage, "passed").Inc()
 				m.logger.Warn("moderation classifier failed; passing (fail open)", "stage", stage, "err", err)
+				whole = false
 				continue
 			}
 			m.failures.WithLabelValues(stage, "refused").Inc()
-			return "", unavailable("content moderation is unavailable; retry shortly", 5, err)
+			return "", false, unavailable("content moderation is unavailable; retry shortly", 5, err)
 		}
 		found = append(found, cats...)
 		if slices.Contains(found, categorySexualMinors) {
 			break
 		}
 	}
-	cat := ""
 	if slices.Contains(found, categorySexualMinors) {
 		cat = categorySexualMinors
 	} else if i := slices.IndexFunc(found, func(c string) bool { return m.block[c] }); i >= 0 {
@@ -467,7 +471,7 @@ func (m *moderator) judge(ctx context.Context, stage string, c content) (string,
 		m.blocked.WithLabelValues(cat, stage).Inc()
 		m.logger.Info("moderation refused content", "stage", stage, "category", cat)
 	}
-	return cat, nil
+	return cat, whole, nil
 }
 
 // report records apparent CSAM under legal hold and suspends the account

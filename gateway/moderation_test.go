@@ -688,6 +688,14 @@ func TestModerationClassifierDown(t *testing.T) {
 				if got := counterValue(t, e.gw.moderator.failures, stagePrompt, "passed"); got != 1 {
 					t.Errorf("failures{prompt,passed} = %v, want 1", got)
 				}
+				// A pass the classifier never gave is not remembered:
+				// the same prompt asks the classifier again.
+				if resp, raw := e.postJSON(`{"prompt":"a lighthouse","size":"256x256"}`); resp.StatusCode != 200 {
+					t.Fatalf("again: %d %s", resp.StatusCode, raw)
+				}
+				if got := counterValue(t, e.gw.moderator.failures, stagePrompt, "passed"); got != 2 {
+					t.Errorf("after a repeat, failures{prompt,passed} = %v, want 2: a fail-open pass was cached", got)
+				}
 				return
 			}
 			if resp.Header.Get("Retry-After") == "" || apiErrorOf(t, raw).Code != "unavailable" {
