@@ -2,8 +2,10 @@ package gateway
 
 import (
 	"context"
+	"crypto/hmac"
 	"crypto/sha256"
 	"crypto/subtle"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"strings"
@@ -40,18 +42,56 @@ var outputExts = []string{"png", "jpg", "webp"}
 // errAdminOff answers admin routes when no admin token is configured.
 var errAdminOff = &apiError{Status: fiber.StatusForbidden, Type: "permission_error", Code: "admin_disabled", Msg: "the admin API is disabled: start the gateway with --admin-token"}
 
+// refusalLogPolicy bounds the security-log rows one client's refused admin
+// tokens write: enough to show the operator an attack, too few to flood
+// the log.
+var refusalLogPolicy = LimitPolicy{Quota: 10, Window: time.Hour}
+
 // requireAdmin admits requests bearing the operator's admin token, a
 // credential separate from every user credential (promise S3). Refusals
 // are written to the security log too.
 func (g *Gateway) requireAdmin(c *fiber.Ctx) error {
+	return g.requireBearer(c, g.cfg.AdminToken)
+}
+
+// requirePeer guards POST /v1/admin/invalidate, the one admin route other
+// gateways call: it admits the admin token or the peer token derived from
+// it.
+func (g *Gateway) requirePeer(c *fiber.Ctx) error {
+	return g.requireBearer(c, g.cfg.AdminToken, peerToken(g.cfg.AdminToken))
+}
+
+// peerToken is the credential gateways present to each other. It is
+// derived from the admin token, so operators keep one secret, yet it opens
+// only /v1/admin/invalidate: a peer address that points somewhere wrong
+// leaks the right to empty caches, not the admin API.
+func peerToken(adminToken string) string {
+	if adminToken == "" {
+		return ""
+	}
+	m := hmac.New(sha256.New, []byte(adminToken))
+	m.Write([]byte("imagegate peer invalidate v1"))
+	return "peer_" + hex.EncodeToString(m.Sum(nil))
+}
+
+// requireBearer admits a request whose bearer token is one of accepted,
+// comparing digests in constant time.
+func (g *Gateway) requireBearer(c *fiber.Ctx, accepted ...string) error {
 	if g.cfg.AdminToken == "" {
 		return errAdminOff
 	}
 	scheme, token, _ := strings.Cut(c.Get(fiber.HeaderAuthorization), " ")
-	want := sha256.Sum256([]byte(g.cfg.AdminToken))
 	got := sha256.Sum256([]byte(strings.TrimSpace(token)))
-	if !strings.EqualFold(scheme, "Bearer") || subtle.ConstantTimeCompare(want[:], got[:]) != 1 {
-		g.securityEvent(c, eventAdminRefused, "", "route="+routeOf(c))
+	ok := 0
+	for _, a := range accepted {
+		want := sha256.Sum256([]byte(a))
+		ok |= subtle.ConstantTimeCompare(want[:], got[:])
+	}
+	if !strings.EqualFold(scheme, "Bearer") || ok != 1 {
+		cl := g.clientOf(c)
+		if g.refusals.allow("admin:" + cl.ip) {
+			g.securityEventFrom(cl, eventAdminRefused, "", "route="+routeOf(c))
+		}
 		return &apiError{Status: fiber.StatusUnauthorized, Type: "authentication_error", Code: "invalid_admin_token", Msg: "admin token required"}
 	}
 	return c.Next()
@@ -288,9 +328,16 @@ func purgeMatcher(req purgeJSON, cdnURL string) func(cache.Entry) bool {
 		}
 	}
 	for _, p := range req.Prefixes {
-		// A prefix is host/path; under /o/ it selects hashes by prefix.
-		if _, path, ok := strings.Cut(p, "/"); ok && strings.HasPrefix("/"+path, "/o/") {
-			prefixes = append(prefixes, strings.TrimPrefix("/"+path, "/o/"))
+		// A prefix is host/path. Under /o/ it selects hashes by prefix;
+		// one that stops short of /o/ ("host", "host/", "host/o")
+		// covers every output.
+		_, path, _ := strings.Cut(p, "/")
+		path = "/" + path
+		switch {
+		case strings.HasPrefix(path, "/o/"):
+			prefixes = append(prefixes, strings.TrimPrefix(path, "/o/"))
+		case strings.HasPrefix("/o/", path):
+			all = true
 		}
 	}
 	if len(req.Hosts) > 0 {

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/imagegate/imagegate/cache"
 	"github.com/imagegate/imagegate/edge"
 	"github.com/imagegate/imagegate/internal/cftest"
 	"github.com/imagegate/imagegate/store"
@@ -108,5 +109,115 @@ func TestAdminPurgeWithoutCDNSaysSo(t *testing.T) {
 	off := newEnv(t, envOptions{})
 	if resp, _ := off.admin(testAdminToken, "/v1/admin/purge", `{"everything":true}`); resp.StatusCode != 403 {
 		t.Errorf("admin API without a token configured: %d, want 403", resp.StatusCode)
+	}
+}
+
+// Guessing the admin token is rate limited like any other request, and
+// the guesses cannot flood the security log.
+func TestAdminTokenGuessesAreLimitedAndLoggedSparingly(t *testing.T) {
+	t.Parallel()
+	cfg := Config{AdminToken: testAdminToken}
+	cfg.RateLimits.Anonymous = LimitPolicy{Quota: 30, Window: time.Hour}
+	e := newEnv(t, envOptions{cfg: cfg, limits: true})
+	refused, limited := 0, 0
+	for i := 0; i < 40; i++ {
+		resp, _ := e.admin("guess-"+strings.Repeat("x", i), "/v1/admin/purge", `{"everything":true}`)
+		switch resp.StatusCode {
+		case http.StatusUnauthorized:
+			refused++
+		case http.StatusTooManyRequests:
+			limited++
+		default:
+			t.Fatalf("guess %d: %d, want 401 or 429", i, resp.StatusCode)
+		}
+	}
+	if refused != 30 || limited != 10 {
+		t.Errorf("40 guesses: %d refused, %d rate limited; want 30 and 10", refused, limited)
+	}
+	rows := 0
+	e.db.AllSecurityEvents(func(ev store.SecurityEvent) error {
+		if ev.Kind == eventAdminRefused {
+			rows++
+		}
+		return nil
+	})
+	if rows != refusalLogPolicy.Quota {
+		t.Errorf("%d refused guesses wrote %d security-log rows, want %d", refused, rows, refusalLogPolicy.Quota)
+	}
+	// The budget is the client's: the right token waits for it too.
+	if resp, _ := e.admin(testAdminToken, "/v1/admin/purge", `{"everything":true}`); resp.StatusCode != http.StatusTooManyRequests {
+		t.Errorf("the guessing client with the right token: %d, want 429 until its budget refills", resp.StatusCode)
+	}
+}
+
+// Gateways call each other's invalidate route with a token derived from
+// the admin token; that token opens nothing else.
+func TestPeerTokenOpensOnlyInvalidate(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, envOptions{cfg: Config{AdminToken: testAdminToken}})
+	peer := peerToken(testAdminToken)
+	if peer == "" || strings.Contains(peer, testAdminToken) || peer != peerToken(testAdminToken) || peer == peerToken(testAdminToken+"x") {
+		t.Fatalf("peer token %q must be a stable, one-way function of the admin token", peer)
+	}
+	body := `{"objects":["` + strings.Repeat("ab", 32) + `"]}`
+	if resp, _ := e.admin(peer, "/v1/admin/invalidate", body); resp.StatusCode != 200 {
+		t.Errorf("invalidate with the peer token: %d, want 200", resp.StatusCode)
+	}
+	if resp, _ := e.admin(testAdminToken, "/v1/admin/invalidate", body); resp.StatusCode != 200 {
+		t.Errorf("invalidate with the admin token: %d, want 200", resp.StatusCode)
+	}
+	for _, path := range []string{"/v1/admin/purge", "/v1/admin/accounts/delete"} {
+		if resp, _ := e.admin(peer, path, body); resp.StatusCode != http.StatusUnauthorized {
+			t.Errorf("%s with the peer token: %d, want 401", path, resp.StatusCode)
+		}
+	}
+	invalidations := 0
+	e.db.AllSecurityEvents(func(ev store.SecurityEvent) error {
+		if ev.Kind == eventAdminInvalidate {
+			invalidations++
+		}
+		return nil
+	})
+	if invalidations != 2 {
+		t.Errorf("%d invalidations audit-logged, want 2", invalidations)
+	}
+}
+
+// What a purge drops from this node's own tiers: a prefix that stops short
+// of /o/ covers every output, one under /o/ selects hashes by prefix.
+func TestPurgeMatcherCoversWhatTheCDNPurges(t *testing.T) {
+	t.Parallel()
+	a := cache.Entry{Object: "ab" + strings.Repeat("0", 62), Model: "retro", ModelVersion: "1"}
+	b := cache.Entry{Object: "cd" + strings.Repeat("0", 62), Model: "retro", ModelVersion: "1"}
+	for _, tc := range []struct {
+		name   string
+		req    purgeJSON
+		wantA  bool
+		wantB  bool
+		noneOK bool // nil matcher: nothing local to drop
+	}{
+		{"hash prefix", purgeJSON{Prefixes: []string{"cdn.example.com/o/ab"}}, true, false, false},
+		{"host only", purgeJSON{Prefixes: []string{"cdn.example.com"}}, true, true, false},
+		{"host root", purgeJSON{Prefixes: []string{"cdn.example.com/"}}, true, true, false},
+		{"host /o", purgeJSON{Prefixes: []string{"cdn.example.com/o"}}, true, true, false},
+		{"other path", purgeJSON{Prefixes: []string{"cdn.example.com/static"}}, false, false, true},
+		{"host purge", purgeJSON{Hosts: []string{"cdn.example.com"}}, true, true, false},
+		{"output URL", purgeJSON{URLs: []string{"https://cdn.example.com/o/" + b.Object + ".png"}}, false, true, false},
+		{"model tag", purgeJSON{Tags: []string{edge.ModelTag("retro", "1")}}, true, true, false},
+	} {
+		m := purgeMatcher(tc.req, "https://cdn.example.com")
+		if m == nil {
+			if !tc.noneOK {
+				t.Errorf("%s: no matcher", tc.name)
+			}
+			continue
+		}
+		if tc.noneOK {
+			t.Errorf("%s: matches outputs, want nothing local", tc.name)
+			continue
+		}
+		if m(a) != tc.wantA || m(b) != tc.wantB {
+			t.Errorf("%s: matches a=%v b=%v, want %v %v", tc.name, m(a), m(b), tc.wantA, tc.wantB)
+		}
 	}
 }

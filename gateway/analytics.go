@@ -33,14 +33,14 @@ const (
 
 // analyticsRoutes registers first-party analytics, the privacy page and
 // account settings and correction routes (issue 6).
-func (g *Gateway) analyticsRoutes(app fiber.Router, with, account func(...fiber.Handler) []fiber.Handler) {
+func (g *Gateway) analyticsRoutes(app fiber.Router, with, account func(...fiber.Handler) []fiber.Handler, limited fiber.Handler) {
 	// Every route here that knows the account honours Sec-GPC on it, so
 	// the opt-out holds even before gpcOptOut joins the identify chain.
 	acct := func(hs ...fiber.Handler) []fiber.Handler {
 		return account(append([]fiber.Handler{g.gpcOptOut}, hs...)...)
 	}
 	app.Post("/v1/analytics/pageview", with(g.gpcOptOut, g.pageView)...)
-	app.Get("/v1/admin/analytics", g.requireAdmin, g.adminAnalytics)
+	app.Get("/v1/admin/analytics", limited, g.requireAdmin, g.adminAnalytics)
 
 	app.Get("/v1/account/settings", acct(g.getSettings)...)
 	app.Put("/v1/account/settings", acct(g.putSettings)...)

@@ -69,6 +69,10 @@ func (g *Gateway) signup(c *fiber.Ctx) error {
 	if err := checkPassword("password", req.Password); err != nil {
 		return err
 	}
+	site, err := g.siteURL(c)
+	if err != nil {
+		return err
+	}
 	ctx, cancel := authContext()
 	defer cancel()
 	hash, err := g.passwords.hash(ctx, req.Password)
@@ -76,10 +80,12 @@ func (g *Gateway) signup(c *fiber.Ctx) error {
 		return hashError(err)
 	}
 	acct, err := g.store.CreateAccount(store.NewAccount{Email: email, PasswordHash: hash, Plan: g.cfg.Plans.Default, AgeAttested: g.now()})
-	site := g.siteURL(c)
 	switch {
 	case errors.Is(err, store.ErrConflict):
-		if existing, err := g.store.AccountByEmail(email); err == nil && existing.Status == store.StatusActive {
+		// The notice is throttled per address like reset mail, so signups
+		// cannot flood an account holder's inbox.
+		existing, err := g.store.AccountByEmail(email)
+		if err == nil && existing.Status == store.StatusActive && g.resetMails.allow("signup:"+guardKey(email)) {
 			g.securityEvent(c, eventSignupExisting, existing.ID, "")
 			g.mail.send("signup_existing", existingAccountMail(email, site+"/reset-password"))
 		}
@@ -252,25 +258,38 @@ func (g *Gateway) requestReset(c *fiber.Ctx) error {
 	if mail.CheckAddress(store.NormalizeEmail(req.Email)) != nil {
 		return badRequest("invalid_email", "email: not a valid address")
 	}
+	site, err := g.siteURL(c)
+	if err != nil {
+		return err
+	}
 	// One reset mail per address per interval, so the route cannot be
 	// used to flood someone's inbox.
 	if !g.resetMails.allow("reset:" + guardKey(req.Email)) {
 		return c.Status(fiber.StatusAccepted).JSON(statusAccepted)
 	}
-	acct, err := g.store.AccountByEmail(req.Email)
-	switch {
-	case errors.Is(err, store.ErrNotFound):
-	case err != nil:
-		return err
-	case acct.Status == store.StatusActive:
-		tok, err := g.store.CreatePasswordReset(acct.ID, g.cfg.ResetTTL)
-		if err != nil {
-			return err
-		}
-		g.securityEvent(c, eventResetRequested, acct.ID, "")
-		g.mail.send("reset", resetMail(acct.Email, g.siteURL(c)+"/reset-password?token="+url.QueryEscape(tok), g.cfg.ResetTTL))
-	}
+	// The answer does not wait for the lookup and the writes, so its
+	// timing says nothing about whether the address has an account.
+	email, cl := strings.Clone(req.Email), g.clientOf(c)
+	g.mail.run(func() { g.sendReset(email, site, cl) })
 	return c.Status(fiber.StatusAccepted).JSON(statusAccepted)
+}
+
+// sendReset issues and mails a reset link if email has an active account.
+func (g *Gateway) sendReset(email, site string, cl client) {
+	acct, err := g.store.AccountByEmail(email)
+	if err != nil || acct.Status != store.StatusActive {
+		if err != nil && !errors.Is(err, store.ErrNotFound) {
+			g.logger.Error("reset lookup failed", "err", err)
+		}
+		return
+	}
+	tok, err := g.store.CreatePasswordReset(acct.ID, g.cfg.ResetTTL)
+	if err != nil {
+		g.logger.Error("reset token not created", "err", err)
+		return
+	}
+	g.securityEventFrom(cl, eventResetRequested, acct.ID, "")
+	g.mail.send("reset", resetMail(acct.Email, site+"/reset-password?token="+url.QueryEscape(tok), g.cfg.ResetTTL))
 }
 
 type resetConfirmJSON struct {
@@ -296,17 +315,20 @@ func (g *Gateway) confirmReset(c *fiber.Ctx) error {
 	if req.Token == "" || len(req.Token) > 128 {
 		return errBadToken
 	}
+	token := strings.Clone(req.Token)
+	// A bad token is refused before the expensive hash: guessing tokens
+	// must not buy argon2 time.
+	if err := resetTokenError(g.store.CheckPasswordReset(token)); err != nil {
+		return err
+	}
 	ctx, cancel := authContext()
 	defer cancel()
 	hash, err := g.passwords.hash(ctx, req.NewPassword)
 	if err != nil {
 		return hashError(err)
 	}
-	id, err := g.store.ConsumePasswordReset(strings.Clone(req.Token), hash)
-	switch {
-	case errors.Is(err, store.ErrNotFound), errors.Is(err, store.ErrExpired), errors.Is(err, store.ErrAccountInactive):
-		return errBadToken
-	case err != nil:
+	id, err := g.store.ConsumePasswordReset(token, hash)
+	if err := resetTokenError(err); err != nil {
 		return err
 	}
 	g.securityEvent(c, eventPasswordReset, id, "")
@@ -318,6 +340,16 @@ func (g *Gateway) confirmReset(c *fiber.Ctx) error {
 		return g.page(c, "Password changed", "Your password was changed and every session was signed out. Sign in with the new password.")
 	}
 	return c.SendStatus(fiber.StatusNoContent)
+}
+
+// resetTokenError maps the store's verdict on a reset token to the answer
+// the client gets: every kind of bad token looks the same.
+func resetTokenError(err error) error {
+	switch {
+	case errors.Is(err, store.ErrNotFound), errors.Is(err, store.ErrExpired), errors.Is(err, store.ErrAccountInactive):
+		return errBadToken
+	}
+	return err
 }
 
 type verifyJSON struct {
@@ -367,18 +399,24 @@ func hashError(err error) error {
 // resetMailPolicy bounds reset emails to one address: 3 an hour.
 var resetMailPolicy = LimitPolicy{Quota: 3, Window: time.Hour}
 
-// mailThrottle limits how often one address can be sent account mail on a
-// stranger's request, so those routes cannot flood an inbox.
-type mailThrottle struct {
+// throttle limits how often something may happen per key within a
+// policy: how often one address can be sent account mail on a stranger's
+// request (so those routes cannot flood an inbox), how often one client's
+// refusals are written to the security log (so guessing cannot flood it),
+// how often a cookie-less client's GPC signal is written to the consent
+// log.
+type throttle struct {
+	name    string
+	policy  LimitPolicy
 	buckets *keyedStore[rate.Limiter]
 	now     func() time.Time
 }
 
-func newMailThrottle(now func() time.Time) *mailThrottle {
-	return &mailThrottle{buckets: newKeyedStore(defaultRateMaxKeys, rateBucketIdle), now: now}
+func newThrottle(name string, policy LimitPolicy, now func() time.Time) *throttle {
+	return &throttle{name: name, policy: policy, buckets: newKeyedStore(defaultRateMaxKeys, rateBucketIdle), now: now}
 }
 
-func (m *mailThrottle) allow(key string) bool {
-	subs := []rateSubject{{name: "mail", key: hashedRateKey(rateNSAccount, key), policy: resetMailPolicy}}
+func (m *throttle) allow(key string) bool {
+	subs := []rateSubject{{name: m.name, key: hashedRateKey(rateNSAccount, key), policy: m.policy}}
 	return chargeBuckets(m.buckets, m.now(), subs, 1).allowed
 }

@@ -454,3 +454,53 @@ func TestLoginThrottleCannotLockOutTheOwner(t *testing.T) {
 	victim.header.Set("Fly-Client-IP", "198.51.100.7")
 	want(t, victim.call("POST", "/v1/auth/login", `{"email":"victim@example.com","password":"`+testPassword+`"}`, nil), 200)
 }
+
+// Emailed links never take their address from the request's Host, which
+// anyone can set: without --public-url only a loopback Host (development on
+// one machine) is trusted, and any other refuses before anything is sent.
+func TestAccountLinksUseAKnownSiteAddress(t *testing.T) {
+	t.Parallel()
+	reset := func(e *env, host, email string) (*http.Response, []byte) {
+		req, _ := http.NewRequest("POST", e.url+"/v1/auth/password-reset", strings.NewReader(`{"email":"`+email+`"}`))
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Sec-Fetch-Site", "same-origin")
+		req.Host = host
+		return e.do(req)
+	}
+	linkOf := func(e *env, email string) string {
+		body, _ := io.ReadAll(e.mailWithSubject(email, "Reset your password").Body)
+		i := bytes.Index(body, []byte("/reset-password?token="))
+		if i < 0 {
+			t.Fatalf("no reset link in %q", body)
+		}
+		start := bytes.LastIndex(body[:i], []byte("http"))
+		return string(body[start:i])
+	}
+
+	e := newEnv(t, envOptions{})
+	e.signedIn("host-a@example.com")
+	e.signedIn("host-b@example.com")
+	resp, body := reset(e, "evil.example", "host-a@example.com")
+	if resp.StatusCode != http.StatusServiceUnavailable || apiErrorOf(t, body).Code != "public_url_required" {
+		t.Errorf("reset with a foreign Host and no --public-url: %d %s, want 503 public_url_required", resp.StatusCode, body)
+	}
+	host := strings.TrimPrefix(e.url, "http://")
+	if resp, body := reset(e, host, "host-b@example.com"); resp.StatusCode != http.StatusAccepted {
+		t.Fatalf("reset on loopback: %d %s", resp.StatusCode, body)
+	}
+	if got := linkOf(e, "host-b@example.com"); got != "http://"+host {
+		t.Errorf("loopback link base %q, want http://%s", got, host)
+	}
+	if msgs := e.mails("host-a@example.com", 1); len(msgs) != 1 { // the verification mail only
+		t.Errorf("the refused reset still mailed host-a: %d messages", len(msgs))
+	}
+
+	pub := newEnv(t, envOptions{cfg: Config{PublicURL: "https://img.example.com/"}})
+	pub.signedIn("host-c@example.com")
+	if resp, body := reset(pub, "evil.example", "host-c@example.com"); resp.StatusCode != http.StatusAccepted {
+		t.Fatalf("reset with --public-url: %d %s", resp.StatusCode, body)
+	}
+	if got := linkOf(pub, "host-c@example.com"); got != "https://img.example.com" {
+		t.Errorf("link base %q, want the configured https://img.example.com", got)
+	}
+}

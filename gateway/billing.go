@@ -474,7 +474,10 @@ func (g *Gateway) billingCheckout(c *fiber.Ctx) error {
 				Msg: "this account already has a subscription: change or cancel it in the customer portal (POST /v1/billing/portal)"}
 		}
 	}
-	site := g.siteURL(c)
+	site, err := g.siteURL(c)
+	if err != nil {
+		return err
+	}
 	ctx, cancel := context.WithTimeout(c.UserContext(), b.cfg.StripeTimeout)
 	defer cancel()
 	u, err := b.checkout(ctx, acct.ID, item, nonce, site)
@@ -609,12 +612,20 @@ func (g *Gateway) billingPortal(c *fiber.Ctx) error {
 		return &apiError{Status: fiber.StatusConflict, Type: "invalid_request_error", Code: "no_billing_account",
 			Msg: "nothing to manage yet: this account has never checked out"}
 	}
+	returnURL := b.cfg.PortalReturnURL
+	if returnURL == "" {
+		site, err := g.siteURL(c)
+		if err != nil {
+			return err
+		}
+		returnURL = site + "/"
+	}
 	ctx, cancel := context.WithTimeout(c.UserContext(), b.cfg.StripeTimeout)
 	defer cancel()
 	s, err := b.portals.New(&stripe.BillingPortalSessionParams{
 		Params:    stripe.Params{Context: ctx},
 		Customer:  stripe.String(rec.CustomerID),
-		ReturnURL: stripe.String(orDefault(b.cfg.PortalReturnURL, g.siteURL(c)+"/")),
+		ReturnURL: stripe.String(returnURL),
 	})
 	if err != nil {
 		return stripeFailure("portal session", err)

@@ -373,6 +373,10 @@ func (g *Gateway) startNotify(c *fiber.Ctx, n *notifier) error {
 	if err := decodeJSON(c.Body(), &req); err != nil {
 		return err
 	}
+	site, err := g.siteURL(c)
+	if err != nil {
+		return err
+	}
 	if req.Subject == "" {
 		req.Subject = defaultNotifySubject
 	}
@@ -406,7 +410,7 @@ func (g *Gateway) startNotify(c *fiber.Ctx, n *notifier) error {
 	default:
 		// Render for a sample recipient: what the mailer would refuse is
 		// refused now, not once per recipient.
-		sample := store.NotifyJob{Subject: req.Subject, SiteURL: g.siteURL(c), Created: g.now()}
+		sample := store.NotifyJob{Subject: req.Subject, SiteURL: site, Created: g.now()}
 		msg := notifyMail(sample, tpl, store.NotifyRecipient{Email: "recipient@example.com", Created: g.now()})
 		if err := msg.Validate(); err != nil {
 			problems = append(problems, strings.ReplaceAll(err.Error(), "\n", "; "))
@@ -420,7 +424,7 @@ func (g *Gateway) startNotify(c *fiber.Ctx, n *notifier) error {
 		accounts[i] = strings.Clone(id)
 	}
 	job, err := g.store.CreateNotifyJob(store.NewNotifyJob{
-		Subject: strings.Clone(req.Subject), Template: strings.Clone(req.Template), SiteURL: g.siteURL(c),
+		Subject: strings.Clone(req.Subject), Template: strings.Clone(req.Template), SiteURL: site,
 		Rate: req.Rate, Accounts: accounts, All: req.All,
 	})
 	if err != nil {

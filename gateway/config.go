@@ -13,8 +13,10 @@ import (
 // Config holds the gateway's tunables. The zero value of every field means
 // "use the default"; call Validate after setting fields.
 type Config struct {
-	// PublicURL is the base of links the gateway hands out; empty means
-	// derive it from the request's scheme and Host.
+	// PublicURL is the base of links the gateway hands out. Empty means
+	// derive output links from the request's scheme and Host; emailed
+	// account links (verification, reset, billing, notices) are then only
+	// sent to a loopback Host, since anyone can set Host to their own.
 	PublicURL string
 	// CDNURL, when set, replaces PublicURL as the base of output links.
 	CDNURL string

@@ -6,6 +6,7 @@ import (
 	"html/template"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/gofiber/fiber/v2"
 
@@ -158,15 +159,28 @@ func (g *Gateway) getConsent(c *fiber.Ctx) error {
 
 // recordGPC records a Sec-GPC: 1 opt-out of analytics the first time a
 // browser sends it, and withdraws any analytics cookie.
+//
+// gpcRecordPolicy bounds the rows one address's cookie-less, signed-out
+// requests write.
+var gpcRecordPolicy = LimitPolicy{Quota: 30, Window: time.Hour}
+
 func (g *Gateway) recordGPC(c *fiber.Ctx, s consentState) (consentState, error) {
 	if !s.gpc || s.gpcRecorded {
+		return s, nil
+	}
+	p := principalOf(c)
+	if s.visitor == "" && p.account == nil && !g.gpcRecords.allow("gpc:"+g.clientOf(c).ip) {
+		// A client that never keeps the cookie would write a row per
+		// request. Past the throttle its opt-out is still honoured
+		// (analytics stay off while Sec-GPC is sent), just not written
+		// down again.
 		return s, nil
 	}
 	if s.visitor == "" {
 		s.visitor = newVisitorID()
 	}
 	subject := s.visitor
-	if p := principalOf(c); p.account != nil {
+	if p.account != nil {
 		subject = p.account.ID
 	}
 	_, err := g.store.RecordConsent(store.Consent{

@@ -855,3 +855,36 @@ func FuzzConsentCookie(f *testing.F) {
 		}
 	})
 }
+
+// A client that sends Sec-GPC but never keeps the cookie cannot make every
+// request write a consent row; its opt-out is honoured all the same.
+func TestCookielessGPCWritesAreBounded(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, envOptions{})
+	var visitors []string
+	for i := 0; i < gpcRecordPolicy.Quota+10; i++ {
+		resp, body := e.get(e.url+"/v1/consent", "Sec-GPC", "1")
+		var view struct {
+			Analytics bool `json:"analytics"`
+			GPC       bool `json:"gpc"`
+		}
+		if err := json.Unmarshal(body, &view); err != nil || resp.StatusCode != 200 || view.Analytics || !view.GPC {
+			t.Fatalf("request %d: %d %s, want GPC honoured", i, resp.StatusCode, body)
+		}
+		for _, ck := range resp.Cookies() {
+			if ck.Name == cookieConsent && ck.Value != "" {
+				visitors = append(visitors, ck.Value)
+			}
+		}
+	}
+	if len(visitors) != gpcRecordPolicy.Quota {
+		t.Errorf("%d cookie-less GPC requests recorded %d times, want %d", gpcRecordPolicy.Quota+10, len(visitors), gpcRecordPolicy.Quota)
+	}
+	// A signed-in account's GPC is always recorded, throttle or not.
+	b, acct := e.signedIn("gpc-account@example.com")
+	b.header.Set("Sec-GPC", "1")
+	want(t, b.call("GET", "/v1/consent", "", nil), 200)
+	if got, err := e.db.LatestConsent(acct.ID); err != nil || got.Source != store.ConsentGPC {
+		t.Errorf("the account's GPC opt-out: %+v, %v; want a gpc record", got, err)
+	}
+}

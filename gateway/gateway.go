@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/gofiber/fiber/v2"
@@ -76,7 +77,11 @@ type Gateway struct {
 	limiter    *rateLimiter
 	logins     *loginGuard
 	quota      *dailyQuota
-	resetMails *mailThrottle
+	resetMails *throttle
+	// refusals throttles security-log rows for refused admin tokens;
+	// gpcRecords the GPC consent rows of cookie-less visitors.
+	refusals   *throttle
+	gpcRecords *throttle
 	billing    *billing // nil when payments are not configured
 	objects    objectDeleter
 	purger     purger
@@ -130,7 +135,9 @@ func New(cfg Config, deps Deps) (*Gateway, error) {
 		httpClient: deps.HTTPClient,
 		decodes:    make(chan struct{}, 4),
 		passwords:  newPasswordHasher(cfg.passwordParams, cfg.PasswordHashers, 5*time.Second),
-		resetMails: newMailThrottle(now),
+		resetMails: newThrottle("mail", resetMailPolicy, now),
+		refusals:   newThrottle("refusal-log", refusalLogPolicy, now),
+		gpcRecords: newThrottle("gpc-record", gpcRecordPolicy, now),
 		objects:    deps.Objects,
 		purger:     deps.Purger,
 		owners:     deps.OwnerTags,
@@ -140,7 +147,7 @@ func New(cfg Config, deps Deps) (*Gateway, error) {
 	if g.httpClient == nil {
 		g.httpClient = &http.Client{Timeout: 20 * time.Second}
 	}
-	g.peers = newPeerSet(cfg.Peers, cfg.AdminToken, g.httpClient)
+	g.peers = newPeerSet(cfg.Peers, peerToken(cfg.AdminToken), g.httpClient)
 	if g.ips, err = newClientIPResolver(cfg.ClientIP); err != nil {
 		return nil, err
 	}
@@ -183,11 +190,15 @@ func New(cfg Config, deps Deps) (*Gateway, error) {
 
 	ctx, cancel := context.WithCancel(context.Background())
 	g.stop = cancel
+	// g.done closes once every background worker has returned, so
+	// Shutdown can promise that none of them still uses the store.
+	var workers sync.WaitGroup
+	workers.Go(func() { g.sweepLimits(ctx) })
+	workers.Go(func() { g.runLifecycle(ctx, cfg.LifecycleInterval) })
+	workers.Go(func() { g.catalog.run(ctx, g.gen, cfg.ModelRefresh) })
 	go func() {
-		defer close(g.done)
-		go g.sweepLimits(ctx)
-		go g.runLifecycle(ctx, cfg.LifecycleInterval)
-		g.catalog.run(ctx, g.gen, cfg.ModelRefresh)
+		workers.Wait()
+		close(g.done)
 	}()
 	return g, nil
 }
@@ -225,6 +236,7 @@ func (g *Gateway) routes(gatherer prometheus.Gatherer) {
 	app.Use(g.metrics.middleware)
 	app.Use(g.filterCookies)
 	app.Use(g.crossOrigin)
+	app.Use(plainBodies)
 
 	app.Get("/healthz", g.healthz)
 	app.Get("/readyz", g.readyz)
@@ -234,7 +246,7 @@ func (g *Gateway) routes(gatherer prometheus.Gatherer) {
 
 	costs := g.cfg.RateLimits.Costs
 	limit := func(cost int) fiber.Handler { return g.limiter.limit(cost, rateIdentityOf) }
-	std := []fiber.Handler{g.identify, limit(costs.Default), g.gpcOptOut}
+	std := []fiber.Handler{g.smallBody, g.identify, limit(costs.Default), g.gpcOptOut}
 	with := func(hs ...fiber.Handler) []fiber.Handler { return append(append([]fiber.Handler{}, std...), hs...) }
 	account := func(hs ...fiber.Handler) []fiber.Handler {
 		return with(append([]fiber.Handler{requireAccount}, hs...)...)
@@ -271,14 +283,18 @@ func (g *Gateway) routes(gatherer prometheus.Gatherer) {
 	app.Get("/v1/cookies", limit(costs.Default), g.cookiesJSON)
 	app.Get("/.well-known/gpc.json", limit(costs.Default), g.gpcJSON)
 
-	admin := app.Group("/v1/admin", g.requireAdmin)
+	// Admin routes are rate limited before the token check, so guessing
+	// the token costs the guesser like any other request.
+	// Registered before the group, so the group's requireAdmin never
+	// sees it: other gateways call it with the peer token.
+	app.Post("/v1/admin/invalidate", limit(costs.Default), g.requirePeer, g.adminInvalidate)
+	admin := app.Group("/v1/admin", limit(costs.Default), g.requireAdmin)
 	admin.Post("/purge", g.adminPurge)
-	admin.Post("/invalidate", g.adminInvalidate)
 	admin.Post("/accounts/delete", g.adminDeleteAccount)
 	admin.Get("/accounts/erasures", g.adminErasures)
 	g.moderationRoutes(admin)
 	g.complianceRoutes(admin)
-	g.analyticsRoutes(app, with, account)
+	g.analyticsRoutes(app, with, account, limit(costs.Default))
 
 	app.Get("/cookies", limit(costs.Default), g.cookiesPage)
 	app.Get("/reset-password", limit(costs.Default), g.resetPage)

@@ -151,15 +151,9 @@ func (g *Gateway) googleCallback(c *fiber.Ctx) error {
 				Msg: "this email address is linked to a different Google account; sign in with your password"}
 		case err == nil:
 			// The address is verified by Google. If the account never
-			// proved it owns the address, whoever signed up with it may
-			// not be its owner: take their password and sessions away
-			// before handing the account to the address's owner.
-			if !acct.EmailVerified {
-				if _, err := g.store.SetPassword(acct.ID, "", ""); err != nil {
-					return err
-				}
-				acct.PasswordHash = ""
-			}
+			// proved it owns the address, LinkGoogle revokes every
+			// credential of whoever signed up with it before the
+			// account passes to the address's owner.
 			if err := g.store.LinkGoogle(acct.ID, user.Subject); err != nil {
 				return err
 			}

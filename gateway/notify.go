@@ -3,6 +3,8 @@ package gateway
 import (
 	"context"
 	"fmt"
+	"net"
+	"net/netip"
 	"strings"
 	"sync"
 	"time"
@@ -51,6 +53,17 @@ func (p *postman) send(kind string, msg mail.Message) {
 	}()
 }
 
+// run does f off the request path, counted by wait like a message.
+func (p *postman) run(f func()) {
+	p.wg.Add(1)
+	go func() {
+		defer p.wg.Done()
+		p.slots <- struct{}{}
+		defer func() { <-p.slots }()
+		f()
+	}()
+}
+
 // wait blocks until every queued message is handed over or ctx ends.
 func (p *postman) wait(ctx context.Context) {
 	done := make(chan struct{})
@@ -61,13 +74,28 @@ func (p *postman) wait(ctx context.Context) {
 	}
 }
 
-// siteURL is the base of links in emails: the configured public URL, or
-// the request's own origin.
-func (g *Gateway) siteURL(c *fiber.Ctx) string {
+// errNoPublicURL refuses to mail a link when the site's address is not
+// configured: building it from the request's Host would let anyone send an
+// account's owner a reset link pointing at their own host.
+var errNoPublicURL = &apiError{Status: fiber.StatusServiceUnavailable, Type: "server_error", Code: "public_url_required",
+	Msg: "this site cannot send account links: its operator must set --public-url", RetryAfter: 3600}
+
+// siteURL is the base of links in emails: the configured public URL. Only
+// on a loopback host (development on one machine) is the request's own
+// address trusted instead, and then only over plain http.
+func (g *Gateway) siteURL(c *fiber.Ctx) (string, error) {
 	if g.cfg.PublicURL != "" {
-		return strings.TrimSuffix(g.cfg.PublicURL, "/")
+		return strings.TrimSuffix(g.cfg.PublicURL, "/"), nil
 	}
-	return c.Protocol() + "://" + string(c.Request().Host())
+	host := string(c.Request().Host())
+	name := host
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		name = h
+	}
+	if ip, err := netip.ParseAddr(strings.Trim(name, "[]")); (err == nil && ip.IsLoopback()) || strings.EqualFold(name, "localhost") {
+		return "http://" + host, nil
+	}
+	return "", errNoPublicURL
 }
 
 // Account emails. Each is essential (CategoryAccount or CategorySecurity):
@@ -102,16 +130,28 @@ func passwordChangedMail(to string) mail.Message {
 			"If this was not you, reset your password at once and contact us.\n"}
 }
 
-// securityEvent appends to the security log (promise S1): the event, the
-// account, the client's address and user agent. Failures are logged, not
-// returned: the user's action already happened.
-func (g *Gateway) securityEvent(c *fiber.Ctx, kind, accountID, detail string) {
+// client is who a security event comes from, copied out of the request.
+type client struct{ ip, userAgent string }
+
+func (g *Gateway) clientOf(c *fiber.Ctx) client {
 	ua := c.Get(fiber.HeaderUserAgent)
 	if len(ua) > 256 {
 		ua = ua[:256]
 	}
+	return client{ip: g.ips.addr(c).String(), userAgent: strings.Clone(ua)}
+}
+
+// securityEvent appends to the security log (promise S1): the event, the
+// account, the client's address and user agent. Failures are logged, not
+// returned: the user's action already happened.
+func (g *Gateway) securityEvent(c *fiber.Ctx, kind, accountID, detail string) {
+	g.securityEventFrom(g.clientOf(c), kind, accountID, detail)
+}
+
+// securityEventFrom is securityEvent for work done after the request.
+func (g *Gateway) securityEventFrom(cl client, kind, accountID, detail string) {
 	err := g.store.LogSecurityEvent(store.SecurityEvent{
-		Kind: kind, AccountID: accountID, IP: g.ips.addr(c).String(), UserAgent: strings.Clone(ua), Detail: detail,
+		Kind: kind, AccountID: accountID, IP: cl.ip, UserAgent: cl.userAgent, Detail: detail,
 	})
 	if err != nil {
 		g.logger.Error("security log write failed", "kind", kind, "err", err)

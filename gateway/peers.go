@@ -56,8 +56,8 @@ func (c *PeersConfig) validate() error {
 	return nil
 }
 
-// peerSet reaches the other gateways with the admin token, the credential
-// peers require before they drop anything.
+// peerSet reaches the other gateways with the peer token (derived from the
+// admin token), the credential peers require before they drop anything.
 type peerSet struct {
 	cfg      PeersConfig
 	token    string

@@ -213,12 +213,15 @@ func (g *Gateway) changeEmail(c *fiber.Ctx) error {
 		return &apiError{Status: fiber.StatusTooManyRequests, Type: "rate_limit_error", Code: "too_many_emails",
 			Msg: "too many address changes requested; try again later", RetryAfter: 1200}
 	}
+	site, err := g.siteURL(c)
+	if err != nil {
+		return err
+	}
 	tok, err := g.store.CreateEmailVerification(p.account.ID, email, g.cfg.VerifyTTL)
 	if err != nil {
 		return err
 	}
 	g.securityEvent(c, eventEmailChangeRequested, p.account.ID, "")
-	site := g.siteURL(c)
 	g.mail.send("verify_change", verifyMail(email, site+"/verify-email?token="+url.QueryEscape(tok), true))
 	g.mail.send("email_change_notice", emailChangeNoticeMail(p.account.Email, maskEmail(email), site+"/reset-password"))
 	c.Set(fiber.HeaderCacheControl, "no-store")

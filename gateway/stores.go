@@ -28,6 +28,7 @@ type sessionStore interface {
 
 type emailTokenStore interface {
 	CreatePasswordReset(accountID string, ttl time.Duration) (string, error)
+	CheckPasswordReset(token string) error
 	ConsumePasswordReset(token, newHash string) (string, error)
 	CreateEmailVerification(accountID, newEmail string, ttl time.Duration) (string, error)
 	ConfirmEmail(token string) (string, error)

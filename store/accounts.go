@@ -106,8 +106,12 @@ func (db *DB) CreateAccount(n NewAccount) (Account, error) {
 	if n.AgeAttested.IsZero() {
 		return Account{}, errors.New("store: account needs an age attestation")
 	}
+	slot, err := db.reserveSlot(bucketAccounts)
+	if err != nil {
+		return Account{}, err
+	}
 	var acct Account
-	err := db.bolt.Update(func(tx *bolt.Tx) error {
+	err = db.bolt.Update(func(tx *bolt.Tx) error {
 		emailIdx := db.lookupKey("email", email)
 		if tx.Bucket(bucketAccountEmails).Get(emailIdx) != nil {
 			return ErrConflict
@@ -120,10 +124,6 @@ func (db *DB) CreateAccount(n NewAccount) (Account, error) {
 			}
 		}
 		accounts := tx.Bucket(bucketAccounts)
-		slot, err := accounts.NextSequence()
-		if err != nil {
-			return err
-		}
 		rec := accountRecord{
 			ID: newID("acct_"), Slot: slot, EmailIndex: emailIdx, EmailVerified: n.EmailVerified,
 			PasswordHash: n.PasswordHash, Plan: n.Plan, Status: StatusActive,
@@ -201,6 +201,12 @@ func (db *DB) accountByIndex(bucket, idx []byte) (Account, error) {
 // LinkGoogle attaches a Google subject to an existing account and marks its
 // address verified (Google vouches for it). An account keeps the first
 // subject linked to it: linking another is ErrConflict.
+//
+// If the account never proved it owns its address, whoever signed up with
+// it may not be the address's owner. The link hands the account to the
+// owner Google vouches for, so in the same transaction every credential
+// the signer-up could still hold dies: the password, every session, every
+// API key and every emailed token.
 func (db *DB) LinkGoogle(id, subject string) error {
 	return db.updateAccount(id, func(tx *bolt.Tx, rec *accountRecord, key []byte) error {
 		idx := db.lookupKey("google", subject)
@@ -216,6 +222,12 @@ func (db *DB) LinkGoogle(id, subject string) error {
 		sealed, err := seal(key, "google:"+id, []byte(subject))
 		if err != nil {
 			return err
+		}
+		if !rec.EmailVerified {
+			rec.PasswordHash = ""
+			if err := revokeCredentials(tx, id); err != nil {
+				return err
+			}
 		}
 		// Google vouches for the address the link was made through.
 		rec.GoogleSealed, rec.GoogleIndex, rec.EmailVerified = sealed, idx, true
@@ -289,6 +301,9 @@ func (db *DB) SetPlan(id, plan string) error {
 // SetStatus changes the account's status.
 func (db *DB) SetStatus(id string, status AccountStatus) error {
 	return db.updateAccount(id, func(tx *bolt.Tx, rec *accountRecord, _ []byte) error {
+		if rec.Status == StatusErasing && status != StatusErasing {
+			return ErrAccountInactive // an erasure is never undone
+		}
 		rec.Status = status
 		if status != StatusActive {
 			_, err := deleteSessions(tx, id, "")

@@ -232,6 +232,12 @@ func TestPasswordReset(t *testing.T) {
 	if fileContains(t, path, []byte(first)) {
 		t.Errorf("reset token stored in the clear")
 	}
+	if err := db.CheckPasswordReset(second); err != nil {
+		t.Errorf("CheckPasswordReset(live token) = %v", err)
+	}
+	if err := db.CheckPasswordReset("not-a-token"); !errors.Is(err, ErrNotFound) {
+		t.Errorf("CheckPasswordReset(unknown) = %v, want ErrNotFound", err)
+	}
 	id, err := db.ConsumePasswordReset(second, "$argon2id$reset")
 	if err != nil || id != a.ID {
 		t.Fatalf("Consume = %q, %v", id, err)
@@ -249,6 +255,9 @@ func TestPasswordReset(t *testing.T) {
 	}
 	late, _ := db.CreatePasswordReset(a.ID, 30*time.Minute)
 	clock.Advance(31 * time.Minute)
+	if err := db.CheckPasswordReset(late); !errors.Is(err, ErrExpired) {
+		t.Errorf("CheckPasswordReset(expired) = %v, want ErrExpired", err)
+	}
 	if _, err := db.ConsumePasswordReset(late, "$argon2id$late"); !errors.Is(err, ErrExpired) {
 		t.Errorf("expired token: %v, want ErrExpired", err)
 	}
@@ -324,4 +333,88 @@ func TestEmailVerificationAndChange(t *testing.T) {
 	if _, err := db.ConfirmEmail(late); !errors.Is(err, ErrExpired) {
 		t.Errorf("expired link: %v", err)
 	}
+}
+
+// Account pre-hijacking: someone signs up with another person's address
+// and never proves it. When the address's owner proves it (a Google link
+// or a reset link), nothing the signer-up holds may still open the account.
+func TestProvingAnAddressRevokesTheSquattersCredentials(t *testing.T) {
+	t.Parallel()
+	policy := SessionPolicy{Idle: time.Hour, Absolute: time.Hour}
+	squat := func(t *testing.T, db *DB, email string) (Account, string, string, string) {
+		t.Helper()
+		a := mustAccount(t, db, email)
+		if a.EmailVerified {
+			t.Fatal("a password signup starts verified")
+		}
+		sess, _, err := db.CreateSession(a.ID, policy)
+		if err != nil {
+			t.Fatal(err)
+		}
+		key, _, err := db.CreateAPIKey(a.ID, "squatter")
+		if err != nil {
+			t.Fatal(err)
+		}
+		reset, err := db.CreatePasswordReset(a.ID, time.Hour)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return a, sess, key, reset
+	}
+	assertRevoked := func(t *testing.T, db *DB, sess, key string) {
+		t.Helper()
+		if _, err := db.ValidateSession(sess); !errors.Is(err, ErrNotFound) {
+			t.Errorf("the squatter's session survived: %v", err)
+		}
+		if _, err := db.ValidateAPIKey(key); !errors.Is(err, ErrNotFound) {
+			t.Errorf("the squatter's API key survived: %v", err)
+		}
+	}
+
+	t.Run("google link", func(t *testing.T) {
+		t.Parallel()
+		db, _, _ := testDB(t)
+		a, sess, key, reset := squat(t, db, "victim@example.com")
+		if err := db.LinkGoogle(a.ID, "google-owner"); err != nil {
+			t.Fatal(err)
+		}
+		assertRevoked(t, db, sess, key)
+		if _, err := db.ConsumePasswordReset(reset, "$argon2id$squatter"); !errors.Is(err, ErrNotFound) {
+			t.Errorf("the squatter's reset link still works: %v", err)
+		}
+		got, _ := db.Account(a.ID)
+		if got.PasswordHash != "" || !got.EmailVerified {
+			t.Errorf("after the link: password %q, verified %v; want none and true", got.PasswordHash, got.EmailVerified)
+		}
+	})
+
+	t.Run("reset link", func(t *testing.T) {
+		t.Parallel()
+		db, _, _ := testDB(t)
+		a, sess, key, reset := squat(t, db, "victim@example.com")
+		if _, err := db.ConsumePasswordReset(reset, "$argon2id$owner"); err != nil {
+			t.Fatal(err)
+		}
+		assertRevoked(t, db, sess, key)
+		if got, _ := db.Account(a.ID); !got.EmailVerified {
+			t.Errorf("a spent reset link did not mark the address proven")
+		}
+	})
+
+	t.Run("a proven account keeps its keys", func(t *testing.T) {
+		t.Parallel()
+		db, _, _ := testDB(t)
+		a := mustAccount(t, db, "owner@example.com")
+		if err := db.LinkGoogle(a.ID, "google-owner"); err != nil {
+			t.Fatal(err)
+		}
+		key, _, _ := db.CreateAPIKey(a.ID, "mine")
+		reset, _ := db.CreatePasswordReset(a.ID, time.Hour)
+		if _, err := db.ConsumePasswordReset(reset, "$argon2id$new"); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := db.ValidateAPIKey(key); err != nil {
+			t.Errorf("a verified owner's reset revoked their API key: %v", err)
+		}
+	})
 }

@@ -77,9 +77,19 @@ func (db *DB) createEmailToken(accountID, purpose, newEmail string, ttl time.Dur
 // new password hash, deletes every reset token of the account (so a second
 // emailed link dies too) and ends every session. It returns the account id.
 // An unknown or used token is ErrNotFound; an old one ErrExpired.
+//
+// The link proves the address, so an account that never verified it
+// becomes verified; and since whoever signed up with the address may not
+// own it, that account's API keys die too.
 func (db *DB) ConsumePasswordReset(token, newHash string) (string, error) {
 	return db.consumeEmailToken(token, purposeReset, func(tx *bolt.Tx, rec *accountRecord, _ emailToken, _ []byte) error {
 		rec.PasswordHash = newHash
+		if !rec.EmailVerified {
+			rec.EmailVerified = true
+			if err := deleteAPIKeys(tx, rec.ID); err != nil {
+				return err
+			}
+		}
 		// A pending change of address dies too: whoever reset the
 		// password may be undoing a takeover that started it.
 		if err := deleteTokens(tx, rec.ID, purposeVerify); err != nil {
@@ -87,6 +97,33 @@ func (db *DB) ConsumePasswordReset(token, newHash string) (string, error) {
 		}
 		_, err := deleteSessions(tx, rec.ID, "")
 		return err
+	})
+}
+
+// CheckPasswordReset reports whether token is a live reset token of an
+// active account, without spending it: ErrNotFound, ErrExpired or
+// ErrAccountInactive otherwise. It lets a caller refuse a bad token before
+// paying for a password hash.
+func (db *DB) CheckPasswordReset(token string) error {
+	return db.bolt.View(func(tx *bolt.Tx) error {
+		var t emailToken
+		if err := getJSON(tx.Bucket(bucketResets), hashToken(token), &t); err != nil {
+			return err
+		}
+		if t.Purpose != purposeReset {
+			return ErrNotFound
+		}
+		if !db.now().Before(t.Expires) {
+			return ErrExpired
+		}
+		rec, err := getAccount(tx, t.AccountID)
+		if err != nil {
+			return err
+		}
+		if rec.Status != StatusActive {
+			return ErrAccountInactive
+		}
+		return nil
 	})
 }
 
@@ -154,6 +191,18 @@ func (db *DB) consumeEmailToken(token, purpose string, fn func(tx *bolt.Tx, rec 
 }
 
 // deleteTokens deletes the account's tokens of purpose (all if empty).
+// revokeCredentials ends every session, API key and emailed token of the
+// account.
+func revokeCredentials(tx *bolt.Tx, accountID string) error {
+	if _, err := deleteSessions(tx, accountID, ""); err != nil {
+		return err
+	}
+	if err := deleteAPIKeys(tx, accountID); err != nil {
+		return err
+	}
+	return deleteTokens(tx, accountID, "")
+}
+
 func deleteTokens(tx *bolt.Tx, accountID, purpose string) error {
 	tokens := tx.Bucket(bucketResets)
 	var doomed [][]byte

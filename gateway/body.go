@@ -1,0 +1,46 @@
+package gateway
+
+import (
+	"bytes"
+
+	"github.com/gofiber/fiber/v2"
+)
+
+// errEncodedBody refuses a request body sent in a content coding.
+var errEncodedBody = &apiError{Status: fiber.StatusUnsupportedMediaType, Type: "invalid_request_error", Code: "encoded_body",
+	Msg: "request bodies must not be compressed: send them without Content-Encoding"}
+
+// plainBodies refuses request bodies in a content coding (gzip, deflate,
+// br). Fiber's c.Body() decodes those without bound, so a small body could
+// inflate into gigabytes before any size check saw it; no client of this
+// API needs to compress what it sends. Every Content-Encoding header is
+// looked at, since a duplicate must not smuggle one past.
+func plainBodies(c *fiber.Ctx) error {
+	switch c.Method() {
+	case fiber.MethodGet, fiber.MethodHead, fiber.MethodOptions:
+		return c.Next() // no body is read
+	}
+	var encoded bool
+	c.Request().Header.VisitAll(func(k, v []byte) {
+		if bytes.EqualFold(k, []byte(fiber.HeaderContentEncoding)) {
+			v = bytes.TrimSpace(v)
+			if len(v) > 0 && !bytes.EqualFold(v, []byte("identity")) {
+				encoded = true
+			}
+		}
+	})
+	if encoded {
+		return errEncodedBody
+	}
+	return c.Next()
+}
+
+// smallBody bounds the body of the JSON and form routes to MaxJSONBytes;
+// only image uploads (edits) and the Stripe webhook take more, up to the
+// server's body limit.
+func (g *Gateway) smallBody(c *fiber.Ctx) error {
+	if len(c.Request().Body()) > g.cfg.MaxJSONBytes {
+		return errBodyTooLarge(g.cfg.MaxJSONBytes)
+	}
+	return c.Next()
+}
