@@ -295,6 +295,11 @@ func (s *Server) Connections() int {
 	return int(s.conns.Load())
 }
 
+// Client returns an HTTP client with a connection pool of its own for this
+// server. http.DefaultClient's pool is shared: any httptest.Server closing
+// in a parallel test empties it, which makes Connections() count again.
+func (s *Server) Client() *http.Client { return s.srv.Client() }
+
 // Count returns how many requests were answered with status.
 func (s *Server) Count(status int) int {
 	s.mu.Lock()

@@ -43,7 +43,7 @@ func call(t testing.TB, s *Server, method, path string, hdr map[string]string, b
 	for k, v := range hdr {
 		req.Header.Set(k, v)
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := s.Client().Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -349,7 +349,7 @@ func TestServerStall(t *testing.T) {
 	for k, v := range goodHdr {
 		req.Header.Set(k, v)
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := s.Client().Do(req)
 	if err == nil {
 		resp.Body.Close()
 		t.Fatalf("stalled request answered HTTP %d", resp.StatusCode)
