@@ -10,6 +10,8 @@ import (
 var errEncodedBody = &apiError{Status: fiber.StatusUnsupportedMediaType, Type: "invalid_request_error", Code: "encoded_body",
 	Msg: "request bodies must not be compressed: send them without Content-Encoding"}
 
+var identity = []byte("identity")
+
 // plainBodies refuses request bodies in a content coding (gzip, deflate,
 // br). Fiber's c.Body() decodes those without bound, so a small body could
 // inflate into gigabytes before any size check saw it; no client of this
@@ -20,17 +22,10 @@ func plainBodies(c *fiber.Ctx) error {
 	case fiber.MethodGet, fiber.MethodHead, fiber.MethodOptions:
 		return c.Next() // no body is read
 	}
-	var encoded bool
-	c.Request().Header.VisitAll(func(k, v []byte) {
-		if bytes.EqualFold(k, []byte(fiber.HeaderContentEncoding)) {
-			v = bytes.TrimSpace(v)
-			if len(v) > 0 && !bytes.EqualFold(v, []byte("identity")) {
-				encoded = true
-			}
+	for _, v := range c.Request().Header.PeekAll(fiber.HeaderContentEncoding) {
+		if v = bytes.TrimSpace(v); len(v) > 0 && !bytes.EqualFold(v, identity) {
+			return errEncodedBody
 		}
-	})
-	if encoded {
-		return errEncodedBody
 	}
 	return c.Next()
 }
