@@ -1,7 +1,6 @@
 package edge
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -10,13 +9,13 @@ import (
 	"regexp"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/imagegate/imagegate/internal/cftest"
+	"github.com/imagegate/imagegate/internal/testpeer"
 )
 
 const (
@@ -27,30 +26,12 @@ const (
 
 var cfStart = time.Date(2026, 3, 4, 5, 6, 7, 0, time.UTC)
 
-// syncBuffer collects log output written from any goroutine.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // purgeEnv is a Purger wired to a fake Cloudflare sharing its fake clock.
 type purgeEnv struct {
 	cf    *cftest.Server
 	clock *cftest.Clock
 	p     *Purger
-	logs  *syncBuffer
+	logs  *testpeer.Buffer
 }
 
 // newPurgeEnv starts a fake with cf (token, zone and clock filled in) and
@@ -58,7 +39,7 @@ type purgeEnv struct {
 // fake's token and zone, no real waiting.
 func newPurgeEnv(t *testing.T, cf cftest.Config, cfg PurgerConfig) *purgeEnv {
 	t.Helper()
-	e := &purgeEnv{clock: cftest.NewClock(cfStart), logs: &syncBuffer{}}
+	e := &purgeEnv{clock: cftest.NewClock(cfStart), logs: &testpeer.Buffer{}}
 	cf.Token, cf.ZoneID, cf.Now = cfToken, cfZone, e.clock.Now
 	e.cf = cftest.NewServer(t, cf)
 	if cfg.APIToken == "" {

@@ -58,21 +58,7 @@ func TestModerationConfigValidate(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			err := tc.cfg.Validate()
-			if len(tc.errs) == 0 {
-				if err != nil {
-					t.Fatalf("Validate: %v", err)
-				}
-				return
-			}
-			if err == nil {
-				t.Fatal("Validate accepted it")
-			}
-			for _, want := range tc.errs {
-				if !strings.Contains(err.Error(), want) {
-					t.Errorf("error lacks %q:\n%v", want, err)
-				}
-			}
+			checkValidation(t, tc.cfg.Validate(), tc.errs)
 		})
 	}
 	var c ModerationConfig

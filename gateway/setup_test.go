@@ -1,7 +1,6 @@
 package gateway
 
 import (
-	"bytes"
 	"context"
 	"io"
 	"log/slog"
@@ -23,26 +22,9 @@ import (
 	"github.com/imagegate/imagegate/gateway/mail"
 	"github.com/imagegate/imagegate/inference"
 	"github.com/imagegate/imagegate/inference/retro"
+	"github.com/imagegate/imagegate/internal/testpeer"
 	"github.com/imagegate/imagegate/store"
 )
-
-// syncBuffer is a log sink safe for concurrent writers.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
 
 // env is a whole gateway on real parts: bbolt files and a local object
 // store in a temp dir, the retro backend behind a real Connect server on
@@ -56,7 +38,7 @@ type env struct {
 	db      *store.DB
 	tierReg *prometheus.Registry
 	gwReg   *prometheus.Registry
-	logs    *syncBuffer
+	logs    *testpeer.Buffer
 	client  *http.Client
 	signer  *edge.Signer
 	outbox  *mail.Outbox
@@ -78,7 +60,7 @@ type envOptions struct {
 
 func newEnv(t testing.TB, opts envOptions) *env {
 	t.Helper()
-	e := &env{t: t, dir: opts.dir, logs: &syncBuffer{}, client: &http.Client{Timeout: 60 * time.Second}}
+	e := &env{t: t, dir: opts.dir, logs: &testpeer.Buffer{}, client: &http.Client{Timeout: 60 * time.Second}}
 	if e.dir == "" {
 		e.dir = t.TempDir()
 	}
@@ -293,4 +275,26 @@ func (c *testClock) Advance(d time.Duration) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.t = c.t.Add(d)
+}
+
+// checkValidation fails t unless err is what a Validate call owes: nil when
+// want is empty, else an error mentioning every string of want. It reports
+// whether the config was valid.
+func checkValidation(t *testing.T, err error, want []string) bool {
+	t.Helper()
+	if len(want) == 0 {
+		if err != nil {
+			t.Fatalf("Validate: %v", err)
+		}
+		return true
+	}
+	if err == nil {
+		t.Fatal("Validate accepted a bad config")
+	}
+	for _, w := range want {
+		if !strings.Contains(err.Error(), w) {
+			t.Errorf("error %q does not mention %q", err, w)
+		}
+	}
+	return false
 }

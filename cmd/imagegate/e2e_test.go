@@ -19,6 +19,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/imagegate/imagegate/internal/testpeer"
 )
 
 // binary is the imagegate command built once for the process tests.
@@ -45,19 +47,7 @@ func TestMain(m *testing.M) {
 type proc struct {
 	cmd    *exec.Cmd
 	url    string
-	stderr *bytes.Buffer
-	mu     *sync.Mutex
-}
-
-type lockedWriter struct {
-	mu *sync.Mutex
-	w  io.Writer
-}
-
-func (l lockedWriter) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.w.Write(p)
+	stderr *testpeer.Buffer
 }
 
 // start runs imagegate with args and waits for its "listening on" line.
@@ -79,8 +69,8 @@ func startEnv(t *testing.T, env []string, args ...string) *proc {
 // when the test ends, and waits for its "listening on" line.
 func startCmd(t *testing.T, cmd *exec.Cmd) *proc {
 	t.Helper()
-	p := &proc{cmd: cmd, stderr: &bytes.Buffer{}, mu: &sync.Mutex{}}
-	cmd.Stderr = lockedWriter{p.mu, p.stderr}
+	p := &proc{cmd: cmd, stderr: &testpeer.Buffer{}}
+	cmd.Stderr = p.stderr
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -105,8 +95,6 @@ func startCmd(t *testing.T, cmd *exec.Cmd) *proc {
 }
 
 func (p *proc) logs() string {
-	p.mu.Lock()
-	defer p.mu.Unlock()
 	return p.stderr.String()
 }
 

@@ -27,6 +27,7 @@ import (
 
 	inferencev1 "github.com/imagegate/imagegate/internal/gen/imagegate/inference/v1"
 	"github.com/imagegate/imagegate/internal/gen/imagegate/inference/v1/inferencev1connect"
+	"github.com/imagegate/imagegate/internal/testpeer"
 )
 
 // testPKI is a private CA and a server certificate it issued for
@@ -303,9 +304,8 @@ func TestCertReloaderServesRenewedCertificates(t *testing.T) {
 	pki := newTestPKI(t)
 	certFile, keyFile := filepath.Join(pki.dir, "live.pem"), filepath.Join(pki.dir, "live-key.pem")
 	first := pki.writeLeaf(t, certFile, keyFile, time.Now().Add(24*time.Hour))
-	var logs bytes.Buffer
-	var logMu sync.Mutex
-	logger := slog.New(slog.NewTextHandler(lockedWriter{&logMu, &logs}, nil))
+	logs := &testpeer.Buffer{}
+	logger := slog.New(slog.NewTextHandler(logs, nil))
 	r, err := newCertReloader(certFile, keyFile, logger)
 	if err != nil {
 		t.Fatal(err)
@@ -348,9 +348,7 @@ func TestCertReloaderServesRenewedCertificates(t *testing.T) {
 			t.Errorf("after a broken write serving serial %d, want the previous %d", got, renewed)
 		}
 	}
-	logMu.Lock()
 	complaints := strings.Count(logs.String(), "cannot be used")
-	logMu.Unlock()
 	if complaints != 1 {
 		t.Errorf("logged the broken files %d times, want once:\n%s", complaints, logs.String())
 	}

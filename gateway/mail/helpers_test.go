@@ -9,15 +9,16 @@ import (
 	"mime/quotedprintable"
 	netmail "net/mail"
 	"strings"
-	"sync"
 	"testing"
+
+	"github.com/imagegate/imagegate/internal/testpeer"
 )
 
 // testLogger returns a debug-level logger whose output must, when the test
 // ends, contain none of secrets (passwords, recipients, bodies).
 func testLogger(t *testing.T, secrets ...string) *slog.Logger {
 	t.Helper()
-	buf := &lockedBuffer{}
+	buf := &testpeer.Buffer{}
 	t.Cleanup(func() {
 		out := buf.String()
 		for _, s := range secrets {
@@ -27,23 +28,6 @@ func testLogger(t *testing.T, secrets ...string) *slog.Logger {
 		}
 	})
 	return slog.New(slog.NewTextHandler(buf, &slog.HandlerOptions{Level: slog.LevelDebug}))
-}
-
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
 
 // decodedSubject decodes RFC 2047 words in a Subject header.

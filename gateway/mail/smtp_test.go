@@ -345,7 +345,7 @@ func TestSMTPKeepsPasswordOffCleartext(t *testing.T) {
 	if err != nil {
 		t.Skipf("no second loopback address: %v", err)
 	}
-	sent := &lockedBuffer{}
+	sent := &testpeer.Buffer{}
 	done := make(chan struct{})
 	t.Cleanup(func() { ln.Close(); <-done })
 	go func() {

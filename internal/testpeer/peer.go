@@ -102,7 +102,7 @@ func FreePort(t testing.TB) int {
 // Process is a running peer.
 type Process struct {
 	cmd  *exec.Cmd
-	out  *lockedBuffer
+	out  *Buffer
 	done chan struct{}
 	err  error // valid after done is closed
 }
@@ -127,7 +127,7 @@ func Start(t testing.TB, bin string, args, env []string, ready func(ctx context.
 	t.Helper()
 	cmd := exec.Command(bin, args...)
 	cmd.Env = append(os.Environ(), env...)
-	p := &Process{cmd: cmd, out: &lockedBuffer{}, done: make(chan struct{})}
+	p := &Process{cmd: cmd, out: &Buffer{}, done: make(chan struct{})}
 	cmd.Stdout, cmd.Stderr = p.out, p.out
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("start %s: %v", filepath.Base(bin), err)
@@ -178,18 +178,20 @@ func DialReady(addr string) func(ctx context.Context) error {
 // Addr joins the loopback host and port.
 func Addr(port int) string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(port)) }
 
-type lockedBuffer struct {
+// Buffer collects output written from any goroutine: a process's
+// output, a test's log sink.
+type Buffer struct {
 	mu  sync.Mutex
 	buf bytes.Buffer
 }
 
-func (b *lockedBuffer) Write(p []byte) (int, error) {
+func (b *Buffer) Write(p []byte) (int, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.Write(p)
 }
 
-func (b *lockedBuffer) String() string {
+func (b *Buffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.String()
