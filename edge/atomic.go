@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path"
+	"path/filepath"
 	"runtime"
 )
 
@@ -47,25 +48,14 @@ func defaultFSOps() fsOps {
 // created=true and the last one's bytes win.
 func publish(root *os.Root, name string, data []byte, perm fs.FileMode, ops fsOps) (created bool, err error) {
 	dir := path.Dir(name)
-	tmp, f, err := createTemp(root, dir, perm)
-	if err != nil {
+	tmp, err := writeTemp(root, dir, data, perm, ops)
+	if tmp == "" {
 		return false, err
 	}
 	// Whatever happens the temporary name goes; after a successful link the
 	// data lives on under name. A failed removal leaves a file that
 	// NewLocal sweeps later, so it is not worth failing the write for.
 	defer func() { _ = root.Remove(tmp) }()
-
-	_, err = f.Write(data)
-	if err == nil {
-		err = f.Chmod(perm) // exact mode, whatever the umask
-	}
-	if err == nil {
-		err = ops.sync(f)
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
 	if err != nil {
 		return false, fmt.Errorf("edge: write %s: %w", name, err)
 	}
@@ -92,6 +82,56 @@ func publish(root *os.Root, name string, data []byte, perm fs.FileMode, ops fsOp
 		return true, fmt.Errorf("edge: publish %s: %w", name, err)
 	}
 	return true, nil
+}
+
+// WriteFile replaces the file at path with data, atomically and durably:
+// a reader sees the old file or the whole new one, never a part of it, and
+// once WriteFile returns the new file survives a crash. Unlike publish it
+// replaces an existing file. The temporary file is a tempPrefix name in
+// the same directory.
+func WriteFile(name string, data []byte, perm fs.FileMode) error {
+	root, err := os.OpenRoot(filepath.Dir(name))
+	if err != nil {
+		return fmt.Errorf("edge: write %s: %w", name, err)
+	}
+	defer root.Close()
+	base := filepath.Base(name)
+	tmp, err := writeTemp(root, ".", data, perm, defaultFSOps())
+	if tmp == "" {
+		return err
+	}
+	defer func() { _ = root.Remove(tmp) }() // gone already after the rename
+	if err != nil {
+		return fmt.Errorf("edge: write %s: %w", name, err)
+	}
+	if err := root.Rename(tmp, base); err != nil {
+		return fmt.Errorf("edge: write %s: %w", name, err)
+	}
+	if err := syncDir(root, "."); err != nil {
+		return fmt.Errorf("edge: write %s: %w", name, err)
+	}
+	return nil
+}
+
+// writeTemp writes data, mode perm, flushed to stable storage, to a new
+// temporary file in dir and returns its name (also on a failed write, so
+// the caller can remove it; "" if none was created).
+func writeTemp(root *os.Root, dir string, data []byte, perm fs.FileMode, ops fsOps) (string, error) {
+	tmp, f, err := createTemp(root, dir, perm)
+	if err != nil {
+		return "", err
+	}
+	_, err = f.Write(data)
+	if err == nil {
+		err = f.Chmod(perm) // exact mode, whatever the umask
+	}
+	if err == nil {
+		err = ops.sync(f)
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return tmp, err
 }
 
 // createTemp creates a new temporary file in dir with an unpredictable name

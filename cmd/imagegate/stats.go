@@ -9,10 +9,10 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"os"
-	"path/filepath"
 	"strconv"
 	"time"
+
+	"github.com/imagegate/imagegate/edge"
 )
 
 const statsUsage = `imagegate stats — model-improvement statistics
@@ -76,31 +76,10 @@ func runStats(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		_, err := stdout.Write(doc.Bytes())
 		return err
 	}
-	if err := writeFileAtomic(*out, doc.Bytes()); err != nil {
+	// Written atomically: a reader never sees half an export.
+	if err := edge.WriteFile(*out, doc.Bytes(), 0o600); err != nil {
 		return fmt.Errorf("stats export: %w", err)
 	}
 	fmt.Fprintf(stderr, "wrote %d groups (k=%d) to %s\n", len(summary.Groups), summary.K, *out)
 	return nil
-}
-
-// writeFileAtomic writes data to path through a temporary file in the
-// same directory, so a reader never sees half an export.
-func writeFileAtomic(path string, data []byte) error {
-	f, err := os.CreateTemp(filepath.Dir(path), ".stats-*.json")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(f.Name())
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	return os.Rename(f.Name(), path)
 }

@@ -11,6 +11,8 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/imagegate/imagegate/edge"
 )
 
 // outboxTimeLayout starts every outbox file name: fixed width and UTC, so
@@ -71,48 +73,13 @@ func (o *Outbox) Send(ctx context.Context, m Message) error {
 		return fmt.Errorf("mail: outbox: compose: %w", err)
 	}
 	name := now.UTC().Format(outboxTimeLayout) + "-" + token + ".eml"
-	if err := o.write(name, buf.Bytes()); err != nil {
+	// edge.WriteFile's temporary files start with .tmp-, which Prune
+	// removes when a crash leaves one behind.
+	if err := edge.WriteFile(filepath.Join(o.dir, name), buf.Bytes(), 0o600); err != nil {
 		return fmt.Errorf("mail: outbox: %w", err)
 	}
 	o.logger.Debug("mail sent", "transport", "outbox", "category", m.Category, "file", name)
 	return nil
-}
-
-// write publishes data as dir/name atomically.
-func (o *Outbox) write(name string, data []byte) error {
-	f, err := os.CreateTemp(o.dir, ".tmp-*.eml") // mode 0600
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	published := false
-	defer func() {
-		if !published {
-			os.Remove(tmp)
-		}
-	}()
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp, filepath.Join(o.dir, name)); err != nil {
-		return err
-	}
-	published = true
-	// Make the rename itself durable.
-	d, err := os.Open(o.dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
 }
 
 // Prune deletes outbox files written before the cut-off, and temporary
