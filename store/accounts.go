@@ -338,6 +338,16 @@ func getAccount(tx *bolt.Tx, id string) (accountRecord, error) {
 	return rec, err
 }
 
+// getActiveAccount is getAccount for work only an active account may do:
+// a suspended or erasing one is ErrAccountInactive.
+func getActiveAccount(tx *bolt.Tx, id string) (accountRecord, error) {
+	rec, err := getAccount(tx, id)
+	if err == nil && rec.Status != StatusActive {
+		err = ErrAccountInactive
+	}
+	return rec, err
+}
+
 // openAccount decrypts a record into an Account.
 func (db *DB) openAccount(rec accountRecord) (Account, error) {
 	key, err := db.keys.get(rec.Slot, ownerTag(rec.ID))

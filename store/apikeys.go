@@ -29,12 +29,8 @@ func (db *DB) CreateAPIKey(accountID, name string) (string, APIKey, error) {
 	secret, hash := newToken(APIKeyPrefix, 24)
 	k := APIKey{ID: newID("key_"), AccountID: accountID, Name: name, Hint: secret[:len(APIKeyPrefix)+4], Created: db.now().UTC()}
 	err := db.bolt.Update(func(tx *bolt.Tx) error {
-		acct, err := getAccount(tx, accountID)
-		if err != nil {
+		if _, err := getActiveAccount(tx, accountID); err != nil {
 			return err
-		}
-		if acct.Status != StatusActive {
-			return ErrAccountInactive
 		}
 		if err := putJSON(tx.Bucket(bucketAPIKeys), hash, k); err != nil {
 			return err

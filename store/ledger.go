@@ -145,12 +145,9 @@ func (db *DB) Reserve(accountID string, amount int64, ref string) (Hold, error) 
 	}
 	h := Hold{ID: newID("hold_"), AccountID: accountID, Amount: amount, Ref: ref, Created: db.now().UTC()}
 	err := db.bolt.Update(func(tx *bolt.Tx) error {
-		rec, err := getAccount(tx, accountID)
+		rec, err := getActiveAccount(tx, accountID)
 		if err != nil {
 			return err
-		}
-		if rec.Status != StatusActive {
-			return ErrAccountInactive
 		}
 		if rec.Balance-rec.Held < amount {
 			return ErrInsufficientCredits

@@ -56,12 +56,9 @@ func (db *DB) Profile(accountID string) (Profile, error) {
 // fields; an empty profile removes the record.
 func (db *DB) SetProfile(accountID string, p Profile) error {
 	return db.bolt.Update(func(tx *bolt.Tx) error {
-		rec, err := getAccount(tx, accountID)
+		rec, err := getActiveAccount(tx, accountID)
 		if err != nil {
 			return err
-		}
-		if rec.Status != StatusActive {
-			return ErrAccountInactive
 		}
 		if p == (Profile{}) {
 			return deleteProfile(tx, accountID)
@@ -96,12 +93,9 @@ func (db *DB) UpdateSettings(accountID string, fn func(*Settings)) (Settings, bo
 		changed bool
 	)
 	apply := func(tx *bolt.Tx) (accountRecord, error) {
-		rec, err := getAccount(tx, accountID)
+		rec, err := getActiveAccount(tx, accountID)
 		if err != nil {
 			return rec, err
-		}
-		if rec.Status != StatusActive {
-			return rec, ErrAccountInactive
 		}
 		out = rec.Settings
 		fn(&out)
@@ -128,29 +122,11 @@ func (db *DB) UpdateSettings(accountID string, fn func(*Settings)) (Settings, bo
 func (db *DB) CancelEmailChange(accountID string) (bool, error) {
 	var cancelled bool
 	err := db.bolt.Update(func(tx *bolt.Tx) error {
-		cancelled = false
-		tokens := tx.Bucket(bucketResets)
-		var doomed [][]byte
-		err := tokens.ForEach(func(k, v []byte) error {
-			var t emailToken
-			if err := decodeRecord(v, &t); err != nil {
-				return err
-			}
-			if t.AccountID == accountID && t.Purpose == purposeVerify && t.NewEmail != nil {
-				doomed = append(doomed, append([]byte(nil), k...))
-			}
-			return nil
+		n, err := deleteTokensWhere(tx, func(t emailToken) bool {
+			return t.AccountID == accountID && t.Purpose == purposeVerify && t.NewEmail != nil
 		})
-		if err != nil {
-			return err
-		}
-		for _, k := range doomed {
-			if err := tokens.Delete(k); err != nil {
-				return err
-			}
-		}
-		cancelled = len(doomed) > 0
-		return nil
+		cancelled = n > 0
+		return err
 	})
 	return cancelled, err
 }

@@ -52,12 +52,8 @@ func (db *DB) CreateSession(accountID string, p SessionPolicy) (string, Session,
 	now := db.now().UTC()
 	rec := sessionRecord{AccountID: accountID, Created: now, LastSeen: now, Idle: p.Idle, Expires: now.Add(p.Absolute)}
 	err := db.bolt.Update(func(tx *bolt.Tx) error {
-		acct, err := getAccount(tx, accountID)
-		if err != nil {
+		if _, err := getActiveAccount(tx, accountID); err != nil {
 			return err
-		}
-		if acct.Status != StatusActive {
-			return ErrAccountInactive
 		}
 		if err := putJSON(tx.Bucket(bucketSessions), hash, rec); err != nil {
 			return err

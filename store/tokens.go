@@ -1,9 +1,7 @@
 package store
 
 import (
-	"encoding/json"
 	"errors"
-	"fmt"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -43,12 +41,9 @@ func (db *DB) createEmailToken(accountID, purpose, newEmail string, ttl time.Dur
 	}
 	token, hash := newToken("", 32)
 	err := db.bolt.Update(func(tx *bolt.Tx) error {
-		acct, err := getAccount(tx, accountID)
+		acct, err := getActiveAccount(tx, accountID)
 		if err != nil {
 			return err
-		}
-		if acct.Status != StatusActive {
-			return ErrAccountInactive
 		}
 		rec := emailToken{AccountID: accountID, Purpose: purpose, Expires: db.now().UTC().Add(ttl)}
 		if newEmail != "" {
@@ -116,14 +111,8 @@ func (db *DB) CheckPasswordReset(token string) error {
 		if !db.now().Before(t.Expires) {
 			return ErrExpired
 		}
-		rec, err := getAccount(tx, t.AccountID)
-		if err != nil {
-			return err
-		}
-		if rec.Status != StatusActive {
-			return ErrAccountInactive
-		}
-		return nil
+		_, err := getActiveAccount(tx, t.AccountID)
+		return err
 	})
 }
 
@@ -167,12 +156,9 @@ func (db *DB) consumeEmailToken(token, purpose string, fn func(tx *bolt.Tx, rec 
 		if err := deleteTokens(tx, t.AccountID, purpose); err != nil {
 			return err
 		}
-		rec, err := getAccount(tx, t.AccountID)
+		rec, err := getActiveAccount(tx, t.AccountID)
 		if err != nil {
 			return err
-		}
-		if rec.Status != StatusActive {
-			return ErrAccountInactive
 		}
 		key, err := db.keys.get(rec.Slot, ownerTag(rec.ID))
 		if err != nil {
@@ -204,27 +190,36 @@ func revokeCredentials(tx *bolt.Tx, accountID string) error {
 }
 
 func deleteTokens(tx *bolt.Tx, accountID, purpose string) error {
+	_, err := deleteTokensWhere(tx, func(t emailToken) bool {
+		return t.AccountID == accountID && (purpose == "" || t.Purpose == purpose)
+	})
+	return err
+}
+
+// deleteTokensWhere deletes every emailed token doomed picks and reports
+// how many went.
+func deleteTokensWhere(tx *bolt.Tx, doomed func(emailToken) bool) (int, error) {
 	tokens := tx.Bucket(bucketResets)
-	var doomed [][]byte
+	var keys [][]byte
 	// The bucket holds only live tokens (the sweeper removes expired
 	// ones), so a scan is cheap.
 	err := tokens.ForEach(func(k, v []byte) error {
 		var t emailToken
-		if err := json.Unmarshal(v, &t); err != nil {
-			return fmt.Errorf("store: decode token: %w", err)
+		if err := decodeRecord(v, &t); err != nil {
+			return err
 		}
-		if t.AccountID == accountID && (purpose == "" || t.Purpose == purpose) {
-			doomed = append(doomed, append([]byte(nil), k...))
+		if doomed(t) {
+			keys = append(keys, append([]byte(nil), k...))
 		}
 		return nil
 	})
 	if err != nil {
-		return err
+		return 0, err
 	}
-	for _, k := range doomed {
+	for _, k := range keys {
 		if err := tokens.Delete(k); err != nil {
-			return err
+			return 0, err
 		}
 	}
-	return nil
+	return len(keys), nil
 }
