@@ -2,19 +2,13 @@ package inference
 
 import (
 	"bytes"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"errors"
 	"image/png"
 	"io"
 	"log"
 	"log/slog"
-	"math/big"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -24,77 +18,8 @@ import (
 
 	"connectrpc.com/connect"
 	"github.com/google/go-cmp/cmp"
+	"github.com/imagegate/imagegate/internal/testpeer"
 )
-
-// testCA is a certificate authority made for one test, as an operator
-// makes a private CA for a GPU host and hands its certificate to the
-// gateways (--inference-ca-file).
-type testCA struct {
-	cert *x509.Certificate
-	key  *ecdsa.PrivateKey
-}
-
-func newTestCA(t testing.TB, name string) *testCA {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(1),
-		Subject:               pkix.Name{CommonName: name},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(time.Hour),
-		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature,
-		BasicConstraintsValid: true,
-		IsCA:                  true,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &testCA{cert: cert, key: key}
-}
-
-func (ca *testCA) pool() *x509.CertPool {
-	p := x509.NewCertPool()
-	p.AddCert(ca.cert)
-	return p
-}
-
-// issue returns a server certificate for hosts (IP addresses or names)
-// signed by ca.
-func (ca *testCA) issue(t testing.TB, hosts ...string) tls.Certificate {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(2),
-		Subject:      pkix.Name{CommonName: hosts[0]},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}
-	for _, h := range hosts {
-		if ip := net.ParseIP(h); ip != nil {
-			tmpl.IPAddresses = append(tmpl.IPAddresses, ip)
-		} else {
-			tmpl.DNSNames = append(tmpl.DNSNames, h)
-		}
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
-}
 
 // protoRecorder notes the protocol of every request that reaches the tier.
 type protoRecorder struct {
@@ -138,22 +63,24 @@ func serveTLS(t testing.TB, h http.Handler, cert tls.Certificate) *httptest.Serv
 func TestPoolOverTLS(t *testing.T) {
 	t.Parallel()
 	const token = "tls-tier-token-0123456789"
-	ca := newTestCA(t, "imagegate test CA")
-	stranger := newTestCA(t, "some other CA")
+	// A private CA, as an operator makes for a GPU host and hands to the
+	// gateways (--inference-ca-file).
+	ca := testpeer.NewCA(t, "imagegate test CA")
+	stranger := testpeer.NewCA(t, "some other CA")
 	backend := newTestBackend("tiny")
 	tier, err := NewServer(ServerConfig{Token: token}, []Backend{backend}, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	rec := &protoRecorder{next: tier.Handler()}
-	srv := serveTLS(t, rec, ca.issue(t, "127.0.0.1"))
+	srv := serveTLS(t, rec, ca.Issue(t, time.Now().Add(time.Hour), "127.0.0.1").TLS)
 	if !strings.HasPrefix(srv.URL, "https://") {
 		t.Fatalf("test server URL %s is not https", srv.URL)
 	}
 	req := Request{Prompt: "over tls", Width: 8, Height: 8, Seed: 7, Style: "auto"}
 
 	t.Run("trusted CA", func(t *testing.T) {
-		p, err := newPool(PoolConfig{URLs: []string{srv.URL}, Token: token, RootCAs: ca.pool()}, nil)
+		p, err := newPool(PoolConfig{URLs: []string{srv.URL}, Token: token, RootCAs: ca.Pool()}, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -191,7 +118,7 @@ func TestPoolOverTLS(t *testing.T) {
 		roots *x509.CertPool
 	}{
 		{"system roots", nil},
-		{"another CA", stranger.pool()},
+		{"another CA", stranger.Pool()},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			p, err := newPool(PoolConfig{URLs: []string{srv.URL}, Token: token, RootCAs: tc.roots}, nil)
@@ -219,7 +146,7 @@ func TestPoolOverTLS(t *testing.T) {
 		{"wrong token", "not-the-tier-token-0000"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			p, err := newPool(PoolConfig{URLs: []string{srv.URL}, Token: tc.token, RootCAs: ca.pool()}, nil)
+			p, err := newPool(PoolConfig{URLs: []string{srv.URL}, Token: tc.token, RootCAs: ca.Pool()}, nil)
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -2,16 +2,11 @@ package main
 
 import (
 	"bytes"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/pem"
 	"io"
 	"log/slog"
-	"math/big"
 	"net"
 	"net/http"
 	"os"
@@ -19,7 +14,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -34,88 +28,39 @@ import (
 // 127.0.0.1 and localhost, written as PEM files the way an operator hands
 // them to `imagegate inference` and the gateways.
 type testPKI struct {
-	ca      *x509.Certificate
-	caKey   *ecdsa.PrivateKey
-	caFile  string // the CA certificate alone: --inference-ca-file
-	cert    string // server certificate: --tls-cert-file
-	key     string // its key: --tls-key-file
-	dir     string
-	serial  int64
-	serialM sync.Mutex
+	ca     *testpeer.CA
+	caFile string // the CA certificate alone: --inference-ca-file
+	cert   string // server certificate: --tls-cert-file
+	key    string // its key: --tls-key-file
+	dir    string
 }
 
 func newTestPKI(t *testing.T) *testPKI {
 	t.Helper()
 	dir := t.TempDir()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(1),
-		Subject:               pkix.Name{CommonName: "imagegate test CA"},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(24 * time.Hour),
-		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature,
-		BasicConstraintsValid: true,
-		IsCA:                  true,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ca, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &testPKI{ca: ca, caKey: key, dir: dir, serial: 1,
+	p := &testPKI{ca: testpeer.NewCA(t, "imagegate test CA"), dir: dir,
 		caFile: filepath.Join(dir, "ca.pem"), cert: filepath.Join(dir, "tier.pem"), key: filepath.Join(dir, "tier-key.pem")}
-	writeFile(t, p.caFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}))
+	writeFile(t, p.caFile, p.ca.PEM())
 	p.writeLeaf(t, p.cert, p.key, time.Now().Add(24*time.Hour))
 	return p
 }
 
-// writeLeaf issues a server certificate valid until notAfter, writes it and
-// its key, and returns its serial number.
+// writeLeaf issues a server certificate for 127.0.0.1, ::1 and localhost
+// valid until notAfter, writes it and its key, and returns its serial
+// number.
 func (p *testPKI) writeLeaf(t *testing.T, certFile, keyFile string, notAfter time.Time) int64 {
 	t.Helper()
-	p.serialM.Lock()
-	p.serial++
-	serial := p.serial
-	p.serialM.Unlock()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(serial),
-		Subject:      pkix.Name{CommonName: "gpu.test"},
-		NotBefore:    time.Now().Add(-2 * time.Hour),
-		NotAfter:     notAfter,
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback},
-		DNSNames:     []string{"localhost"},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, p.ca, &key.PublicKey, p.caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	writeFile(t, certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}))
-	writeFile(t, keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}))
-	return serial
+	leaf := p.ca.Issue(t, notAfter, "localhost", "127.0.0.1", "::1")
+	writeFile(t, certFile, leaf.CertPEM)
+	writeFile(t, keyFile, leaf.KeyPEM)
+	return leaf.Serial
 }
 
 // client returns an HTTP client that trusts only the test CA and offers
 // HTTP/2 and HTTP/1.1, letting the server choose.
 func (p *testPKI) client(t *testing.T) *http.Client {
 	t.Helper()
-	roots := x509.NewCertPool()
-	roots.AddCert(p.ca)
+	roots := p.ca.Pool()
 	protocols := new(http.Protocols)
 	protocols.SetHTTP1(true)
 	protocols.SetHTTP2(true)

@@ -3,17 +3,10 @@ package testpeer
 import (
 	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	_ "embed"
 	"encoding/json"
-	"encoding/pem"
 	"fmt"
-	"math/big"
-	"net"
 	"net/mail"
 	"net/url"
 	"os"
@@ -122,7 +115,7 @@ func SMTPWithTLS(t testing.TB, user, pass string, mode SMTPMode) *SMTPServer {
 	}
 	args := []string{"-u", script, "--maildir", s.dir, "--mode", mode.String()}
 	if mode != SMTPPlain {
-		certFile, keyFile, pool := selfSignedCert(t, work)
+		certFile, keyFile, pool := serverCert(t, work)
 		s.rootCAs = pool
 		args = append(args, "--cert", certFile, "--key", keyFile)
 	}
@@ -251,53 +244,17 @@ func (s *SMTPServer) read() ([]ReceivedMessage, error) {
 	return msgs, nil
 }
 
-// selfSignedCert writes a fresh ECDSA certificate for 127.0.0.1 and
-// localhost into dir and returns the PEM files and a pool trusting it.
-func selfSignedCert(t testing.TB, dir string) (certFile, keyFile string, pool *x509.CertPool) {
+// serverCert writes a certificate for 127.0.0.1 and localhost, issued by
+// a fresh CA, into dir and returns the PEM files and a pool trusting it.
+func serverCert(t testing.TB, dir string) (certFile, keyFile string, pool *x509.CertPool) {
 	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 64))
-	if err != nil {
-		t.Fatal(err)
-	}
-	now := time.Now()
-	tmpl := &x509.Certificate{
-		SerialNumber:          serial,
-		Subject:               pkix.Name{CommonName: "imagegate test SMTP server"},
-		NotBefore:             now.Add(-time.Hour),
-		NotAfter:              now.Add(24 * time.Hour),
-		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
-		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		BasicConstraintsValid: true,
-		IsCA:                  true,
-		IPAddresses:           []net.IP{net.IPv4(127, 0, 0, 1)},
-		DNSNames:              []string{"localhost"},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
+	ca := NewCA(t, "imagegate test SMTP CA")
+	leaf := ca.Issue(t, time.Now().Add(24*time.Hour), "127.0.0.1", "localhost")
 	certFile, keyFile = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
-	for file, block := range map[string]*pem.Block{
-		certFile: {Type: "CERTIFICATE", Bytes: der},
-		keyFile:  {Type: "PRIVATE KEY", Bytes: keyDER},
-	} {
-		if err := os.WriteFile(file, pem.EncodeToMemory(block), 0o600); err != nil {
+	for file, data := range map[string][]byte{certFile: leaf.CertPEM, keyFile: leaf.KeyPEM} {
+		if err := os.WriteFile(file, data, 0o600); err != nil {
 			t.Fatal(err)
 		}
 	}
-	pool = x509.NewCertPool()
-	pool.AddCert(cert)
-	return certFile, keyFile, pool
+	return certFile, keyFile, ca.Pool()
 }
