@@ -119,7 +119,7 @@ const (
 )
 
 // PurgeClock is the time a Purger paces and backs off by. Tests pass a
-// fake whose Sleep advances it at once (cftest.Clock).
+// fake whose Sleep advances it at once (testpeer.Clock).
 type PurgeClock interface {
 	Now() time.Time
 	// Sleep returns nil after d has passed, or ctx.Err() if ctx ends

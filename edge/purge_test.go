@@ -29,7 +29,7 @@ var cfStart = time.Date(2026, 3, 4, 5, 6, 7, 0, time.UTC)
 // purgeEnv is a Purger wired to a fake Cloudflare sharing its fake clock.
 type purgeEnv struct {
 	cf    *cftest.Server
-	clock *cftest.Clock
+	clock *testpeer.Clock
 	p     *Purger
 	logs  *testpeer.Buffer
 }
@@ -39,7 +39,7 @@ type purgeEnv struct {
 // fake's token and zone, no real waiting.
 func newPurgeEnv(t *testing.T, cf cftest.Config, cfg PurgerConfig) *purgeEnv {
 	t.Helper()
-	e := &purgeEnv{clock: cftest.NewClock(cfStart), logs: &testpeer.Buffer{}}
+	e := &purgeEnv{clock: testpeer.NewClock(cfStart), logs: &testpeer.Buffer{}}
 	cf.Token, cf.ZoneID, cf.Now = cfToken, cfZone, e.clock.Now
 	e.cf = cftest.NewServer(t, cf)
 	if cfg.APIToken == "" {

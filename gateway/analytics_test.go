@@ -15,6 +15,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/imagegate/imagegate/internal/testpeer"
 	"github.com/imagegate/imagegate/store"
 )
 
@@ -55,7 +56,7 @@ func analyticsCookieLine(t *testing.T, resp *http.Response) *http.Cookie {
 // files, the report or the logs.
 func TestAnalyticsCountOnlyWithConsent(t *testing.T) {
 	t.Parallel()
-	clock := newTestClockAt(time.Date(2026, 12, 1, 10, 0, 0, 0, time.UTC))
+	clock := testpeer.NewClock(time.Date(2026, 12, 1, 10, 0, 0, 0, time.UTC))
 	e := newEnv(t, envOptions{now: clock.Now, cfg: Config{
 		AdminToken: analyticsAdminToken,
 		// The test's requests come from 127.0.0.1, as from a proxy in

@@ -18,6 +18,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/imagegate/imagegate/gateway/mail"
+	"github.com/imagegate/imagegate/internal/testpeer"
 	"github.com/imagegate/imagegate/store"
 )
 
@@ -63,7 +64,7 @@ func storeFilesContain(t *testing.T, e *env, needle string) bool {
 
 func TestAdminDSAR(t *testing.T) {
 	t.Parallel()
-	clock := newTestClockAt(time.Date(2026, 11, 23, 15, 0, 0, 0, time.UTC))
+	clock := testpeer.NewClock(time.Date(2026, 11, 23, 15, 0, 0, 0, time.UTC))
 	e := newEnv(t, envOptions{cfg: Config{AdminToken: testAdminToken}, now: clock.Now})
 	const marker = "dsar-requester-5d2e@example.com"
 
@@ -353,7 +354,7 @@ func downSMTP(t *testing.T) *mail.SMTP {
 
 // testNotifier is the gateway's notifier with a fake clock whose wait
 // moves the clock instead of sleeping.
-func testNotifier(e *env, m mailer, clock *testClock, waits *[]time.Duration) *notifier {
+func testNotifier(e *env, m mailer, clock *testpeer.Clock, waits *[]time.Duration) *notifier {
 	n := e.gw.newNotifier()
 	n.m, n.clock = m, clock.Now
 	n.wait = func(ctx context.Context, d time.Duration) error {
@@ -384,7 +385,7 @@ func TestNotifyIsPaced(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	clock := newTestClockAt(time.Date(2026, 11, 23, 15, 0, 0, 0, time.UTC))
+	clock := testpeer.NewClock(time.Date(2026, 11, 23, 15, 0, 0, 0, time.UTC))
 	start := clock.Now()
 	m := &timedMailer{clock: clock.Now, next: e.outbox}
 	var waits []time.Duration
@@ -420,7 +421,7 @@ func TestNotifyWaitsOutAnUnreachableMailServer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	clock := newTestClockAt(time.Date(2026, 11, 23, 15, 0, 0, 0, time.UTC))
+	clock := testpeer.NewClock(time.Date(2026, 11, 23, 15, 0, 0, 0, time.UTC))
 	m := &timedMailer{clock: clock.Now, next: e.outbox, failFirst: 3, failing: downSMTP(t)}
 	var waits []time.Duration
 	n := testNotifier(e, m, clock, &waits)
@@ -483,7 +484,7 @@ func TestNotifyResumesAfterRestartWithoutDuplicates(t *testing.T) {
 	}
 	// Two mails go out, then the run stops.
 	ctx, cancel := context.WithCancel(t.Context())
-	clock := newTestClockAt(time.Date(2026, 11, 23, 15, 0, 0, 0, time.UTC))
+	clock := testpeer.NewClock(time.Date(2026, 11, 23, 15, 0, 0, 0, time.UTC))
 	m := &timedMailer{clock: clock.Now, next: e1.outbox, afterSend: func(n int) {
 		if n == 2 {
 			cancel()

@@ -21,6 +21,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
 
+	"github.com/imagegate/imagegate/internal/testpeer"
 	"github.com/imagegate/imagegate/store"
 )
 
@@ -271,7 +272,7 @@ func consentFilterRun(t *testing.T, app *fiber.App, path, consent string, gpc bo
 
 func TestConsentLifecycle(t *testing.T) {
 	t.Parallel()
-	clock := newTestClockAt(time.Date(2026, 12, 1, 10, 0, 0, 0, time.UTC))
+	clock := testpeer.NewClock(time.Date(2026, 12, 1, 10, 0, 0, 0, time.UTC))
 	e := newEnv(t, envOptions{now: clock.Now})
 	b := newConsentBrowser(t)
 
@@ -404,7 +405,7 @@ func TestConsentLifecycle(t *testing.T) {
 
 func TestGPCIsRecordedAsOptOut(t *testing.T) {
 	t.Parallel()
-	clock := newTestClockAt(time.Date(2026, 12, 1, 10, 0, 0, 0, time.UTC))
+	clock := testpeer.NewClock(time.Date(2026, 12, 1, 10, 0, 0, 0, time.UTC))
 	e := newEnv(t, envOptions{now: clock.Now})
 	gpc := []string{"Sec-GPC", "1"}
 

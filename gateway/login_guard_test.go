@@ -13,9 +13,10 @@ import (
 	"time"
 
 	"github.com/gofiber/fiber/v2"
+	"github.com/imagegate/imagegate/internal/testpeer"
 )
 
-func mustLoginGuard(t *testing.T, cfg LoginGuardConfig, clock *testClock) *loginGuard {
+func mustLoginGuard(t *testing.T, cfg LoginGuardConfig, clock *testpeer.Clock) *loginGuard {
 	t.Helper()
 	g, err := newLoginGuard(cfg, clock.Now)
 	if err != nil {
@@ -57,7 +58,7 @@ func TestLoginGuardConfigValidate(t *testing.T) {
 // minute from her usual address and from a new one.
 func TestLoginGuardAttackerCannotLockOutVictim(t *testing.T) {
 	t.Parallel()
-	clock := newTestClockAt(rateTestEpoch)
+	clock := testpeer.NewClock(rateTestEpoch)
 	g := mustLoginGuard(t, LoginGuardConfig{}, clock) // defaults
 	const victim = "hmac-of-victim-email"
 	usual := netip.MustParseAddr("198.51.100.20")
@@ -98,7 +99,7 @@ func TestLoginGuardAttackerCannotLockOutVictim(t *testing.T) {
 // sign-ins from new places, but never from a source that signed in before.
 func TestLoginGuardDistributedAttackDelaysOnlyNewSources(t *testing.T) {
 	t.Parallel()
-	clock := newTestClockAt(rateTestEpoch)
+	clock := testpeer.NewClock(rateTestEpoch)
 	g := mustLoginGuard(t, LoginGuardConfig{KnownSourceTTL: time.Hour}, clock)
 	const victim = "victim"
 	known1, known2 := netip.MustParseAddr("198.51.100.1"), netip.MustParseAddr("198.51.100.2")
@@ -144,7 +145,7 @@ func TestLoginGuardDistributedAttackDelaysOnlyNewSources(t *testing.T) {
 
 func TestLoginGuardSourceAcrossAccounts(t *testing.T) {
 	t.Parallel()
-	clock := newTestClockAt(rateTestEpoch)
+	clock := testpeer.NewClock(rateTestEpoch)
 	g := mustLoginGuard(t, LoginGuardConfig{}, clock)
 	sprayer, other := netip.MustParseAddr("192.0.2.66"), netip.MustParseAddr("192.0.2.67")
 	allowed := 0
@@ -163,7 +164,7 @@ func TestLoginGuardSourceAcrossAccounts(t *testing.T) {
 
 func TestLoginGuardSuccessForgivesThePair(t *testing.T) {
 	t.Parallel()
-	clock := newTestClockAt(rateTestEpoch)
+	clock := testpeer.NewClock(rateTestEpoch)
 	g := mustLoginGuard(t, LoginGuardConfig{}, clock)
 	addr := netip.MustParseAddr("2001:db8::5")
 	count := func() int {
@@ -190,7 +191,7 @@ func TestLoginGuardSuccessForgivesThePair(t *testing.T) {
 
 func TestLoginGuardConcurrentAttemptsAreBounded(t *testing.T) {
 	t.Parallel()
-	clock := newTestClockAt(rateTestEpoch)
+	clock := testpeer.NewClock(rateTestEpoch)
 	g := mustLoginGuard(t, LoginGuardConfig{}, clock)
 	addr := netip.MustParseAddr("192.0.2.9")
 	var allowed atomic.Int64
@@ -210,7 +211,7 @@ func TestLoginGuardConcurrentAttemptsAreBounded(t *testing.T) {
 
 func TestLoginGuardForgetsIdleState(t *testing.T) {
 	t.Parallel()
-	clock := newTestClockAt(rateTestEpoch)
+	clock := testpeer.NewClock(rateTestEpoch)
 	g := mustLoginGuard(t, LoginGuardConfig{KnownSourceTTL: time.Hour}, clock)
 	for i := range 100 {
 		a := netip.AddrFrom4([4]byte{192, 0, 2, byte(i)})
@@ -231,7 +232,7 @@ func TestLoginGuardForgetsIdleState(t *testing.T) {
 // auth handler does, through the gateway's error handler.
 func TestLoginGuardOverHTTP(t *testing.T) {
 	t.Parallel()
-	clock := newTestClockAt(rateTestEpoch)
+	clock := testpeer.NewClock(rateTestEpoch)
 	g := mustLoginGuard(t, LoginGuardConfig{}, clock)
 	ips, err := newClientIPResolver(ClientIPConfig{})
 	if err != nil {

@@ -14,6 +14,7 @@ import (
 
 	"github.com/gofiber/fiber/v2"
 	"github.com/google/go-cmp/cmp"
+	"github.com/imagegate/imagegate/internal/testpeer"
 )
 
 // freeImagesCases are the flag's parse cases, also the fuzz seeds.
@@ -115,7 +116,7 @@ func FuzzParseFreeImages(f *testing.F) {
 	})
 }
 
-func mustDailyQuota(t *testing.T, cfg DailyQuotaConfig, clock *testClock) *dailyQuota {
+func mustDailyQuota(t *testing.T, cfg DailyQuotaConfig, clock *testpeer.Clock) *dailyQuota {
 	t.Helper()
 	q, err := newDailyQuota(cfg, clock.Now)
 	if err != nil {
@@ -129,7 +130,7 @@ func mustDailyQuota(t *testing.T, cfg DailyQuotaConfig, clock *testClock) *daily
 // their reservations, then fails some generations and tries again.
 func TestDailyQuotaConcurrentNeverOverspends(t *testing.T) {
 	t.Parallel()
-	clock := newTestClockAt(rateTestEpoch)
+	clock := testpeer.NewClock(rateTestEpoch)
 	q := mustDailyQuota(t, DailyQuotaConfig{FreeImagesPerDay: FreeImagesPerDay(10)}, clock)
 	addr := netip.MustParseAddr("198.51.100.1")
 
@@ -202,7 +203,7 @@ func TestDailyQuotaResetsAtUTCMidnight(t *testing.T) {
 	t.Parallel()
 	// The clock's zone is UTC+14: the day still turns at midnight UTC.
 	kiritimati := time.FixedZone("UTC+14", 14*3600)
-	clock := newTestClockAt(time.Date(2026, 3, 14, 23, 59, 58, 500e6, time.UTC).In(kiritimati))
+	clock := testpeer.NewClock(time.Date(2026, 3, 14, 23, 59, 58, 500e6, time.UTC).In(kiritimati))
 	q := mustDailyQuota(t, DailyQuotaConfig{FreeImagesPerDay: FreeImagesPerDay(3)}, clock)
 	addr := netip.MustParseAddr("2001:db8:7:7::1")
 	sameBlock := netip.MustParseAddr("2001:db8:7:7:ffff::2")
@@ -247,7 +248,7 @@ func TestDailyQuotaResetsAtUTCMidnight(t *testing.T) {
 
 func TestDailyQuotaZeroAndUnlimited(t *testing.T) {
 	t.Parallel()
-	clock := newTestClockAt(rateTestEpoch)
+	clock := testpeer.NewClock(rateTestEpoch)
 	addr := netip.MustParseAddr("198.51.100.1")
 
 	none := mustDailyQuota(t, DailyQuotaConfig{FreeImagesPerDay: FreeImagesPerDay(0)}, clock)
@@ -275,7 +276,7 @@ func TestDailyQuotaZeroAndUnlimited(t *testing.T) {
 // the day to end, while blocks already counted keep their allowance.
 func TestDailyQuotaMemoryBounded(t *testing.T) {
 	t.Parallel()
-	clock := newTestClockAt(rateTestEpoch)
+	clock := testpeer.NewClock(rateTestEpoch)
 	q := mustDailyQuota(t, DailyQuotaConfig{FreeImagesPerDay: FreeImagesPerDay(5), MaxKeys: 64}, clock)
 	addr := func(i int) netip.Addr { return netip.AddrFrom4([4]byte{10, 0, byte(i >> 8), byte(i)}) }
 	granted := 0
@@ -325,7 +326,7 @@ func TestDailyQuotaMemoryBounded(t *testing.T) {
 // Retry-After until midnight UTC.
 func TestDailyQuotaOverHTTP(t *testing.T) {
 	t.Parallel()
-	clock := newTestClockAt(time.Date(2026, 3, 14, 22, 0, 0, 0, time.UTC))
+	clock := testpeer.NewClock(time.Date(2026, 3, 14, 22, 0, 0, 0, time.UTC))
 	q := mustDailyQuota(t, DailyQuotaConfig{FreeImagesPerDay: FreeImagesPerDay(1)}, clock)
 	ips, err := newClientIPResolver(ClientIPConfig{})
 	if err != nil {
@@ -364,7 +365,7 @@ func BenchmarkDailyQuotaMillionIPs(b *testing.B) {
 	var heap float64
 	var keys int
 	for b.Loop() {
-		clock := newTestClockAt(rateTestEpoch)
+		clock := testpeer.NewClock(rateTestEpoch)
 		before := rateHeapInUse()
 		q, err := newDailyQuota(DailyQuotaConfig{}, clock.Now)
 		if err != nil {

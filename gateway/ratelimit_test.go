@@ -18,6 +18,7 @@ import (
 
 	"github.com/gofiber/fiber/v2"
 	"github.com/google/go-cmp/cmp"
+	"github.com/imagegate/imagegate/internal/testpeer"
 )
 
 var rateTestEpoch = time.Date(2026, 3, 14, 15, 9, 26, 0, time.UTC)
@@ -89,7 +90,7 @@ func rateTestGet(t *testing.T, client *http.Client, url string, header map[strin
 	return r
 }
 
-func mustRateLimiter(t testing.TB, cfg RateLimitConfig, ipCfg ClientIPConfig, clock *testClock) *rateLimiter {
+func mustRateLimiter(t testing.TB, cfg RateLimitConfig, ipCfg ClientIPConfig, clock *testpeer.Clock) *rateLimiter {
 	t.Helper()
 	res, err := newClientIPResolver(ipCfg)
 	if err != nil {
@@ -150,7 +151,7 @@ func TestRateLimitConfigValidate(t *testing.T) {
 // per 60 s) for 10,000 requests over a real socket.
 func TestRateLimitTenThousandRequestsAtFiveTimesTheLimit(t *testing.T) {
 	t.Parallel()
-	clock := newTestClockAt(rateTestEpoch)
+	clock := testpeer.NewClock(rateTestEpoch)
 	l := mustRateLimiter(t, RateLimitConfig{
 		IP:        LimitPolicy{Quota: 60, Window: time.Minute},
 		Anonymous: LimitPolicy{Quota: 6000, Window: time.Minute}, // never the binding limit here
@@ -201,7 +202,7 @@ func TestRateLimitTenThousandRequestsAtFiveTimesTheLimit(t *testing.T) {
 
 func TestRateLimitHeaders(t *testing.T) {
 	t.Parallel()
-	clock := newTestClockAt(rateTestEpoch)
+	clock := testpeer.NewClock(rateTestEpoch)
 	l := mustRateLimiter(t, RateLimitConfig{
 		IP:        LimitPolicy{Quota: 10, Window: 10 * time.Second}, // 1/s
 		Anonymous: LimitPolicy{Quota: 4, Window: 8 * time.Second},   // 0.5/s
@@ -256,7 +257,7 @@ func TestRateLimitHeaders(t *testing.T) {
 
 func TestRateLimitAccountRefusalNamesAccount(t *testing.T) {
 	t.Parallel()
-	clock := newTestClockAt(rateTestEpoch)
+	clock := testpeer.NewClock(rateTestEpoch)
 	l := mustRateLimiter(t, RateLimitConfig{
 		Plans: map[string]LimitPolicy{"free": {Quota: 20, Window: 20 * time.Second}},
 	}, ClientIPConfig{}, clock)
@@ -284,7 +285,7 @@ func TestRateLimitAccountRefusalNamesAccount(t *testing.T) {
 // calls the GPU.
 func TestRateChargeExtra(t *testing.T) {
 	t.Parallel()
-	clock := newTestClockAt(rateTestEpoch)
+	clock := testpeer.NewClock(rateTestEpoch)
 	l := mustRateLimiter(t, RateLimitConfig{
 		IP:        LimitPolicy{Quota: 30, Window: 30 * time.Second}, // 1/s
 		Anonymous: LimitPolicy{Quota: 3000, Window: 30 * time.Second},
@@ -332,7 +333,7 @@ func TestRateChargeExtra(t *testing.T) {
 
 func TestRateLimitDisabled(t *testing.T) {
 	t.Parallel()
-	clock := newTestClockAt(rateTestEpoch)
+	clock := testpeer.NewClock(rateTestEpoch)
 	l := mustRateLimiter(t, RateLimitConfig{Disabled: true, IP: LimitPolicy{Quota: 20, Window: time.Minute}}, ClientIPConfig{}, clock)
 	app := rateTestApp()
 	app.Get("/x", l.limit(20, nil), func(c *fiber.Ctx) error {
@@ -429,7 +430,7 @@ func TestRateLimitSpoofedHeadersDoNotChangeKey(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			clock := newTestClockAt(rateTestEpoch)
+			clock := testpeer.NewClock(rateTestEpoch)
 			l := mustRateLimiter(t, RateLimitConfig{
 				IP:        LimitPolicy{Quota: 3, Window: time.Hour},
 				Anonymous: LimitPolicy{Quota: 300, Window: time.Hour},
@@ -452,7 +453,7 @@ func TestRateLimitSpoofedHeadersDoNotChangeKey(t *testing.T) {
 
 func TestRateLimitPlanChangeKeepsSpending(t *testing.T) {
 	t.Parallel()
-	clock := newTestClockAt(rateTestEpoch)
+	clock := testpeer.NewClock(rateTestEpoch)
 	l := mustRateLimiter(t, RateLimitConfig{
 		Plans: map[string]LimitPolicy{
 			"free": {Quota: 20, Window: 20 * time.Second},
@@ -474,7 +475,7 @@ func TestRateLimitPlanChangeKeepsSpending(t *testing.T) {
 
 func TestRateLimiterForgetsOnlyFullBuckets(t *testing.T) {
 	t.Parallel()
-	clock := newTestClockAt(rateTestEpoch)
+	clock := testpeer.NewClock(rateTestEpoch)
 	l := mustRateLimiter(t, RateLimitConfig{MaxKeys: 1000}, ClientIPConfig{}, clock)
 	policy := LimitPolicy{Quota: 10, Window: 10 * time.Second}
 	subject := func(i int) []rateSubject {
@@ -518,7 +519,7 @@ func TestRateLimiterForgetsOnlyFullBuckets(t *testing.T) {
 
 func TestRateLimiterHardCap(t *testing.T) {
 	t.Parallel()
-	clock := newTestClockAt(rateTestEpoch)
+	clock := testpeer.NewClock(rateTestEpoch)
 	l := mustRateLimiter(t, RateLimitConfig{MaxKeys: 8}, ClientIPConfig{}, clock)
 	policy := LimitPolicy{Quota: 10, Window: time.Hour}
 	subject := func(i int) []rateSubject {
@@ -561,7 +562,7 @@ func TestRateLimiterHardCap(t *testing.T) {
 
 func TestRateLimiterCapAcrossShards(t *testing.T) {
 	t.Parallel()
-	clock := newTestClockAt(rateTestEpoch)
+	clock := testpeer.NewClock(rateTestEpoch)
 	const maxKeys = 1 << 16
 	l := mustRateLimiter(t, RateLimitConfig{MaxKeys: maxKeys}, ClientIPConfig{}, clock)
 	if n := len(l.buckets.shards); n != 64 {
@@ -581,7 +582,7 @@ func TestRateLimiterCapAcrossShards(t *testing.T) {
 
 func TestRateLimiterConcurrentChargesAreExact(t *testing.T) {
 	t.Parallel()
-	clock := newTestClockAt(rateTestEpoch)
+	clock := testpeer.NewClock(rateTestEpoch)
 	l := mustRateLimiter(t, RateLimitConfig{
 		IP:    LimitPolicy{Quota: 1000, Window: time.Hour},
 		Plans: map[string]LimitPolicy{"free": {Quota: 300, Window: time.Hour}},
@@ -636,7 +637,7 @@ func BenchmarkRateLimiterMillionIPs(b *testing.B) {
 			b.ReportAllocs()
 			var heap, perKey float64
 			for b.Loop() {
-				clock := newTestClockAt(rateTestEpoch)
+				clock := testpeer.NewClock(rateTestEpoch)
 				res, _ := newClientIPResolver(ClientIPConfig{})
 				before := rateHeapInUse()
 				l, err := newRateLimiter(RateLimitConfig{MaxKeys: bc.maxKeys}, res, clock.Now)
@@ -676,7 +677,7 @@ func rateHeapInUse() uint64 {
 // BenchmarkRateLimiterTake is the per-request cost of a signed-in charge
 // (address and account buckets) from many goroutines.
 func BenchmarkRateLimiterTake(b *testing.B) {
-	clock := newTestClockAt(rateTestEpoch)
+	clock := testpeer.NewClock(rateTestEpoch)
 	l := mustRateLimiter(b, RateLimitConfig{
 		IP:    LimitPolicy{Quota: 1 << 30, Window: time.Second},
 		Plans: map[string]LimitPolicy{"free": {Quota: 1 << 30, Window: time.Second}},

@@ -254,27 +254,10 @@ func readFile(t testing.TB, p string) []byte {
 	return data
 }
 
-// testClock is a settable clock for gateway, store and their parts, so no
-// test waits for time to pass.
-type testClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func newTestClock() *testClock { return newTestClockAt(time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC)) }
-
-func newTestClockAt(t time.Time) *testClock { return &testClock{t: t} }
-
-func (c *testClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *testClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
+// newTestClock is a settable clock for gateway, store and their parts, so
+// no test waits for time to pass.
+func newTestClock() *testpeer.Clock {
+	return testpeer.NewClock(time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC))
 }
 
 // checkValidation fails t unless err is what a Validate call owes: nil when

@@ -4,35 +4,19 @@ import (
 	"bytes"
 	"os"
 	"path/filepath"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/imagegate/imagegate/internal/testpeer"
 )
 
-// fakeClock is a clock tests move by hand.
-type fakeClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func newFakeClock() *fakeClock {
-	return &fakeClock{t: time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC)}
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
+// newFakeClock is a clock tests move by hand.
+func newFakeClock() *testpeer.Clock {
+	return testpeer.NewClock(time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC))
 }
 
 // testDB opens a store in a temp dir on a fake clock.
-func testDB(t *testing.T) (*DB, *fakeClock, string) {
+func testDB(t *testing.T) (*DB, *testpeer.Clock, string) {
 	t.Helper()
 	clock := newFakeClock()
 	path := filepath.Join(t.TempDir(), "imagegate.db")

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/imagegate/imagegate/internal/testpeer"
 )
 
 const (
@@ -205,7 +206,7 @@ func TestServerStrictness(t *testing.T) {
 
 func TestServerRecordsParsedRequests(t *testing.T) {
 	t.Parallel()
-	clock := NewClock(testStart)
+	clock := testpeer.NewClock(testStart)
 	s := NewServer(t, Config{Token: testToken, ZoneID: testZone, Now: clock.Now})
 	call(t, s, "POST", purgePath, goodHdr, `{"files":["https://cdn.example.com/a",{"url":"https://cdn.example.com/b","headers":{"Origin":"https://x.example"}}]}`)
 	clock.Advance(time.Second)
@@ -238,7 +239,7 @@ func TestServerRecordsParsedRequests(t *testing.T) {
 
 func TestServerRequestRateLimit(t *testing.T) {
 	t.Parallel()
-	clock := NewClock(testStart)
+	clock := testpeer.NewClock(testStart)
 	s := NewServer(t, Config{Token: testToken, ZoneID: testZone, Now: clock.Now,
 		RequestLimit: Limit{Rate: 5.0 / 60, Burst: 2}})
 	tags := `{"tags":["a"]}`
@@ -271,7 +272,7 @@ func TestServerRequestRateLimit(t *testing.T) {
 
 func TestServerURLRateLimit(t *testing.T) {
 	t.Parallel()
-	clock := NewClock(testStart)
+	clock := testpeer.NewClock(testStart)
 	s := NewServer(t, Config{Token: testToken, ZoneID: testZone, Now: clock.Now, URLLimit: Limit{Rate: 800}})
 	if a := call(t, s, "POST", purgePath, goodHdr, manyFiles(100)); a.Status != 200 {
 		t.Fatalf("first 100 URLs: HTTP %d", a.Status)
@@ -368,7 +369,7 @@ func TestServerStall(t *testing.T) {
 
 func TestClock(t *testing.T) {
 	t.Parallel()
-	c := NewClock(testStart)
+	c := testpeer.NewClock(testStart)
 	if err := c.Sleep(t.Context(), 3*time.Second); err != nil {
 		t.Fatal(err)
 	}

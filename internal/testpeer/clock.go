@@ -1,4 +1,4 @@
-package cftest
+package testpeer
 
 import (
 	"context"
@@ -9,9 +9,10 @@ import (
 // Clock is a fake clock for tests that pace or rate-limit by time without
 // waiting for it: Sleep moves the clock forward by the whole duration and
 // returns at once. Share one Clock between a client that paces itself and
-// the Server that checks its rate, and every wait the client makes shows up
-// on the server's side as time that has passed. It is safe for concurrent
-// use.
+// a fake server that checks its rate (cftest.Server), and every wait the
+// client makes shows up on the server's side as time that has passed; or
+// hand its Now to a gateway or store and move it with Advance. It is safe
+// for concurrent use.
 //
 // Clock has the methods edge.PurgeClock asks for.
 type Clock struct {
