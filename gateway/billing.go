@@ -446,9 +446,6 @@ var idempotencyNonce = regexp.MustCompile(`^[A-Za-z0-9_-]{8,64}$`)
 // the same session back; without one, every call makes a new session.
 func (g *Gateway) billingCheckout(c *fiber.Ctx) error {
 	b := g.billing
-	if len(c.Body()) > g.cfg.MaxJSONBytes {
-		return fiber.ErrRequestEntityTooLarge
-	}
 	var req checkoutJSON
 	if err := decodeJSON(c.Body(), &req); err != nil {
 		return err

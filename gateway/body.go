@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"bytes"
+	"fmt"
 
 	"github.com/gofiber/fiber/v2"
 )
@@ -30,12 +31,19 @@ func plainBodies(c *fiber.Ctx) error {
 	return c.Next()
 }
 
-// smallBody bounds the body of the JSON and form routes to MaxJSONBytes;
-// only image uploads (edits) and the Stripe webhook take more, up to the
+// smallBody bounds the body of the JSON and form routes to MaxJSONBytes.
+// The generation route checks the same bound itself, after its rate
+// charge; image uploads (edits) and the Stripe webhook take more, up to the
 // server's body limit.
 func (g *Gateway) smallBody(c *fiber.Ctx) error {
 	if len(c.Request().Body()) > g.cfg.MaxJSONBytes {
 		return errBodyTooLarge(g.cfg.MaxJSONBytes)
 	}
 	return c.Next()
+}
+
+// errBodyTooLarge refuses a body over limit bytes.
+func errBodyTooLarge(limit int) *apiError {
+	return &apiError{Status: fiber.StatusRequestEntityTooLarge, Type: "invalid_request_error", Code: "body_too_large",
+		Msg: fmt.Sprintf("request body larger than %d bytes", limit)}
 }

@@ -60,9 +60,8 @@ type imageData struct {
 
 func (g *Gateway) generations(c *fiber.Ctx) error {
 	body := c.Body()
-	if len(body) > g.cfg.MaxJSONBytes {
-		return &apiError{Status: fiber.StatusRequestEntityTooLarge, Type: "invalid_request_error", Code: "body_too_large",
-			Msg: fmt.Sprintf("request body larger than %d bytes", g.cfg.MaxJSONBytes)}
+	if len(body) > g.cfg.MaxJSONBytes { // the route skips smallBody: it is charged first
+		return errBodyTooLarge(g.cfg.MaxJSONBytes)
 	}
 	var req generationJSON
 	if err := decodeJSON(body, &req); err != nil {

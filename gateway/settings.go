@@ -92,9 +92,6 @@ var errGPCOptOut = &apiError{Status: fiber.StatusConflict, Type: "invalid_reques
 // their value. Each change is logged to the security log with the new
 // values, so an account's export shows when it opted in or out.
 func (g *Gateway) putSettings(c *fiber.Ctx) error {
-	if len(c.Body()) > g.cfg.MaxJSONBytes {
-		return errBodyTooLarge(g.cfg.MaxJSONBytes)
-	}
 	var req settingsPut
 	if err := decodeJSON(c.Body(), &req); err != nil {
 		return err
@@ -132,11 +129,6 @@ func (g *Gateway) putSettings(c *fiber.Ctx) error {
 	return c.JSON(settingsView(s, gpc))
 }
 
-func errBodyTooLarge(limit int) *apiError {
-	return &apiError{Status: fiber.StatusRequestEntityTooLarge, Type: "invalid_request_error", Code: "body_too_large",
-		Msg: fmt.Sprintf("request body larger than %d bytes", limit)}
-}
-
 // Correction of the email address (promise R2).
 
 type emailChangeJSON struct {
@@ -171,9 +163,6 @@ func (g *Gateway) changeEmail(c *fiber.Ctx) error {
 	p := principalOf(c)
 	if p.session == "" {
 		return errSessionRequired
-	}
-	if len(c.Body()) > g.cfg.MaxJSONBytes {
-		return errBodyTooLarge(g.cfg.MaxJSONBytes)
 	}
 	var req emailChangeJSON
 	if err := decodeJSON(c.Body(), &req); err != nil {
@@ -292,9 +281,6 @@ func (g *Gateway) getProfile(c *fiber.Ctx) error {
 // patchProfile changes the fields present; an empty display name removes
 // it.
 func (g *Gateway) patchProfile(c *fiber.Ctx) error {
-	if len(c.Body()) > g.cfg.MaxJSONBytes {
-		return errBodyTooLarge(g.cfg.MaxJSONBytes)
-	}
 	var req profilePatch
 	if err := decodeJSON(c.Body(), &req); err != nil {
 		return err

@@ -101,19 +101,29 @@ func (db *DB) ConsumePasswordReset(token, newHash string) (string, error) {
 // paying for a password hash.
 func (db *DB) CheckPasswordReset(token string) error {
 	return db.bolt.View(func(tx *bolt.Tx) error {
-		var t emailToken
-		if err := getJSON(tx.Bucket(bucketResets), hashToken(token), &t); err != nil {
+		t, err := db.liveToken(tx, hashToken(token), purposeReset)
+		if err != nil {
 			return err
 		}
-		if t.Purpose != purposeReset {
-			return ErrNotFound
-		}
-		if !db.now().Before(t.Expires) {
-			return ErrExpired
-		}
-		_, err := getActiveAccount(tx, t.AccountID)
+		_, err = getActiveAccount(tx, t.AccountID)
 		return err
 	})
+}
+
+// liveToken reads the token stored under hash: ErrNotFound if there is
+// none of purpose, ErrExpired if it is past its time.
+func (db *DB) liveToken(tx *bolt.Tx, hash []byte, purpose string) (emailToken, error) {
+	var t emailToken
+	if err := getJSON(tx.Bucket(bucketResets), hash, &t); err != nil {
+		return t, err
+	}
+	if t.Purpose != purpose {
+		return t, ErrNotFound
+	}
+	if !db.now().Before(t.Expires) {
+		return t, ErrExpired
+	}
+	return t, nil
 }
 
 // ConfirmEmail spends a verification token: the account's address is
@@ -141,17 +151,13 @@ func (db *DB) consumeEmailToken(token, purpose string, fn func(tx *bolt.Tx, rec 
 	var accountID string
 	expired := false
 	err := db.bolt.Update(func(tx *bolt.Tx) error {
-		tokens := tx.Bucket(bucketResets)
-		var t emailToken
-		if err := getJSON(tokens, hash, &t); err != nil {
-			return err
-		}
-		if t.Purpose != purpose {
-			return ErrNotFound
-		}
-		if !db.now().Before(t.Expires) {
+		t, err := db.liveToken(tx, hash, purpose)
+		if errors.Is(err, ErrExpired) {
 			expired = true
-			return tokens.Delete(hash) // committed: expired tokens go away
+			return tx.Bucket(bucketResets).Delete(hash) // committed: expired tokens go away
+		}
+		if err != nil {
+			return err
 		}
 		if err := deleteTokens(tx, t.AccountID, purpose); err != nil {
 			return err
