@@ -185,6 +185,11 @@ func New(cfg Config, deps Deps) (*Gateway, error) {
 		ErrorHandler: errorHandler(logger),
 		// Image bytes are already compressed; JSON is small.
 		CompressedFileSuffix: "",
+		// fasthttp would otherwise parse a multipart body while reading it
+		// and spool any file over 16 MiB to a temporary file: reference
+		// images must stay in request memory (promise C2). Parsed from
+		// the body instead, every part stays in memory.
+		DisablePreParseMultipartForm: true,
 	})
 	g.routes(deps.Gatherer)
 

@@ -56,6 +56,15 @@ type envOptions struct {
 	// realHashing hashes passwords at production cost; by default tests
 	// use cheap argon2id parameters (the code path is the same).
 	realHashing bool
+	// objects wraps the object store the cache and the gateway use (nil:
+	// the local store itself), e.g. in a recorder.
+	objects func(*edge.Local) envObjects
+}
+
+// envObjects is what the cache and the gateway need of the object store.
+type envObjects interface {
+	cache.ObjectStore
+	objectDeleter
 }
 
 func newEnv(t testing.TB, opts envOptions) *env {
@@ -90,9 +99,13 @@ func newEnv(t testing.TB, opts envOptions) *env {
 	}
 	t.Cleanup(pool.Close)
 
-	objects, err := edge.NewLocal(filepath.Join(e.dir, "objects"))
+	local, err := edge.NewLocal(filepath.Join(e.dir, "objects"))
 	if err != nil {
 		t.Fatal(err)
+	}
+	var objects envObjects = local
+	if opts.objects != nil {
+		objects = opts.objects(local)
 	}
 	e.cache, err = cache.New(cache.Config{Path: filepath.Join(e.dir, "cache.db")}, objects, logger)
 	if err != nil {
