@@ -17,6 +17,7 @@ import (
 
 	"github.com/imagegate/imagegate/cache"
 	"github.com/imagegate/imagegate/edge"
+	"github.com/imagegate/imagegate/gateway/moderation"
 	"github.com/imagegate/imagegate/inference"
 )
 
@@ -86,7 +87,7 @@ type Gateway struct {
 	objects    objectDeleter
 	purger     purger
 	peers      *peerSet
-	moderator  *moderator
+	moderator  moderator
 	history    *historian
 	owners     *edge.OwnerTagger
 	tags       tagCache // recent Cache-Tag values of outputs
@@ -164,12 +165,14 @@ func New(cfg Config, deps Deps) (*Gateway, error) {
 		return nil, err
 	}
 	g.history = newHistorian(deps.Store, logger, now)
-	if g.moderator, err = newModerator(cfg.Moderation, deps.Store, logger, g.httpClient, now); err != nil {
+	mod, err := moderation.New(cfg.Moderation, deps.Store, logger, g.httpClient, now)
+	if err != nil {
 		return nil, err
 	}
-	if err := reg.Register(g.moderator); err != nil {
+	if err := reg.Register(mod); err != nil {
 		return nil, err
 	}
+	g.moderator = mod
 	if err := g.registerWorkerMetrics(reg); err != nil {
 		return nil, err
 	}
