@@ -304,7 +304,7 @@ const HeaderCFIPCountry = "CF-IPCountry"
 // lets that client choose only its own country in the counts.
 func (g *Gateway) countryOf(c *fiber.Ctx) string {
 	peer, _ := netip.AddrFromSlice(c.Context().RemoteIP())
-	if !g.ips.isTrusted(peer.Unmap()) {
+	if !g.ips.IsTrusted(peer.Unmap()) {
 		return store.AnalyticsUnknownCountry
 	}
 	return parseCountry(c.Get(HeaderCFIPCountry))

@@ -127,7 +127,7 @@ func (g *Gateway) login(c *fiber.Ctx) error {
 	if req.Email == "" || req.Password == "" || len(req.Password) > maxPasswordBytes {
 		return errBadCredentials
 	}
-	ip, who := g.ips.addr(c), guardKey(req.Email)
+	ip, who := g.ips.Addr(c), guardKey(req.Email)
 	if ok, wait := g.logins.attempt(ip, who); !ok {
 		g.securityEvent(c, eventLoginThrottled, "", "")
 		return loginThrottled(wait)
@@ -214,7 +214,7 @@ func (g *Gateway) changePassword(c *fiber.Ctx) error {
 		return err
 	}
 	p := principalOf(c)
-	ip, who := g.ips.addr(c), guardKey(p.account.Email)
+	ip, who := g.ips.Addr(c), guardKey(p.account.Email)
 	if ok, wait := g.logins.attempt(ip, who); !ok {
 		return loginThrottled(wait)
 	}

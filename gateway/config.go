@@ -8,6 +8,8 @@ import (
 	"net/url"
 	"strings"
 	"time"
+
+	"github.com/imagegate/imagegate/gateway/clientip"
 )
 
 // Config holds the gateway's tunables. The zero value of every field means
@@ -267,3 +269,14 @@ func (r *RetentionSchedule) validate() error {
 	}
 	return errors.Join(errs...)
 }
+
+// ClientIPConfig is package clientip's Config, under the name --config and
+// cmd have always used.
+type ClientIPConfig = clientip.Config
+
+// The client-IP headers a trusted proxy may set (see package clientip).
+const (
+	HeaderFlyClientIP    = clientip.HeaderFlyClientIP
+	HeaderCFConnectingIP = clientip.HeaderCFConnectingIP
+	HeaderXForwardedFor  = clientip.HeaderXForwardedFor
+)

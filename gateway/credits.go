@@ -24,7 +24,7 @@ type payer struct {
 
 func (g *Gateway) payerOf(c *fiber.Ctx) payer {
 	p := principalOf(c)
-	py := payer{addr: g.ips.addr(c), plan: g.cfg.Plans.plan(planAnonymous), rate: rateChargeOf(c)}
+	py := payer{addr: g.ips.Addr(c), plan: g.cfg.Plans.plan(planAnonymous), rate: rateChargeOf(c)}
 	if p.account != nil {
 		py.accountID, py.plan = p.account.ID, g.cfg.Plans.plan(p.account.Plan)
 	}

@@ -50,7 +50,7 @@ func (g *Gateway) deleteAccount(c *fiber.Ctx) error {
 				Msg: "sign in with Google again, then delete the account within ten minutes"}
 		}
 	} else {
-		ip, who := g.ips.addr(c), guardKey(acct.Email)
+		ip, who := g.ips.Addr(c), guardKey(acct.Email)
 		if ok, wait := g.logins.attempt(ip, who); !ok {
 			return loginThrottled(wait)
 		}

@@ -17,6 +17,7 @@ import (
 
 	"github.com/imagegate/imagegate/cache"
 	"github.com/imagegate/imagegate/edge"
+	"github.com/imagegate/imagegate/gateway/clientip"
 	"github.com/imagegate/imagegate/gateway/moderation"
 	"github.com/imagegate/imagegate/inference"
 )
@@ -74,7 +75,7 @@ type Gateway struct {
 	decodes    chan struct{} // bounds concurrent reference decodes
 
 	passwords  *passwordHasher
-	ips        *clientIPResolver
+	ips        *clientip.Resolver
 	limiter    *rateLimiter
 	logins     *loginGuard
 	quota      *dailyQuota
@@ -149,7 +150,7 @@ func New(cfg Config, deps Deps) (*Gateway, error) {
 		g.httpClient = &http.Client{Timeout: 20 * time.Second}
 	}
 	g.peers = newPeerSet(cfg.Peers, peerToken(cfg.AdminToken), g.httpClient)
-	if g.ips, err = newClientIPResolver(cfg.ClientIP); err != nil {
+	if g.ips, err = clientip.New(cfg.ClientIP); err != nil {
 		return nil, err
 	}
 	if g.limiter, err = newRateLimiter(cfg.RateLimits, g.ips, now); err != nil {

@@ -8,6 +8,8 @@ import (
 
 	"github.com/gofiber/fiber/v2"
 	"golang.org/x/time/rate"
+
+	"github.com/imagegate/imagegate/gateway/clientip"
 )
 
 // LoginGuardConfig limits sign-in attempts so that guessing passwords is
@@ -118,7 +120,7 @@ func newLoginGuard(cfg LoginGuardConfig, now func() time.Time) (*loginGuard, err
 // loginPairKey keys an (account, source) pair: the account's opaque id and
 // the client address block.
 func loginPairKey(ns rateNamespace, addr netip.Addr, account string) rateKey {
-	block := clientIPPrefix(addr).Addr().As16()
+	block := clientip.Prefix(addr).Addr().As16()
 	return hashedRateKey(ns, account, string(block[:]))
 }
 

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/gofiber/fiber/v2"
+	"github.com/imagegate/imagegate/gateway/clientip"
 	"github.com/imagegate/imagegate/internal/testpeer"
 )
 
@@ -234,13 +235,13 @@ func TestLoginGuardOverHTTP(t *testing.T) {
 	t.Parallel()
 	clock := testpeer.NewClock(rateTestEpoch)
 	g := mustLoginGuard(t, LoginGuardConfig{}, clock)
-	ips, err := newClientIPResolver(ClientIPConfig{})
+	ips, err := clientip.New(ClientIPConfig{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	app := rateTestApp()
 	app.Post("/login", func(c *fiber.Ctx) error {
-		addr, account := ips.addr(c), c.FormValue("account")
+		addr, account := ips.Addr(c), c.FormValue("account")
 		if ok, retry := g.attempt(addr, account); !ok {
 			return loginThrottled(retry)
 		}

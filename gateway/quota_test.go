@@ -14,6 +14,7 @@ import (
 
 	"github.com/gofiber/fiber/v2"
 	"github.com/google/go-cmp/cmp"
+	"github.com/imagegate/imagegate/gateway/clientip"
 	"github.com/imagegate/imagegate/internal/testpeer"
 )
 
@@ -328,13 +329,13 @@ func TestDailyQuotaOverHTTP(t *testing.T) {
 	t.Parallel()
 	clock := testpeer.NewClock(time.Date(2026, 3, 14, 22, 0, 0, 0, time.UTC))
 	q := mustDailyQuota(t, DailyQuotaConfig{FreeImagesPerDay: FreeImagesPerDay(1)}, clock)
-	ips, err := newClientIPResolver(ClientIPConfig{})
+	ips, err := clientip.New(ClientIPConfig{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	app := rateTestApp()
 	app.Post("/gen", func(c *fiber.Ctx) error {
-		h, err := q.reserve(ips.addr(c), 1)
+		h, err := q.reserve(ips.Addr(c), 1)
 		if err != nil {
 			return err
 		}

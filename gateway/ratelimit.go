@@ -17,6 +17,8 @@ import (
 
 	"github.com/gofiber/fiber/v2"
 	"golang.org/x/time/rate"
+
+	"github.com/imagegate/imagegate/gateway/clientip"
 )
 
 // LimitPolicy is one token bucket: a client may spend Quota cost units at
@@ -172,9 +174,9 @@ type rateKey struct {
 	id [16]byte
 }
 
-// addrRateKey keys a client address by its block (clientIPPrefix).
+// addrRateKey keys a client address by its block (clientip.Prefix).
 func addrRateKey(ns rateNamespace, a netip.Addr) rateKey {
-	return rateKey{ns: ns, id: clientIPPrefix(a).Addr().As16()}
+	return rateKey{ns: ns, id: clientip.Prefix(a).Addr().As16()}
 }
 
 // hashedRateKey keys opaque strings by a truncated SHA-256 of them, each
@@ -450,7 +452,7 @@ type rateIdentity struct {
 type rateLimiter struct {
 	cfg      RateLimitConfig
 	now      func() time.Time
-	clientIP *clientIPResolver
+	clientIP *clientip.Resolver
 	buckets  *keyedStore[rate.Limiter]
 
 	allowed atomic.Uint64
@@ -459,7 +461,7 @@ type rateLimiter struct {
 
 // newRateLimiter builds the limiter; now is the clock (time.Now outside
 // tests).
-func newRateLimiter(cfg RateLimitConfig, clientIP *clientIPResolver, now func() time.Time) (*rateLimiter, error) {
+func newRateLimiter(cfg RateLimitConfig, clientIP *clientip.Resolver, now func() time.Time) (*rateLimiter, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -750,7 +752,7 @@ func (l *rateLimiter) limit(cost int, who func(*fiber.Ctx) rateIdentity) fiber.H
 		if who != nil {
 			id = who(c)
 		}
-		ch := &rateCharge{l: l, subs: l.subjects(l.clientIP.addr(c), id)}
+		ch := &rateCharge{l: l, subs: l.subjects(l.clientIP.Addr(c), id)}
 		ch.last = l.take(ch.subs, cost)
 		if !ch.last.allowed {
 			ch.last.setHeaders(c)

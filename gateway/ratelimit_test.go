@@ -18,6 +18,7 @@ import (
 
 	"github.com/gofiber/fiber/v2"
 	"github.com/google/go-cmp/cmp"
+	"github.com/imagegate/imagegate/gateway/clientip"
 	"github.com/imagegate/imagegate/internal/testpeer"
 )
 
@@ -92,7 +93,7 @@ func rateTestGet(t *testing.T, client *http.Client, url string, header map[strin
 
 func mustRateLimiter(t testing.TB, cfg RateLimitConfig, ipCfg ClientIPConfig, clock *testpeer.Clock) *rateLimiter {
 	t.Helper()
-	res, err := newClientIPResolver(ipCfg)
+	res, err := clientip.New(ipCfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -437,7 +438,7 @@ func TestRateLimitSpoofedHeadersDoNotChangeKey(t *testing.T) {
 				Costs:     RateCosts{Default: 1, Object: 1, GenerationHit: 1, GenerationMiss: 1},
 			}, tt.ipCfg, clock)
 			app := rateTestApp()
-			app.Get("/x", l.limit(1, nil), func(c *fiber.Ctx) error { return c.SendString(l.clientIP.addr(c).String()) })
+			app.Get("/x", l.limit(1, nil), func(c *fiber.Ctx) error { return c.SendString(l.clientIP.Addr(c).String()) })
 			url := rateTestServe(t, app) + "/x"
 			client := &http.Client{Timeout: 10 * time.Second}
 			var got []int
@@ -638,7 +639,7 @@ func BenchmarkRateLimiterMillionIPs(b *testing.B) {
 			var heap, perKey float64
 			for b.Loop() {
 				clock := testpeer.NewClock(rateTestEpoch)
-				res, _ := newClientIPResolver(ClientIPConfig{})
+				res, _ := clientip.New(ClientIPConfig{})
 				before := rateHeapInUse()
 				l, err := newRateLimiter(RateLimitConfig{MaxKeys: bc.maxKeys}, res, clock.Now)
 				if err != nil {
@@ -691,4 +692,24 @@ func BenchmarkRateLimiterTake(b *testing.B) {
 			l.take(subs, 1)
 		}
 	})
+}
+
+// TestAddrRateKey keys addresses by their clientip.Prefix: one key per /64
+// and per IPv4 address, and none shared across namespaces.
+func TestAddrRateKey(t *testing.T) {
+	t.Parallel()
+	// One /64 is one key; the next /64 and the IPv4 form are others.
+	k := func(s string) rateKey { return addrRateKey(rateNSIP, netip.MustParseAddr(s)) }
+	if k("2001:db8:1:2::1") != k("2001:db8:1:2:abcd::9") {
+		t.Error("two addresses in one /64 have different keys")
+	}
+	if k("2001:db8:1:2::1") == k("2001:db8:1:3::1") {
+		t.Error("two /64s share a key")
+	}
+	if k("::ffff:198.51.100.7") != k("198.51.100.7") || k("198.51.100.7") == k("198.51.100.8") {
+		t.Error("IPv4 keys are not per address")
+	}
+	if addrRateKey(rateNSIP, netip.MustParseAddr("198.51.100.7")) == addrRateKey(rateNSAnon, netip.MustParseAddr("198.51.100.7")) {
+		t.Error("namespaces share a key")
+	}
 }

@@ -178,7 +178,7 @@ func (g *Gateway) changeEmail(c *fiber.Ctx) error {
 	if p.account.PasswordHash == "" {
 		return errPasswordRequired
 	}
-	ip, who := g.ips.addr(c), guardKey(p.account.Email)
+	ip, who := g.ips.Addr(c), guardKey(p.account.Email)
 	if ok, wait := g.logins.attempt(ip, who); !ok {
 		return loginThrottled(wait)
 	}
