@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/imagegate/imagegate/gateway/clientip"
+	"github.com/imagegate/imagegate/gateway/ratelimit"
 )
 
 // Config holds the gateway's tunables. The zero value of every field means
@@ -280,3 +281,20 @@ const (
 	HeaderCFConnectingIP = clientip.HeaderCFConnectingIP
 	HeaderXForwardedFor  = clientip.HeaderXForwardedFor
 )
+
+// Package ratelimit's configuration, under the names --config and cmd have
+// always used.
+type (
+	LimitPolicy      = ratelimit.Policy
+	RateCosts        = ratelimit.Costs
+	RateLimitConfig  = ratelimit.Config
+	DailyQuotaConfig = ratelimit.QuotaConfig
+	LoginGuardConfig = ratelimit.LoginGuardConfig
+	FreeImages       = ratelimit.FreeImages
+)
+
+// FreeImagesPerDay is ratelimit.FreeImagesPerDay: n free images a day.
+func FreeImagesPerDay(n int) FreeImages { return ratelimit.FreeImagesPerDay(n) }
+
+// UnlimitedFreeImages is ratelimit.UnlimitedFreeImages.
+func UnlimitedFreeImages() FreeImages { return ratelimit.UnlimitedFreeImages() }

@@ -282,7 +282,7 @@ func (g *Gateway) generate(ctx context.Context, p params, py payer, refresh bool
 	// Every image that may reach the GPU is paid for first, all or none:
 	// rate-limit units, then credits or quota.
 	costs := g.cfg.RateLimits.Costs
-	if err := py.rate.extra(len(misses) * (costs.GenerationMiss - costs.GenerationHit)); err != nil {
+	if err := py.rate.Extra(len(misses) * (costs.GenerationMiss - costs.GenerationHit)); err != nil {
 		return nil, err
 	}
 	refs := make([]string, len(misses))
