@@ -7,7 +7,6 @@ import (
 	"time"
 	"unicode/utf8"
 
-
 	"github.com/imagegate/imagegate/store"
 )
 

@@ -13,6 +13,7 @@ import (
 	"github.com/gofiber/fiber/v2"
 
 	"github.com/google/go-cmp/cmp"
+
 	"github.com/imagegate/imagegate/internal/testpeer"
 )
 

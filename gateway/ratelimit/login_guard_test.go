@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/gofiber/fiber/v2"
+
 	"github.com/imagegate/imagegate/gateway/apierror"
 	"github.com/imagegate/imagegate/gateway/clientip"
 	"github.com/imagegate/imagegate/internal/testpeer"

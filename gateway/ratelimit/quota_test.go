@@ -14,6 +14,7 @@ import (
 
 	"github.com/gofiber/fiber/v2"
 	"github.com/google/go-cmp/cmp"
+
 	"github.com/imagegate/imagegate/gateway/apierror"
 	"github.com/imagegate/imagegate/gateway/clientip"
 	"github.com/imagegate/imagegate/internal/testpeer"
