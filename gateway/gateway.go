@@ -248,12 +248,18 @@ func (g *Gateway) routes(gatherer prometheus.Gatherer) {
 	limit := func(cost int) fiber.Handler { return g.limiter.limit(cost, rateIdentityOf) }
 	std := []fiber.Handler{g.smallBody, g.identify, limit(costs.Default), g.gpcOptOut}
 	with := func(hs ...fiber.Handler) []fiber.Handler { return append(append([]fiber.Handler{}, std...), hs...) }
+	// Account routes: reads take a session or an account:read key,
+	// changes a browser session (see authorize); recent a fresh sign-in.
 	account := func(hs ...fiber.Handler) []fiber.Handler {
-		return with(append([]fiber.Handler{requireAccount}, hs...)...)
+		return with(append([]fiber.Handler{g.authorize(accessAccount)}, hs...)...)
 	}
+	recent := func(hs ...fiber.Handler) []fiber.Handler {
+		return with(append([]fiber.Handler{g.authorize(accessRecent)}, hs...)...)
+	}
+	images := g.authorize(accessImages)
 
-	app.Post("/v1/images/generations", g.identify, limit(costs.GenerationHit), g.gpcOptOut, g.generations)
-	app.Post("/v1/images/edits", g.identify, limit(costs.GenerationHit), g.gpcOptOut, g.edits)
+	app.Post("/v1/images/generations", g.identify, limit(costs.GenerationHit), images, g.gpcOptOut, g.generations)
+	app.Post("/v1/images/edits", g.identify, limit(costs.GenerationHit), images, g.gpcOptOut, g.edits)
 	app.Get("/o/:name", limit(costs.Object), g.object)
 
 	app.Post("/v1/auth/signup", with(g.signup)...)
@@ -268,8 +274,8 @@ func (g *Gateway) routes(gatherer prometheus.Gatherer) {
 	app.Get("/v1/auth/google/callback", with(g.googleCallback)...)
 
 	app.Get("/v1/account", account(g.getAccount)...)
-	app.Delete("/v1/account", account(g.deleteAccount)...)
-	app.Get("/v1/account/export", account(g.export)...)
+	app.Delete("/v1/account", recent(g.deleteAccount)...)
+	app.Get("/v1/account/export", recent(g.export)...)
 	app.Get("/v1/account/generations", account(g.listGenerations)...)
 	app.Delete("/v1/account/generations/:id", account(g.deleteGeneration)...)
 	app.Get("/v1/account/api-keys", account(g.listAPIKeys)...)

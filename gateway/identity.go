@@ -2,7 +2,9 @@ package gateway
 
 import (
 	"errors"
+	"slices"
 	"strings"
+	"time"
 
 	"github.com/gofiber/fiber/v2"
 
@@ -16,9 +18,16 @@ type principal struct {
 	// session is the session token when the request came with the session
 	// cookie (browser), empty otherwise.
 	session string
-	// apiKeyID is set when the request authenticated with an API key.
+	// signedIn is when the session's sign-in happened.
+	signedIn time.Time
+	// apiKeyID is set when the request authenticated with an API key;
+	// scopes are what the key was granted.
 	apiKeyID string
+	scopes   []string
 }
+
+// hasScope reports whether the request's API key was granted scope.
+func (p *principal) hasScope(scope string) bool { return slices.Contains(p.scopes, scope) }
 
 type principalKey struct{}
 
@@ -67,7 +76,7 @@ func (g *Gateway) identify(c *fiber.Ctx) error {
 			return err
 		}
 		g.grantPlan(acct)
-		p.account, p.apiKeyID = acct, k.ID
+		p.account, p.apiKeyID, p.scopes = acct, k.ID, k.Scopes
 		return c.Next()
 	}
 	if token != "" {
@@ -84,7 +93,7 @@ func (g *Gateway) identify(c *fiber.Ctx) error {
 				return err
 			}
 			g.grantPlan(acct)
-			p.account, p.session = acct, token
+			p.account, p.session, p.signedIn = acct, token, s.Created
 		}
 	}
 	return c.Next()
@@ -103,12 +112,4 @@ func (g *Gateway) activeAccount(id string) (*store.Account, error) {
 		return nil, &apiError{Status: fiber.StatusForbidden, Type: "permission_error", Code: "account_inactive", Msg: "this account is suspended or being deleted"}
 	}
 	return &acct, nil
-}
-
-// requireAccount is middleware for routes that need a signed-in account.
-func requireAccount(c *fiber.Ctx) error {
-	if principalOf(c).account == nil {
-		return errUnauthenticated
-	}
-	return c.Next()
 }

@@ -124,10 +124,33 @@ func existingAccountMail(to, resetLink string) mail.Message {
 			"If it was not you, you can ignore this email.\n"}
 }
 
-func passwordChangedMail(to string) mail.Message {
+// passwordChangedMail tells the owner their password changed (reset: by
+// an emailed link) and what happened to their API keys.
+func passwordChangedMail(to string, ch store.PasswordChange, reset bool) mail.Message {
+	how, sessions := "was just changed", "every other session was signed out"
+	if reset {
+		how, sessions = "was just reset with an emailed link", "every session was signed out"
+	}
 	return mail.Message{To: to, Category: mail.CategorySecurity, Subject: "Your password was changed",
-		Text: "The password of your account was just changed, and every other session was signed out.\n\n" +
-			"If this was not you, reset your password at once and contact us.\n"}
+		Text: "The password of your account " + how + ", and " + sessions + ".\n\n" + keysSentence(ch) + "\n\n" +
+			"If this was not you, reset your password at once, revoke your API keys and contact us.\n"}
+}
+
+// keysSentence says what a password change did to the API keys.
+func keysSentence(ch store.PasswordChange) string {
+	switch {
+	case ch.KeysRevoked > 0:
+		return fmt.Sprintf("Your %d API key(s) were revoked: programs using them stop working until you give them new keys.", ch.KeysRevoked)
+	case ch.KeysFlagged > 0:
+		return fmt.Sprintf("Your %d API key(s) were kept working as you chose, and are flagged in your key list: delete any you do not recognise.", ch.KeysFlagged)
+	}
+	return "Your account has no API keys."
+}
+
+// keysDetail records a password change's effect on API keys in the
+// security log.
+func keysDetail(ch store.PasswordChange) string {
+	return fmt.Sprintf("api_keys_revoked=%d api_keys_flagged=%d", ch.KeysRevoked, ch.KeysFlagged)
 }
 
 // client is who a security event comes from, copied out of the request.

@@ -230,7 +230,7 @@ func walkRecipes() map[string]walkRecipe {
 		"DELETE /v1/account/api-keys/:id": {fresh: unauth, signedIn: http.StatusNoContent, run: func(t *testing.T, v *walkVisitor) *http.Response {
 			id := "key_missing"
 			if v.acct != nil {
-				_, k, err := v.f.e.db.CreateAPIKey(v.acct.ID, "walk")
+				_, k, err := v.f.e.db.CreateAPIKey(v.acct.ID, "walk", nil)
 				if err != nil {
 					t.Fatal(err)
 				}
