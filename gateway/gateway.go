@@ -10,10 +10,8 @@ import (
 	"time"
 
 	"github.com/gofiber/fiber/v2"
-	"github.com/gofiber/fiber/v2/middleware/adaptor"
 	"github.com/gofiber/fiber/v2/middleware/recover"
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/imagegate/imagegate/cache"
 	"github.com/imagegate/imagegate/edge"
@@ -44,9 +42,10 @@ type Deps struct {
 	// OwnerTags names each account's outputs to the CDN (Cache-Tag) with a
 	// tag the CDN cannot link to the account; nil: no owner tags.
 	OwnerTags *edge.OwnerTagger
-	// Registry receives the gateway's metrics; Gatherer serves /metrics.
+	// Registry receives the gateway's metrics. The gateway never serves
+	// them: /metrics belongs on a listener of its own (imagegate serve
+	// --metrics-addr), never on the public port, whatever the settings.
 	Registry prometheus.Registerer
-	Gatherer prometheus.Gatherer
 	Logger   *slog.Logger
 	// Now is the clock (time.Now); tests pass a fake one.
 	Now func() time.Time
@@ -186,7 +185,7 @@ func New(cfg Config, deps Deps) (*Gateway, error) {
 		// Image bytes are already compressed; JSON is small.
 		CompressedFileSuffix: "",
 	})
-	g.routes(deps.Gatherer)
+	g.routes()
 
 	ctx, cancel := context.WithCancel(context.Background())
 	g.stop = cancel
@@ -229,7 +228,7 @@ func rateIdentityOf(c *fiber.Ctx) rateIdentity {
 	return rateIdentity{Account: p.account.ID, APIKey: p.apiKeyID, Plan: p.account.Plan}
 }
 
-func (g *Gateway) routes(gatherer prometheus.Gatherer) {
+func (g *Gateway) routes() {
 	app := g.app
 	app.Use(recover.New())
 	app.Use(g.securityHeaders)
@@ -240,9 +239,6 @@ func (g *Gateway) routes(gatherer prometheus.Gatherer) {
 
 	app.Get("/healthz", g.healthz)
 	app.Get("/readyz", g.readyz)
-	if gatherer != nil {
-		app.Get("/metrics", adaptor.HTTPHandler(promhttp.HandlerFor(gatherer, promhttp.HandlerOpts{})))
-	}
 
 	costs := g.cfg.RateLimits.Costs
 	limit := func(cost int) fiber.Handler { return g.limiter.limit(cost, rateIdentityOf) }

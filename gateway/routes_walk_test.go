@@ -150,7 +150,6 @@ func walkRecipes() map[string]walkRecipe {
 	recipes := map[string]walkRecipe{
 		"GET /healthz":              walkSimple("GET", "/healthz", "", ok, ok),
 		"GET /readyz":               walkSimple("GET", "/readyz", "", ok, ok),
-		"GET /metrics":              walkSimple("GET", "/metrics", "", ok, ok),
 		"GET /cookies":              walkSimple("GET", "/cookies", "", ok, ok),
 		"GET /v1/cookies":           walkSimple("GET", "/v1/cookies", "", ok, ok),
 		"GET /.well-known/gpc.json": walkSimple("GET", "/.well-known/gpc.json", "", ok, ok),
