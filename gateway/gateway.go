@@ -75,6 +75,7 @@ type Gateway struct {
 	ips        *clientIPResolver
 	limiter    *rateLimiter
 	logins     *loginGuard
+	creds      *credentialGuard // nil when rate limits are off
 	quota      *dailyQuota
 	resetMails *throttle
 	// refusals throttles security-log rows for refused admin tokens;
@@ -156,6 +157,11 @@ func New(cfg Config, deps Deps) (*Gateway, error) {
 	if g.logins, err = newLoginGuard(cfg.LoginGuard, now); err != nil {
 		return nil, err
 	}
+	if !cfg.RateLimits.Disabled {
+		if g.creds, err = newCredentialGuard(cfg.Credentials, now); err != nil {
+			return nil, err
+		}
+	}
 	if g.quota, err = newDailyQuota(cfg.FreeQuota, now); err != nil {
 		return nil, err
 	}
@@ -215,6 +221,9 @@ func (g *Gateway) sweepLimits(ctx context.Context) {
 			g.limiter.sweep()
 			g.logins.sweep()
 			g.quota.sweep()
+			if g.creds != nil {
+				g.creds.sweep()
+			}
 		}
 	}
 }

@@ -50,7 +50,10 @@ var errUnauthenticated = &apiError{Status: fiber.StatusUnauthorized, Type: "auth
 // (Authorization: Bearer sk_…) or the session cookie. A bad API key is
 // refused; a stale session cookie is cleared and the request goes on
 // anonymously. Revocation is immediate: every request validates against
-// the store, nothing is cached.
+// the store, nothing is cached. A credential not seen to work lately is
+// charged to its client address before the store is asked (see
+// CredentialGuardConfig), so guessing keys or replaying ended sessions is
+// limited before it costs a lookup.
 func (g *Gateway) identify(c *fiber.Ctx) error {
 	auth, token := c.Get(fiber.HeaderAuthorization), c.Cookies(cookieSession)
 	if auth == "" && token == "" {
@@ -64,13 +67,18 @@ func (g *Gateway) identify(c *fiber.Ctx) error {
 		if !strings.EqualFold(scheme, "Bearer") || !strings.HasPrefix(secret, store.APIKeyPrefix) {
 			return &apiError{Status: fiber.StatusUnauthorized, Type: "authentication_error", Code: "invalid_api_key", Msg: "Authorization: expected Bearer sk_…"}
 		}
+		if err := g.mayLookUp(c, secret); err != nil {
+			return err
+		}
 		k, err := g.store.ValidateAPIKey(secret)
 		if errors.Is(err, store.ErrNotFound) {
+			g.lookupFailed(secret)
 			return &apiError{Status: fiber.StatusUnauthorized, Type: "authentication_error", Code: "invalid_api_key", Msg: "invalid API key"}
 		}
 		if err != nil {
 			return err
 		}
+		g.lookupWorked(secret)
 		acct, err := g.activeAccount(k.AccountID)
 		if err != nil {
 			return err
@@ -80,13 +88,18 @@ func (g *Gateway) identify(c *fiber.Ctx) error {
 		return c.Next()
 	}
 	if token != "" {
+		if err := g.mayLookUp(c, token); err != nil {
+			return err
+		}
 		s, err := g.store.ValidateSession(token)
 		switch {
 		case errors.Is(err, store.ErrNotFound), errors.Is(err, store.ErrExpired):
+			g.lookupFailed(token)
 			clearCookie(c, cookieSession)
 		case err != nil:
 			return err
 		default:
+			g.lookupWorked(token)
 			acct, err := g.activeAccount(s.AccountID)
 			if err != nil {
 				clearCookie(c, cookieSession)
@@ -97,6 +110,29 @@ func (g *Gateway) identify(c *fiber.Ctx) error {
 		}
 	}
 	return c.Next()
+}
+
+// mayLookUp asks the credential guard whether credential may be looked up.
+func (g *Gateway) mayLookUp(c *fiber.Ctx, credential string) error {
+	if g.creds == nil {
+		return nil
+	}
+	if ok, wait := g.creds.lookup(g.ips.addr(c), credential); !ok {
+		return credentialsThrottled(wait)
+	}
+	return nil
+}
+
+func (g *Gateway) lookupFailed(credential string) {
+	if g.creds != nil {
+		g.creds.failed(credential)
+	}
+}
+
+func (g *Gateway) lookupWorked(credential string) {
+	if g.creds != nil {
+		g.creds.validated(credential)
+	}
 }
 
 // activeAccount loads an account that may act, or refuses.

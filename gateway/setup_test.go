@@ -60,6 +60,9 @@ type envOptions struct {
 	// realHashing hashes passwords at production cost; by default tests
 	// use cheap argon2id parameters (the code path is the same).
 	realHashing bool
+	// wrapStore, if set, wraps the real store the gateway is given (to
+	// count the calls it makes).
+	wrapStore func(Store) Store
 }
 
 func newEnv(t testing.TB, opts envOptions) *env {
@@ -125,8 +128,12 @@ func newEnv(t testing.TB, opts envOptions) *env {
 		opts.cfg.RateLimits.Disabled = true
 		opts.cfg.FreeQuota.FreeImagesPerDay = UnlimitedFreeImages()
 	}
+	var st Store = e.db
+	if opts.wrapStore != nil {
+		st = opts.wrapStore(st)
+	}
 	e.gw, err = New(opts.cfg, Deps{
-		Cache: e.cache, Signer: e.signer, Inference: pool, Store: e.db, Mailer: e.outbox, Objects: objects, Purger: opts.purger,
+		Cache: e.cache, Signer: e.signer, Inference: pool, Store: st, Mailer: e.outbox, Objects: objects, Purger: opts.purger,
 		OwnerTags: testOwnerTags,
 		Registry:  e.gwReg, Logger: logger, Now: opts.now,
 	})
