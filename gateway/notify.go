@@ -163,11 +163,17 @@ func passwordChangedMail(to string, ch store.PasswordChange, reset bool) mail.Me
 
 // keysSentence says what a password change did to the API keys.
 func keysSentence(ch store.PasswordChange) string {
+	keys := func(n int) string {
+		if n == 1 {
+			return "Your API key was"
+		}
+		return fmt.Sprintf("Your %d API keys were", n)
+	}
 	switch {
 	case ch.KeysRevoked > 0:
-		return fmt.Sprintf("Your %d API key(s) were revoked: programs using them stop working until you give them new keys.", ch.KeysRevoked)
+		return keys(ch.KeysRevoked) + " revoked: programs that use it stop working until you give them a new key."
 	case ch.KeysFlagged > 0:
-		return fmt.Sprintf("Your %d API key(s) were kept working as you chose, and are flagged in your key list: delete any you do not recognise.", ch.KeysFlagged)
+		return keys(ch.KeysFlagged) + " kept working, as you chose, and flagged in your key list: delete any you do not recognise."
 	}
 	return "Your account has no API keys."
 }

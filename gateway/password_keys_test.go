@@ -50,9 +50,9 @@ func TestPasswordChangeRevokesOrFlagsAPIKeys(t *testing.T) {
 		revoked     bool
 		inMail      string
 	}{
-		{"default revokes", "", true, "Your 1 API key(s) were revoked"},
-		{"revoke", `,"api_keys":"revoke"`, true, "Your 1 API key(s) were revoked"},
-		{"flag", `,"api_keys":"flag"`, false, "Your 1 API key(s) were kept working as you chose, and are flagged in your key list"},
+		{"default revokes", "", true, "Your API key was revoked"},
+		{"revoke", `,"api_keys":"revoke"`, true, "Your API key was revoked"},
+		{"flag", `,"api_keys":"flag"`, false, "Your API key was kept working, as you chose, and flagged in your key list"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -150,9 +150,9 @@ func TestPasswordResetRevokesOrFlagsAPIKeys(t *testing.T) {
 			}
 			key, _ := e.keyClient(b, "")
 			page := resetWith(t, e, email, tc.choice)
-			sentence := "Your 1 API key(s) were revoked"
+			sentence := "Your API key was revoked"
 			if !tc.revoked {
-				sentence = "Your 1 API key(s) were kept working as you chose, and are flagged"
+				sentence = "Your API key was kept working, as you chose, and flagged"
 			}
 			if !strings.Contains(page, sentence) {
 				t.Errorf("confirmation page %q does not say %q", page, sentence)
