@@ -171,7 +171,7 @@ func keysSentence(ch store.PasswordChange) string {
 	}
 	switch {
 	case ch.KeysRevoked > 0:
-		return keys(ch.KeysRevoked) + " revoked: programs that use it stop working until you give them a new key."
+		return keys(ch.KeysRevoked) + " revoked: programs that sign requests with a revoked key stop working until you give them a new one."
 	case ch.KeysFlagged > 0:
 		return keys(ch.KeysFlagged) + " kept working, as you chose, and flagged in your key list: delete any you do not recognise."
 	}
