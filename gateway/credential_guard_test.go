@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/imagegate/imagegate/gateway/ratelimit"
 	"github.com/imagegate/imagegate/store"
 )
 
@@ -38,7 +39,7 @@ func TestCredentialGuessesAreLimitedBeforeTheStore(t *testing.T) {
 		wrapStore: func(s Store) Store { counter.Store = s; return counter },
 		cfg: Config{
 			ClientIP:    ClientIPConfig{TrustedProxies: []string{"127.0.0.1/32"}, Header: "Fly-Client-IP"},
-			Credentials: CredentialGuardConfig{PerSource: LimitPolicy{Quota: quota, Window: time.Minute}},
+			Credentials: ratelimit.CredentialGuardConfig{PerSource: ratelimit.Policy{Quota: quota, Window: time.Minute}},
 			FreeQuota:   DailyQuotaConfig{FreeImagesPerDay: UnlimitedFreeImages()},
 		}})
 	const attacker, bystander = "203.0.113.66", "198.51.100.7"
@@ -116,23 +117,5 @@ func TestCredentialGuessesAreLimitedBeforeTheStore(t *testing.T) {
 	clock.Advance(time.Minute)
 	if resp := from(attacker, "Authorization", "Bearer "+guess(12)); resp.StatusCode != 401 {
 		t.Errorf("after the window: %d, want 401", resp.StatusCode)
-	}
-}
-
-func TestCredentialGuardConfigValidate(t *testing.T) {
-	t.Parallel()
-	for _, bad := range []CredentialGuardConfig{
-		{PerSource: LimitPolicy{Quota: 0, Window: time.Minute}},
-		{PerSource: LimitPolicy{Quota: 5, Window: time.Millisecond}},
-		{KnownTTL: time.Second},
-		{MaxKeys: -1},
-	} {
-		if err := bad.Validate(); err == nil {
-			t.Errorf("%+v validated", bad)
-		}
-	}
-	var def CredentialGuardConfig
-	if err := def.Validate(); err != nil || def.PerSource.Quota != 30 || def.KnownTTL != time.Hour {
-		t.Errorf("defaults %+v, %v", def, err)
 	}
 }

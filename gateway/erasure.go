@@ -7,6 +7,7 @@ import (
 
 	"github.com/gofiber/fiber/v2"
 
+	"github.com/imagegate/imagegate/gateway/ratelimit"
 	"github.com/imagegate/imagegate/store"
 )
 
@@ -35,9 +36,9 @@ func (g *Gateway) deleteAccount(c *fiber.Ctx) error {
 	// A Google-only account has no password to re-enter: its recent
 	// sign-in is the re-authentication.
 	if acct.PasswordHash != "" {
-		ip, who := g.ips.addr(c), guardKey(acct.Email)
-		if ok, wait := g.logins.attempt(ip, who); !ok {
-			return loginThrottled(wait)
+		ip, who := g.ips.Addr(c), guardKey(acct.Email)
+		if ok, wait := g.logins.Attempt(ip, who); !ok {
+			return ratelimit.LoginThrottled(wait)
 		}
 		if len(req.Password) > maxPasswordBytes {
 			return &apiError{Status: fiber.StatusForbidden, Type: "authentication_error", Code: "invalid_credentials", Msg: "password: incorrect"}
@@ -51,7 +52,7 @@ func (g *Gateway) deleteAccount(c *fiber.Ctx) error {
 		if !ok {
 			return &apiError{Status: fiber.StatusForbidden, Type: "authentication_error", Code: "invalid_credentials", Msg: "password: incorrect"}
 		}
-		g.logins.succeeded(ip, who)
+		g.logins.Succeeded(ip, who)
 	}
 	g.securityEvent(c, eventErasureRequested, acct.ID, "")
 	if _, err := g.store.BeginErasure(acct.ID, store.ErasureByUser); err != nil {

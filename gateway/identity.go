@@ -8,6 +8,7 @@ import (
 
 	"github.com/gofiber/fiber/v2"
 
+	"github.com/imagegate/imagegate/gateway/ratelimit"
 	"github.com/imagegate/imagegate/store"
 )
 
@@ -52,7 +53,7 @@ var errUnauthenticated = &apiError{Status: fiber.StatusUnauthorized, Type: "auth
 // anonymously. Revocation is immediate: every request validates against
 // the store, nothing is cached. A credential not seen to work lately is
 // charged to its client address before the store is asked (see
-// CredentialGuardConfig), so guessing keys or replaying ended sessions is
+// ratelimit.CredentialGuardConfig), so guessing keys or replaying ended sessions is
 // limited before it costs a lookup.
 func (g *Gateway) identify(c *fiber.Ctx) error {
 	auth, token := c.Get(fiber.HeaderAuthorization), c.Cookies(cookieSession)
@@ -117,21 +118,21 @@ func (g *Gateway) mayLookUp(c *fiber.Ctx, credential string) error {
 	if g.creds == nil {
 		return nil
 	}
-	if ok, wait := g.creds.lookup(g.ips.addr(c), credential); !ok {
-		return credentialsThrottled(wait)
+	if ok, wait := g.creds.Lookup(g.ips.Addr(c), credential); !ok {
+		return ratelimit.CredentialsThrottled(wait)
 	}
 	return nil
 }
 
 func (g *Gateway) lookupFailed(credential string) {
 	if g.creds != nil {
-		g.creds.failed(credential)
+		g.creds.Failed(credential)
 	}
 }
 
 func (g *Gateway) lookupWorked(credential string) {
 	if g.creds != nil {
-		g.creds.validated(credential)
+		g.creds.Validated(credential)
 	}
 }
 

@@ -188,7 +188,7 @@ func keysDetail(ch store.PasswordChange) string {
 type client struct{ ip, userAgent string }
 
 func (g *Gateway) clientOf(c *fiber.Ctx) client {
-	return client{ip: g.ips.addr(c).String(), userAgent: cutUserAgent(c.Get(fiber.HeaderUserAgent))}
+	return client{ip: g.ips.Addr(c).String(), userAgent: cutUserAgent(c.Get(fiber.HeaderUserAgent))}
 }
 
 // securityLogUA bounds the user agent kept in the security log, in bytes.

@@ -1,21 +1,23 @@
-package gateway
+package ratelimit
 
 import (
 	"errors"
 	"fmt"
+	"net/http"
 	"net/netip"
 	"time"
 
-	"github.com/gofiber/fiber/v2"
 	"golang.org/x/time/rate"
+
+	"github.com/imagegate/imagegate/gateway/apierror"
 )
 
 // CredentialGuardConfig limits lookups of credentials the gateway has not
 // seen work (promise S4): API keys and session cookies it must look up in
 // the store to judge. Guessing API keys or replaying stale cookies would
 // otherwise cost the guesser nothing and the store one read each, with
-// no limit at all (identify runs before the request limiter, which needs
-// to know who is asking).
+// no limit at all (the gateway resolves credentials before the request
+// Limiter, which needs to know who is asking).
 //
 // Every lookup of a credential that has not recently validated is charged
 // one unit, before the store is asked, to its client address block
@@ -25,7 +27,7 @@ import (
 // back; a revoked one is forgotten at its next failed lookup.
 type CredentialGuardConfig struct {
 	// PerSource: 30 unproven lookups, refilling over 5 minutes.
-	PerSource LimitPolicy
+	PerSource Policy
 	// KnownTTL is how long a validated credential skips the charge
 	// (1 hour). It never skips the store: revocation stays immediate.
 	KnownTTL time.Duration
@@ -43,8 +45,8 @@ const (
 )
 
 func (c *CredentialGuardConfig) setDefaults() {
-	if c.PerSource == (LimitPolicy{}) {
-		c.PerSource = LimitPolicy{Quota: 30, Window: 5 * time.Minute}
+	if c.PerSource == (Policy{}) {
+		c.PerSource = Policy{Quota: 30, Window: 5 * time.Minute}
 	}
 	if c.KnownTTL == 0 {
 		c.KnownTTL = time.Hour
@@ -59,30 +61,32 @@ func (c *CredentialGuardConfig) Validate() error {
 	c.setDefaults()
 	errs := []error{c.PerSource.validate("credential lookups per source", 1)}
 	if c.KnownTTL < time.Minute {
-		errs = append(errs, fmt.Errorf("gateway: credential known TTL %s is under a minute", c.KnownTTL))
+		errs = append(errs, fmt.Errorf("ratelimit: credential known TTL %s is under a minute", c.KnownTTL))
 	}
 	if c.MaxKeys < 1 {
-		errs = append(errs, errors.New("gateway: credential guard max keys must be positive"))
+		errs = append(errs, errors.New("ratelimit: credential guard max keys must be positive"))
 	}
 	return errors.Join(errs...)
 }
 
-// credentialGuard applies CredentialGuardConfig.
-type credentialGuard struct {
+// CredentialGuard applies CredentialGuardConfig.
+type CredentialGuard struct {
 	cfg     CredentialGuardConfig
 	now     func() time.Time
 	buckets *keyedStore[rate.Limiter]
 	known   *keyedStore[int64] // UnixNano until which a credential is known
 }
 
-func newCredentialGuard(cfg CredentialGuardConfig, now func() time.Time) (*credentialGuard, error) {
+// NewCredentialGuard builds the guard; now is the clock (time.Now outside
+// tests).
+func NewCredentialGuard(cfg CredentialGuardConfig, now func() time.Time) (*CredentialGuard, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
 	if now == nil {
-		return nil, errors.New("gateway: credential guard needs a clock")
+		return nil, errors.New("ratelimit: credential guard needs a clock")
 	}
-	return &credentialGuard{
+	return &CredentialGuard{
 		cfg:     cfg,
 		now:     now,
 		buckets: newKeyedStore(cfg.MaxKeys, rateBucketIdle),
@@ -92,10 +96,10 @@ func newCredentialGuard(cfg CredentialGuardConfig, now func() time.Time) (*crede
 	}, nil
 }
 
-// lookup reports whether credential (an API key or session token, as
+// Lookup reports whether credential (an API key or session token, as
 // sent) may be looked up for a request from addr; if not, retryAfter
-// (≥ 1 s) says when. Call it before the store, then validated or failed.
-func (g *credentialGuard) lookup(addr netip.Addr, credential string) (ok bool, retryAfter time.Duration) {
+// (≥ 1 s) says when. Call it before the store, then Validated or Failed.
+func (g *CredentialGuard) Lookup(addr netip.Addr, credential string) (ok bool, retryAfter time.Duration) {
 	now := g.now()
 	if g.isKnown(hashedRateKey(rateNSCredentialKnown, credential), now) {
 		return true, 0
@@ -107,8 +111,8 @@ func (g *credentialGuard) lookup(addr netip.Addr, credential string) (ok bool, r
 	return true, 0
 }
 
-// validated remembers that credential works, for KnownTTL.
-func (g *credentialGuard) validated(credential string) {
+// Validated remembers that credential works, for KnownTTL.
+func (g *CredentialGuard) Validated(credential string) {
 	now := g.now()
 	k := hashedRateKey(rateNSCredentialKnown, credential)
 	sh := &g.known.shards[g.known.shardIndex(k)]
@@ -119,8 +123,8 @@ func (g *credentialGuard) validated(credential string) {
 	}
 }
 
-// failed forgets credential: it was revoked or never existed.
-func (g *credentialGuard) failed(credential string) {
+// Failed forgets credential: it was revoked or never existed.
+func (g *CredentialGuard) Failed(credential string) {
 	k := hashedRateKey(rateNSCredentialKnown, credential)
 	sh := &g.known.shards[g.known.shardIndex(k)]
 	sh.mu.Lock()
@@ -128,7 +132,7 @@ func (g *credentialGuard) failed(credential string) {
 	sh.mu.Unlock()
 }
 
-func (g *credentialGuard) isKnown(k rateKey, now time.Time) bool {
+func (g *CredentialGuard) isKnown(k rateKey, now time.Time) bool {
 	sh := &g.known.shards[g.known.shardIndex(k)]
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
@@ -136,17 +140,18 @@ func (g *credentialGuard) isKnown(k rateKey, now time.Time) bool {
 	return e != nil && e.val > now.UnixNano()
 }
 
-// sweep forgets refilled buckets and expired credentials.
-func (g *credentialGuard) sweep() int {
+// Sweep forgets refilled buckets and expired credentials, and reports
+// how many.
+func (g *CredentialGuard) Sweep() int {
 	now := g.now()
 	return g.buckets.sweep(now) + g.known.sweep(now)
 }
 
-// credentialsThrottled is the 429 for a refused lookup.
-func credentialsThrottled(retryAfter time.Duration) *apiError {
+// CredentialsThrottled is the 429 for a refused lookup.
+func CredentialsThrottled(retryAfter time.Duration) *apierror.Error {
 	secs := max(1, ceilSeconds(retryAfter))
-	return &apiError{
-		Status:     fiber.StatusTooManyRequests,
+	return &apierror.Error{
+		Status:     http.StatusTooManyRequests,
 		Type:       "rate_limit_error",
 		Code:       "too_many_credential_failures",
 		Msg:        fmt.Sprintf("too many unknown API keys or ended sessions from your address; retry in %d s", secs),
