@@ -113,6 +113,10 @@ func TestCredentialGuessesAreLimitedBeforeTheStore(t *testing.T) {
 	}
 	want(t, revokedKey.call("POST", "/v1/images/generations", `{"prompt":"known then revoked","size":"256x256"}`, nil), 429)
 
+	if n := walkMetric(t, e.gwReg, "imagegate_credential_lookups_refused_total"); n != 3 {
+		t.Errorf("imagegate_credential_lookups_refused_total = %v, want the 3 refusals", n)
+	}
+
 	// The allowance refills.
 	clock.Advance(time.Minute)
 	if resp := from(attacker, "Authorization", "Bearer "+guess(12)); resp.StatusCode != 401 {

@@ -33,6 +33,7 @@ type credentialGuard interface {
 	Validated(credential string)
 	Failed(credential string)
 	Sweep() int
+	Refused() uint64
 }
 
 // freeQuota holds anonymous visitors' free images a day (a *ratelimit.Quota).

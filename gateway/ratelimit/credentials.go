@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/netip"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/time/rate"
@@ -75,6 +76,8 @@ type CredentialGuard struct {
 	now     func() time.Time
 	buckets *keyedStore[rate.Limiter]
 	known   *keyedStore[int64] // UnixNano until which a credential is known
+
+	refused atomic.Uint64
 }
 
 // NewCredentialGuard builds the guard; now is the clock (time.Now outside
@@ -106,10 +109,14 @@ func (g *CredentialGuard) Lookup(addr netip.Addr, credential string) (ok bool, r
 	}
 	d := chargeBuckets(g.buckets, now, []rateSubject{{name: "credentials", key: addrRateKey(rateNSCredentialSource, addr), policy: g.cfg.PerSource}}, 1)
 	if !d.allowed {
+		g.refused.Add(1)
 		return false, time.Duration(d.retryAfter) * time.Second
 	}
 	return true, 0
 }
+
+// Refused counts the lookups Lookup refused.
+func (g *CredentialGuard) Refused() uint64 { return g.refused.Load() }
 
 // Validated remembers that credential works, for KnownTTL.
 func (g *CredentialGuard) Validated(credential string) {
