@@ -53,8 +53,8 @@ var errUnauthenticated = &apiError{Status: fiber.StatusUnauthorized, Type: "auth
 // anonymously. Revocation is immediate: every request validates against
 // the store, nothing is cached. A credential not seen to work lately is
 // charged to its client address before the store is asked (see
-// ratelimit.CredentialGuardConfig), so guessing keys or replaying ended sessions is
-// limited before it costs a lookup.
+// ratelimit.CredentialGuardConfig), so guessing keys or replaying ended
+// sessions is limited before it costs a lookup.
 func (g *Gateway) identify(c *fiber.Ctx) error {
 	auth, token := c.Get(fiber.HeaderAuthorization), c.Cookies(cookieSession)
 	if auth == "" && token == "" {
