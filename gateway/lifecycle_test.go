@@ -336,7 +336,7 @@ func TestRetentionAfter31Days(t *testing.T) {
 	if rep.SecurityEvents == 0 {
 		t.Errorf("no security-log rows were due after 31 days")
 	}
-	_, metrics := e.get(e.url + "/metrics")
+	_, metrics := e.get(e.metricsURL)
 	for _, want := range []string{"imagegate_retention_objects_deleted_total 2", "imagegate_retention_references_expired_total 2"} {
 		if !strings.Contains(string(metrics), want) {
 			t.Errorf("/metrics lacks %q", want)
