@@ -186,7 +186,7 @@ func contentType(name string) string {
 func Nonce() string {
 	var b [16]byte
 	rand.Read(b[:])
-	return base64.RawStdEncoding.EncodeToString(b[:])
+	return base64.RawURLEncoding.EncodeToString(b[:])
 }
 
 // CSP is the Content-Security-Policy of a page: scripts only with this
@@ -195,7 +195,7 @@ func Nonce() string {
 // only here or to formOrigins (Stripe Checkout, reached by a redirect
 // from a form). No frames may show the page.
 func CSP(nonce string, imgOrigins, formOrigins []string) string {
-	img := "'self' data: blob:"
+	img := "'self'"
 	for _, o := range imgOrigins {
 		img += " " + o
 	}
