@@ -211,14 +211,15 @@ func formError(err error) (string, int, bool) {
 	return "", 0, false
 }
 
-// models is the model list the generator offers.
-func (g *Gateway) models() ([]web.Model, []string) {
+// models is the model list the generator offers, with the sizes the
+// visitor's plan allows (maxSize; 0: all).
+func (g *Gateway) models(maxSize int) ([]web.Model, []string) {
 	var out []web.Model
 	var sizes []int
 	for _, m := range g.catalog.list() {
 		out = append(out, web.Model{Name: m.Name, Description: m.Description, Procedural: m.Kind == "procedural", Styles: m.Styles})
 		for _, s := range m.Sizes {
-			if !slices.Contains(sizes, s) {
+			if !slices.Contains(sizes, s) && (maxSize == 0 || s <= maxSize) {
 				sizes = append(sizes, s)
 			}
 		}
@@ -231,8 +232,8 @@ func (g *Gateway) models() ([]web.Model, []string) {
 	return out, names
 }
 
-func (g *Gateway) homeData() web.Home {
-	models, sizes := g.models()
+func (g *Gateway) homeData(c *fiber.Ctx) web.Home {
+	models, sizes := g.models(g.payerOf(c).plan.MaxSize)
 	h := web.Home{MaxPrompt: g.cfg.MaxPromptBytes, N: 1, Strength: "0.6", Models: models, Sizes: sizes, Model: g.cfg.DefaultModel}
 	if slices.Contains(sizes, "512x512") {
 		h.Size = "512x512"
@@ -241,7 +242,7 @@ func (g *Gateway) homeData() web.Home {
 }
 
 func (g *Gateway) homePage(c *fiber.Ctx) error {
-	return g.renderPage(c, fiber.StatusOK, "home", g.layout(c, "Generate"), g.homeData())
+	return g.renderPage(c, fiber.StatusOK, "home", g.layout(c, "Generate"), g.homeData(c))
 }
 
 // generateForm is the generator without script: a multipart post of the
@@ -249,7 +250,7 @@ func (g *Gateway) homePage(c *fiber.Ctx) error {
 // that handler reads it as is; without, its fields become the generation
 // API's JSON.
 func (g *Gateway) generateForm(c *fiber.Ctx) error {
-	h := g.homeData()
+	h := g.homeData(c)
 	l := g.layout(c, "Generate")
 	form, err := c.MultipartForm()
 	if err != nil {
