@@ -77,6 +77,38 @@ func TestFormsTakeTheAPIsChecks(t *testing.T) {
 		}
 	})
 
+	t.Run("reset and password forms", func(t *testing.T) {
+		t.Parallel()
+		b, acct := e.signedIn("reset-form@example.com")
+		resp, page := e.browser().form("/reset-password", url.Values{"email": {acct.Email}})
+		if resp.StatusCode != 200 || !strings.Contains(page, "Check your inbox") {
+			t.Fatalf("reset request: %d", resp.StatusCode)
+		}
+		token := linkToken(t, e.mailWithSubject(acct.Email, "Reset your password"))
+		resp, page = e.browser().form("/reset-password/confirm", url.Values{"token": {token}, "new_password": {"short"}})
+		if resp.StatusCode != 400 || !strings.Contains(page, `value="`+token+`"`) {
+			t.Errorf("short password: %d; the form must keep the token to retry", resp.StatusCode)
+		}
+		resp, page = e.browser().form("/reset-password/confirm", url.Values{"token": {token}, "new_password": {"a reset passphrase 1"}})
+		if resp.StatusCode != 200 || !strings.Contains(page, "Password changed") {
+			t.Errorf("reset confirm: %d", resp.StatusCode)
+		}
+		if resp := b.call("GET", "/v1/account", "", nil); resp.StatusCode != 401 {
+			t.Errorf("the old session survived the reset: %d", resp.StatusCode)
+		}
+		b2 := e.browser()
+		if resp, _ := b2.form("/signin", url.Values{"email": {acct.Email}, "password": {"a reset passphrase 1"}}); resp.StatusCode != 303 {
+			t.Fatalf("sign in with the reset password: %d", resp.StatusCode)
+		}
+		resp, _ = b2.form("/account/password", url.Values{"current_password": {"a reset passphrase 1"}, "new_password": {"a changed passphrase 2"}})
+		if resp.StatusCode != 303 || resp.Header.Get("Location") != "/account?done=password" {
+			t.Errorf("password form: %d %q", resp.StatusCode, resp.Header.Get("Location"))
+		}
+		if resp, _ := e.browser().form("/signin", url.Values{"email": {acct.Email}, "password": {"a changed passphrase 2"}}); resp.StatusCode != 303 {
+			t.Errorf("sign in with the changed password: %d", resp.StatusCode)
+		}
+	})
+
 	t.Run("pages that need an account send visitors to sign in", func(t *testing.T) {
 		t.Parallel()
 		for _, p := range []string{"/gallery", "/account"} {

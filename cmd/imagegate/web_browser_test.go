@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/chromedp/chromedp"
+	"github.com/chromedp/chromedp/kb"
 
 	"github.com/imagegate/imagegate/internal/browsertest"
 )
@@ -497,5 +498,60 @@ new MutationObserver(rs => rs.forEach(r => window.__seen.push(r.target.id + (r.t
 	resp.Body.Close()
 	if resp.StatusCode == 200 {
 		t.Error("the deleted account can still sign in")
+	}
+}
+
+// focusOn presses Tab until the element with id has focus, and returns
+// how the focus looks there.
+func focusOn(t *testing.T, ctx context.Context, id string) (outline string) {
+	t.Helper()
+	for range 60 {
+		act(t, ctx, "tab", chromedp.KeyEvent(kb.Tab))
+		if eval[string](t, ctx, `document.activeElement.id`) == id {
+			return eval[string](t, ctx, `(() => { const s = getComputedStyle(document.activeElement); return s.outlineStyle + " " + s.outlineWidth; })()`)
+		}
+	}
+	t.Fatalf("Tab never reached #%s", id)
+	return ""
+}
+
+// TestBrowserKeyboardAndEdit uses the site with the keyboard alone, with
+// a visible focus ring, then edits an uploaded picture.
+func TestBrowserKeyboardAndEdit(t *testing.T) {
+	t.Parallel()
+	b := browsertest.New(t)
+	s := startSite(t, t.TempDir())
+	tab := b.Tab(t)
+	reqs := browsertest.RecordRequests(t, tab)
+	act(t, tab, "open", chromedp.Navigate(s.url+"/"), chromedp.WaitVisible("#cookie-reject"))
+
+	if ring := focusOn(t, tab, "cookie-reject"); ring != "solid 3px" {
+		t.Errorf("focus ring on reject = %q, want a 3px solid outline", ring)
+	}
+	act(t, tab, "reject by keyboard", chromedp.KeyEvent(kb.Enter), chromedp.WaitNotPresent("#cookie-banner"))
+	focusOn(t, tab, "prompt")
+	act(t, tab, "type", chromedp.KeyEvent("a synthwave grid by keyboard"))
+	if ring := focusOn(t, tab, "generate"); ring != "solid 3px" {
+		t.Errorf("focus ring on generate = %q", ring)
+	}
+	act(t, tab, "generate by keyboard", chromedp.KeyEvent(kb.Enter), chromedp.WaitVisible("#results img"))
+
+	// An edit: a reference picture and a strength.
+	ref := filepath.Join(t.TempDir(), "ref.png")
+	resp, err := client.Get(eval[string](t, tab, `document.querySelector("#results img").src`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err := os.WriteFile(ref, raw, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	act(t, tab, "edit", chromedp.Click("details.edit summary"), chromedp.WaitVisible("#image"),
+		chromedp.SetUploadFiles("#image", []string{ref}), chromedp.SetValue("#strength", "0.8"),
+		chromedp.SetValue("#prompt", "gameboy"), chromedp.Click("#generate"))
+	waitCondition(t, tab, "the edited image", `(() => { const i = document.querySelector("#results img"); return !!i && i.alt === "Generated image: gameboy" && i.naturalWidth > 0; })()`)
+	if got := reqs.Matching("/v1/images/edits"); len(got) != 1 {
+		t.Errorf("edit requests = %v, want one", got)
 	}
 }
