@@ -102,6 +102,12 @@ func (g *Gateway) layout(c *fiber.Ctx, title string) web.Layout {
 	if n := c.Query("done"); n != "" {
 		l.Notice = notices[n]
 	}
+	switch c.Query("checkout") { // Stripe Checkout's success and cancel URLs
+	case "success":
+		l.Notice = "Thank you. Your credits arrive as soon as Stripe confirms the payment."
+	case "cancel":
+		l.Notice = "Checkout cancelled; nothing was charged."
+	}
 	return l
 }
 

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/imagegate/imagegate/internal/testpeer"
 	"github.com/imagegate/imagegate/store"
 )
 
@@ -256,4 +257,51 @@ func FuzzLocalPath(f *testing.F) {
 			t.Errorf("localPath(%q) = %q parses with a host or scheme", p, got)
 		}
 	})
+}
+
+// TestPricingSendsToStripe: with billing on, the pricing page sells the
+// catalogue and its forms lead to Checkout and the portal (stripe-mock);
+// with billing off it says so.
+func TestPricingSendsToStripe(t *testing.T) {
+	t.Parallel()
+	sm := testpeer.StripeMock(t)
+	e := billingEnv(t, sm.URL)
+	b, _ := e.signedIn("pricing@example.com")
+	resp := b.call("GET", "/pricing", "", nil)
+	page, _ := io.ReadAll(resp.Body)
+	for _, s := range []string{`name="pack" value="small"`, `name="pack" value="big"`, `name="plan" value="pro-monthly"`, `action="/pricing/portal"`} {
+		if !strings.Contains(string(page), s) {
+			t.Errorf("pricing page lacks %s", s)
+		}
+	}
+	if csp := resp.Header.Get("Content-Security-Policy"); !strings.Contains(csp, "form-action 'self' https://checkout.stripe.com https://billing.stripe.com") {
+		t.Errorf("pricing CSP %q does not let the forms reach Stripe", csp)
+	}
+
+	// No customer yet: the portal has nothing to manage, said on a page.
+	resp2, msg := b.form("/pricing/portal", nil)
+	if resp2.StatusCode != 409 || !strings.Contains(msg, "nothing to manage yet") {
+		t.Errorf("portal before any checkout: %d", resp2.StatusCode)
+	}
+	resp2, _ = b.form("/pricing/checkout", url.Values{"pack": {"small"}})
+	if loc := resp2.Header.Get("Location"); resp2.StatusCode != 303 || !strings.HasPrefix(loc, "https://checkout.stripe.com/") {
+		t.Errorf("checkout form: %d to %q", resp2.StatusCode, loc)
+	}
+	if n := len(sm.RequestsTo("POST", "/v1/checkout/sessions")); n != 1 {
+		t.Errorf("%d checkout sessions, want 1", n)
+	}
+	resp2, _ = b.form("/pricing/portal", nil)
+	if loc := resp2.Header.Get("Location"); resp2.StatusCode != 303 || !strings.HasPrefix(loc, "https://") {
+		t.Errorf("portal form: %d to %q", resp2.StatusCode, loc)
+	}
+	resp2, msg = b.form("/pricing/checkout", url.Values{"pack": {"nope"}})
+	if resp2.StatusCode != 400 || !strings.Contains(msg, "Nothing was charged") {
+		t.Errorf("unknown pack: %d", resp2.StatusCode)
+	}
+
+	off := newEnv(t, envOptions{})
+	_, page = off.get(off.url + "/pricing")
+	if !strings.Contains(string(page), `id="billing-off"`) || strings.Contains(string(page), "/pricing/checkout") {
+		t.Error("without billing the pricing page does not say payments are off")
+	}
 }
