@@ -626,7 +626,7 @@ func (g *Gateway) pricingPage(c *fiber.Ctx) error {
 	var d web.Pricing
 	for name, p := range g.cfg.Plans.Plans {
 		if name != planAnonymous {
-			d.Plans = append(d.Plans, web.Plan{Name: name, Credits: p.MonthlyCredits})
+			d.Plans = append(d.Plans, web.Plan{Name: name, Credits: p.MonthlyCredits, MaxSize: p.MaxSize, RetentionDays: p.RetentionDays})
 		}
 	}
 	slices.SortFunc(d.Plans, func(a, b web.Plan) int { return int(a.Credits - b.Credits) })

@@ -466,6 +466,7 @@ new MutationObserver(rs => rs.forEach(r => window.__seen.push(r.target.id + (r.t
 		act(t, tab, p, chromedp.Navigate(s.url+p), chromedp.WaitVisible("main h1"))
 		browsertest.CheckAxe(t, tab, p)
 		noCSPViolation(t, tab, p)
+		browsertest.Screenshot(t, tab, "page-"+strings.Trim(strings.ReplaceAll(p, "/", "-"), "-"))
 	}
 	if h := text(t, tab, "main h1"); h != "Page not found" {
 		t.Errorf("404 page heading %q", h)
