@@ -7,6 +7,8 @@ import (
 	"mime/multipart"
 	"net/http"
 	"net/url"
+	"regexp"
+	"slices"
 	"strings"
 	"testing"
 
@@ -303,5 +305,60 @@ func TestPricingSendsToStripe(t *testing.T) {
 	_, page = off.get(off.url + "/pricing")
 	if !strings.Contains(string(page), `id="billing-off"`) || strings.Contains(string(page), "/pricing/checkout") {
 		t.Error("without billing the pricing page does not say payments are off")
+	}
+}
+
+// TestEveryPageHasAStrictCSP is promise K3 for the whole site: each page,
+// signed in or not, may run only its own script by a fresh nonce and load
+// nothing from another origin.
+func TestEveryPageHasAStrictCSP(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, envOptions{})
+	signed, _ := e.signedIn("csp@example.com")
+	nonceRE := regexp.MustCompile(`^'nonce-([A-Za-z0-9_-]{22})'$`)
+	seen := map[string]bool{}
+	for _, b := range []*browser{e.browser(), signed} {
+		for _, p := range []string{"/", "/signup", "/signin", "/reset-password", "/verify-email?token=x", "/gallery", "/account",
+			"/cookies", "/privacy", "/terms", "/pricing", "/nothing-here"} {
+			b.header.Set("Accept", "text/html")
+			resp := b.call("GET", p, "", nil)
+			if resp.StatusCode == 303 {
+				continue // signed out: sent to sign in
+			}
+			body, _ := io.ReadAll(resp.Body)
+			csp := resp.Header.Get("Content-Security-Policy")
+			dirs := map[string][]string{}
+			for _, d := range strings.Split(csp, ";") {
+				if f := strings.Fields(d); len(f) > 0 {
+					dirs[f[0]] = f[1:]
+				}
+			}
+			script := dirs["script-src"]
+			if len(script) != 2 || !nonceRE.MatchString(script[0]) || script[1] != "'strict-dynamic'" {
+				t.Errorf("%s: script-src %q", p, script)
+				continue
+			}
+			nonce := nonceRE.FindStringSubmatch(script[0])[1]
+			if seen[nonce] {
+				t.Errorf("%s: nonce %s reused", p, nonce)
+			}
+			seen[nonce] = true
+			if !strings.Contains(string(body), `nonce="`+nonce+`"`) || strings.Count(string(body), "<script") != 1 {
+				t.Errorf("%s: the page's one script does not carry the response's nonce", p)
+			}
+			for name, srcs := range dirs {
+				for _, s := range srcs {
+					if name != "script-src" && s != "'self'" && s != "'none'" {
+						t.Errorf("%s: %s allows %q", p, name, s)
+					}
+				}
+			}
+			if !slices.Equal(dirs["default-src"], []string{"'none'"}) || !slices.Equal(dirs["frame-ancestors"], []string{"'none'"}) {
+				t.Errorf("%s: CSP %q", p, csp)
+			}
+		}
+	}
+	if len(seen) < 15 {
+		t.Errorf("only %d pages checked", len(seen))
 	}
 }
