@@ -142,7 +142,14 @@ func (g *Gateway) renderPage(c *fiber.Ctx, status int, page string, l web.Layout
 		imgOrigins = append(imgOrigins, base)
 	}
 	if g.billing != nil {
-		formOrigins = stripeOrigins
+		formOrigins = append(formOrigins, stripeOrigins...)
+	}
+	if g.googleEnabled() {
+		// The Google sign-up form's GET is redirected to Google's
+		// consent screen, which form-action must allow.
+		if u, err := url.Parse(g.cfg.Google.AuthURL); err == nil && u.Host != "" {
+			formOrigins = append(formOrigins, u.Scheme+"://"+u.Host)
+		}
 	}
 	var b bytes.Buffer
 	if err := g.site.Render(&b, page, l, data); err != nil {

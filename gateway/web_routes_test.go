@@ -237,10 +237,18 @@ func TestGoogleButtonOnlyWhenConfigured(t *testing.T) {
 	fake := newGoogleFake(t)
 	with := newEnv(t, envOptions{cfg: Config{Google: fake.config()}})
 	without := newEnv(t, envOptions{})
+	resp, page := with.get(with.url + "/signup")
+	if !strings.Contains(string(page), `action="/v1/auth/google"`) || !strings.Contains(string(page), `name="over_18" type="checkbox" value="true" required`) {
+		t.Error("Google sign-up does not ask for the 18+ attestation")
+	}
+	authOrigin := strings.TrimSuffix(fake.config().AuthURL, "/authorize")
+	if csp := resp.Header.Get("Content-Security-Policy"); !strings.Contains(csp, "form-action 'self' "+authOrigin+";") {
+		t.Errorf("CSP %q does not let the Google form reach %s", csp, authOrigin)
+	}
 	for _, p := range []string{"/signin", "/signup"} {
 		_, on := with.get(with.url + p)
 		_, off := without.get(without.url + p)
-		if !strings.Contains(string(on), `href="/v1/auth/google"`) || strings.Contains(string(off), "/v1/auth/google") {
+		if !strings.Contains(string(on), `"/v1/auth/google"`) || strings.Contains(string(off), "/v1/auth/google") {
 			t.Errorf("%s: Google button with config %v, without %v", p, strings.Contains(string(on), "/v1/auth/google"), strings.Contains(string(off), "/v1/auth/google"))
 		}
 	}
