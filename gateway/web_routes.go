@@ -265,6 +265,9 @@ func (g *Gateway) homePage(c *fiber.Ctx) error {
 func (g *Gateway) generateForm(c *fiber.Ctx) error {
 	h := g.homeData(c)
 	l := g.layout(c, "Generate")
+	// A browser's reload sends Cache-Control, which the API reads as "skip
+	// the cache": a page must never force a regeneration.
+	c.Request().Header.Del(fiber.HeaderCacheControl)
 	form, err := c.MultipartForm()
 	if err != nil {
 		l.Error = "The form could not be read; please try again."
@@ -287,7 +290,6 @@ func (g *Gateway) generateForm(c *fiber.Ctx) error {
 	var out []byte
 	if files := form.File["image"]; len(files) == 1 && files[0].Size > 0 {
 		h.Edit = true
-		c.Request().Header.Del(fiber.HeaderCacheControl)
 		err = g.edits(c)
 		status, out = c.Response().StatusCode(), bytes.Clone(c.Response().Body())
 		c.Response().ResetBody()
