@@ -179,7 +179,7 @@ func New(cfg Config, deps Deps) (*Gateway, error) {
 		// The multipart edit route is the largest body we accept; JSON
 		// routes check their own, smaller limit.
 		BodyLimit:    cfg.MaxUploadBytes + 64<<10,
-		ReadTimeout:  30 * time.Second,
+		ReadTimeout:  cfg.ReadTimeout,
 		WriteTimeout: cfg.RequestTimeout + 10*time.Second,
 		IdleTimeout:  120 * time.Second,
 		ErrorHandler: errorHandler(logger),

@@ -7,13 +7,21 @@ import (
 	"fmt"
 	"io"
 	"reflect"
+	"slices"
 	"strings"
 	"sync"
+	"unicode/utf8"
 )
 
 // decodeJSON decodes exactly one JSON object into v (a pointer to a flat
-// struct), refusing unknown fields and trailing data, with errors that
-// name the field.
+// struct), refusing unknown fields, duplicate fields, invalid UTF-8 and
+// trailing data, with errors that name the field. Duplicates are refused
+// because encoding/json keeps the last silently, so two parsers (a proxy's
+// and ours, or a moderator's) could read one body two ways; invalid UTF-8
+// because encoding/json replaces it with U+FFFD, so what was sent is not
+// what would be used. Nesting and huge numbers need no check of their
+// own: every field is a scalar, so encoding/json refuses both (its depth
+// limit bounds the work).
 //
 // Well-formed bodies take a fast path: json.Unmarshal (no Decoder to
 // allocate) and then a scan of the object's keys against v's fields. Any
@@ -26,10 +34,31 @@ func decodeJSON(body []byte, v any) error {
 	if err := json.Unmarshal(body, v); err != nil {
 		return decodeJSONError(body, v)
 	}
-	if key, ok := unknownKey(body, knownFields(reflect.TypeOf(v))); ok {
-		return badRequest("unknown_field", fmt.Sprintf("%s: unknown field", key))
-	}
-	return nil
+	return checkKeys(body, knownFields(reflect.TypeOf(v)))
+}
+
+// checkKeys refuses the first key of the top-level object in body (which
+// decoded) that is unknown, repeats an earlier key (encoding/json matches
+// names case-insensitively, so "n" and "N" are one field) or holds invalid
+// UTF-8 in its name or value. Keys are all known and distinct when it
+// gets past them, so its work is bounded by the field count.
+func checkKeys(body []byte, known fieldSet) error {
+	validUTF8 := utf8.Valid(body)
+	var seen []string
+	var err error
+	eachKey(body, func(key string, raw, value []byte) bool {
+		switch {
+		case !known.has(key):
+			err = badRequest("unknown_field", fmt.Sprintf("%s: unknown field", key))
+		case slices.ContainsFunc(seen, func(s string) bool { return strings.EqualFold(s, key) }):
+			err = badRequest("duplicate_field", fmt.Sprintf("%s: given more than once", key))
+		case !validUTF8 && (!utf8.Valid(raw) || !utf8.Valid(value)):
+			err = badRequest("invalid_encoding", fmt.Sprintf("%s: not valid UTF-8", key))
+		}
+		seen = append(seen, key)
+		return err == nil
+	})
+	return err
 }
 
 // decodeJSONError explains why body does not decode into v.
@@ -44,8 +73,8 @@ func decodeJSONError(body []byte, v any) error {
 		if !json.Valid(body) {
 			return badRequest("invalid_json", "request body: malformed JSON")
 		}
-		if key, ok := unknownKey(body, knownFields(reflect.TypeOf(v))); ok {
-			return badRequest("unknown_field", fmt.Sprintf("%s: unknown field", key))
+		if err := checkKeys(body, knownFields(reflect.TypeOf(v))); err != nil {
+			return err
 		}
 		return badRequest("invalid_json", "request body: malformed JSON")
 	}
@@ -105,40 +134,41 @@ func knownFields(t reflect.Type) fieldSet {
 	return names
 }
 
-// unknownKey returns the first key of the top-level JSON object in b that
-// known lacks. b must be valid JSON (it decoded); for anything but an
-// object it reports nothing.
-func unknownKey(b []byte, known fieldSet) (string, bool) {
+// eachKey calls yield with each key of the top-level JSON object in b, its
+// raw quoted form and its raw value, until yield returns false. b must be
+// valid JSON (it decoded); for anything but an object it yields nothing.
+func eachKey(b []byte, yield func(key string, raw, value []byte) bool) {
 	i := skipSpace(b, 0)
 	if i >= len(b) || b[i] != '{' {
-		return "", false
+		return
 	}
 	i++
 	for {
 		i = skipSpace(b, i)
 		if i >= len(b) || b[i] == '}' {
-			return "", false
+			return
 		}
 		if b[i] == ',' {
 			i = skipSpace(b, i+1)
 		}
 		if i >= len(b) || b[i] != '"' {
-			return "", false // not valid JSON after all: nothing to say
+			return // not valid JSON after all: nothing to say
 		}
 		end := stringEnd(b, i)
 		if end-i < 2 {
-			return "", false
+			return
 		}
 		raw := b[i:end]
 		key := string(raw[1 : len(raw)-1])
 		if bytes.IndexByte(raw, '\\') >= 0 {
 			json.Unmarshal(raw, &key) // escapes: let encoding/json read them
 		}
-		if !known.has(key) {
-			return key, true
-		}
 		i = skipSpace(b, end)
-		i = skipValue(b, skipSpace(b, i+1)) // past ':' and the value
+		start := skipSpace(b, i+1) // past ':'
+		i = skipValue(b, start)
+		if !yield(key, raw, b[start:i]) {
+			return
+		}
 	}
 }
 

@@ -7,7 +7,10 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"unicode"
 	"unicode/utf8"
+
+	"github.com/imagegate/imagegate/cache"
 )
 
 // Limits of the public contract (DESIGN.md, external contract v1).
@@ -78,21 +81,15 @@ type raw struct {
 // in every error.
 func (g *Gateway) validate(r raw) (params, error) {
 	var p params
-	p.Prompt = strings.TrimSpace(r.Prompt)
-	switch {
-	case p.Prompt == "":
+	var err error
+	if p.Prompt, err = g.promptField("prompt", r.Prompt); err != nil {
+		return p, err
+	}
+	if p.Prompt == "" {
 		return p, badRequest("invalid_prompt", "prompt: required")
-	case len(r.Prompt) > g.cfg.MaxPromptBytes:
-		return p, badRequest("prompt_too_long", fmt.Sprintf("prompt: longer than %d bytes", g.cfg.MaxPromptBytes))
-	case !utf8.ValidString(r.Prompt):
-		return p, badRequest("invalid_prompt", "prompt: not valid UTF-8")
 	}
-	p.NegativePrompt = strings.TrimSpace(r.NegativePrompt)
-	if len(r.NegativePrompt) > g.cfg.MaxPromptBytes {
-		return p, badRequest("prompt_too_long", fmt.Sprintf("negative_prompt: longer than %d bytes", g.cfg.MaxPromptBytes))
-	}
-	if !utf8.ValidString(r.NegativePrompt) {
-		return p, badRequest("invalid_prompt", "negative_prompt: not valid UTF-8")
+	if p.NegativePrompt, err = g.promptField("negative_prompt", r.NegativePrompt); err != nil {
+		return p, err
 	}
 
 	p.N = 1
@@ -167,6 +164,37 @@ func (g *Gateway) validate(r raw) (params, error) {
 	}
 	p.Private = r.Private
 	return p, nil
+}
+
+// promptField checks one prompt field and returns its canonical form
+// (cache.CanonicalPrompt without case folding): the text the content key
+// hashes, the moderator reads and the backend is sent, so what was
+// validated is exactly what is used. It refuses invalid UTF-8 (which
+// canonicalisation would silently turn into U+FFFD), any control character
+// (NUL and friends: whitespace ones are collapsed to spaces first) and text
+// with nothing visible in it. An empty result means the field was blank.
+func (g *Gateway) promptField(name, s string) (string, error) {
+	if len(s) > g.cfg.MaxPromptBytes {
+		return "", badRequest("prompt_too_long", fmt.Sprintf("%s: longer than %d bytes", name, g.cfg.MaxPromptBytes))
+	}
+	if !utf8.ValidString(s) {
+		return "", badRequest("invalid_prompt", name+": not valid UTF-8")
+	}
+	c := cache.CanonicalPrompt(s, false)
+	visible := false
+	for _, r := range c {
+		switch {
+		case unicode.Is(unicode.Cc, r):
+			return "", badRequest("invalid_prompt", fmt.Sprintf("%s: control character U+%04X not allowed", name, r))
+		case r == ' ' || unicode.Is(unicode.Cf, r):
+		default:
+			visible = true
+		}
+	}
+	if c != "" && !visible {
+		return "", badRequest("invalid_prompt", name+": has no visible text")
+	}
+	return c, nil
 }
 
 var errNoModels = errors.New("gateway: no model catalogue yet")

@@ -4,6 +4,9 @@ import (
 	"errors"
 	"strings"
 	"testing"
+	"unicode"
+
+	"github.com/imagegate/imagegate/cache"
 
 	"github.com/imagegate/imagegate/inference"
 )
@@ -28,6 +31,26 @@ func TestNoCacheDirectives(t *testing.T) {
 	} {
 		if got := noCache(cc); got != want {
 			t.Errorf("noCache(%q) = %v, want %v", cc, got, want)
+		}
+	}
+}
+
+// TestValidatedPromptIsTheCanonicalOne pins that validation hands on the
+// canonical form the content key hashes, so what was checked is what is
+// keyed, moderated and generated.
+func TestValidatedPromptIsTheCanonicalOne(t *testing.T) {
+	t.Parallel()
+	g := paramsGateway()
+	p, err := g.validate(raw{Prompt: " Cafe\u0301\u00a0\u3000au\tlait ", NegativePrompt: "  blurry\n\nugly "})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.Prompt != "Café au lait" || p.NegativePrompt != "blurry ugly" {
+		t.Errorf("validated prompts %q / %q, want the canonical forms", p.Prompt, p.NegativePrompt)
+	}
+	for _, bad := range []raw{{Prompt: "\x00"}, {Prompt: "a\xffb"}, {Prompt: "\u200b\u200d"}, {Prompt: "ok", NegativePrompt: "\x1b"}} {
+		if _, err := g.validate(bad); err == nil {
+			t.Errorf("validate(%+q) accepted", bad.Prompt+"|"+bad.NegativePrompt)
 		}
 	}
 }
@@ -59,6 +82,8 @@ func FuzzGenerationRequest(f *testing.F) {
 		`{"prompt":"x","n":0}`, `{"prompt":"x","sise":"1"}`, `{"prompt":`, `[]`, `null`, `{"prompt":"x"} {}`,
 		`{"prompt":"x","seed":-1}`, `{"prompt":"x","guidance":1e400}`, `{"prompt":"\u0000"}`,
 		`{"prompt":"x","size":"512x512x1"}`, `{"prompt":"x","size":"-512x-512"}`,
+		"{\"prompt\":\"\xff\"}", `{"prompt":"a\u0000"}`, `{"prompt":"\u200b"}`, `{"prompt":"x","negative_prompt":"\u001b[31m"}`,
+		`{"prompt":"Cafe\u0301  \u3000 au\tlait"}`, `{"prompt":"x","prompt":"y"}`,
 	} {
 		f.Add([]byte(s))
 	}
@@ -78,6 +103,11 @@ func FuzzGenerationRequest(f *testing.F) {
 					(p.Width != 256 && p.Width != 512 && p.Width != 1024) || len(p.Prompt) > g.cfg.MaxPromptBytes ||
 					(p.Format != "url" && p.Format != "b64_json") {
 					t.Fatalf("accepted out-of-contract request %+v", p)
+				}
+				for _, text := range []string{p.Prompt, p.NegativePrompt} {
+					if text != cache.CanonicalPrompt(text, false) || strings.ContainsFunc(text, unicode.IsControl) {
+						t.Fatalf("accepted prompt %q is not canonical and control-free", text)
+					}
 				}
 				return
 			}

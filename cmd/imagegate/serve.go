@@ -102,6 +102,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.StringVar(&cfg.InferenceCAFile, "inference-ca-file", "", "PEM file of CA certificates trusted, besides the system roots, for https:// inference URLs")
 	fs.DurationVar(&cfg.InferenceTimeout, "inference-timeout", 60*time.Second, "deadline of one inference attempt; failures are retried on another endpoint")
 	fs.DurationVar(&gw.RequestTimeout, "request-timeout", 90*time.Second, "deadline of one generation request")
+	fs.DurationVar(&gw.ReadTimeout, "read-timeout", 30*time.Second, "deadline for reading one request's headers and body; slower clients (slowloris) get 408")
 	fs.StringVar(&cfg.SigningKey, "signing-key", "", "secret (≥32 characters, used as written: the key literal of the CDN's WAF rule) for signed output links; shared by every gateway (empty: generated once in the data dir)")
 	fs.StringVar(&cfg.SigningKeyPrev, "signing-key-previous", "", "the previous --signing-key, still accepted during a rotation")
 	fs.StringVar(&cfg.OwnerTagKey, "owner-tag-key", "", "secret (≥32 chars) deriving the CDN cache tag of each account's outputs; shared by every gateway, never rotated while outputs are cached (empty: generated once in the data dir)")
