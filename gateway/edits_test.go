@@ -173,7 +173,7 @@ func TestBadEditsChangeNothing(t *testing.T) {
 		{"bad format", editOptions{prompt: "x", image: good, fields: map[string]string{"response_format": "gif"}}, 400, "response_format"},
 		{"invalid UTF-8 prompt", editOptions{prompt: "cat \xff", image: good}, 400, "prompt"},
 		{"NUL-only prompt", editOptions{prompt: "\x00\x00", image: good}, 400, "prompt"},
-		{"control negative prompt", editOptions{prompt: "x", image: good, fields: map[string]string{"negative_prompt": "\x1b[2J"}}, 400, "negative_prompt"},
+		{"control negative prompt", editOptions{prompt: "x", image: good, fields: map[string]string{"negative_prompt": "\x1b\x07"}}, 400, "negative_prompt"},
 		{"thousands of parts", editOptions{rawBody: manyParts(5000, false, good), rawType: "multipart/form-data; boundary=flood"}, 400, "multipart"},
 		{"thousands of files", editOptions{rawBody: manyParts(3000, true, good), rawType: "multipart/form-data; boundary=flood"}, 400, "multipart"},
 		{"repeated field", editOptions{rawBody: manyParts(2, false, good), rawType: "multipart/form-data; boundary=flood"}, 400, "user"},

@@ -292,6 +292,7 @@ func (g *Gateway) routes(gatherer prometheus.Gatherer) {
 	admin.Post("/purge", g.adminPurge)
 	admin.Post("/accounts/delete", g.adminDeleteAccount)
 	admin.Get("/accounts/erasures", g.adminErasures)
+	g.suspensionRoutes(admin)
 	g.moderationRoutes(admin)
 	g.complianceRoutes(admin)
 	g.analyticsRoutes(app, with, account, limit(costs.Default))

@@ -271,7 +271,6 @@ func TestBadGenerationRequestsChangeNothing(t *testing.T) {
 		{"invalid UTF-8 prompt", "{\"prompt\":\"cat \xff\xfe\"}", 400, "prompt"},
 		{"invalid UTF-8 negative prompt", "{\"prompt\":\"cat\",\"negative_prompt\":\"\xc3\x28\"}", 400, "negative_prompt"},
 		{"NUL prompt", `{"prompt":"\u0000\u0000"}`, 400, "prompt"},
-		{"NUL inside prompt", `{"prompt":"cat\u0000dog"}`, 400, "prompt"},
 		{"control-only prompt", `{"prompt":"\u0001\u001b\u007f\u0085"}`, 400, "prompt"},
 		{"invisible-only prompt", `{"prompt":"\u200b\u2060\ufeff"}`, 400, "prompt"},
 		{"control negative prompt", `{"prompt":"cat","negative_prompt":"\u0007"}`, 400, "negative_prompt"},

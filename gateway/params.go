@@ -170,9 +170,11 @@ func (g *Gateway) validate(r raw) (params, error) {
 // (cache.CanonicalPrompt without case folding): the text the content key
 // hashes, the moderator reads and the backend is sent, so what was
 // validated is exactly what is used. It refuses invalid UTF-8 (which
-// canonicalisation would silently turn into U+FFFD), any control character
-// (NUL and friends: whitespace ones are collapsed to spaces first) and text
-// with nothing visible in it. An empty result means the field was blank.
+// canonicalisation would silently turn into U+FFFD) and text with nothing
+// visible in it: only NUL, other control or format characters and spaces.
+// Control characters among visible text are kept (and reach the
+// moderator, which must still see and report such a prompt). An empty
+// result means the field was blank.
 func (g *Gateway) promptField(name, s string) (string, error) {
 	if len(s) > g.cfg.MaxPromptBytes {
 		return "", badRequest("prompt_too_long", fmt.Sprintf("%s: longer than %d bytes", name, g.cfg.MaxPromptBytes))
@@ -181,20 +183,16 @@ func (g *Gateway) promptField(name, s string) (string, error) {
 		return "", badRequest("invalid_prompt", name+": not valid UTF-8")
 	}
 	c := cache.CanonicalPrompt(s, false)
-	visible := false
-	for _, r := range c {
-		switch {
-		case unicode.Is(unicode.Cc, r):
-			return "", badRequest("invalid_prompt", fmt.Sprintf("%s: control character U+%04X not allowed", name, r))
-		case r == ' ' || unicode.Is(unicode.Cf, r):
-		default:
-			visible = true
-		}
-	}
-	if c != "" && !visible {
-		return "", badRequest("invalid_prompt", name+": has no visible text")
+	if c != "" && !strings.ContainsFunc(c, visible) {
+		return "", badRequest("invalid_prompt", name+": has no visible text (only control, format or space characters)")
 	}
 	return c, nil
+}
+
+// visible reports whether r shows as text: not a control (Cc), format
+// (Cf: zero-width spaces and joiners, BOM) or space character.
+func visible(r rune) bool {
+	return !unicode.In(r, unicode.Cc, unicode.Cf) && !unicode.IsSpace(r)
 }
 
 var errNoModels = errors.New("gateway: no model catalogue yet")
