@@ -146,6 +146,24 @@ func (s *l2) deleteObject(hash string) ([]Key, error) {
 	return keys, err
 }
 
+// objectKeys returns the keys of the index rows naming hash.
+func (s *l2) objectKeys(hash string) ([]Key, error) {
+	var keys []Key
+	err := s.db.View(func(tx *bolt.Tx) error {
+		prefix := []byte(hash)
+		c := tx.Bucket(bucketByObject).Cursor()
+		for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Next() {
+			if len(k) == len(prefix)+len(Key{}) {
+				var key Key
+				copy(key[:], k[len(prefix):])
+				keys = append(keys, key)
+			}
+		}
+		return nil
+	})
+	return keys, err
+}
+
 // objectModel returns the model of the first entry pointing at hash.
 func (s *l2) objectModel(hash string) (model, version string, ok bool) {
 	s.db.View(func(tx *bolt.Tx) error {

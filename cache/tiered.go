@@ -559,10 +559,31 @@ func (c *Cache) Invalidate(key Key) error {
 	return nil
 }
 
+// ObjectKeys returns the keys of this node's L2 entries that point at the
+// output hash: the names (ManifestName) of the L3 manifests a purge of the
+// output must delete, so nothing about it remains in the object store.
+// Call it before InvalidateObject, which forgets them.
+func (c *Cache) ObjectKeys(hash string) ([]Key, error) {
+	if !isLowerHex(hash) || len(hash) != 64 {
+		return nil, errInvalidObjectName
+	}
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	if c.closed.Load() {
+		return nil, ErrClosed
+	}
+	keys, err := c.l2.objectKeys(hash)
+	if err != nil {
+		return nil, fmt.Errorf("cache: object keys: %w", err)
+	}
+	return keys, nil
+}
+
 // InvalidateObject removes an output's bytes from L1 and every entry
 // pointing at it from L1 and L2, so this node stops answering with it.
-// Manifests naming it stay in the object store; once the output itself is
-// deleted there, they are misses.
+// Manifests naming it stay in the object store (a purge deletes them:
+// see ObjectKeys); once the output itself is deleted there, they are
+// misses.
 func (c *Cache) InvalidateObject(hash string) error {
 	if !isLowerHex(hash) || len(hash) != 64 {
 		return errInvalidObjectName

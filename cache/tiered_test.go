@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io/fs"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -675,6 +676,21 @@ func TestInvalidateObject(t *testing.T) {
 		t.Fatal("equal bytes got different objects")
 	}
 	other, _ := get(t, c, k3, false, countingLoader("other bytes", &calls))
+
+	// The purge asks which manifests name the output: exactly k1's and k2's.
+	keys, err := c.ObjectKeys(shared.Object)
+	if err != nil {
+		t.Fatal(err)
+	}
+	slices.SortFunc(keys, func(a, b Key) int { return bytes.Compare(a[:], b[:]) })
+	want := []Key{k1, k2}
+	slices.SortFunc(want, func(a, b Key) int { return bytes.Compare(a[:], b[:]) })
+	if !slices.Equal(keys, want) {
+		t.Errorf("ObjectKeys = %v, want %v", keys, want)
+	}
+	if _, err := c.ObjectKeys("../etc"); err == nil {
+		t.Error("ObjectKeys accepted a bad hash")
+	}
 
 	// An operator purge: the output leaves the object store, then every
 	// node forgets it.

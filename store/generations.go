@@ -526,6 +526,20 @@ func (db *DB) ObjectOwners(hash string) ([]string, error) {
 	return owners, err
 }
 
+// ObjectKeys returns the content keys seen mapping to an output (at most
+// maxObjectKeys), whose cache manifests must go when the output does; none
+// for an output the store does not know.
+func (db *DB) ObjectKeys(hash string) ([]string, error) {
+	var obj objectRecord
+	err := db.bolt.View(func(tx *bolt.Tx) error {
+		return getJSON(tx.Bucket(bucketObjects), []byte(hash), &obj)
+	})
+	if errors.Is(err, ErrNotFound) {
+		return nil, nil
+	}
+	return obj.Keys, err
+}
+
 // ObjectReferenced reports whether anyone references an output. An error
 // means "unknown": callers must not delete on it.
 func (db *DB) ObjectReferenced(hash string) (bool, error) {
