@@ -266,13 +266,17 @@ func (g *Gateway) generate(ctx context.Context, p params, py payer, refresh bool
 		}
 		misses = append(misses, i)
 	}
+	regen := make([]bool, p.N) // hits on outputs being reaped: generated again
 	for i := range p.N {
 		if !slices.Contains(misses, i) {
 			ks := keys[i].String()
 			if err := g.chargeHit(py, ks); err != nil {
 				return nil, err
 			}
-			g.remember(py, p, ks, results[i].entry, results[i].outcome, time.Since(start))
+			if err := g.remember(py, p, ks, results[i].entry, results[i].outcome, time.Since(start)); err != nil {
+				regen[i] = true
+				misses = append(misses, i)
+			}
 		}
 	}
 	if len(misses) == 0 {
@@ -301,7 +305,7 @@ func (g *Gateway) generate(ctx context.Context, p params, py payer, refresh bool
 	var wg sync.WaitGroup
 	for j, i := range misses {
 		wg.Go(func() {
-			results[i], errs[j] = g.one(ctx, p, py, keys[i], refs[j], uint64(seed+uint32(i)), refresh, tickets[j], start)
+			results[i], errs[j] = g.one(ctx, p, py, keys[i], refs[j], uint64(seed+uint32(i)), refresh || regen[i], tickets[j], start)
 		})
 	}
 	wg.Wait()
@@ -321,7 +325,7 @@ func (g *Gateway) one(ctx context.Context, p params, py payer, key cache.Key, ks
 		err = g.chargeHit(py, ks)
 	}
 	if err == nil {
-		g.remember(py, p, ks, r.entry, r.outcome, time.Since(start))
+		err = g.remember(py, p, ks, r.entry, r.outcome, time.Since(start))
 	}
 	return r, err
 }
@@ -377,7 +381,12 @@ func (g *Gateway) resolve(ctx context.Context, p params, py payer, key cache.Key
 		// Referenced before it is stored: whatever becomes of the request
 		// (it gives up, fails, its account is being erased), the output
 		// expires with this reference rather than being kept forever.
-		if err := g.store.PendingObject(edge.HashHex(res.Image), ext, m.Name, info.Version, ks, g.now().Add(pendingFor)); err != nil {
+		// Under life.deleting: this node's reaper is never midway through
+		// deleting the same bytes (equal requests make equal images).
+		g.life.deleting.Lock()
+		err = g.store.PendingObject(edge.HashHex(res.Image), ext, m.Name, info.Version, ks, g.now().Add(pendingFor))
+		g.life.deleting.Unlock()
+		if err != nil {
 			return cache.Generated{}, err
 		}
 		produced = true
