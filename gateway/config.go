@@ -89,6 +89,10 @@ type Config struct {
 	// PasswordHashers bounds concurrent argon2id hashes, 19 MiB each
 	// (default: CPUs, at least 2).
 	PasswordHashers int
+	// writeTimeout overrides the server's write timeout (RequestTimeout
+	// plus 10 s); only tests set it, to show that long responses push
+	// their own deadline.
+	writeTimeout time.Duration
 	// passwordParams overrides the argon2id parameters; only tests set it,
 	// to keep hundreds of sign-ups fast. Production always uses OWASP's.
 	passwordParams *argon2id.Params

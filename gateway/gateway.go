@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"log/slog"
@@ -180,7 +181,7 @@ func New(cfg Config, deps Deps) (*Gateway, error) {
 		// routes check their own, smaller limit.
 		BodyLimit:    cfg.MaxUploadBytes + 64<<10,
 		ReadTimeout:  cfg.ReadTimeout,
-		WriteTimeout: cfg.RequestTimeout + 10*time.Second,
+		WriteTimeout: cmp.Or(cfg.writeTimeout, cfg.RequestTimeout+10*time.Second),
 		IdleTimeout:  120 * time.Second,
 		ErrorHandler: errorHandler(logger),
 		// Image bytes are already compressed; JSON is small.
