@@ -6,6 +6,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/gofiber/fiber/v2"
 
@@ -227,6 +229,24 @@ func (g *Gateway) stillCached(k cache.Key, e cache.Entry) bool {
 	return ok && now.Object == e.Object
 }
 
+// parseHistoryQuery reads ?limit= (1–100, default 50) and ?before= (a
+// generation id, or empty) of the history route. before is copied: it
+// outlives the request's buffers.
+func parseHistoryQuery(limit, before string) (int, string, error) {
+	n := 50
+	if limit != "" {
+		v, err := strconv.Atoi(limit)
+		if err != nil || v < 1 || v > 100 {
+			return 0, "", badRequest("invalid_limit", "limit: a number from 1 to 100")
+		}
+		n = v
+	}
+	if len(before) > 64 || !utf8.ValidString(before) || strings.ContainsFunc(before, unicode.IsControl) {
+		return 0, "", badRequest("invalid_before", "before: a generation id")
+	}
+	return n, strings.Clone(before), nil
+}
+
 // historyEntryJSON is one entry of GET /v1/account/generations.
 type historyEntryJSON struct {
 	store.Generation
@@ -236,17 +256,12 @@ type historyEntryJSON struct {
 // listGenerations returns the signed-in account's history, newest first,
 // with fresh signed links: ?limit= (1–100, default 50) and ?before=<id>.
 func (g *Gateway) listGenerations(c *fiber.Ctx) error {
-	limit := 50
-	if v := c.Query("limit"); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 1 || n > 100 {
-			return badRequest("invalid_limit", "limit: a number from 1 to 100")
-		}
-		limit = n
+	limit, before, err := parseHistoryQuery(c.Query("limit"), c.Query("before"))
+	if err != nil {
+		return err
 	}
-	before := c.Query("before")
 	var all []store.Generation
-	err := g.store.Generations(principalOf(c).account.ID, func(gen store.Generation) error {
+	err = g.store.Generations(principalOf(c).account.ID, func(gen store.Generation) error {
 		if before == "" || gen.ID < before {
 			all = append(all, gen)
 		}

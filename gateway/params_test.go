@@ -117,3 +117,25 @@ func FuzzGenerationRequest(f *testing.F) {
 		}
 	})
 }
+
+// FuzzNoCache feeds arbitrary Cache-Control headers to noCache: nothing
+// panics, directives are case-insensitive and independent of their
+// neighbours, and an added no-cache always forces a fresh generation.
+func FuzzNoCache(f *testing.F) {
+	for _, s := range []string{"", "no-cache", "No-Store", "max-age=0", "max-age=000", "max-age=60", "public, no-cache",
+		"max-age=-0", "max-age=", ",,,,", "no-cache=\"x\"", strings.Repeat("max-age=1,", 1000), "max-age=99999999999999999999"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, cc string) {
+		got := noCache(cc)
+		if noCache(strings.ToUpper(cc)) != got && strings.ToLower(strings.ToUpper(cc)) == strings.ToLower(cc) {
+			t.Fatalf("noCache(%q) depends on case", cc)
+		}
+		if noCache("public, "+cc) != got {
+			t.Fatalf("noCache(%q) changed with a public directive before it", cc)
+		}
+		if !noCache(cc + ", no-cache") {
+			t.Fatalf("noCache(%q + no-cache) = false", cc)
+		}
+	})
+}
