@@ -75,6 +75,9 @@ type Generated struct {
 	Seed        uint64
 	// Model and ModelVersion are what actually ran.
 	Model, ModelVersion string
+	// Policy is the version of the content policy the image was judged
+	// under (see Entry.Policy).
+	Policy uint64
 }
 
 // Loader produces the image for a key on a miss. It runs once for all the
@@ -96,6 +99,11 @@ type Entry struct {
 	Size int64
 	// Created is when the output was first made, in UTC.
 	Created time.Time
+	// Policy is the version of the content policy (moderation rule set)
+	// the output was last judged under; 0 means before versions were
+	// recorded. A caller serving a hit compares it with its own version
+	// and judges the output again when they differ (see Rejudged).
+	Policy uint64
 }
 
 // Tier names where a Get's answer came from. Tiers are ordered: a larger
@@ -378,7 +386,7 @@ func (c *Cache) load(ctx context.Context, key Key, load Loader, token uint64) (*
 		Object: hash, Ext: g.Ext, ContentType: g.ContentType,
 		Width: g.Width, Height: g.Height, Seed: g.Seed,
 		Model: g.Model, ModelVersion: g.ModelVersion,
-		Size: int64(len(g.Data)), Created: c.now().UTC().Round(0),
+		Size: int64(len(g.Data)), Created: c.now().UTC().Round(0), Policy: g.Policy,
 	}
 	// Without the manifest other nodes cannot find this output, but the
 	// image is made and stored: serve it rather than fail the request.
@@ -555,6 +563,30 @@ func (c *Cache) Invalidate(key Key) error {
 	c.l1.delEntry(key)
 	if err := c.l2.delete(key); err != nil {
 		return fmt.Errorf("cache: invalidate: %w", err)
+	}
+	return nil
+}
+
+// Rejudged records that key's output was judged again and passed under
+// content policy version policy, in this node's tiers (L1 and L2), so its
+// next hits need no judging. Other nodes judge it for themselves.
+func (c *Cache) Rejudged(key Key, policy uint64) error {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	if c.closed.Load() {
+		return ErrClosed
+	}
+	e, ok := c.l1.entry(key)
+	if !ok {
+		var err error
+		if e, ok, err = c.l2.get(key); err != nil || !ok {
+			return err
+		}
+	}
+	e.Policy = policy
+	c.l1.setEntry(key, e)
+	if err := c.l2.put(key, e); err != nil {
+		return fmt.Errorf("cache: rejudged: %w", err)
 	}
 	return nil
 }
