@@ -7,6 +7,7 @@ import (
 
 	"github.com/gofiber/fiber/v2"
 
+	"github.com/imagegate/imagegate/gateway/moderation"
 	"github.com/imagegate/imagegate/store"
 )
 
@@ -57,7 +58,7 @@ func (g *Gateway) adminSuspensions(c *fiber.Ctx) error {
 			return err
 		}
 		for _, ev := range events { // oldest first: the last one wins
-			if ev.Kind == eventAccountSuspended {
+			if ev.Kind == moderation.EventAccountSuspended {
 				out.Suspensions[i].Since = &ev.Time
 				out.Suspensions[i].Reason = ev.Detail
 			}

@@ -10,6 +10,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/imagegate/imagegate/gateway/moderation"
 	"github.com/imagegate/imagegate/store"
 )
 
@@ -20,7 +21,7 @@ func suspendLikeModeration(t *testing.T, e *env, id, report string) {
 	if err := e.db.SetStatus(id, store.StatusSuspended); err != nil {
 		t.Fatal(err)
 	}
-	err := e.db.LogSecurityEvent(store.SecurityEvent{Kind: eventAccountSuspended, AccountID: id, Detail: "moderation category=sexual/minors report=" + report})
+	err := e.db.LogSecurityEvent(store.SecurityEvent{Kind: moderation.EventAccountSuspended, AccountID: id, Detail: "moderation category=sexual/minors report=" + report})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -105,7 +106,7 @@ func TestAdminReviewsAndLiftsSuspension(t *testing.T) {
 			t.Errorf("lift logged without the admin's address: %+v", ev)
 		}
 	}
-	if diff := cmp.Diff([]string{eventAccountSuspended, eventSuspensionLifted}, kinds); diff != "" {
+	if diff := cmp.Diff([]string{moderation.EventAccountSuspended, eventSuspensionLifted}, kinds); diff != "" {
 		t.Errorf("security log of the account (-want +got):\n%s", diff)
 	}
 	var all []string

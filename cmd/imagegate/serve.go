@@ -122,6 +122,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.Var(listFlag{&gw.TrustedOrigins}, "trusted-origins", "comma-separated origins (scheme://host) besides this site allowed to make state-changing browser requests")
 	fs.Var(onOff{&rateLimits}, "rate-limits", "on, or off for benchmarks and trusted internal use")
 	fs.Var(&gw.FreeQuota.FreeImagesPerDay, "free-images-per-day", "images a signed-out visitor may generate per client IP per day, or unlimited (default 10)")
+	fs.Var(&gw.FreeQuota.WideFreeImagesPerDay, "wide-free-images-per-day", "images signed-out visitors of one IPv4 /24 or IPv6 /48 may generate together per day, or unlimited (default 10 × --free-images-per-day)")
 	fs.IntVar(&gw.PasswordHashers, "password-hashers", 0, "argon2id hashes run at once, 19 MiB each (0: CPUs, at least 2)")
 	fs.DurationVar(&gw.SessionIdle, "session-idle", 7*24*time.Hour, "sign-out after this long without use")
 	fs.DurationVar(&gw.SessionAbsolute, "session-absolute", 30*24*time.Hour, "sign-out this long after sign-in")
