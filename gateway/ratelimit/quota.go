@@ -152,9 +152,9 @@ type Quota struct {
 	// wide is the allowance of a whole wide block (/24, /48).
 	wideLimit     int
 	wideUnlimited bool
-	now       func() time.Time
-	counts    *keyedStore[quotaCount]
-	gens      atomic.Uint32 // wraps after 2^32 counts; a hold also checks the day
+	now           func() time.Time
+	counts        *keyedStore[quotaCount]
+	gens          atomic.Uint32 // wraps after 2^32 counts; a hold also checks the day
 }
 
 // NewQuota builds the quota; now is the clock (time.Now outside

@@ -171,16 +171,16 @@ func (c *Config) Validate() error {
 type rateNamespace uint8
 
 const (
-	rateNSIP           rateNamespace = iota + 1 // client address block, every request
-	rateNSAnon                                  // client address block, signed-out requests
-	rateNSAccount                               // account id
-	rateNSAPIKey                                // API key id
-	rateNSLoginPair                             // (account, client address block) sign-in attempts
-	rateNSLoginSource                           // client address block sign-in attempts
-	rateNSLoginAccount                          // account sign-in attempts from new sources
-	rateNSLoginKnown                            // (account, client address block) that signed in
-	rateNSFreeQuota                             // client address block free images
-	rateNSFreeQuotaWide                         // wide address block (/24, /48) free images
+	rateNSIP            rateNamespace = iota + 1 // client address block, every request
+	rateNSAnon                                   // client address block, signed-out requests
+	rateNSAccount                                // account id
+	rateNSAPIKey                                 // API key id
+	rateNSLoginPair                              // (account, client address block) sign-in attempts
+	rateNSLoginSource                            // client address block sign-in attempts
+	rateNSLoginAccount                           // account sign-in attempts from new sources
+	rateNSLoginKnown                             // (account, client address block) that signed in
+	rateNSFreeQuota                              // client address block free images
+	rateNSFreeQuotaWide                          // wide address block (/24, /48) free images
 )
 
 // rateKey names one remembered bucket: a namespace and a 128-bit identity,
