@@ -270,6 +270,9 @@ func (g *Gateway) generate(ctx context.Context, p params, py payer, refresh bool
 	for i := range p.N {
 		if !slices.Contains(misses, i) {
 			ks := keys[i].String()
+			if err := g.rejudge(ctx, py, p, keys[i], &results[i]); err != nil {
+				return nil, err
+			}
 			if err := g.chargeHit(py, ks); err != nil {
 				return nil, err
 			}
@@ -321,6 +324,9 @@ func (g *Gateway) one(ctx context.Context, p params, py payer, key cache.Key, ks
 		t.waiterGone.Store(true) // a generation still running is refunded
 	}
 	g.releaseUnlessLoading(t)
+	if err == nil && r.outcome.Tier != cache.TierMiss {
+		err = g.rejudge(ctx, py, p, key, &r)
+	}
 	if err == nil && r.outcome.Tier != cache.TierMiss {
 		err = g.chargeHit(py, ks)
 	}
@@ -393,11 +399,37 @@ func (g *Gateway) resolve(ctx context.Context, p params, py payer, key cache.Key
 		return cache.Generated{
 			Data: res.Image, ContentType: res.ContentType, Ext: ext,
 			Width: res.Width, Height: res.Height, Seed: seed,
-			Model: m.Name, ModelVersion: info.Version,
+			Model: m.Name, ModelVersion: info.Version, Policy: g.moderator.Version(),
 		}, nil
 	}
 	e, o, err := g.cache.Get(ctx, key, refresh, load)
 	return result{entry: e, outcome: o}, err
+}
+
+// rejudge judges a cached output again when it was judged under another
+// content policy than this gateway's (a rule added since it was made),
+// before it is served or charged: a refusal is the same 400 a fresh
+// output would get. A pass is recorded, so the next hit costs only the
+// version comparison.
+func (g *Gateway) rejudge(ctx context.Context, py payer, p params, key cache.Key, r *result) error {
+	version := g.moderator.Version()
+	if r.entry.Policy == version {
+		return nil
+	}
+	octx, cancel := context.WithTimeout(ctx, g.cfg.RequestTimeout)
+	defer cancel()
+	data, err := g.cache.Object(octx, r.entry.Object, r.entry.Ext)
+	if err != nil {
+		return err
+	}
+	if err := g.moderator.CheckOutput(octx, moderationSubject(py), moderationRequest(p), data, r.entry.ContentType); err != nil {
+		return err
+	}
+	r.entry.Policy = version
+	if err := g.cache.Rejudged(key, version); err != nil {
+		g.logger.Warn("re-judged output not recorded", "err", err)
+	}
+	return nil
 }
 
 func extFor(contentType string) (string, error) {

@@ -28,6 +28,9 @@ type (
 type moderator interface {
 	CheckPrompt(ctx context.Context, who moderation.Subject, req moderation.Request) error
 	CheckOutput(ctx context.Context, who moderation.Subject, req moderation.Request, image []byte, contentType string) error
+	// Version numbers the policy; cached outputs judged under another
+	// are judged again before they are served.
+	Version() uint64
 }
 
 // moderationSubject is who a request's payer is, as moderation sees it.
