@@ -381,7 +381,8 @@ func (g *Gateway) resolve(ctx context.Context, p params, py payer, key cache.Key
 		}
 		// Checked before the cache stores anything: a flagged output is
 		// never written to the object store (promise C6).
-		if err := g.moderator.CheckOutput(ctx, moderationSubject(py), moderationRequest(p), res.Image, res.ContentType); err != nil {
+		policy, err := g.moderator.JudgeOutput(ctx, moderationSubject(py), moderationRequest(p), res.Image, res.ContentType)
+		if err != nil {
 			return cache.Generated{}, err
 		}
 		// Referenced before it is stored: whatever becomes of the request
@@ -399,7 +400,7 @@ func (g *Gateway) resolve(ctx context.Context, p params, py payer, key cache.Key
 		return cache.Generated{
 			Data: res.Image, ContentType: res.ContentType, Ext: ext,
 			Width: res.Width, Height: res.Height, Seed: seed,
-			Model: m.Name, ModelVersion: info.Version, Policy: g.moderator.Version(),
+			Model: m.Name, ModelVersion: info.Version, Policy: policy,
 		}, nil
 	}
 	e, o, err := g.cache.Get(ctx, key, refresh, load)
@@ -422,11 +423,15 @@ func (g *Gateway) rejudge(ctx context.Context, py payer, p params, key cache.Key
 	if err != nil {
 		return err
 	}
-	if err := g.moderator.CheckOutput(octx, moderationSubject(py), moderationRequest(p), data, r.entry.ContentType); err != nil {
+	policy, err := g.moderator.JudgeOutput(octx, moderationSubject(py), moderationRequest(p), data, r.entry.ContentType)
+	if err != nil {
 		return err
 	}
-	r.entry.Policy = version
-	if err := g.cache.Rejudged(key, version); err != nil {
+	if policy == 0 {
+		return nil // passed with a classifier unheard (fail open): judged again next time
+	}
+	r.entry.Policy = policy
+	if err := g.cache.Rejudged(key, policy); err != nil {
 		g.logger.Warn("re-judged output not recorded", "err", err)
 	}
 	return nil

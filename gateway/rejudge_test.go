@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"encoding/json"
+	"net/http"
 	"strings"
 	"testing"
 )
@@ -52,5 +53,20 @@ func TestCachedOutputsAreJudgedAgainUnderANewPolicy(t *testing.T) {
 	}
 	if lenient.generations() != 0 {
 		t.Errorf("a hit was generated again")
+	}
+	lenient.close()
+
+	// A new classifier that cannot answer, failing open: the hit is served
+	// but not recorded as judged, so the next hit asks again.
+	down := newFakeClassifier(t, "classifier-token")
+	down.status = http.StatusInternalServerError
+	open := newEnv(t, envOptions{dir: dir, cfg: Config{Moderation: ModerationConfig{Classifier: down.config(true)}}})
+	for i := range 2 {
+		if resp, raw := open.postJSON(body); resp.StatusCode != 200 {
+			t.Fatalf("fail-open request %d: %d %s", i, resp.StatusCode, raw)
+		}
+	}
+	if _, images := down.seen(); len(images) != 2 {
+		t.Errorf("the unheard classifier was asked %d times over two hits, want 2: a partial verdict was recorded", len(images))
 	}
 }

@@ -490,14 +490,28 @@ func policyVersion(block map[string]bool, rules []Rule, cl ClassifierConfig) uin
 // output passes. A flagged output of apparent CSAM is kept inside its
 // sealed report, never in the object store.
 func (m *Moderator) CheckOutput(ctx context.Context, py Subject, p Request, image []byte, contentType string) error {
-	cat, _, err := m.judge(ctx, stageOutput, content{image: image, contentType: contentType})
-	if err != nil || cat == "" {
-		return err
+	_, err := m.JudgeOutput(ctx, py, p, image, contentType)
+	return err
+}
+
+// JudgeOutput is CheckOutput that also returns the policy version the
+// output passed under: Version, or 0 when a failed classifier was skipped
+// (fail open), so that the output is judged again on its next hit.
+func (m *Moderator) JudgeOutput(ctx context.Context, py Subject, p Request, image []byte, contentType string) (uint64, error) {
+	cat, whole, err := m.judge(ctx, stageOutput, content{image: image, contentType: contentType})
+	if err != nil {
+		return 0, err
+	}
+	if cat == "" {
+		if !whole {
+			return 0, nil
+		}
+		return m.version, nil
 	}
 	if cat == categorySexualMinors {
 		m.report(py, p, store.ReportFromOutput, image, contentType)
 	}
-	return &apierror.Error{Status: http.StatusBadRequest, Type: "invalid_request_error", Code: "content_policy_violation",
+	return 0, &apierror.Error{Status: http.StatusBadRequest, Type: "invalid_request_error", Code: "content_policy_violation",
 		Msg: fmt.Sprintf("the generated image was refused by the content policy (%s); nothing was stored or charged", cat)}
 }
 
