@@ -116,7 +116,12 @@ func DeriveSeed(r Request) uint64 {
 // only keeps the form total). Backends of models that are sent the raw
 // prompt must treat prompts with equal canonical forms identically.
 func CanonicalPrompt(s string, caseInsensitive bool) string {
-	return string(appendCanonicalText(nil, s, caseInsensitive))
+	var buf [256]byte
+	b := appendCanonicalText(buf[:0], s, caseInsensitive)
+	if string(b) == s {
+		return s // already canonical, the usual case: no copy
+	}
+	return string(b)
 }
 
 // appendCanonical appends the unambiguous canonical encoding of r: a version

@@ -44,21 +44,59 @@ func decodeJSON(body []byte, v any) error {
 // gets past them, so its work is bounded by the field count.
 func checkKeys(body []byte, known fieldSet) error {
 	validUTF8 := utf8.Valid(body)
-	var seen []string
-	var err error
-	eachKey(body, func(key string, raw, value []byte) bool {
+	var buf [16][]byte // every field known and distinct: at most the field count
+	seen := buf[:0]
+	ks := keyScanner{b: body}
+	for {
+		key, raw, value, ok := ks.next()
+		if !ok {
+			return nil
+		}
 		switch {
-		case !known.has(key):
-			err = badRequest("unknown_field", fmt.Sprintf("%s: unknown field", key))
-		case slices.ContainsFunc(seen, func(s string) bool { return strings.EqualFold(s, key) }):
-			err = badRequest("duplicate_field", fmt.Sprintf("%s: given more than once", key))
+		case !known.hasBytes(key):
+			return badRequest("unknown_field", fmt.Sprintf("%s: unknown field", key))
+		case slices.ContainsFunc(seen, func(s []byte) bool { return equalFoldBytes(s, key) }):
+			return badRequest("duplicate_field", fmt.Sprintf("%s: given more than once", key))
 		case !validUTF8 && (!utf8.Valid(raw) || !utf8.Valid(value)):
-			err = badRequest("invalid_encoding", fmt.Sprintf("%s: not valid UTF-8", key))
+			return badRequest("invalid_encoding", fmt.Sprintf("%s: not valid UTF-8", key))
 		}
 		seen = append(seen, key)
-		return err == nil
-	})
-	return err
+	}
+}
+
+// equalFoldBytes is strings.EqualFold for byte slices, without copying
+// ASCII ones (field names nearly always are).
+func equalFoldBytes(a, b []byte) bool {
+	if !isASCIIBytes(a) || !isASCIIBytes(b) {
+		return strings.EqualFold(string(a), string(b))
+	}
+	return len(a) == len(b) && asciiEqualFold(a, b)
+}
+
+// asciiEqualFold compares ASCII s and b of equal length, ignoring case.
+func asciiEqualFold[S string | []byte](s S, b []byte) bool {
+	for i := range len(b) {
+		x, y := s[i], b[i]
+		if 'A' <= x && x <= 'Z' {
+			x += 'a' - 'A'
+		}
+		if 'A' <= y && y <= 'Z' {
+			y += 'a' - 'A'
+		}
+		if x != y {
+			return false
+		}
+	}
+	return true
+}
+
+func isASCIIBytes(b []byte) bool {
+	for _, c := range b {
+		if c >= utf8.RuneSelf {
+			return false
+		}
+	}
+	return true
 }
 
 // decodeJSONError explains why body does not decode into v.
@@ -91,6 +129,19 @@ type fieldSet []string
 func (f fieldSet) has(key string) bool {
 	for _, name := range f {
 		if strings.EqualFold(name, key) {
+			return true
+		}
+	}
+	return false
+}
+
+// hasBytes is has for a key still in the request's bytes.
+func (f fieldSet) hasBytes(key []byte) bool {
+	if !isASCIIBytes(key) {
+		return f.has(string(key))
+	}
+	for _, name := range f {
+		if len(name) == len(key) && asciiEqualFold(name, key) {
 			return true
 		}
 	}
@@ -134,42 +185,56 @@ func knownFields(t reflect.Type) fieldSet {
 	return names
 }
 
-// eachKey calls yield with each key of the top-level JSON object in b, its
-// raw quoted form and its raw value, until yield returns false. b must be
-// valid JSON (it decoded); for anything but an object it yields nothing.
-func eachKey(b []byte, yield func(key string, raw, value []byte) bool) {
-	i := skipSpace(b, 0)
-	if i >= len(b) || b[i] != '{' {
-		return
+// keyScanner walks the keys of the top-level JSON object in b, which must
+// be valid JSON (it decoded); for anything but an object it finds none.
+type keyScanner struct {
+	b       []byte
+	i       int
+	started bool
+}
+
+// next returns the next key (unescaped), its raw quoted form and its raw
+// value. key aliases b unless the key had escapes.
+func (ks *keyScanner) next() (key, raw, value []byte, ok bool) {
+	b := ks.b
+	i := ks.i
+	if !ks.started {
+		ks.started = true
+		i = skipSpace(b, 0)
+		if i >= len(b) || b[i] != '{' {
+			ks.i = len(b)
+			return nil, nil, nil, false
+		}
+		i++
 	}
-	i++
-	for {
-		i = skipSpace(b, i)
-		if i >= len(b) || b[i] == '}' {
-			return
-		}
-		if b[i] == ',' {
-			i = skipSpace(b, i+1)
-		}
-		if i >= len(b) || b[i] != '"' {
-			return // not valid JSON after all: nothing to say
-		}
-		end := stringEnd(b, i)
-		if end-i < 2 {
-			return
-		}
-		raw := b[i:end]
-		key := string(raw[1 : len(raw)-1])
-		if bytes.IndexByte(raw, '\\') >= 0 {
-			json.Unmarshal(raw, &key) // escapes: let encoding/json read them
-		}
-		i = skipSpace(b, end)
-		start := skipSpace(b, i+1) // past ':'
-		i = skipValue(b, start)
-		if !yield(key, raw, b[start:i]) {
-			return
-		}
+	i = skipSpace(b, i)
+	if i >= len(b) || b[i] == '}' {
+		ks.i = len(b)
+		return nil, nil, nil, false
 	}
+	if b[i] == ',' {
+		i = skipSpace(b, i+1)
+	}
+	if i >= len(b) || b[i] != '"' {
+		ks.i = len(b)
+		return nil, nil, nil, false // not valid JSON after all: nothing to say
+	}
+	end := stringEnd(b, i)
+	if end-i < 2 {
+		ks.i = len(b)
+		return nil, nil, nil, false
+	}
+	raw = b[i:end]
+	key = raw[1 : len(raw)-1]
+	if bytes.IndexByte(raw, '\\') >= 0 {
+		var k string
+		json.Unmarshal(raw, &k) // escapes: let encoding/json read them
+		key = []byte(k)
+	}
+	i = skipSpace(b, end)
+	start := skipSpace(b, i+1) // past ':'
+	ks.i = skipValue(b, start)
+	return key, raw, b[start:ks.i], true
 }
 
 func skipSpace(b []byte, i int) int {
