@@ -422,7 +422,9 @@ func TestCheckoutAgainstStripeMock(t *testing.T) {
 	if got.URL == "" {
 		t.Error("portal: no URL")
 	}
-	api := e.apiClient(b)
+	// A key that may read the account sees billing, but never opens the
+	// portal: that needs a browser session.
+	api, _ := e.keyClient(b, `["account:read","images:write"]`)
 	var eb errorBody
 	want(t, api.call("POST", "/v1/billing/portal", "", &eb), http.StatusForbidden)
 	if eb.Error.Code != "session_required" {
