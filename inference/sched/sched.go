@@ -1,0 +1,672 @@
+package sched
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"slices"
+	"sync"
+	"time"
+)
+
+// Defaults.
+const (
+	DefaultMaxAttempts  = 3
+	DefaultMaxQueue     = 1000
+	DefaultMaxWait      = 5 * time.Minute
+	DefaultStallTimeout = 2 * time.Minute
+	// defaultCost is the expected run time assumed for a model before any
+	// job of it has finished.
+	defaultCost = 10 * time.Second
+)
+
+// ErrOverloaded marks a job refused at admission; the error is an
+// *OverloadError.
+var ErrOverloaded = errors.New("sched: overloaded")
+
+// ErrNoWorker means no worker serves the job's model: a configuration
+// error, not a busy tier.
+var ErrNoWorker = errors.New("sched: no worker serves this model")
+
+// ErrStalled is the cause of an attempt the watchdog ended because it
+// reported no progress for Config.StallTimeout.
+var ErrStalled = errors.New("sched: attempt stalled")
+
+// OverloadError is a job refused at admission. RetryAfter is when trying
+// again is likely to succeed.
+type OverloadError struct {
+	Reason     string // "queue_full", "class_full", "wait" or "deadline"
+	RetryAfter time.Duration
+}
+
+func (e *OverloadError) Error() string {
+	return fmt.Sprintf("sched: overloaded (%s), retry after %v", e.Reason, e.RetryAfter)
+}
+
+// Is makes errors.Is(err, ErrOverloaded) true.
+func (e *OverloadError) Is(target error) bool { return target == ErrOverloaded }
+
+// Worker is one place jobs run: a GPU server, or a pool of CPU slots.
+type Worker struct {
+	// ID is unique among workers and appears in metrics; never a secret.
+	ID string
+	// Slots is how many jobs it runs at once (at least 1).
+	Slots int
+	// Models are the models it can run.
+	Models []string
+}
+
+// Class configures one plan class.
+type Class struct {
+	// Weight is the class's share of capacity relative to the others
+	// (at least 1).
+	Weight int
+	// MaxQueued caps the class's jobs waiting (0: no cap beyond MaxQueue).
+	MaxQueued int
+	// MaxRunning caps the class's jobs running at once (0: no cap).
+	MaxRunning int
+}
+
+// Config configures a Scheduler.
+type Config struct {
+	Workers []Worker
+	// Classes by name. A job naming an unknown class, or none, is in
+	// DefaultClass, which must be among them. With no classes at all, one
+	// class named "default" of weight 1.
+	Classes      map[string]Class
+	DefaultClass string
+	// MaxQueue caps waiting jobs over all classes. Zero means 1000.
+	MaxQueue int
+	// MaxWait refuses jobs whose expected wait is longer. Zero means five
+	// minutes.
+	MaxWait time.Duration
+	// MaxAttempts bounds tries of one job, the first included. Zero means 3.
+	MaxAttempts int
+	// StallTimeout ends an attempt that reports no progress for this long.
+	// Zero means two minutes.
+	StallTimeout time.Duration
+	// Retryable reports whether a failed attempt may be tried again on
+	// another worker. Nil means every error is.
+	Retryable func(error) bool
+	// Observer, when set, is told what happens to jobs (for metrics).
+	Observer Observer
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+}
+
+// Observer receives the scheduler's events. Calls are made without the
+// scheduler's lock held but may be concurrent.
+type Observer interface {
+	// Queued reports the class's queued jobs for model after a change.
+	Queued(model, class string, depth int)
+	// Started reports a job's wait before an attempt began on worker.
+	Started(model, class, worker string, wait time.Duration, attempt int)
+	// Finished reports an attempt's run time and outcome.
+	Finished(model, class, worker string, run time.Duration, err error)
+	// Rejected reports a job refused at admission.
+	Rejected(model, class, reason string)
+	// Canceled reports a job whose context ended while queued or running.
+	Canceled(model, class string, running bool)
+}
+
+// Validate reports every problem at once.
+func (c Config) Validate() error {
+	var errs []error
+	if len(c.Workers) == 0 {
+		errs = append(errs, errors.New("sched: no workers"))
+	}
+	seen := map[string]bool{}
+	for i, w := range c.Workers {
+		if w.ID == "" {
+			errs = append(errs, fmt.Errorf("sched: worker %d has no ID", i))
+		}
+		if seen[w.ID] {
+			errs = append(errs, fmt.Errorf("sched: two workers with ID %q", w.ID))
+		}
+		seen[w.ID] = true
+		if w.Slots < 1 {
+			errs = append(errs, fmt.Errorf("sched: worker %q has %d slots", w.ID, w.Slots))
+		}
+		if len(w.Models) == 0 {
+			errs = append(errs, fmt.Errorf("sched: worker %q serves no model", w.ID))
+		}
+	}
+	for name, cl := range c.Classes {
+		if name == "" {
+			errs = append(errs, errors.New("sched: a class has no name"))
+		}
+		if cl.Weight < 1 {
+			errs = append(errs, fmt.Errorf("sched: class %q weight %d below 1", name, cl.Weight))
+		}
+		if cl.MaxQueued < 0 || cl.MaxRunning < 0 {
+			errs = append(errs, fmt.Errorf("sched: class %q has a negative cap", name))
+		}
+	}
+	if len(c.Classes) > 0 {
+		if _, ok := c.Classes[c.DefaultClass]; !ok {
+			errs = append(errs, fmt.Errorf("sched: default class %q is not configured", c.DefaultClass))
+		}
+	}
+	if c.MaxQueue < 0 || c.MaxWait < 0 || c.MaxAttempts < 0 || c.StallTimeout < 0 {
+		errs = append(errs, errors.New("sched: negative limit"))
+	}
+	return errors.Join(errs...)
+}
+
+// Job describes one unit of work to the scheduler.
+type Job struct {
+	Model string
+	// Key is the opaque fairness key; jobs with equal keys share one
+	// share of their class.
+	Key string
+	// Class names the plan class; unknown means the default class.
+	Class string
+}
+
+// Attempt is what one try of a job gets: the worker chosen and a function
+// to call on every sign of progress, which keeps the watchdog away.
+type Attempt struct {
+	Worker string
+	Number int // 1 for the first try
+	Beat   func()
+}
+
+// Scheduler queues jobs and runs them on workers. It is safe for
+// concurrent use.
+type Scheduler struct {
+	cfg Config
+	now func() time.Time
+
+	mu      sync.Mutex
+	classes map[string]*class
+	workers []*worker
+	queued  int
+	vtime   float64 // pass of the class dispatched last
+	cost    map[string]float64
+	// capacity by model: total slots of the workers serving it.
+	capacity map[string]int
+}
+
+type class struct {
+	name    string
+	cfg     Class
+	pass    float64
+	vtime   float64 // pass of the key dispatched last
+	keys    map[string]*flow
+	queued  int
+	byModel map[string]int // queued jobs by model
+	running int
+}
+
+// flow is one fairness key's queue within a class.
+type flow struct {
+	pass  float64
+	queue []*waiter
+}
+
+type worker struct {
+	Worker
+	serves   map[string]bool
+	busy     int
+	loaded   string // model of the last job started here
+	failures int    // consecutive failed attempts
+}
+
+// waiter is a job in the queue.
+type waiter struct {
+	job      Job
+	class    *class
+	flow     *flow
+	since    time.Time
+	attempt  int
+	excluded map[string]bool
+	ready    chan *worker // receives the worker once dispatched; buffered
+	charged  float64      // cost charged at dispatch, corrected at release
+}
+
+// New returns a scheduler for cfg.
+func New(cfg Config) (*Scheduler, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if len(cfg.Classes) == 0 {
+		cfg.Classes = map[string]Class{"default": {Weight: 1}}
+		cfg.DefaultClass = "default"
+	}
+	if cfg.MaxQueue == 0 {
+		cfg.MaxQueue = DefaultMaxQueue
+	}
+	if cfg.MaxWait == 0 {
+		cfg.MaxWait = DefaultMaxWait
+	}
+	if cfg.MaxAttempts == 0 {
+		cfg.MaxAttempts = DefaultMaxAttempts
+	}
+	if cfg.StallTimeout == 0 {
+		cfg.StallTimeout = DefaultStallTimeout
+	}
+	if cfg.Retryable == nil {
+		cfg.Retryable = func(error) bool { return true }
+	}
+	s := &Scheduler{
+		cfg:      cfg,
+		now:      cfg.Now,
+		classes:  map[string]*class{},
+		cost:     map[string]float64{},
+		capacity: map[string]int{},
+	}
+	if s.now == nil {
+		s.now = time.Now
+	}
+	for name, c := range cfg.Classes {
+		s.classes[name] = &class{name: name, cfg: c, keys: map[string]*flow{}, byModel: map[string]int{}}
+	}
+	for _, w := range cfg.Workers {
+		ws := &worker{Worker: w, serves: map[string]bool{}}
+		for _, m := range w.Models {
+			if !ws.serves[m] {
+				ws.serves[m] = true
+				s.capacity[m] += w.Slots
+			}
+		}
+		s.workers = append(s.workers, ws)
+	}
+	return s, nil
+}
+
+// ClassOf returns the class a job naming name belongs to.
+func (s *Scheduler) ClassOf(name string) string {
+	if _, ok := s.classes[name]; ok {
+		return name
+	}
+	return s.cfg.DefaultClass
+}
+
+// Do admits job, waits for its turn and runs fn on a worker, retrying on
+// another worker when fn fails retryably, up to the attempt cap. ctx bounds
+// the whole job, waiting included; fn's context also ends when the watchdog
+// finds the attempt stalled. Refusals at admission are *OverloadError.
+func (s *Scheduler) Do(ctx context.Context, job Job, fn func(ctx context.Context, a Attempt) error) error {
+	job.Class = s.ClassOf(job.Class)
+	w, err := s.admit(ctx, job)
+	if err != nil {
+		return err
+	}
+	for {
+		wk, err := s.wait(ctx, w)
+		if err != nil {
+			return err
+		}
+		began := s.now()
+		s.observe(func(o Observer) { o.Started(job.Model, job.Class, wk.ID, began.Sub(w.since), w.attempt) })
+		err = s.runAttempt(ctx, wk, w.attempt, fn)
+		run := s.now().Sub(began)
+		s.release(wk, w, run, err, ctx.Err() == nil)
+		s.observe(func(o Observer) { o.Finished(job.Model, job.Class, wk.ID, run, err) })
+		if err == nil {
+			return nil
+		}
+		if ctx.Err() != nil {
+			s.observe(func(o Observer) { o.Canceled(job.Model, job.Class, true) })
+			return fmt.Errorf("sched: %w (last attempt: %w)", ctx.Err(), err)
+		}
+		if w.attempt >= s.cfg.MaxAttempts || !s.cfg.Retryable(err) {
+			return err
+		}
+		s.requeue(w, wk.ID)
+	}
+}
+
+// runAttempt runs fn under a watchdog: the attempt's context ends if Beat
+// is not called for StallTimeout.
+func (s *Scheduler) runAttempt(ctx context.Context, wk *worker, n int, fn func(context.Context, Attempt) error) error {
+	actx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	dog := time.AfterFunc(s.cfg.StallTimeout, func() { cancel(ErrStalled) })
+	defer dog.Stop()
+	err := fn(actx, Attempt{Worker: wk.ID, Number: n, Beat: func() { dog.Reset(s.cfg.StallTimeout) }})
+	if err != nil && errors.Is(context.Cause(actx), ErrStalled) {
+		return fmt.Errorf("%w: %w", ErrStalled, err)
+	}
+	return err
+}
+
+// admit queues job or refuses it.
+func (s *Scheduler) admit(ctx context.Context, job Job) (*waiter, error) {
+	s.mu.Lock()
+	cl := s.classes[job.Class]
+	if s.capacity[job.Model] == 0 {
+		s.mu.Unlock()
+		return nil, fmt.Errorf("%w: %q", ErrNoWorker, job.Model)
+	}
+	wait := s.expectedWaitLocked(cl, job.Model)
+	reason := ""
+	switch {
+	case s.queued >= s.cfg.MaxQueue:
+		reason = "queue_full"
+	case cl.cfg.MaxQueued > 0 && cl.queued >= cl.cfg.MaxQueued:
+		reason = "class_full"
+	case wait > s.cfg.MaxWait:
+		reason = "wait"
+	}
+	if deadline, ok := ctx.Deadline(); ok && reason == "" && s.now().Add(wait).After(deadline) {
+		reason = "deadline"
+	}
+	if reason != "" {
+		s.mu.Unlock()
+		s.observe(func(o Observer) { o.Rejected(job.Model, job.Class, reason) })
+		return nil, &OverloadError{Reason: reason, RetryAfter: max(time.Second, wait.Round(time.Second))}
+	}
+	w := &waiter{job: job, class: cl, since: s.now(), attempt: 1, ready: make(chan *worker, 1)}
+	s.enqueueLocked(w, false)
+	depth := cl.byModel[job.Model]
+	s.dispatchLocked()
+	s.mu.Unlock()
+	s.observe(func(o Observer) { o.Queued(job.Model, job.Class, depth) })
+	return w, nil
+}
+
+// expectedWaitLocked estimates how long a new job of model in cl waits:
+// the class's jobs ahead of it for that model, served at the class's
+// weighted share of the model's slots, at the model's mean run time.
+func (s *Scheduler) expectedWaitLocked(cl *class, model string) time.Duration {
+	ahead := cl.byModel[model]
+	if ahead == 0 && s.freeSlotsLocked(model) > 0 {
+		return 0
+	}
+	total := cl.cfg.Weight
+	for _, other := range s.classes {
+		if other != cl && other.queued > 0 {
+			total += other.cfg.Weight
+		}
+	}
+	share := float64(cl.cfg.Weight) / float64(total)
+	slots := float64(s.capacity[model]) * share
+	secs := float64(ahead+1) * s.costLocked(model) / slots
+	return time.Duration(secs * float64(time.Second))
+}
+
+func (s *Scheduler) freeSlotsLocked(model string) int {
+	n := 0
+	for _, w := range s.workers {
+		if w.serves[model] {
+			n += w.Slots - w.busy
+		}
+	}
+	return n
+}
+
+// costLocked is the model's expected run time in seconds: a moving average
+// of finished attempts.
+func (s *Scheduler) costLocked(model string) float64 {
+	if c, ok := s.cost[model]; ok {
+		return c
+	}
+	return defaultCost.Seconds()
+}
+
+// enqueueLocked adds w to its flow, at the front when it is a retry (a
+// retried job keeps its place).
+func (s *Scheduler) enqueueLocked(w *waiter, front bool) {
+	cl := w.class
+	f := cl.keys[w.job.Key]
+	if f == nil {
+		f = &flow{pass: cl.vtime}
+		cl.keys[w.job.Key] = f
+	}
+	if len(f.queue) == 0 {
+		// A flow rejoining after idling starts at the class's current
+		// pass: idle time banks no credit.
+		f.pass = max(f.pass, cl.vtime)
+	}
+	if cl.queued == 0 {
+		cl.pass = max(cl.pass, s.vtime)
+	}
+	w.flow = f
+	if front {
+		f.queue = slices.Insert(f.queue, 0, w)
+	} else {
+		f.queue = append(f.queue, w)
+	}
+	cl.queued++
+	cl.byModel[w.job.Model]++
+	s.queued++
+}
+
+// removeLocked takes w out of its flow's queue.
+func (s *Scheduler) removeLocked(w *waiter) bool {
+	f := w.flow
+	i := slices.Index(f.queue, w)
+	if i < 0 {
+		return false
+	}
+	f.queue = slices.Delete(f.queue, i, i+1)
+	s.dequeuedLocked(w)
+	return true
+}
+
+func (s *Scheduler) dequeuedLocked(w *waiter) {
+	cl := w.class
+	cl.queued--
+	cl.byModel[w.job.Model]--
+	s.queued--
+}
+
+// dispatchLocked starts every job that can start now, in fair order.
+func (s *Scheduler) dispatchLocked() {
+	for {
+		w, wk := s.pickLocked()
+		if w == nil {
+			return
+		}
+		w.flow.queue = w.flow.queue[1:]
+		s.dequeuedLocked(w)
+		cost := s.costLocked(w.job.Model)
+		cl := w.class
+		s.vtime = cl.pass
+		cl.pass += cost / float64(cl.cfg.Weight)
+		cl.vtime = w.flow.pass
+		w.flow.pass += cost
+		w.charged = cost
+		cl.running++
+		wk.busy++
+		wk.loaded = w.job.Model
+		w.ready <- wk
+	}
+}
+
+// pickLocked returns the next job to start and its worker: among classes
+// under their running cap by pass, among their flows by pass, the first
+// flow head some worker can take.
+func (s *Scheduler) pickLocked() (*waiter, *worker) {
+	if s.queued == 0 {
+		return nil, nil
+	}
+	classes := make([]*class, 0, len(s.classes))
+	for _, cl := range s.classes {
+		if cl.queued > 0 && (cl.cfg.MaxRunning == 0 || cl.running < cl.cfg.MaxRunning) {
+			classes = append(classes, cl)
+		}
+	}
+	slices.SortFunc(classes, func(a, b *class) int { return cmpPass(a.pass, b.pass, a.name, b.name) })
+	for _, cl := range classes {
+		type keyed struct {
+			key string
+			f   *flow
+		}
+		flows := make([]keyed, 0, len(cl.keys))
+		for k, f := range cl.keys {
+			switch {
+			case len(f.queue) > 0:
+				flows = append(flows, keyed{k, f})
+			case f.pass <= cl.vtime:
+				// An idle flow with no charge beyond the class's pass
+				// would rejoin at that pass anyway: forget it, so keys
+				// seen once do not pile up.
+				delete(cl.keys, k)
+			}
+		}
+		slices.SortFunc(flows, func(a, b keyed) int { return cmpPass(a.f.pass, b.f.pass, a.key, b.key) })
+		for _, kf := range flows {
+			head := kf.f.queue[0]
+			if wk := s.workerForLocked(head); wk != nil {
+				return head, wk
+			}
+		}
+	}
+	return nil, nil
+}
+
+func cmpPass(a, b float64, an, bn string) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	switch {
+	case an < bn:
+		return -1
+	case an > bn:
+		return 1
+	}
+	return 0
+}
+
+// workerForLocked picks a worker with a free slot for w: one that serves
+// the model and was not excluded by an earlier failed attempt (unless every
+// such worker was), preferring no recent failures, then the model loaded,
+// then the most free slots.
+func (s *Scheduler) workerForLocked(w *waiter) *worker {
+	allExcluded := true
+	for _, wk := range s.workers {
+		if wk.serves[w.job.Model] && !w.excluded[wk.ID] {
+			allExcluded = false
+			break
+		}
+	}
+	var best *worker
+	// Higher is better: no recent failure, then the model loaded (2),
+	// nothing loaded (1) over another model that would be evicted (0), then
+	// free slots.
+	score := func(wk *worker) (int, int, int) {
+		healthy, loaded := 0, 0
+		if wk.failures == 0 {
+			healthy = 1
+		}
+		switch wk.loaded {
+		case w.job.Model:
+			loaded = 2
+		case "":
+			loaded = 1
+		}
+		return healthy, loaded, wk.Slots - wk.busy
+	}
+	for _, wk := range s.workers {
+		if !wk.serves[w.job.Model] || wk.busy >= wk.Slots || (!allExcluded && w.excluded[wk.ID]) {
+			continue
+		}
+		if best == nil {
+			best = wk
+			continue
+		}
+		h1, l1, f1 := score(wk)
+		h0, l0, f0 := score(best)
+		if h1 > h0 || (h1 == h0 && (l1 > l0 || (l1 == l0 && f1 > f0))) {
+			best = wk
+		}
+	}
+	return best
+}
+
+// wait blocks until w is dispatched or ctx ends.
+func (s *Scheduler) wait(ctx context.Context, w *waiter) (*worker, error) {
+	select {
+	case wk := <-w.ready:
+		return wk, nil
+	case <-ctx.Done():
+	}
+	s.mu.Lock()
+	removed := s.removeLocked(w)
+	depth := w.class.byModel[w.job.Model]
+	s.mu.Unlock()
+	if !removed {
+		// Dispatched as ctx ended: give the slot back.
+		wk := <-w.ready
+		s.release(wk, w, 0, ctx.Err(), false)
+	} else {
+		s.observe(func(o Observer) { o.Queued(w.job.Model, w.job.Class, depth) })
+	}
+	s.observe(func(o Observer) { o.Canceled(w.job.Model, w.job.Class, false) })
+	return nil, fmt.Errorf("sched: while queued: %w", ctx.Err())
+}
+
+// release frees wk's slot and dispatches what can start. attempted says
+// whether an attempt ran there (its outcome then counts for the worker).
+//
+// Dispatch charged the job's expected cost; here the charge is corrected
+// to the time the attempt actually held the slot, so shares are in
+// worker-seconds used, whatever the models cost.
+func (s *Scheduler) release(wk *worker, w *waiter, run time.Duration, err error, attempted bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	job := w.job
+	wk.busy--
+	w.class.running--
+	delta := run.Seconds() - w.charged
+	w.flow.pass += delta
+	w.class.pass += delta / float64(w.class.cfg.Weight)
+	w.charged = 0
+	switch {
+	case err == nil:
+		wk.failures = 0
+		// Exponential moving average of successful run times.
+		secs := run.Seconds()
+		if old, ok := s.cost[job.Model]; ok {
+			secs = 0.8*old + 0.2*secs
+		}
+		s.cost[job.Model] = math.Max(secs, 1e-6)
+	case attempted:
+		wk.failures++
+	}
+	s.dispatchLocked()
+}
+
+// requeue puts a job whose attempt failed on wk back at the front of its
+// flow, to be tried elsewhere.
+func (s *Scheduler) requeue(w *waiter, failed string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if w.excluded == nil {
+		w.excluded = map[string]bool{}
+	}
+	w.excluded[failed] = true
+	w.attempt++
+	w.ready = make(chan *worker, 1)
+	s.enqueueLocked(w, true)
+	s.dispatchLocked()
+}
+
+// Stats is a snapshot of the scheduler.
+type Stats struct {
+	Queued  int
+	Running int
+}
+
+// Stats returns the queued and running job counts.
+func (s *Scheduler) Stats() Stats {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st := Stats{Queued: s.queued}
+	for _, cl := range s.classes {
+		st.Running += cl.running
+	}
+	return st
+}
+
+func (s *Scheduler) observe(f func(Observer)) {
+	if s.cfg.Observer != nil {
+		f(s.cfg.Observer)
+	}
+}
