@@ -53,3 +53,11 @@ type Backend interface {
 	Info() ModelInfo
 	Generate(ctx context.Context, req Request, progress ProgressFunc) (Result, error)
 }
+
+// Worker is one place a backend's generations run (a GPU server, say),
+// which the tier's scheduler gives Slots jobs at a time. Backends sharing a
+// worker ID share the worker.
+type Worker struct {
+	ID    string
+	Slots int
+}
