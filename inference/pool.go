@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -262,6 +263,7 @@ func (p *Pool) call(ctx context.Context, pick func(tried []bool) *endpoint, fn f
 	attempts := max(len(p.endpoints), 2)
 	tried := make([]bool, len(p.endpoints))
 	var last error
+	var wait time.Duration // the longest Retry-After a busy tier asked for
 	for attempt := range attempts {
 		if err := ctx.Err(); err != nil {
 			return err
@@ -290,6 +292,9 @@ func (p *Pool) call(ctx context.Context, pick func(tried []bool) *endpoint, fn f
 			e.setUp(p.logger, false, err)
 		case connect.CodeResourceExhausted, connect.CodeAborted:
 			// Busy, not broken: retry elsewhere but keep the endpoint.
+			if d := retryAfterOf(err); d > wait {
+				wait = d
+			}
 		case connect.CodeUnauthenticated, connect.CodePermissionDenied:
 			p.logger.Error("inference endpoint refused the token", "endpoint", e.name)
 			return fmt.Errorf("inference: %s: %w", e.name, err)
@@ -300,7 +305,47 @@ func (p *Pool) call(ctx context.Context, pick func(tried []bool) *endpoint, fn f
 	}
 	// The last error is text only: it must not make errors.Is match, say,
 	// context.DeadlineExceeded of an attempt when the caller has time left.
-	return fmt.Errorf("%w: %d attempts failed, last: %v", ErrUnavailable, attempts, last)
+	return &UnavailableError{
+		msg:        fmt.Sprintf("%v: %d attempts failed, last: %v", ErrUnavailable, attempts, last),
+		RetryAfter: wait,
+	}
+}
+
+// UnavailableError is the error Generate returns when no server could
+// serve the call; errors.Is(err, ErrUnavailable) holds. RetryAfter, when
+// not zero, is how long the busiest tier asked callers to wait (its queue
+// and expected wait were too long); answer 503 with that Retry-After.
+type UnavailableError struct {
+	msg        string
+	RetryAfter time.Duration
+}
+
+func (e *UnavailableError) Error() string { return e.msg }
+
+// Is makes errors.Is(err, ErrUnavailable) true.
+func (e *UnavailableError) Is(target error) bool { return target == ErrUnavailable }
+
+// RetryAfter returns the wait a tier asked for in err, if any.
+func RetryAfter(err error) (time.Duration, bool) {
+	var ue *UnavailableError
+	if errors.As(err, &ue) && ue.RetryAfter > 0 {
+		return ue.RetryAfter, true
+	}
+	return 0, false
+}
+
+// retryAfterOf reads the Retry-After seconds a tier put in a
+// ResourceExhausted error's metadata.
+func retryAfterOf(err error) time.Duration {
+	var cerr *connect.Error
+	if !errors.As(err, &cerr) {
+		return 0
+	}
+	secs, convErr := strconv.Atoi(cerr.Meta().Get(retryAfterHeader))
+	if convErr != nil || secs <= 0 || secs > 3600 {
+		return 0
+	}
+	return time.Duration(secs) * time.Second
 }
 
 func (p *Pool) attempt(ctx context.Context, e *endpoint, fn func(context.Context, *endpoint) error) error {

@@ -112,6 +112,10 @@ type Observer interface {
 
 // Validate reports every problem at once.
 func (c Config) Validate() error {
+	return errors.Join(c.validateWorkers(), c.ValidateQueue())
+}
+
+func (c Config) validateWorkers() error {
 	var errs []error
 	if len(c.Workers) == 0 {
 		errs = append(errs, errors.New("sched: no workers"))
@@ -132,6 +136,13 @@ func (c Config) Validate() error {
 			errs = append(errs, fmt.Errorf("sched: worker %q serves no model", w.ID))
 		}
 	}
+	return errors.Join(errs...)
+}
+
+// ValidateQueue checks everything but the workers, for callers that learn
+// the workers later.
+func (c Config) ValidateQueue() error {
+	var errs []error
 	for name, cl := range c.Classes {
 		if name == "" {
 			errs = append(errs, errors.New("sched: a class has no name"))
@@ -162,6 +173,10 @@ type Job struct {
 	Key string
 	// Class names the plan class; unknown means the default class.
 	Class string
+	// AdmitBy, when set, refuses the job at admission if its expected
+	// wait ends later; otherwise ctx's deadline is used. Set it when the
+	// job outlives the caller that asked first (a shared generation).
+	AdmitBy time.Time
 }
 
 // Attempt is what one try of a job gets: the worker chosen and a function
@@ -350,7 +365,11 @@ func (s *Scheduler) admit(ctx context.Context, job Job) (*waiter, error) {
 	case wait > s.cfg.MaxWait:
 		reason = "wait"
 	}
-	if deadline, ok := ctx.Deadline(); ok && reason == "" && s.now().Add(wait).After(deadline) {
+	deadline, ok := ctx.Deadline()
+	if !job.AdmitBy.IsZero() && (!ok || job.AdmitBy.Before(deadline)) {
+		deadline, ok = job.AdmitBy, true
+	}
+	if ok && reason == "" && s.now().Add(wait).After(deadline) {
 		reason = "deadline"
 	}
 	if reason != "" {
@@ -360,8 +379,8 @@ func (s *Scheduler) admit(ctx context.Context, job Job) (*waiter, error) {
 	}
 	w := &waiter{job: job, class: cl, since: s.now(), attempt: 1, ready: make(chan *worker, 1)}
 	s.enqueueLocked(w, false)
-	depth := cl.byModel[job.Model]
 	s.dispatchLocked()
+	depth := cl.byModel[job.Model]
 	s.mu.Unlock()
 	s.observe(func(o Observer) { o.Queued(job.Model, job.Class, depth) })
 	return w, nil

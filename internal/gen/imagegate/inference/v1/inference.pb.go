@@ -557,6 +557,12 @@ type Model struct {
 	// Whether the backend ignores letter case in prompts; the gateway folds
 	// case in cache keys only when this is true.
 	CaseInsensitive bool `protobuf:"varint,8,opt,name=case_insensitive,json=caseInsensitive,proto3" json:"case_insensitive,omitempty"`
+	// Price of one image in credits from the tier's model catalogue; 0 means
+	// the catalogue sets none and the gateway's own prices apply.
+	PriceCredits int64 `protobuf:"varint,9,opt,name=price_credits,json=priceCredits,proto3" json:"price_credits,omitempty"`
+	// Steps and guidance used when a request leaves them zero.
+	DefaultSteps    uint32  `protobuf:"varint,10,opt,name=default_steps,json=defaultSteps,proto3" json:"default_steps,omitempty"`
+	DefaultGuidance float32 `protobuf:"fixed32,11,opt,name=default_guidance,json=defaultGuidance,proto3" json:"default_guidance,omitempty"`
 	unknownFields   protoimpl.UnknownFields
 	sizeCache       protoimpl.SizeCache
 }
@@ -647,6 +653,27 @@ func (x *Model) GetCaseInsensitive() bool {
 	return false
 }
 
+func (x *Model) GetPriceCredits() int64 {
+	if x != nil {
+		return x.PriceCredits
+	}
+	return 0
+}
+
+func (x *Model) GetDefaultSteps() uint32 {
+	if x != nil {
+		return x.DefaultSteps
+	}
+	return 0
+}
+
+func (x *Model) GetDefaultGuidance() float32 {
+	if x != nil {
+		return x.DefaultGuidance
+	}
+	return 0
+}
+
 var File_imagegate_inference_v1_inference_proto protoreflect.FileDescriptor
 
 const file_imagegate_inference_v1_inference_proto_rawDesc = "" +
@@ -691,7 +718,7 @@ const file_imagegate_inference_v1_inference_proto_rawDesc = "" +
 	"\x05event\"\x13\n" +
 	"\x11ListModelsRequest\"K\n" +
 	"\x12ListModelsResponse\x125\n" +
-	"\x06models\x18\x01 \x03(\v2\x1d.imagegate.inference.v1.ModelR\x06models\"\xeb\x01\n" +
+	"\x06models\x18\x01 \x03(\v2\x1d.imagegate.inference.v1.ModelR\x06models\"\xe0\x02\n" +
 	"\x05Model\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\tR\aversion\x12\x12\n" +
@@ -700,7 +727,11 @@ const file_imagegate_inference_v1_inference_proto_rawDesc = "" +
 	"\x06styles\x18\x05 \x03(\tR\x06styles\x12\x14\n" +
 	"\x05sizes\x18\x06 \x03(\rR\x05sizes\x12%\n" +
 	"\x0esupports_edits\x18\a \x01(\bR\rsupportsEdits\x12)\n" +
-	"\x10case_insensitive\x18\b \x01(\bR\x0fcaseInsensitive2\xd2\x02\n" +
+	"\x10case_insensitive\x18\b \x01(\bR\x0fcaseInsensitive\x12#\n" +
+	"\rprice_credits\x18\t \x01(\x03R\fpriceCredits\x12#\n" +
+	"\rdefault_steps\x18\n" +
+	" \x01(\rR\fdefaultSteps\x12)\n" +
+	"\x10default_guidance\x18\v \x01(\x02R\x0fdefaultGuidance2\xd2\x02\n" +
 	"\x10InferenceService\x12b\n" +
 	"\bGenerate\x12'.imagegate.inference.v1.GenerateRequest\x1a(.imagegate.inference.v1.GenerateResponse\"\x03\x90\x02\x01\x12p\n" +
 	"\x0eGenerateStream\x12'.imagegate.inference.v1.GenerateRequest\x1a..imagegate.inference.v1.GenerateStreamResponse\"\x03\x90\x02\x010\x01\x12h\n" +

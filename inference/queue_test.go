@@ -1,0 +1,178 @@
+package inference
+
+import (
+	"bytes"
+	"context"
+	"encoding/hex"
+	"errors"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"connectrpc.com/connect"
+
+	"github.com/imagegate/imagegate/inference/sched"
+	inferencev1 "github.com/imagegate/imagegate/internal/gen/imagegate/inference/v1"
+)
+
+func testPool(t testing.TB, url string) *Pool {
+	t.Helper()
+	p, err := newPool(PoolConfig{URLs: []string{url}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(p.Close)
+	return p
+}
+
+func TestServerRefusesWhenTheQueueIsFull(t *testing.T) {
+	t.Parallel()
+	b := newTestBackend("test")
+	b.started = make(chan struct{}, 4)
+	b.release = make(chan struct{})
+	s, srv, reg := startServer(t, ServerConfig{MaxConcurrent: 1, Queue: QueueConfig{MaxQueue: 1}}, b)
+	queued := make(chan struct{}, 1)
+	s.queued = func() { queued <- struct{}{} }
+	client := newClient(t, srv.URL)
+	errs := make(chan error, 2)
+	go func() {
+		_, err := client.Generate(t.Context(), connect.NewRequest(testRequest("one")))
+		errs <- err
+	}()
+	<-b.started
+	go func() {
+		_, err := client.Generate(t.Context(), connect.NewRequest(testRequest("two")))
+		errs <- err
+	}()
+	<-queued
+
+	_, err := client.Generate(t.Context(), connect.NewRequest(testRequest("three")))
+	var cerr *connect.Error
+	if !errors.As(err, &cerr) || cerr.Code() != connect.CodeResourceExhausted || cerr.Meta().Get("Retry-After") == "" {
+		t.Fatalf("third request: %v, want resource_exhausted with Retry-After", err)
+	}
+	// Through the pool the gateway uses: unavailable, with the tier's wait.
+	_, _, err = testPool(t, srv.URL).Generate(t.Context(), "", Request{Prompt: "four", Width: 8, Height: 8, Style: "auto"})
+	if d, ok := RetryAfter(err); !errors.Is(err, ErrUnavailable) || !ok || d < time.Second {
+		t.Errorf("pool: %v (retry after %v), want ErrUnavailable with the tier's Retry-After", err, d)
+	}
+	if got := metricValue(t, reg, "imagegate_inference_rejected_total", map[string]string{"model": "test", "plan": "default", "reason": "queue_full"}); got < 2 {
+		t.Errorf("rejected_total = %v, want at least 2", got)
+	}
+	close(b.release)
+	for range 2 {
+		if err := <-errs; err != nil {
+			t.Error(err)
+		}
+	}
+}
+
+func TestSchedulingNeitherSplitsFlightsNorReachesBackends(t *testing.T) {
+	t.Parallel()
+	b := newTestBackend("test")
+	b.started = make(chan struct{}, 1)
+	b.release = make(chan struct{})
+	var sawScheduling atomic.Bool
+	spy := spyBackend{testBackend: b, saw: &sawScheduling}
+	s, srv, reg := startServer(t, ServerConfig{Queue: QueueConfig{
+		Classes:      map[string]sched.Class{"free": {Weight: 1}, "paid": {Weight: 4}},
+		DefaultClass: "free",
+	}}, spy)
+	joined := make(chan struct{}, 8)
+	s.flights.joined = func() { joined <- struct{}{} }
+	pools := []*Pool{testPool(t, srv.URL), testPool(t, srv.URL), testPool(t, srv.URL)}
+	salt := []byte("gateway salt")
+	errs := make(chan error, 3)
+	for i, p := range pools {
+		go func() {
+			req := Request{Prompt: "same", Width: 8, Height: 8, Seed: 1, Style: "auto", Scheduling: Scheduling{
+				FairnessKey: FairnessKey(salt, []string{"acct-1", "acct-2", "1.2.3.0/24"}[i]),
+				PlanClass:   []string{"free", "paid", "platinum"}[i],
+			}}
+			_, _, err := p.Generate(t.Context(), "", req)
+			errs <- err
+		}()
+		if i == 0 {
+			<-b.started
+		} else {
+			<-joined
+		}
+	}
+	close(b.release)
+	for range pools {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := b.calls.Load(); got != 1 {
+		t.Errorf("three gateways, three accounts, one request: backend ran %d times", got)
+	}
+	if sawScheduling.Load() {
+		t.Error("a backend saw the scheduling fields")
+	}
+	// Metrics say which plan class used the worker, never whose key.
+	families, _ := reg.Gather()
+	key := FairnessKey(salt, "acct-1")
+	for _, f := range families {
+		for _, m := range f.GetMetric() {
+			for _, l := range m.GetLabel() {
+				v := l.GetValue()
+				if strings.Contains(v, hex.EncodeToString(key)) || strings.Contains(v, string(key)) || strings.Contains(v, "acct") {
+					t.Errorf("metric %s label %s=%q carries identity", f.GetName(), l.GetName(), v)
+				}
+				if l.GetName() == "plan" && v != "free" && v != "paid" {
+					t.Errorf("metric %s has plan %q, not a configured class", f.GetName(), v)
+				}
+			}
+		}
+	}
+	if got := metricValue(t, reg, "imagegate_inference_queue_wait_seconds", map[string]string{"model": "test", "plan": "free"}); got != 1 {
+		t.Errorf("queue_wait count = %v, want the one generation, under the first caller's class", got)
+	}
+}
+
+// spyBackend records whether a request reaching the backend carried
+// scheduling fields.
+type spyBackend struct {
+	*testBackend
+	saw *atomic.Bool
+}
+
+func (s spyBackend) Generate(ctx context.Context, req Request, progress ProgressFunc) (Result, error) {
+	if req.Scheduling.FairnessKey != nil || req.Scheduling.PlanClass != "" {
+		s.saw.Store(true)
+	}
+	return s.testBackend.Generate(ctx, req, progress)
+}
+
+func TestFairnessKeyIsOpaque(t *testing.T) {
+	t.Parallel()
+	a, b := FairnessKey([]byte("salt-1"), "acct-1"), FairnessKey([]byte("salt-2"), "acct-1")
+	if bytes.Equal(a, b) || len(a) != 16 || bytes.Contains(a, []byte("acct")) {
+		t.Errorf("keys %x and %x: want 16 bytes, different per salt", a, b)
+	}
+	if !bytes.Equal(a, FairnessKey([]byte("salt-1"), "acct-1")) {
+		t.Error("the same subject and salt gave different keys")
+	}
+	fields := (&inferencev1.Scheduling{}).ProtoReflect().Descriptor().Fields()
+	var names []string
+	for i := range fields.Len() {
+		names = append(names, string(fields.Get(i).Name()))
+	}
+	if strings.Join(names, ",") != "fairness_key,plan_class" {
+		t.Errorf("Scheduling fields %v changed: a new one must not identify the requester (X1)", names)
+	}
+}
+
+func TestServerRefusesOversizedSchedulingFields(t *testing.T) {
+	t.Parallel()
+	_, srv, _ := startServer(t, ServerConfig{}, newTestBackend("test"))
+	client := newClient(t, srv.URL)
+	req := testRequest("x")
+	req.Scheduling = &inferencev1.Scheduling{FairnessKey: make([]byte, 33), PlanClass: strings.Repeat("p", 65)}
+	_, err := client.Generate(t.Context(), connect.NewRequest(req))
+	if connect.CodeOf(err) != connect.CodeInvalidArgument || !strings.Contains(err.Error(), "fairness key") || !strings.Contains(err.Error(), "plan class") {
+		t.Errorf("got %v", err)
+	}
+}
