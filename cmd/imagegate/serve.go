@@ -313,7 +313,7 @@ func newSystem(ctx context.Context, cfg serveConfig, logger *slog.Logger) (_ *sy
 	if len(urls) == 0 {
 		// One code path: the in-process tier is still reached over Connect
 		// on loopback, with a token nobody else knows.
-		url, tok, closeTier, err := startLocalTier(reg, logger)
+		url, tok, closeTier, err := startLocalTier(cfg.ConfigFile, reg, logger)
 		if err != nil {
 			return nil, err
 		}
@@ -479,12 +479,17 @@ func newSigner(cfg serveConfig) (*edge.Signer, error) {
 	return edge.NewSigner(edge.SignerConfig{Current: cur, Previous: []byte(cfg.SigningKeyPrev), TTL: cfg.LinkTTL}, time.Now)
 }
 
-// startLocalTier runs the inference service on a loopback port.
-func startLocalTier(reg prometheus.Registerer, logger *slog.Logger) (url, token string, stop func(context.Context) error, err error) {
+// startLocalTier runs the inference service on a loopback port, with the
+// catalogue in the [inference] section of configFile (empty: retro alone).
+func startLocalTier(configFile string, reg prometheus.Registerer, logger *slog.Logger) (url, token string, stop func(context.Context) error, err error) {
 	var b [32]byte
 	rand.Read(b[:])
 	token = hex.EncodeToString(b[:])
-	tier, err := newTier(inference.ServerConfig{Token: token}, reg, logger.With("component", "inference"))
+	setup, err := loadTierConfig(configFile)
+	if err != nil {
+		return "", "", nil, err
+	}
+	tier, err := newTier(inference.ServerConfig{Token: token}, setup, reg, logger.With("component", "inference"))
 	if err != nil {
 		return "", "", nil, err
 	}

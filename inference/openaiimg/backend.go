@@ -46,8 +46,9 @@ const DefaultMaxImageBytes = 64 << 20
 const maxErrorBytes = 64 << 10
 
 // ErrConfig marks a failure of the deployment rather than the request: a
-// refused API key, an unknown model. Retrying does not help.
-var ErrConfig = errors.New("openaiimg: endpoint refused the configuration")
+// refused API key, an unknown model. Retrying does not help; it wraps
+// inference.ErrBackendConfig, so the tier does not retry it.
+var ErrConfig = fmt.Errorf("openaiimg: endpoint refused the configuration: %w", inference.ErrBackendConfig)
 
 // Config configures a Backend.
 type Config struct {
