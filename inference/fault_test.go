@@ -1,0 +1,196 @@
+package inference_test
+
+import (
+	"bytes"
+	"image/png"
+	"net/http/httptest"
+	"os"
+	"testing"
+	"time"
+
+	"connectrpc.com/connect"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/imagegate/imagegate/inference"
+	"github.com/imagegate/imagegate/inference/comfyui"
+	"github.com/imagegate/imagegate/internal/fakecomfy"
+	"github.com/imagegate/imagegate/internal/faultnet"
+	inferencev1 "github.com/imagegate/imagegate/internal/gen/imagegate/inference/v1"
+	"github.com/imagegate/imagegate/internal/gen/imagegate/inference/v1/inferencev1connect"
+)
+
+// comfyTier runs a tier whose one model runs on the ComfyUI servers at
+// urls, in that order of preference when all are idle.
+func comfyTier(t *testing.T, cfg inference.ServerConfig, urls ...string) (inferencev1connect.InferenceServiceClient, *prometheus.Registry) {
+	t.Helper()
+	data, err := os.ReadFile("comfyui/testdata/txt2img.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ckpt := []string{"sd_xl_base_1.0.safetensors"}
+	w, err := comfyui.ParseWorkflow(data, ckpt, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var servers []comfyui.Server
+	for _, u := range urls {
+		servers = append(servers, comfyui.Server{URL: u})
+	}
+	b, err := comfyui.New(comfyui.Config{
+		Info:    inference.ModelInfo{Name: "sdxl", Kind: "neural", Sizes: []int{512}},
+		Servers: servers, Workflows: map[string]comfyui.Workflow{"auto": w}, Checkpoints: ckpt, DefaultSteps: 3,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg := prometheus.NewRegistry()
+	s, err := inference.NewServer(cfg, []inference.Backend{b}, reg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(s.Handler())
+	t.Cleanup(srv.Close)
+	return inferencev1connect.NewInferenceServiceClient(srv.Client(), srv.URL), reg
+}
+
+func request(prompt string) *connect.Request[inferencev1.GenerateRequest] {
+	return connect.NewRequest(&inferencev1.GenerateRequest{Prompt: prompt, Width: 512, Height: 512, Seed: 7})
+}
+
+// generate calls Generate and fails the test if the call outlives guard,
+// which is far beyond any deadline in these tests: a hang fails, it does
+// not stall the suite.
+func generate(t *testing.T, client inferencev1connect.InferenceServiceClient, prompt string) (*inferencev1.GenerateResponse, error) {
+	t.Helper()
+	type reply struct {
+		res *connect.Response[inferencev1.GenerateResponse]
+		err error
+	}
+	done := make(chan reply, 1)
+	go func() {
+		res, err := client.Generate(t.Context(), request(prompt))
+		done <- reply{res, err}
+	}()
+	select {
+	case r := <-done:
+		if r.err != nil {
+			return nil, r.err
+		}
+		return r.res.Msg, nil
+	case <-time.After(60 * time.Second):
+		t.Fatal("the call hung past every deadline")
+		return nil, nil
+	}
+}
+
+func retries(t *testing.T, reg *prometheus.Registry) float64 {
+	t.Helper()
+	families, _ := reg.Gather()
+	total := 0.0
+	for _, f := range families {
+		if f.GetName() == "imagegate_inference_tier_retries_total" {
+			for _, m := range f.GetMetric() {
+				total += m.GetCounter().GetValue()
+			}
+		}
+	}
+	return total
+}
+
+func TestFaultsBetweenTierAndBackend(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name     string
+		mode     faultnet.Mode
+		latency  time.Duration
+		failOver bool // the job must end on the healthy server
+	}{
+		{"reset", faultnet.Reset, 0, true},
+		{"blackhole", faultnet.Blackhole, 0, true},
+		{"latency", faultnet.Pass, 2 * time.Millisecond, false},
+		{"slow close", faultnet.SlowClose, 300 * time.Millisecond, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			faulty, healthy := fakecomfy.Start(t), fakecomfy.Start(t)
+			proxy := faultnet.Start(t, faulty.Listener.Addr().String())
+			proxy.Set(tc.mode, tc.latency)
+			client, reg := comfyTier(t, inference.ServerConfig{
+				GenerateTimeout: 30 * time.Second,
+				Queue:           inference.QueueConfig{StallTimeout: 3 * time.Second},
+			}, "http://"+proxy.Addr(), healthy.URL)
+			res, err := generate(t, client, "a lighthouse")
+			if err != nil {
+				t.Fatalf("generation failed: %v", err)
+			}
+			if cfg, err := png.DecodeConfig(bytes.NewReader(res.GetImage())); err != nil || cfg.Width != 512 {
+				t.Fatalf("image: %+v %v", cfg, err)
+			}
+			onFaulty, onHealthy := faulty.Counts().Executed, healthy.Counts().Executed
+			if tc.failOver {
+				if onFaulty != 0 || onHealthy != 1 || retries(t, reg) < 1 {
+					t.Errorf("executed faulty %d healthy %d, retries %v: want the job failed over", onFaulty, onHealthy, retries(t, reg))
+				}
+			} else if onFaulty != 1 || onHealthy != 0 {
+				t.Errorf("executed faulty %d healthy %d: a slow but working server should have served it", onFaulty, onHealthy)
+			}
+		})
+	}
+}
+
+func TestBackendKilledMidJobFailsOver(t *testing.T) {
+	t.Parallel()
+	doomed, healthy := fakecomfy.Start(t), fakecomfy.Start(t)
+	doomed.Hold()
+	client, reg := comfyTier(t, inference.ServerConfig{GenerateTimeout: 30 * time.Second}, doomed.URL, healthy.URL)
+	done := make(chan error, 1)
+	go func() {
+		_, err := generate(t, client, "a lighthouse")
+		done <- err
+	}()
+	<-doomed.Started() // the job is running on the doomed server
+	doomed.Close()     // as SIGKILL would: every connection drops
+	if err := <-done; err != nil {
+		t.Fatalf("the job did not fail over: %v", err)
+	}
+	if healthy.Counts().Executed != 1 || retries(t, reg) != 1 {
+		t.Errorf("healthy executed %d, retries %v", healthy.Counts().Executed, retries(t, reg))
+	}
+}
+
+func TestNoCallHangsPastItsDeadline(t *testing.T) {
+	t.Parallel()
+	silent := fakecomfy.Start(t)
+	proxy := faultnet.Start(t, silent.Listener.Addr().String())
+	proxy.Set(faultnet.Blackhole, 0)
+	// One worker, silent; the watchdog is slower than the deadline, so
+	// only the deadline can end the call.
+	client, reg := comfyTier(t, inference.ServerConfig{
+		GenerateTimeout: 300 * time.Millisecond,
+		Queue:           inference.QueueConfig{StallTimeout: time.Hour},
+	}, "http://"+proxy.Addr())
+	_, err := generate(t, client, "a lighthouse")
+	if connect.CodeOf(err) != connect.CodeDeadlineExceeded {
+		t.Fatalf("got %v, want deadline_exceeded", err)
+	}
+	families, _ := reg.Gather()
+	found := false
+	for _, f := range families {
+		if f.GetName() == "imagegate_inference_cancellations_total" {
+			for _, m := range f.GetMetric() {
+				found = found || m.GetCounter().GetValue() >= 1
+			}
+		}
+	}
+	if !found {
+		t.Error("the expired generation was not counted as canceled")
+	}
+	// With every attempt refused fast (resets), the generation fails after
+	// the attempt cap instead of spinning until its deadline.
+	proxy.Set(faultnet.Reset, 0)
+	client2, reg2 := comfyTier(t, inference.ServerConfig{GenerateTimeout: time.Minute, Queue: inference.QueueConfig{MaxAttempts: 3}}, "http://"+proxy.Addr())
+	_, err = generate(t, client2, "a lighthouse")
+	if connect.CodeOf(err) != connect.CodeAborted || retries(t, reg2) != 2 {
+		t.Errorf("got %v after %v retries, want aborted after 2 retries", err, retries(t, reg2))
+	}
+}
