@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -175,4 +176,62 @@ func TestServerRefusesOversizedSchedulingFields(t *testing.T) {
 	if connect.CodeOf(err) != connect.CodeInvalidArgument || !strings.Contains(err.Error(), "fairness key") || !strings.Contains(err.Error(), "plan class") {
 		t.Errorf("got %v", err)
 	}
+}
+
+// BenchmarkCrossEdgeDedup sends 100 identical misses spread over 3
+// gateways (3 pools) to one tier and reports how many backend calls they
+// made; the baseline sends 100 different requests the same way.
+func BenchmarkCrossEdgeDedup(b *testing.B) {
+	for _, mode := range []struct {
+		name      string
+		identical bool
+	}{{"identical", true}, {"distinct-baseline", false}} {
+		b.Run(mode.name, func(b *testing.B) {
+			var calls int64
+			for b.Loop() {
+				calls = crossEdgeRound(b, mode.identical)
+			}
+			b.ReportMetric(100, "requests")
+			b.ReportMetric(float64(calls), "backend-calls")
+		})
+	}
+}
+
+func crossEdgeRound(b *testing.B, identical bool) int64 {
+	b.Helper()
+	backend := newTestBackend("test")
+	backend.release = make(chan struct{})
+	s, srv, _ := startServer(b, ServerConfig{MaxConcurrent: 128}, backend)
+	joined := make(chan struct{}, 100)
+	s.flights.joined = func() { joined <- struct{}{} }
+	started := make(chan struct{}, 100)
+	backend.started = started
+	pools := []*Pool{testPool(b, srv.URL), testPool(b, srv.URL), testPool(b, srv.URL)}
+	errs := make(chan error, 100)
+	for i := range 100 {
+		prompt := "the same miss"
+		if !identical {
+			prompt = fmt.Sprintf("miss %d", i)
+		}
+		go func() {
+			_, _, err := pools[i%3].Generate(b.Context(), "", Request{Prompt: prompt, Width: 8, Height: 8, Seed: 1, Style: "auto",
+				Scheduling: Scheduling{FairnessKey: []byte{byte(i)}, PlanClass: "default"}})
+			errs <- err
+		}()
+	}
+	// Hold the backend until every request has either started a call or
+	// joined one, so the count does not depend on timing.
+	for range 100 {
+		select {
+		case <-joined:
+		case <-started:
+		}
+	}
+	close(backend.release)
+	for range 100 {
+		if err := <-errs; err != nil {
+			b.Fatal(err)
+		}
+	}
+	return backend.calls.Load()
 }

@@ -201,6 +201,7 @@ type Scheduler struct {
 	cost    map[string]float64
 	// capacity by model: total slots of the workers serving it.
 	capacity map[string]int
+	running  map[*waiter]struct{}
 }
 
 type class struct {
@@ -238,6 +239,8 @@ type waiter struct {
 	excluded map[string]bool
 	ready    chan *worker // receives the worker once dispatched; buffered
 	charged  float64      // cost charged at dispatch, corrected at release
+	// Passes of the class and flow when the job was dispatched.
+	classStart, flowStart float64
 }
 
 // New returns a scheduler for cfg.
@@ -270,6 +273,7 @@ func New(cfg Config) (*Scheduler, error) {
 		classes:  map[string]*class{},
 		cost:     map[string]float64{},
 		capacity: map[string]int{},
+		running:  map[*waiter]struct{}{},
 	}
 	if s.now == nil {
 		s.now = time.Now
@@ -431,16 +435,17 @@ func (s *Scheduler) enqueueLocked(w *waiter, front bool) {
 	cl := w.class
 	f := cl.keys[w.job.Key]
 	if f == nil {
-		f = &flow{pass: cl.vtime}
+		f = &flow{} // its pass is raised to the floor just below
 		cl.keys[w.job.Key] = f
 	}
 	if len(f.queue) == 0 {
-		// A flow rejoining after idling starts at the class's current
-		// pass: idle time banks no credit.
-		f.pass = max(f.pass, cl.vtime)
+		// A flow rejoining after idling starts no lower than the flows
+		// waiting now (or, with none, the last one served): idle time
+		// banks no credit.
+		f.pass = max(f.pass, s.flowFloorLocked(cl))
 	}
 	if cl.queued == 0 {
-		cl.pass = max(cl.pass, s.vtime)
+		cl.pass = max(cl.pass, s.classFloorLocked())
 	}
 	w.flow = f
 	if front {
@@ -451,6 +456,57 @@ func (s *Scheduler) enqueueLocked(w *waiter, front bool) {
 	cl.queued++
 	cl.byModel[w.job.Model]++
 	s.queued++
+}
+
+// classFloorLocked is the scheduler's virtual time: the lowest of the
+// passes of classes with jobs waiting and the start passes of jobs
+// running, or the start pass of the job dispatched last when there are
+// neither. A class rejoining starts there. Taking it from what waits and
+// runs now, rather than from the last dispatch alone, keeps it right when
+// release corrects an estimated charge.
+func (s *Scheduler) classFloorLocked() float64 {
+	floor, found := 0.0, false
+	lower := func(p float64) {
+		if !found || p < floor {
+			floor, found = p, true
+		}
+	}
+	for _, cl := range s.classes {
+		if cl.queued > 0 {
+			lower(cl.pass)
+		}
+	}
+	for w := range s.running {
+		lower(w.classStart)
+	}
+	if !found {
+		return s.vtime
+	}
+	return floor
+}
+
+// flowFloorLocked is classFloorLocked within a class, over its flows.
+func (s *Scheduler) flowFloorLocked(cl *class) float64 {
+	floor, found := 0.0, false
+	lower := func(p float64) {
+		if !found || p < floor {
+			floor, found = p, true
+		}
+	}
+	for _, f := range cl.keys {
+		if len(f.queue) > 0 {
+			lower(f.pass)
+		}
+	}
+	for w := range s.running {
+		if w.class == cl {
+			lower(w.flowStart)
+		}
+	}
+	if !found {
+		return cl.vtime
+	}
+	return floor
 }
 
 // removeLocked takes w out of its flow's queue.
@@ -483,6 +539,8 @@ func (s *Scheduler) dispatchLocked() {
 		s.dequeuedLocked(w)
 		cost := s.costLocked(w.job.Model)
 		cl := w.class
+		w.classStart, w.flowStart = cl.pass, w.flow.pass
+		s.running[w] = struct{}{}
 		s.vtime = cl.pass
 		cl.pass += cost / float64(cl.cfg.Weight)
 		cl.vtime = w.flow.pass
@@ -631,6 +689,7 @@ func (s *Scheduler) release(wk *worker, w *waiter, run time.Duration, err error,
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	job := w.job
+	delete(s.running, w)
 	wk.busy--
 	w.class.running--
 	delta := run.Seconds() - w.charged
