@@ -128,8 +128,18 @@ func TestSchedulingNeitherSplitsFlightsNorReachesBackends(t *testing.T) {
 			}
 		}
 	}
-	if got := metricValue(t, reg, "imagegate_inference_queue_wait_seconds", map[string]string{"model": "test", "plan": "free"}); got != 1 {
+	free := map[string]string{"model": "test", "plan": "free"}
+	if got := metricValue(t, reg, "imagegate_inference_queue_wait_seconds", free); got != 1 {
 		t.Errorf("queue_wait count = %v, want the one generation, under the first caller's class", got)
+	}
+	if got := metricValue(t, reg, "imagegate_inference_run_seconds", free); got != 1 {
+		t.Errorf("run_seconds count = %v, want 1", got)
+	}
+	if got := metricValue(t, reg, "imagegate_inference_worker_seconds_total", free); got <= 0 {
+		t.Errorf("worker_seconds_total = %v, want the time the one generation held its slot", got)
+	}
+	if got := metricValue(t, reg, "imagegate_inference_queue_depth", free); got != 0 {
+		t.Errorf("queue_depth = %v after all finished", got)
 	}
 }
 

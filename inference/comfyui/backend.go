@@ -498,14 +498,20 @@ func refusal(path string, body []byte) error {
 		} `json:"node_errors"`
 	}
 	_ = json.Unmarshal(body, &e)
+	// Only ComfyUI's error types go into the error, never its messages:
+	// they quote input values, the prompt among them, and errors are
+	// logged (promise C4).
+	var types []string
 	for _, ne := range e.NodeErrors {
 		for _, d := range ne.Errors {
 			if d.Type == "value_bigger_than_max" || d.Type == "value_smaller_than_min" {
-				return invalid("%s refused a value: %s", path, d.Message)
+				return invalid("%s refused a value out of range (%s)", path, d.Type)
 			}
+			types = append(types, d.Type)
 		}
 	}
-	return fmt.Errorf("comfyui: %s refused the workflow: %s: %s", path, e.Error.Type, e.Error.Message)
+	slices.Sort(types)
+	return fmt.Errorf("comfyui: %s refused the workflow: %s %v", path, e.Error.Type, slices.Compact(types))
 }
 
 // queue submits a rendered workflow and returns its prompt ID.

@@ -450,3 +450,16 @@ func FuzzParseWorkflow(f *testing.F) {
 		}
 	})
 }
+
+func TestErrorsNeverQuoteThePrompt(t *testing.T) {
+	t.Parallel()
+	secret := "a very private prompt"
+	body := []byte(`{"error": {"type": "prompt_outputs_failed_validation", "message": "` + secret + `"}, "node_errors": {"6": {"errors": [{"type": "invalid_input_type", "message": "bad value: ` + secret + `"}]}}}`)
+	if err := refusal("/prompt", body); err == nil || strings.Contains(err.Error(), secret) || !strings.Contains(err.Error(), "invalid_input_type") {
+		t.Errorf("refusal: %v", err)
+	}
+	ev, err := decodeMessage([]byte(`{"type": "execution_error", "data": {"prompt_id": "p", "node_id": "6", "node_type": "CLIPTextEncode", "exception_type": "ValueError", "exception_message": "` + secret + `"}}`))
+	if err != nil || strings.Contains(ev.detail, secret) || !strings.Contains(ev.detail, "ValueError in node 6") {
+		t.Errorf("execution_error detail %q, %v", ev.detail, err)
+	}
+}

@@ -48,8 +48,8 @@ func decodeMessage(data []byte) (event, error) {
 		Value            float64 `json:"value"`
 		Max              float64 `json:"max"`
 		NodeType         string  `json:"node_type"`
+		NodeID           string  `json:"node_id"`
 		ExceptionType    string  `json:"exception_type"`
-		ExceptionMessage string  `json:"exception_message"`
 	}
 	switch m.Type {
 	case "progress", "executing", "executed", "execution_success", "execution_error", "execution_interrupted":
@@ -83,7 +83,9 @@ func decodeMessage(data []byte) (event, error) {
 		ev.kind = eventDone
 	case "execution_error":
 		ev.kind = eventFailed
-		ev.detail = fmt.Sprintf("%s in node %s (%s)", d.ExceptionType, ev.node, d.NodeType)
+		// The exception message is left out: it may quote inputs, the
+		// prompt among them, and errors are logged.
+		ev.detail = fmt.Sprintf("%s in node %s (%s)", d.ExceptionType, d.NodeID, d.NodeType)
 	case "execution_interrupted":
 		ev.kind = eventInterrupted
 	}

@@ -361,13 +361,15 @@ func (b *Backend) fetch(ctx context.Context, raw string) ([]byte, error) {
 type APIError struct {
 	Status     int
 	Type, Code string
-	Message    string
+	// Message is the provider's text. Error leaves it out: some servers
+	// quote the prompt in it, and errors are logged (promise C4).
+	Message string
 	// RetryAfter is the endpoint's Retry-After, if any.
 	RetryAfter time.Duration
 }
 
 func (e *APIError) Error() string {
-	return fmt.Sprintf("openaiimg: HTTP %d %s/%s: %s", e.Status, e.Type, e.Code, e.Message)
+	return fmt.Sprintf("openaiimg: HTTP %d %s/%s", e.Status, e.Type, e.Code)
 }
 
 // mapError reads an error answer: {"error": {"message", "type", "param",

@@ -264,3 +264,14 @@ type nopCloser struct{ *bytes.Reader }
 func (nopCloser) Close() error { return nil }
 
 func ioNopCloser(b []byte) nopCloser { return nopCloser{bytes.NewReader(b)} }
+
+func TestErrorsNeverQuoteThePrompt(t *testing.T) {
+	t.Parallel()
+	secret := "a very private prompt"
+	srv := replay(t, http.StatusBadRequest, []byte(`{"error": {"message": "cannot draw `+secret+`", "type": "invalid_request_error", "code": "bad_prompt"}}`))
+	_, err := newBackend(t, srv.URL+"/v1", "k", "gpt-image-1", "").Generate(t.Context(), inference.Request{Prompt: secret, Width: 256, Height: 256}, nil)
+	var ae *APIError
+	if err == nil || strings.Contains(err.Error(), secret) || !errors.As(err, &ae) || !strings.Contains(ae.Message, secret) {
+		t.Errorf("got %v: want the message kept in the field but out of the text", err)
+	}
+}
