@@ -43,13 +43,13 @@ func decodeMessage(data []byte) (event, error) {
 		return event{}, fmt.Errorf("comfyui: websocket message: %w", err)
 	}
 	var d struct {
-		PromptID         string  `json:"prompt_id"`
-		Node             *string `json:"node"`
-		Value            float64 `json:"value"`
-		Max              float64 `json:"max"`
-		NodeType         string  `json:"node_type"`
-		NodeID           string  `json:"node_id"`
-		ExceptionType    string  `json:"exception_type"`
+		PromptID      string  `json:"prompt_id"`
+		Node          *string `json:"node"`
+		Value         float64 `json:"value"`
+		Max           float64 `json:"max"`
+		NodeType      string  `json:"node_type"`
+		NodeID        string  `json:"node_id"`
+		ExceptionType string  `json:"exception_type"`
 	}
 	switch m.Type {
 	case "progress", "executing", "executed", "execution_success", "execution_error", "execution_interrupted":
