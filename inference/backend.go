@@ -72,6 +72,11 @@ type ModelTerms struct {
 // nil.
 type ProgressFunc func(fraction float32, stage string)
 
+// PreviewFunc receives a backend's preview of the image in progress,
+// encoded (contentType says how). It may be nil. The bytes belong to the
+// callee once passed.
+type PreviewFunc func(image []byte, contentType string)
+
 // Backend renders images. Implementations must be safe for concurrent use,
 // must honour ctx cancellation, and must return errors wrapping
 // ErrInvalidArgument for requests they cannot serve (unknown style, size or

@@ -3,6 +3,7 @@ package inference_test
 import (
 	"bytes"
 	"image/png"
+	"net/http"
 	"net/http/httptest"
 	"os"
 	"testing"
@@ -21,7 +22,7 @@ import (
 
 // comfyTier runs a tier whose one model runs on the ComfyUI servers at
 // urls, in that order of preference when all are idle.
-func comfyTier(t *testing.T, cfg inference.ServerConfig, urls ...string) (inferencev1connect.InferenceServiceClient, *prometheus.Registry) {
+func comfyTier(t *testing.T, cfg inference.ServerConfig, urls ...string) (inferencev1connect.InferenceServiceClient, *prometheus.Registry, string) {
 	t.Helper()
 	data, err := os.ReadFile("comfyui/testdata/txt2img.json")
 	if err != nil {
@@ -48,9 +49,14 @@ func comfyTier(t *testing.T, cfg inference.ServerConfig, urls ...string) (infere
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := httptest.NewServer(s.Handler())
+	srv := httptest.NewUnstartedServer(s.Handler())
+	protocols := new(http.Protocols)
+	protocols.SetHTTP1(true)
+	protocols.SetUnencryptedHTTP2(true)
+	srv.Config.Protocols = protocols
+	srv.Start()
 	t.Cleanup(srv.Close)
-	return inferencev1connect.NewInferenceServiceClient(srv.Client(), srv.URL), reg
+	return inferencev1connect.NewInferenceServiceClient(srv.Client(), srv.URL), reg, srv.URL
 }
 
 func request(prompt string) *connect.Request[inferencev1.GenerateRequest] {
@@ -115,7 +121,7 @@ func TestFaultsBetweenTierAndBackend(t *testing.T) {
 			faulty, healthy := fakecomfy.Start(t), fakecomfy.Start(t)
 			proxy := faultnet.Start(t, faulty.Listener.Addr().String())
 			proxy.Set(tc.mode, tc.latency)
-			client, reg := comfyTier(t, inference.ServerConfig{
+			client, reg, _ := comfyTier(t, inference.ServerConfig{
 				GenerateTimeout: 30 * time.Second,
 				Queue:           inference.QueueConfig{StallTimeout: 3 * time.Second},
 			}, "http://"+proxy.Addr(), healthy.URL)
@@ -142,7 +148,7 @@ func TestBackendKilledMidJobFailsOver(t *testing.T) {
 	t.Parallel()
 	doomed, healthy := fakecomfy.Start(t), fakecomfy.Start(t)
 	doomed.Hold()
-	client, reg := comfyTier(t, inference.ServerConfig{GenerateTimeout: 30 * time.Second}, doomed.URL, healthy.URL)
+	client, reg, _ := comfyTier(t, inference.ServerConfig{GenerateTimeout: 30 * time.Second}, doomed.URL, healthy.URL)
 	done := make(chan error, 1)
 	go func() {
 		_, err := generate(t, client, "a lighthouse")
@@ -165,7 +171,7 @@ func TestNoCallHangsPastItsDeadline(t *testing.T) {
 	proxy.Set(faultnet.Blackhole, 0)
 	// One worker, silent; the watchdog is slower than the deadline, so
 	// only the deadline can end the call.
-	client, reg := comfyTier(t, inference.ServerConfig{
+	client, reg, _ := comfyTier(t, inference.ServerConfig{
 		GenerateTimeout: 300 * time.Millisecond,
 		Queue:           inference.QueueConfig{StallTimeout: time.Hour},
 	}, "http://"+proxy.Addr())
@@ -188,9 +194,45 @@ func TestNoCallHangsPastItsDeadline(t *testing.T) {
 	// With every attempt refused fast (resets), the generation fails after
 	// the attempt cap instead of spinning until its deadline.
 	proxy.Set(faultnet.Reset, 0)
-	client2, reg2 := comfyTier(t, inference.ServerConfig{GenerateTimeout: time.Minute, Queue: inference.QueueConfig{MaxAttempts: 3}}, "http://"+proxy.Addr())
+	client2, reg2, _ := comfyTier(t, inference.ServerConfig{GenerateTimeout: time.Minute, Queue: inference.QueueConfig{MaxAttempts: 3}}, "http://"+proxy.Addr())
 	_, err = generate(t, client2, "a lighthouse")
 	if connect.CodeOf(err) != connect.CodeAborted || retries(t, reg2) != 2 {
 		t.Errorf("got %v after %v retries, want aborted after 2 retries", err, retries(t, reg2))
+	}
+}
+
+func TestStreamCarriesProgressAndPreviews(t *testing.T) {
+	t.Parallel()
+	fake := fakecomfy.Start(t)
+	fake.Previews = true
+	_, _, url := comfyTier(t, inference.ServerConfig{}, fake.URL)
+	pool, err := inference.NewPool(inference.PoolConfig{URLs: []string{url}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+	var events []inference.Progress
+	res, info, err := pool.GenerateStream(t.Context(), "sdxl", inference.Request{Prompt: "a lighthouse", Width: 512, Height: 512, Seed: 2},
+		func(p inference.Progress) { events = append(events, p) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.Name != "sdxl" || len(res.Image) == 0 {
+		t.Fatalf("result %q, %d bytes", info.Name, len(res.Image))
+	}
+	previews := 0
+	for i, e := range events {
+		if i > 0 && e.Fraction < events[i-1].Fraction {
+			t.Errorf("progress went back: %+v", events)
+		}
+		if len(e.PartialImage) > 0 {
+			previews++
+			if _, err := png.DecodeConfig(bytes.NewReader(e.PartialImage)); err != nil || e.PartialImageType != "image/png" {
+				t.Errorf("partial image %q: %v", e.PartialImageType, err)
+			}
+		}
+	}
+	if len(events) < 3 || previews == 0 {
+		t.Errorf("%d events, %d with previews: want progress and at least one preview", len(events), previews)
 	}
 }

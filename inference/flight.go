@@ -39,12 +39,18 @@ type flight struct {
 	fraction float32
 	stage    string
 	changed  chan struct{} // closed and replaced on every announcement
+	// The backend's latest preview, numbered from 1; waiters get it with
+	// the next announcement, so previews cost no more events than
+	// progress does.
+	previewSeq  int
+	previewImg  []byte
+	previewType string
 }
 
 // do returns the flight in progress for key, or starts one running work in
 // a new goroutine. joined reports whether the flight already existed.
 // work receives the flight's progress reporter.
-func (g *flightGroup) do(key flightKey, work func(progress ProgressFunc) (Result, error)) (f *flight, joined bool) {
+func (g *flightGroup) do(key flightKey, work func(progress ProgressFunc, preview PreviewFunc) (Result, error)) (f *flight, joined bool) {
 	g.mu.Lock()
 	if f, ok := g.flights[key]; ok {
 		hook := g.joined
@@ -74,7 +80,7 @@ func (g *flightGroup) do(key flightKey, work func(progress ProgressFunc) (Result
 			g.mu.Unlock()
 			close(f.done)
 		}()
-		f.res, f.err = work(f.report)
+		f.res, f.err = work(f.report, f.showPreview)
 	}()
 	return f, false
 }
@@ -97,6 +103,24 @@ func (f *flight) report(fraction float32, stage string) {
 	f.step, f.fraction, f.stage = step, fraction, stage
 	close(f.changed)
 	f.changed = make(chan struct{})
+}
+
+// showPreview is the flight's PreviewFunc: it keeps the latest preview.
+func (f *flight) showPreview(img []byte, contentType string) {
+	if len(img) == 0 {
+		return
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.previewSeq++
+	f.previewImg, f.previewType = img, contentType
+}
+
+// latestPreview returns the latest preview and its number (0: none yet).
+func (f *flight) latestPreview() (seq int, img []byte, contentType string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.previewSeq, f.previewImg, f.previewType
 }
 
 // progress returns the latest announcement (step -1 before the first) and a

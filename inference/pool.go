@@ -210,6 +210,70 @@ func (p *Pool) generate(ctx context.Context, model string, req Request) (Result,
 	return res, info, nil
 }
 
+// Progress is one progress event of a streamed generation.
+type Progress struct {
+	Fraction float32
+	Stage    string
+	// PartialImage is the backend's latest preview, when it makes them
+	// and it changed since the last event; PartialImageType is its media
+	// type.
+	PartialImage     []byte
+	PartialImageType string
+}
+
+// GenerateStream is Generate, calling progress for each progress event
+// the tier streams before the image. A retry on another server starts the
+// stream again; progress never sees the fraction go back. Errors are as
+// for Generate.
+func (p *Pool) GenerateStream(ctx context.Context, model string, req Request, progress func(Progress)) (Result, ModelInfo, error) {
+	began := time.Now()
+	res, info, err := p.generateStream(ctx, model, req, progress)
+	p.metrics.duration.WithLabelValues(outcome(ctx, err)).Observe(time.Since(began).Seconds())
+	return res, info, err
+}
+
+func (p *Pool) generateStream(ctx context.Context, model string, req Request, progress func(Progress)) (Result, ModelInfo, error) {
+	msg, err := requestToProto(model, req)
+	if err != nil {
+		return Result{}, ModelInfo{}, err
+	}
+	if progress == nil {
+		progress = func(Progress) {}
+	}
+	var highest float32
+	var out *inferencev1.GenerateResponse
+	err = p.call(ctx, p.pickLeastBusy, func(ctx context.Context, e *endpoint) error {
+		stream, err := e.client.GenerateStream(ctx, withToken(connect.NewRequest(msg), p.cfg.Token))
+		if err != nil {
+			return err
+		}
+		defer stream.Close()
+		for stream.Receive() {
+			switch ev := stream.Msg().GetEvent().(type) {
+			case *inferencev1.GenerateStreamResponse_Progress:
+				pr := ev.Progress
+				highest = max(highest, pr.GetFraction())
+				progress(Progress{Fraction: highest, Stage: pr.GetStage(),
+					PartialImage: pr.GetPartialImage(), PartialImageType: pr.GetPartialImageContentType()})
+			case *inferencev1.GenerateStreamResponse_Result:
+				out = ev.Result
+			}
+		}
+		if err := stream.Err(); err != nil {
+			return err
+		}
+		if out == nil {
+			return connect.NewError(connect.CodeUnavailable, errors.New("stream ended without an image"))
+		}
+		return nil
+	})
+	if err != nil {
+		return Result{}, ModelInfo{}, err
+	}
+	res, info := resultFromProto(out)
+	return res, info, nil
+}
+
 // Models lists the backends of the first healthy server (servers run the
 // same backends). Errors are as for Generate.
 func (p *Pool) Models(ctx context.Context) ([]ModelInfo, error) {

@@ -103,7 +103,9 @@ func (c ServerConfig) schedConfig(workers []sched.Worker) sched.Config {
 // between. Backends that are not Placed run in-process on the local worker.
 type Placed interface {
 	Workers() []Worker
-	GenerateOn(ctx context.Context, worker string, req Request, progress ProgressFunc) (Result, error)
+	// GenerateOn runs req on worker, reporting progress and, when the
+	// backend makes them, previews of the image in progress.
+	GenerateOn(ctx context.Context, worker string, req Request, progress ProgressFunc, preview PreviewFunc) (Result, error)
 }
 
 // localWorker is the worker in-process backends run on.
@@ -271,15 +273,18 @@ func (h service) GenerateStream(ctx context.Context, req *connect.Request[infere
 	if err != nil {
 		return h.s.fail(info.Name, err)
 	}
-	sent := -1
+	sent, sentPreview := -1, 0
 	for {
 		step, fraction, stage, changed := f.progress()
 		if step > sent {
 			sent = step
+			p := &inferencev1.Progress{Fraction: fraction, Stage: stage}
+			if seq, img, ct := f.latestPreview(); seq > sentPreview {
+				sentPreview = seq
+				p.PartialImage, p.PartialImageContentType = img, ct
+			}
 			err := stream.Send(&inferencev1.GenerateStreamResponse{
-				Event: &inferencev1.GenerateStreamResponse_Progress{
-					Progress: &inferencev1.Progress{Fraction: fraction, Stage: stage},
-				},
+				Event: &inferencev1.GenerateStreamResponse_Progress{Progress: p},
 			})
 			if err != nil {
 				return h.s.fail(info.Name, err)
@@ -345,8 +350,8 @@ func (s *Server) start(ctx context.Context, msg *inferencev1.GenerateRequest) (*
 		return nil, info, err
 	}
 	req := requestFromProto(msg)
-	f, joined := s.flights.do(key, func(progress ProgressFunc) (Result, error) {
-		return s.run(context.WithoutCancel(ctx), b, job, req, progress)
+	f, joined := s.flights.do(key, func(progress ProgressFunc, preview PreviewFunc) (Result, error) {
+		return s.run(context.WithoutCancel(ctx), b, job, req, progress, preview)
 	})
 	if joined {
 		s.metrics.coalesced.WithLabelValues(info.Name).Inc()
@@ -378,7 +383,7 @@ func (s *Server) backend(model string) (ModelInfo, Backend, bool) {
 // run is one shared generation: queued by the scheduler, tried on one
 // worker after another while attempts fail retryably. detached carries no
 // caller's cancellation; the generation timeout is its only deadline.
-func (s *Server) run(detached context.Context, b Backend, job sched.Job, req Request, progress ProgressFunc) (Result, error) {
+func (s *Server) run(detached context.Context, b Backend, job sched.Job, req Request, progress ProgressFunc, preview PreviewFunc) (Result, error) {
 	ctx, cancel := context.WithTimeout(detached, s.cfg.GenerateTimeout)
 	defer cancel()
 	placed, isPlaced := b.(Placed)
@@ -390,7 +395,7 @@ func (s *Server) run(detached context.Context, b Backend, job sched.Job, req Req
 				progress(fraction, stage)
 			}
 		}
-		r, err := s.attempt(ctx, b, placed, a.Worker, job.Model, req, beat)
+		r, err := s.attempt(ctx, b, placed, a.Worker, job.Model, req, beat, preview)
 		switch {
 		case err == nil:
 			res = r
@@ -417,7 +422,7 @@ func (s *Server) run(detached context.Context, b Backend, job sched.Job, req Req
 }
 
 // attempt is one try of a generation on one worker.
-func (s *Server) attempt(ctx context.Context, b Backend, placed Placed, worker, model string, req Request, progress ProgressFunc) (res Result, err error) {
+func (s *Server) attempt(ctx context.Context, b Backend, placed Placed, worker, model string, req Request, progress ProgressFunc, preview PreviewFunc) (res Result, err error) {
 	s.metrics.inFlight.Inc()
 	defer s.metrics.inFlight.Dec()
 	s.metrics.generations.WithLabelValues(model).Inc()
@@ -430,7 +435,7 @@ func (s *Server) attempt(ctx context.Context, b Backend, placed Placed, worker, 
 		s.metrics.duration.WithLabelValues(model).Observe(time.Since(began).Seconds())
 	}()
 	if placed != nil {
-		res, err = placed.GenerateOn(ctx, worker, req, progress)
+		res, err = placed.GenerateOn(ctx, worker, req, progress, preview)
 	} else {
 		res, err = b.Generate(ctx, req, progress)
 	}

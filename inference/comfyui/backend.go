@@ -219,7 +219,7 @@ func (b *Backend) Workers() []inference.Worker {
 // Generate runs req on the first server. The tier's scheduler calls
 // GenerateOn instead, choosing the server.
 func (b *Backend) Generate(ctx context.Context, req inference.Request, progress inference.ProgressFunc) (inference.Result, error) {
-	return b.GenerateOn(ctx, b.order[0], req, progress)
+	return b.GenerateOn(ctx, b.order[0], req, progress, nil)
 }
 
 func invalid(format string, args ...any) error {
@@ -280,14 +280,19 @@ func (b *Backend) params(req inference.Request) (Workflow, Params, error) {
 	return w, p, nil
 }
 
-// GenerateOn runs req on the server that is worker.
-func (b *Backend) GenerateOn(ctx context.Context, worker string, req inference.Request, progress inference.ProgressFunc) (inference.Result, error) {
+// GenerateOn runs req on the server that is worker, passing ComfyUI's
+// latent previews (when the server makes them, --preview-method) to
+// preview.
+func (b *Backend) GenerateOn(ctx context.Context, worker string, req inference.Request, progress inference.ProgressFunc, preview inference.PreviewFunc) (inference.Result, error) {
 	srv, ok := b.servers[worker]
 	if !ok {
 		return inference.Result{}, fmt.Errorf("comfyui: no worker %q", worker)
 	}
 	if progress == nil {
 		progress = func(float32, string) {}
+	}
+	if preview == nil {
+		preview = func([]byte, string) {}
 	}
 	wf, p, err := b.params(req)
 	if err != nil {
@@ -330,7 +335,7 @@ func (b *Backend) GenerateOn(ctx context.Context, worker string, req inference.R
 		return inference.Result{}, err
 	}
 	progress(0.05, "queued")
-	if err := follow(ctx, ws, promptID, progress); err != nil {
+	if err := follow(ctx, ws, promptID, progress, preview); err != nil {
 		return inference.Result{}, err
 	}
 	finished = true
@@ -349,7 +354,7 @@ func (b *Backend) GenerateOn(ctx context.Context, worker string, req inference.R
 // follow reads the socket until promptID finishes, reporting progress:
 // sampler steps map to 5–95 %, every other message keeps the report (and
 // so the tier's watchdog) alive.
-func follow(ctx context.Context, ws *websocket.Conn, promptID string, progress inference.ProgressFunc) error {
+func follow(ctx context.Context, ws *websocket.Conn, promptID string, progress inference.ProgressFunc, preview inference.PreviewFunc) error {
 	fraction := float32(0.05)
 	stage := "queued"
 	for {
@@ -361,7 +366,10 @@ func follow(ctx context.Context, ws *websocket.Conn, promptID string, progress i
 			return fmt.Errorf("comfyui: websocket: %w", err)
 		}
 		if typ != websocket.MessageText {
-			progress(fraction, stage) // a preview: alive
+			if img, ct, ok := decodePreview(data); ok {
+				preview(img, ct)
+			}
+			progress(fraction, stage) // alive
 			continue
 		}
 		ev, err := decodeMessage(data)

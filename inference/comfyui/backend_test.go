@@ -324,7 +324,7 @@ func TestWorkersAreServers(t *testing.T) {
 	if diff := cmp.Diff(want, b.Workers()); diff != "" {
 		t.Errorf("workers (-want +got):\n%s", diff)
 	}
-	if _, err := b.GenerateOn(t.Context(), WorkerID(c.URL), inference.Request{Prompt: "x", Width: 512, Height: 512}, nil); err != nil {
+	if _, err := b.GenerateOn(t.Context(), WorkerID(c.URL), inference.Request{Prompt: "x", Width: 512, Height: 512}, nil, nil); err != nil {
 		t.Fatal(err)
 	}
 	if a.Counts().Prompts != 0 || c.Counts().Prompts != 1 {
@@ -462,4 +462,49 @@ func TestErrorsNeverQuoteThePrompt(t *testing.T) {
 	if err != nil || strings.Contains(ev.detail, secret) || !strings.Contains(ev.detail, "ValueError in node 6") {
 		t.Errorf("execution_error detail %q, %v", ev.detail, err)
 	}
+}
+
+func TestPreviewsReachThePreviewFunc(t *testing.T) {
+	t.Parallel()
+	fake := fakecomfy.Start(t)
+	fake.Previews = true
+	b := newTestBackend(t, fake.URL)
+	var mu sync.Mutex
+	var previews [][]byte
+	_, err := b.GenerateOn(t.Context(), WorkerID(fake.URL), inference.Request{Prompt: "x", Width: 512, Height: 512}, nil,
+		func(img []byte, ct string) {
+			mu.Lock()
+			defer mu.Unlock()
+			if ct != "image/png" {
+				t.Errorf("content type %q", ct)
+			}
+			previews = append(previews, img)
+		})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(previews) != 4 { // one per sampler step
+		t.Fatalf("%d previews, want 4", len(previews))
+	}
+	if cfg, err := png.DecodeConfig(bytes.NewReader(previews[3])); err != nil || cfg.Width != 8 {
+		t.Errorf("preview is not the server's PNG: %+v %v", cfg, err)
+	}
+	if _, _, ok := decodePreview([]byte{0, 0, 0, 3, 0, 0, 0, 2, 1}); ok {
+		t.Error("a TEXT frame was taken for a preview")
+	}
+}
+
+func FuzzDecodePreview(f *testing.F) {
+	f.Add([]byte{0, 0, 0, 1, 0, 0, 0, 2, 0x89, 'P', 'N', 'G'})
+	f.Add([]byte{0, 0, 0, 1, 0, 0, 0, 1, 0xff, 0xd8})
+	f.Add([]byte{0, 0, 0, 4, 0, 0, 0, 10})
+	f.Add([]byte{0, 0, 0, 1})
+	f.Fuzz(func(t *testing.T, frame []byte) {
+		img, ct, ok := decodePreview(frame)
+		if ok && (len(img) != len(frame)-8 || (ct != "image/png" && ct != "image/jpeg")) {
+			t.Fatalf("decoded %d bytes as %q from %d", len(img), ct, len(frame))
+		}
+	})
 }

@@ -1,6 +1,8 @@
 package comfyui
 
 import (
+	"bytes"
+	"encoding/binary"
 	"encoding/json"
 	"fmt"
 )
@@ -90,6 +92,32 @@ func decodeMessage(data []byte) (event, error) {
 		ev.kind = eventInterrupted
 	}
 	return ev, nil
+}
+
+// Binary websocket frames start with a big-endian event type; a
+// PREVIEW_IMAGE frame then has a big-endian image format and the encoded
+// image (server.py, BinaryEventTypes).
+const (
+	binaryPreviewImage = 1
+	previewFormatJPEG  = 1
+	previewFormatPNG   = 2
+)
+
+// decodePreview reads a PREVIEW_IMAGE frame. Other binary frames (text
+// from custom nodes, unencoded previews) are not previews.
+func decodePreview(frame []byte) (img []byte, contentType string, ok bool) {
+	if len(frame) <= 8 || binary.BigEndian.Uint32(frame) != binaryPreviewImage {
+		return nil, "", false
+	}
+	switch binary.BigEndian.Uint32(frame[4:]) {
+	case previewFormatJPEG:
+		contentType = "image/jpeg"
+	case previewFormatPNG:
+		contentType = "image/png"
+	default:
+		return nil, "", false
+	}
+	return bytes.Clone(frame[8:]), contentType, true
 }
 
 // imageRef names one output image, as /history and executed messages give

@@ -153,8 +153,9 @@ func (b *Backend) Workers() []inference.Worker {
 	return []inference.Worker{{ID: WorkerID(b.cfg.BaseURL), Slots: b.cfg.Slots}}
 }
 
-// GenerateOn is Generate: the endpoint is the only worker.
-func (b *Backend) GenerateOn(ctx context.Context, _ string, req inference.Request, progress inference.ProgressFunc) (inference.Result, error) {
+// GenerateOn is Generate: the endpoint is the only worker, and it makes
+// no previews.
+func (b *Backend) GenerateOn(ctx context.Context, _ string, req inference.Request, progress inference.ProgressFunc, _ inference.PreviewFunc) (inference.Result, error) {
 	return b.Generate(ctx, req, progress)
 }
 

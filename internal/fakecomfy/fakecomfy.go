@@ -22,6 +22,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"encoding/binary"
 	"encoding/json"
 	"fmt"
 	"image"
@@ -85,6 +86,9 @@ type Server struct {
 	*httptest.Server
 	// Checkpoints and LoRAs the server has.
 	Checkpoints, LoRAs []string
+	// Previews makes the sampler send a PNG preview frame per step, as
+	// ComfyUI does when started with --preview-method.
+	Previews bool
 
 	mu       sync.Mutex
 	sockets  map[string][]*websocket.Conn // by clientId
@@ -483,6 +487,9 @@ func (s *Server) run(p *prompt) {
 		if _, ok := p.graph[id]["steps"]; ok {
 			for i := int64(1); i <= min(steps, 50); i++ {
 				s.send(p.clientID, "progress", map[string]any{"value": i, "max": steps, "prompt_id": p.id, "node": id})
+				if s.Previews {
+					s.sendPreview(p.clientID, render(8, 8, fmt.Sprint(i)))
+				}
 			}
 		}
 		if _, ok := p.graph[id]["images"]; ok {
@@ -506,6 +513,20 @@ func (s *Server) run(p *prompt) {
 	s.mu.Unlock()
 	s.send(p.clientID, "executing", map[string]any{"node": nil, "prompt_id": p.id})
 	s.send(p.clientID, "execution_success", map[string]any{"prompt_id": p.id, "timestamp": 0})
+}
+
+// sendPreview writes a PREVIEW_IMAGE binary frame: event type 1, image
+// format 2 (PNG), the image.
+func (s *Server) sendPreview(clientID string, img []byte) {
+	frame := binary.BigEndian.AppendUint32(nil, 1)
+	frame = binary.BigEndian.AppendUint32(frame, 2)
+	frame = append(frame, img...)
+	s.mu.Lock()
+	conns := slices.Clone(s.sockets[clientID])
+	s.mu.Unlock()
+	for _, c := range conns {
+		c.Write(context.Background(), websocket.MessageBinary, frame)
+	}
 }
 
 func (s *Server) interrupted(p *prompt) {

@@ -331,10 +331,15 @@ func (x *GenerateResponse) GetSeed() uint64 {
 type Progress struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// 0..1
-	Fraction      float32 `protobuf:"fixed32,1,opt,name=fraction,proto3" json:"fraction,omitempty"`
-	Stage         string  `protobuf:"bytes,2,opt,name=stage,proto3" json:"stage,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Fraction float32 `protobuf:"fixed32,1,opt,name=fraction,proto3" json:"fraction,omitempty"`
+	Stage    string  `protobuf:"bytes,2,opt,name=stage,proto3" json:"stage,omitempty"`
+	// The backend's latest preview of the image in progress, when it makes
+	// them (ComfyUI's latent previews) and it changed since the last event.
+	PartialImage []byte `protobuf:"bytes,3,opt,name=partial_image,json=partialImage,proto3" json:"partial_image,omitempty"`
+	// Its media type, e.g. "image/jpeg".
+	PartialImageContentType string `protobuf:"bytes,4,opt,name=partial_image_content_type,json=partialImageContentType,proto3" json:"partial_image_content_type,omitempty"`
+	unknownFields           protoimpl.UnknownFields
+	sizeCache               protoimpl.SizeCache
 }
 
 func (x *Progress) Reset() {
@@ -377,6 +382,20 @@ func (x *Progress) GetFraction() float32 {
 func (x *Progress) GetStage() string {
 	if x != nil {
 		return x.Stage
+	}
+	return ""
+}
+
+func (x *Progress) GetPartialImage() []byte {
+	if x != nil {
+		return x.PartialImage
+	}
+	return nil
+}
+
+func (x *Progress) GetPartialImageContentType() string {
+	if x != nil {
+		return x.PartialImageContentType
 	}
 	return ""
 }
@@ -708,10 +727,12 @@ const file_imagegate_inference_v1_inference_proto_rawDesc = "" +
 	"\x06height\x18\x04 \x01(\rR\x06height\x12\x14\n" +
 	"\x05model\x18\x05 \x01(\tR\x05model\x12#\n" +
 	"\rmodel_version\x18\x06 \x01(\tR\fmodelVersion\x12\x12\n" +
-	"\x04seed\x18\a \x01(\x04R\x04seed\"<\n" +
+	"\x04seed\x18\a \x01(\x04R\x04seed\"\x9e\x01\n" +
 	"\bProgress\x12\x1a\n" +
 	"\bfraction\x18\x01 \x01(\x02R\bfraction\x12\x14\n" +
-	"\x05stage\x18\x02 \x01(\tR\x05stage\"\xa5\x01\n" +
+	"\x05stage\x18\x02 \x01(\tR\x05stage\x12#\n" +
+	"\rpartial_image\x18\x03 \x01(\fR\fpartialImage\x12;\n" +
+	"\x1apartial_image_content_type\x18\x04 \x01(\tR\x17partialImageContentType\"\xa5\x01\n" +
 	"\x16GenerateStreamResponse\x12>\n" +
 	"\bprogress\x18\x01 \x01(\v2 .imagegate.inference.v1.ProgressH\x00R\bprogress\x12B\n" +
 	"\x06result\x18\x02 \x01(\v2(.imagegate.inference.v1.GenerateResponseH\x00R\x06resultB\a\n" +
