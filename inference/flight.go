@@ -1,6 +1,7 @@
 package inference
 
 import (
+	"context"
 	"crypto/sha256"
 	"fmt"
 	"math"
@@ -34,6 +35,10 @@ type flight struct {
 	res  Result
 	err  error
 
+	key     flightKey
+	waiters int                // callers waiting, guarded by the group's mu
+	abandon context.CancelFunc // ends the work when the last waiter leaves
+
 	mu       sync.Mutex
 	step     int // progress step last announced, -1 before any
 	fraction float32
@@ -50,9 +55,14 @@ type flight struct {
 // do returns the flight in progress for key, or starts one running work in
 // a new goroutine. joined reports whether the flight already existed.
 // work receives the flight's progress reporter.
-func (g *flightGroup) do(key flightKey, work func(progress ProgressFunc, preview PreviewFunc) (Result, error)) (f *flight, joined bool) {
+//
+// work runs under ctx, which the group cancels when every waiter has left
+// (see leave): a generation nobody waits for is worth no GPU time, and the
+// tier keeps no results.
+func (g *flightGroup) do(ctx context.Context, key flightKey, work func(ctx context.Context, progress ProgressFunc, preview PreviewFunc) (Result, error)) (f *flight, joined bool) {
 	g.mu.Lock()
 	if f, ok := g.flights[key]; ok {
+		f.waiters++
 		hook := g.joined
 		g.mu.Unlock()
 		if hook != nil {
@@ -60,7 +70,8 @@ func (g *flightGroup) do(key flightKey, work func(progress ProgressFunc, preview
 		}
 		return f, true
 	}
-	f = &flight{done: make(chan struct{}), step: -1, changed: make(chan struct{})}
+	ctx, abandon := context.WithCancel(ctx)
+	f = &flight{done: make(chan struct{}), step: -1, changed: make(chan struct{}), key: key, waiters: 1, abandon: abandon}
 	if g.flights == nil {
 		g.flights = make(map[flightKey]*flight)
 	}
@@ -74,15 +85,41 @@ func (g *flightGroup) do(key flightKey, work func(progress ProgressFunc, preview
 			}
 			// Forget the flight before announcing it: a request arriving
 			// after this point starts a fresh generation rather than
-			// receiving a result that may be an error.
+			// receiving a result that may be an error. An abandoned
+			// flight may have been replaced already.
 			g.mu.Lock()
-			delete(g.flights, key)
+			if g.flights[key] == f {
+				delete(g.flights, key)
+			}
 			g.mu.Unlock()
+			abandon()
 			close(f.done)
 		}()
-		f.res, f.err = work(f.report, f.showPreview)
+		f.res, f.err = work(ctx, f.report, f.showPreview)
 	}()
 	return f, false
+}
+
+// leave records that one waiter of f stopped waiting. When it was the
+// last, the flight is forgotten (a request arriving later starts afresh)
+// and its work canceled: dequeued if it still waits for a worker,
+// interrupted on the GPU if it runs.
+func (g *flightGroup) leave(f *flight) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	f.waiters--
+	if f.waiters > 0 {
+		return
+	}
+	select {
+	case <-f.done:
+		return // finished: nothing to cancel
+	default:
+	}
+	if g.flights[f.key] == f {
+		delete(g.flights, f.key)
+	}
+	f.abandon()
 }
 
 // report is the flight's ProgressFunc. It keeps progress monotonic and

@@ -6,12 +6,14 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"runtime"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"connectrpc.com/connect"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/imagegate/imagegate/inference/sched"
 	inferencev1 "github.com/imagegate/imagegate/internal/gen/imagegate/inference/v1"
@@ -244,4 +246,87 @@ func crossEdgeRound(b *testing.B, identical bool) int64 {
 		}
 	}
 	return backend.calls.Load()
+}
+
+func TestLastCallerLeavingCancelsTheGeneration(t *testing.T) {
+	t.Parallel()
+	b := newTestBackend("test")
+	b.started = make(chan struct{}, 4)
+	b.release = make(chan struct{})
+	b.finished = make(chan error, 4)
+	s, srv, reg := startServer(t, ServerConfig{MaxConcurrent: 1}, b)
+	queued := make(chan struct{}, 1)
+	s.queued = func() { queued <- struct{}{} }
+	client := newClient(t, srv.URL)
+
+	// Running: its only caller leaves, the backend's context ends.
+	ctx, cancel := context.WithCancel(t.Context())
+	errc := make(chan error, 1)
+	go func() {
+		_, err := client.Generate(ctx, connect.NewRequest(testRequest("abandoned")))
+		errc <- err
+	}()
+	<-b.started
+	cancel()
+	<-errc
+	if err := <-b.finished; !errors.Is(err, context.Canceled) {
+		t.Fatalf("backend context ended with %v, want canceled", err)
+	}
+	running := map[string]string{"model": "test", "plan": "default", "stage": "running"}
+	if got := metricValue(t, reg, "imagegate_inference_cancellations_total", running); got != 1 {
+		t.Errorf("running cancellations = %v", got)
+	}
+
+	// Queued: the blocker holds the one slot; the second's caller leaves
+	// before it starts, and it never runs.
+	blockerDone := make(chan error, 1)
+	go func() {
+		_, err := client.Generate(t.Context(), connect.NewRequest(testRequest("blocker")))
+		blockerDone <- err
+	}()
+	<-b.started
+	ctx2, cancel2 := context.WithCancel(t.Context())
+	go func() {
+		_, err := client.Generate(ctx2, connect.NewRequest(testRequest("left while queued")))
+		errc <- err
+	}()
+	<-queued
+	cancel2()
+	<-errc
+	queuedStage := map[string]string{"model": "test", "plan": "default", "stage": "queued"}
+	for metricValueOrZero(t, reg, "imagegate_inference_cancellations_total", queuedStage) < 1 {
+		runtime.Gosched() // the tier notices the caller left asynchronously
+	}
+	close(b.release)
+	if err := <-blockerDone; err != nil {
+		t.Fatal(err)
+	}
+	if got := b.calls.Load(); got != 2 {
+		t.Errorf("backend ran %d times, want 2 (the abandoned and the blocker, not the one left in the queue)", got)
+	}
+	// The same request again starts afresh rather than joining the
+	// canceled flight.
+	if _, err := client.Generate(t.Context(), connect.NewRequest(testRequest("abandoned"))); err != nil {
+		t.Errorf("after abandonment: %v", err)
+	}
+}
+
+// metricValueOrZero is metricValue for a series that may not exist yet.
+func metricValueOrZero(t testing.TB, g prometheus.Gatherer, name string, labels map[string]string) float64 {
+	t.Helper()
+	families, err := g.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range families {
+		if f.GetName() != name {
+			continue
+		}
+		for _, m := range f.GetMetric() {
+			if labelsMatch(m, labels) {
+				return m.GetCounter().GetValue()
+			}
+		}
+	}
+	return 0
 }

@@ -257,6 +257,7 @@ func (h service) Generate(ctx context.Context, req *connect.Request[inferencev1.
 	if err != nil {
 		return nil, h.s.fail(info.Name, err)
 	}
+	defer h.s.flights.leave(f)
 	select {
 	case <-ctx.Done():
 		return nil, h.s.fail(info.Name, ctx.Err())
@@ -273,6 +274,7 @@ func (h service) GenerateStream(ctx context.Context, req *connect.Request[infere
 	if err != nil {
 		return h.s.fail(info.Name, err)
 	}
+	defer h.s.flights.leave(f)
 	sent, sentPreview := -1, 0
 	for {
 		step, fraction, stage, changed := f.progress()
@@ -350,8 +352,8 @@ func (s *Server) start(ctx context.Context, msg *inferencev1.GenerateRequest) (*
 		return nil, info, err
 	}
 	req := requestFromProto(msg)
-	f, joined := s.flights.do(key, func(progress ProgressFunc, preview PreviewFunc) (Result, error) {
-		return s.run(context.WithoutCancel(ctx), b, job, req, progress, preview)
+	f, joined := s.flights.do(context.WithoutCancel(ctx), key, func(ctx context.Context, progress ProgressFunc, preview PreviewFunc) (Result, error) {
+		return s.run(ctx, b, job, req, progress, preview)
 	})
 	if joined {
 		s.metrics.coalesced.WithLabelValues(info.Name).Inc()
@@ -407,7 +409,8 @@ func (s *Server) run(detached context.Context, b Backend, job sched.Job, req Req
 		}
 		return err
 	})
-	if err != nil && !errors.Is(err, ErrInvalidArgument) && !errors.Is(err, sched.ErrOverloaded) {
+	abandoned := errors.Is(ctx.Err(), context.Canceled)
+	if err != nil && !abandoned && !errors.Is(err, ErrInvalidArgument) && !errors.Is(err, sched.ErrOverloaded) {
 		// Logged once per generation, not per waiter. Never the request:
 		// it holds the prompt.
 		s.logger.Error("generation failed", "model", job.Model, "err", err)
