@@ -94,7 +94,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.StringVar(&cfg.Addr, "addr", ":8080", "listen address")
 	fs.StringVar(&cfg.MetricsAddr, "metrics-addr", "", "serve /metrics on this address only, not on --addr (keep Prometheus figures off the public port)")
 	fs.StringVar(&cfg.DataDir, "data-dir", "./data", "bbolt files, local objects, keys and the mail outbox")
-	fs.StringVar(&cfg.ConfigFile, "config", "", "TOML file with plans, prices, rate limits and retention (see README)")
+	fs.StringVar(&cfg.ConfigFile, "config", "", "TOML file with plans, prices, rate limits, retention and, for the in-process tier, the [inference] model catalogue (see README)")
 	fs.StringVar(&gw.PublicURL, "public-url", "", "base URL of links, e.g. https://img.example.com (empty: derived from the request; account mail then works on localhost only)")
 	fs.StringVar(&gw.CDNURL, "cdn-url", "", "base URL of output links when a CDN fronts them")
 	fs.StringVar(&inferenceURLs, "inference", "", "comma-separated inference tier URLs (empty: run the tier in-process)")
