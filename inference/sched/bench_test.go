@@ -214,3 +214,42 @@ func BenchmarkFairShare(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkDispatchManyKeys is the cost of one job's admission, dispatch
+// and release with 10,000 other keys waiting, against the same with one
+// key waiting: what fair queueing costs per job as keys grow.
+func BenchmarkDispatchManyKeys(b *testing.B) {
+	for _, keys := range []int{1, 10_000} {
+		b.Run(fmt.Sprintf("keys=%d", keys), func(b *testing.B) {
+			s, err := New(Config{Workers: []Worker{{ID: "w", Slots: 1, Models: []string{"m"}}}, MaxQueue: keys + 10, MaxWait: 1 << 62})
+			if err != nil {
+				b.Fatal(err)
+			}
+			// Occupy the slot, then queue one job per key behind it.
+			hold := make(chan struct{})
+			go s.Do(context.Background(), Job{Model: "m", Key: "holder"}, func(context.Context, Attempt) error { <-hold; return nil })
+			for s.Stats().Running == 0 {
+			}
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			for i := range keys - 1 {
+				go s.Do(ctx, Job{Model: "m", Key: fmt.Sprint("k", i)}, func(context.Context, Attempt) error { return nil })
+			}
+			for s.Stats().Queued < keys-1 {
+			}
+			b.ReportAllocs()
+			b.ResetTimer()
+			// Each op: one more job from a fresh key is admitted and
+			// canceled before it starts: admission, a dispatch attempt
+			// and removal, with every other key still waiting.
+			for i := 0; b.Loop(); i++ {
+				jctx, jcancel := context.WithCancel(context.Background())
+				jcancel()
+				s.Do(jctx, Job{Model: "m", Key: fmt.Sprint("b", i)}, func(context.Context, Attempt) error { return nil })
+			}
+			b.StopTimer()
+			cancel()
+			close(hold)
+		})
+	}
+}

@@ -219,6 +219,10 @@ type class struct {
 type flow struct {
 	pass  float64
 	queue []*waiter
+	// joinPass is pass when the flow last (re)joined; a flow still at it
+	// has been charged nothing since.
+	joinPass float64
+	running  int // its jobs running now
 }
 
 type worker struct {
@@ -443,6 +447,7 @@ func (s *Scheduler) enqueueLocked(w *waiter, front bool) {
 		// waiting now (or, with none, the last one served): idle time
 		// banks no credit.
 		f.pass = max(f.pass, s.flowFloorLocked(cl))
+		f.joinPass = f.pass
 	}
 	if cl.queued == 0 {
 		cl.pass = max(cl.pass, s.classFloorLocked())
@@ -526,6 +531,20 @@ func (s *Scheduler) dequeuedLocked(w *waiter) {
 	cl.queued--
 	cl.byModel[w.job.Model]--
 	s.queued--
+	s.pruneLocked(cl, w.job.Key, w.flow)
+}
+
+// pruneLocked forgets an idle flow that carries no charge a rejoin would
+// not give it anyway, so keys seen once do not pile up: one with nothing
+// queued or running whose pass is at most the class's, or that was charged
+// nothing since it joined.
+func (s *Scheduler) pruneLocked(cl *class, key string, f *flow) {
+	if len(f.queue) > 0 || f.running > 0 || cl.keys[key] != f {
+		return
+	}
+	if f.pass <= cl.vtime || f.pass == f.joinPass {
+		delete(cl.keys, key)
+	}
 }
 
 // dispatchLocked starts every job that can start now, in fair order.
@@ -536,6 +555,7 @@ func (s *Scheduler) dispatchLocked() {
 			return
 		}
 		w.flow.queue = w.flow.queue[1:]
+		w.flow.running++ // before dequeuing, so the flow is not pruned
 		s.dequeuedLocked(w)
 		cost := s.costLocked(w.job.Model)
 		cl := w.class
@@ -557,7 +577,7 @@ func (s *Scheduler) dispatchLocked() {
 // under their running cap by pass, among their flows by pass, the first
 // flow head some worker can take.
 func (s *Scheduler) pickLocked() (*waiter, *worker) {
-	if s.queued == 0 {
+	if s.queued == 0 || !s.anyFreeSlotLocked() {
 		return nil, nil
 	}
 	classes := make([]*class, 0, len(s.classes))
@@ -568,20 +588,38 @@ func (s *Scheduler) pickLocked() (*waiter, *worker) {
 	}
 	slices.SortFunc(classes, func(a, b *class) int { return cmpPass(a.pass, b.pass, a.name, b.name) })
 	for _, cl := range classes {
+		// Usually the flow with the lowest pass can start: find it in one
+		// scan, and sort the flows only when its head cannot (no free
+		// worker serves its model).
+		var best *flow
+		var bestKey string
+		for k, f := range cl.keys {
+			switch {
+			case len(f.queue) > 0:
+				if best == nil || cmpPass(f.pass, best.pass, k, bestKey) < 0 {
+					best, bestKey = f, k
+				}
+			case f.pass <= cl.vtime:
+				// An idle flow with no charge beyond the class's pass
+				// would rejoin at that pass anyway: forget it, so keys
+				// seen once do not pile up.
+				delete(cl.keys, k)
+			}
+		}
+		if best == nil {
+			continue
+		}
+		if wk := s.workerForLocked(best.queue[0]); wk != nil {
+			return best.queue[0], wk
+		}
 		type keyed struct {
 			key string
 			f   *flow
 		}
 		flows := make([]keyed, 0, len(cl.keys))
 		for k, f := range cl.keys {
-			switch {
-			case len(f.queue) > 0:
+			if len(f.queue) > 0 && f != best {
 				flows = append(flows, keyed{k, f})
-			case f.pass <= cl.vtime:
-				// An idle flow with no charge beyond the class's pass
-				// would rejoin at that pass anyway: forget it, so keys
-				// seen once do not pile up.
-				delete(cl.keys, k)
 			}
 		}
 		slices.SortFunc(flows, func(a, b keyed) int { return cmpPass(a.f.pass, b.f.pass, a.key, b.key) })
@@ -593,6 +631,15 @@ func (s *Scheduler) pickLocked() (*waiter, *worker) {
 		}
 	}
 	return nil, nil
+}
+
+func (s *Scheduler) anyFreeSlotLocked() bool {
+	for _, w := range s.workers {
+		if w.busy < w.Slots {
+			return true
+		}
+	}
+	return false
 }
 
 func cmpPass(a, b float64, an, bn string) int {
@@ -690,6 +737,8 @@ func (s *Scheduler) release(wk *worker, w *waiter, run time.Duration, err error,
 	defer s.mu.Unlock()
 	job := w.job
 	delete(s.running, w)
+	w.flow.running--
+	defer s.pruneLocked(w.class, job.Key, w.flow)
 	wk.busy--
 	w.class.running--
 	delta := run.Seconds() - w.charged
