@@ -1,6 +1,7 @@
 package sched
 
 import (
+	"container/heap"
 	"context"
 	"errors"
 	"fmt"
@@ -210,6 +211,7 @@ type class struct {
 	pass    float64
 	vtime   float64 // pass of the key dispatched last
 	keys    map[string]*flow
+	backlog backlog // flows with jobs waiting, lowest pass first
 	queued  int
 	byModel map[string]int // queued jobs by model
 	running int
@@ -217,8 +219,10 @@ type class struct {
 
 // flow is one fairness key's queue within a class.
 type flow struct {
+	key   string
 	pass  float64
 	queue []*waiter
+	idx   int // in the class's backlog, or -1
 	// joinPass is pass when the flow last (re)joined; a flow still at it
 	// has been charged nothing since.
 	joinPass float64
@@ -439,8 +443,9 @@ func (s *Scheduler) enqueueLocked(w *waiter, front bool) {
 	cl := w.class
 	f := cl.keys[w.job.Key]
 	if f == nil {
-		f = &flow{} // its pass is raised to the floor just below
+		f = &flow{key: w.job.Key, idx: -1} // its pass is raised to the floor just below
 		cl.keys[w.job.Key] = f
+		cl.sweep()
 	}
 	if len(f.queue) == 0 {
 		// A flow rejoining after idling starts no lower than the flows
@@ -461,6 +466,56 @@ func (s *Scheduler) enqueueLocked(w *waiter, front bool) {
 	cl.queued++
 	cl.byModel[w.job.Model]++
 	s.queued++
+	cl.fix(f)
+}
+
+// backlog is a min-heap of flows by pass, then key (container/heap).
+type backlog []*flow
+
+func (b backlog) Len() int           { return len(b) }
+func (b backlog) Less(i, j int) bool { return cmpPass(b[i].pass, b[j].pass, b[i].key, b[j].key) < 0 }
+func (b backlog) Swap(i, j int) {
+	b[i], b[j] = b[j], b[i]
+	b[i].idx, b[j].idx = i, j
+}
+func (b *backlog) Push(x any) {
+	f := x.(*flow)
+	f.idx = len(*b)
+	*b = append(*b, f)
+}
+func (b *backlog) Pop() any {
+	old := *b
+	f := old[len(old)-1]
+	old[len(old)-1] = nil
+	*b = old[:len(old)-1]
+	f.idx = -1
+	return f
+}
+
+// fix puts f where it belongs in the backlog after its queue or pass
+// changed: in order if it has jobs waiting, out otherwise.
+func (cl *class) fix(f *flow) {
+	switch {
+	case f.idx >= 0 && len(f.queue) > 0:
+		heap.Fix(&cl.backlog, f.idx)
+	case f.idx >= 0:
+		heap.Remove(&cl.backlog, f.idx)
+	case len(f.queue) > 0:
+		heap.Push(&cl.backlog, f)
+	}
+}
+
+// sweep forgets idle flows that carry no charge beyond the class's pass,
+// once the idle outnumber the waiting: amortized, it costs O(1) a new key.
+func (cl *class) sweep() {
+	if len(cl.keys) < 2*len(cl.backlog)+64 {
+		return
+	}
+	for k, f := range cl.keys {
+		if len(f.queue) == 0 && f.running == 0 && f.pass <= cl.vtime {
+			delete(cl.keys, k)
+		}
+	}
 }
 
 // classFloorLocked is the scheduler's virtual time: the lowest of the
@@ -498,10 +553,8 @@ func (s *Scheduler) flowFloorLocked(cl *class) float64 {
 			floor, found = p, true
 		}
 	}
-	for _, f := range cl.keys {
-		if len(f.queue) > 0 {
-			lower(f.pass)
-		}
+	if len(cl.backlog) > 0 {
+		lower(cl.backlog[0].pass)
 	}
 	for w := range s.running {
 		if w.class == cl {
@@ -522,6 +575,7 @@ func (s *Scheduler) removeLocked(w *waiter) bool {
 		return false
 	}
 	f.queue = slices.Delete(f.queue, i, i+1)
+	w.class.fix(f)
 	s.dequeuedLocked(w)
 	return true
 }
@@ -556,7 +610,6 @@ func (s *Scheduler) dispatchLocked() {
 		}
 		w.flow.queue = w.flow.queue[1:]
 		w.flow.running++ // before dequeuing, so the flow is not pruned
-		s.dequeuedLocked(w)
 		cost := s.costLocked(w.job.Model)
 		cl := w.class
 		w.classStart, w.flowStart = cl.pass, w.flow.pass
@@ -566,6 +619,8 @@ func (s *Scheduler) dispatchLocked() {
 		cl.vtime = w.flow.pass
 		w.flow.pass += cost
 		w.charged = cost
+		cl.fix(w.flow)
+		s.dequeuedLocked(w)
 		cl.running++
 		wk.busy++
 		wk.loaded = w.job.Model
@@ -588,45 +643,21 @@ func (s *Scheduler) pickLocked() (*waiter, *worker) {
 	}
 	slices.SortFunc(classes, func(a, b *class) int { return cmpPass(a.pass, b.pass, a.name, b.name) })
 	for _, cl := range classes {
-		// Usually the flow with the lowest pass can start: find it in one
-		// scan, and sort the flows only when its head cannot (no free
-		// worker serves its model).
-		var best *flow
-		var bestKey string
-		for k, f := range cl.keys {
-			switch {
-			case len(f.queue) > 0:
-				if best == nil || cmpPass(f.pass, best.pass, k, bestKey) < 0 {
-					best, bestKey = f, k
-				}
-			case f.pass <= cl.vtime:
-				// An idle flow with no charge beyond the class's pass
-				// would rejoin at that pass anyway: forget it, so keys
-				// seen once do not pile up.
-				delete(cl.keys, k)
-			}
-		}
-		if best == nil {
+		// Usually the flow with the lowest pass can start; only when its
+		// head cannot (no free worker serves its model) are the others
+		// tried, in order.
+		if len(cl.backlog) == 0 {
 			continue
 		}
+		best := cl.backlog[0]
 		if wk := s.workerForLocked(best.queue[0]); wk != nil {
 			return best.queue[0], wk
 		}
-		type keyed struct {
-			key string
-			f   *flow
-		}
-		flows := make([]keyed, 0, len(cl.keys))
-		for k, f := range cl.keys {
-			if len(f.queue) > 0 && f != best {
-				flows = append(flows, keyed{k, f})
-			}
-		}
-		slices.SortFunc(flows, func(a, b keyed) int { return cmpPass(a.f.pass, b.f.pass, a.key, b.key) })
-		for _, kf := range flows {
-			head := kf.f.queue[0]
-			if wk := s.workerForLocked(head); wk != nil {
-				return head, wk
+		flows := slices.Clone(cl.backlog[1:])
+		slices.SortFunc(flows, func(a, b *flow) int { return cmpPass(a.pass, b.pass, a.key, b.key) })
+		for _, f := range flows {
+			if wk := s.workerForLocked(f.queue[0]); wk != nil {
+				return f.queue[0], wk
 			}
 		}
 	}
@@ -743,6 +774,7 @@ func (s *Scheduler) release(wk *worker, w *waiter, run time.Duration, err error,
 	w.class.running--
 	delta := run.Seconds() - w.charged
 	w.flow.pass += delta
+	w.class.fix(w.flow)
 	w.class.pass += delta / float64(w.class.cfg.Weight)
 	w.charged = 0
 	switch {
