@@ -123,7 +123,9 @@ func TestFaultsBetweenTierAndBackend(t *testing.T) {
 			proxy.Set(tc.mode, tc.latency)
 			client, reg, _ := comfyTier(t, inference.ServerConfig{
 				GenerateTimeout: 30 * time.Second,
-				Queue:           inference.QueueConfig{StallTimeout: 3 * time.Second},
+				// Generous: on a loaded machine a healthy attempt
+				// must not look stalled.
+				Queue: inference.QueueConfig{StallTimeout: 5 * time.Second, MaxAttempts: 4},
 			}, "http://"+proxy.Addr(), healthy.URL)
 			res, err := generate(t, client, "a lighthouse")
 			if err != nil {

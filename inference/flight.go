@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"math"
 	"sync"
+
+	"github.com/imagegate/imagegate/inference/sched"
 )
 
 // progressSteps is how finely progress is reported: a generation announces
@@ -38,6 +40,9 @@ type flight struct {
 	key     flightKey
 	waiters int                // callers waiting, guarded by the group's mu
 	abandon context.CancelFunc // ends the work when the last waiter leaves
+	// promote carries a heavier class to the queued work when a caller of
+	// that class joins (sched.Job.Promote); weight is the heaviest so far.
+	promote chan sched.Job
 
 	mu       sync.Mutex
 	step     int // progress step last announced, -1 before any
@@ -50,6 +55,7 @@ type flight struct {
 	previewSeq  int
 	previewImg  []byte
 	previewType string
+	weight      int
 }
 
 // do returns the flight in progress for key, or starts one running work in
@@ -59,7 +65,7 @@ type flight struct {
 // work runs under ctx, which the group cancels when every waiter has left
 // (see leave): a generation nobody waits for is worth no GPU time, and the
 // tier keeps no results.
-func (g *flightGroup) do(ctx context.Context, key flightKey, work func(ctx context.Context, progress ProgressFunc, preview PreviewFunc) (Result, error)) (f *flight, joined bool) {
+func (g *flightGroup) do(ctx context.Context, key flightKey, weight int, work func(ctx context.Context, progress ProgressFunc, preview PreviewFunc, promote <-chan sched.Job) (Result, error)) (f *flight, joined bool) {
 	g.mu.Lock()
 	if f, ok := g.flights[key]; ok {
 		f.waiters++
@@ -71,7 +77,8 @@ func (g *flightGroup) do(ctx context.Context, key flightKey, work func(ctx conte
 		return f, true
 	}
 	ctx, abandon := context.WithCancel(ctx)
-	f = &flight{done: make(chan struct{}), step: -1, changed: make(chan struct{}), key: key, waiters: 1, abandon: abandon}
+	f = &flight{done: make(chan struct{}), step: -1, changed: make(chan struct{}), key: key, waiters: 1, abandon: abandon,
+		promote: make(chan sched.Job, 1), weight: weight}
 	if g.flights == nil {
 		g.flights = make(map[flightKey]*flight)
 	}
@@ -95,9 +102,25 @@ func (g *flightGroup) do(ctx context.Context, key flightKey, work func(ctx conte
 			abandon()
 			close(f.done)
 		}()
-		f.res, f.err = work(ctx, f.report, f.showPreview)
+		f.res, f.err = work(ctx, f.report, f.showPreview, f.promote)
 	}()
 	return f, false
+}
+
+// offer queues the flight's work as job's class and key if that class
+// (of the given weight) weighs more than any caller's so far.
+func (f *flight) offer(job sched.Job, weight int) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if weight <= f.weight {
+		return
+	}
+	f.weight = weight
+	select {
+	case <-f.promote: // replaced by the heavier one
+	default:
+	}
+	f.promote <- sched.Job{Class: job.Class, Key: job.Key}
 }
 
 // leave records that one waiter of f stopped waiting. When it was the

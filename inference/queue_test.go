@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -273,9 +274,7 @@ func TestLastCallerLeavingCancelsTheGeneration(t *testing.T) {
 		t.Fatalf("backend context ended with %v, want canceled", err)
 	}
 	running := map[string]string{"model": "test", "plan": "default", "stage": "running"}
-	if got := metricValue(t, reg, "imagegate_inference_cancellations_total", running); got != 1 {
-		t.Errorf("running cancellations = %v", got)
-	}
+	waitForMetric(t, reg, "imagegate_inference_cancellations_total", running, 1)
 
 	// Queued: the blocker holds the one slot; the second's caller leaves
 	// before it starts, and it never runs.
@@ -294,9 +293,7 @@ func TestLastCallerLeavingCancelsTheGeneration(t *testing.T) {
 	cancel2()
 	<-errc
 	queuedStage := map[string]string{"model": "test", "plan": "default", "stage": "queued"}
-	for metricValueOrZero(t, reg, "imagegate_inference_cancellations_total", queuedStage) < 1 {
-		runtime.Gosched() // the tier notices the caller left asynchronously
-	}
+	waitForMetric(t, reg, "imagegate_inference_cancellations_total", queuedStage, 1)
 	close(b.release)
 	if err := <-blockerDone; err != nil {
 		t.Fatal(err)
@@ -308,6 +305,19 @@ func TestLastCallerLeavingCancelsTheGeneration(t *testing.T) {
 	// canceled flight.
 	if _, err := client.Generate(t.Context(), connect.NewRequest(testRequest("abandoned"))); err != nil {
 		t.Errorf("after abandonment: %v", err)
+	}
+}
+
+// waitForMetric waits until a counter reaches want: the tier counts
+// cancellations as it notices them, after the caller has its answer.
+func waitForMetric(t testing.TB, g prometheus.Gatherer, name string, labels map[string]string, want float64) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for metricValueOrZero(t, g, name, labels) < want {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s%v never reached %v", name, labels, want)
+		}
+		runtime.Gosched()
 	}
 }
 
@@ -329,4 +339,73 @@ func metricValueOrZero(t testing.TB, g prometheus.Gatherer, name string, labels 
 		}
 	}
 	return 0
+}
+
+func TestPaidJoinerPromotesASharedGeneration(t *testing.T) {
+	t.Parallel()
+	b := newTestBackend("test")
+	b.started = make(chan struct{}, 32)
+	b.release = make(chan struct{})
+	// No run has finished, so the scheduler assumes 10 s a job, and at
+	// 1:100 free's expected wait is long: let admission allow it.
+	s, srv, reg := startServer(t, ServerConfig{MaxConcurrent: 1, GenerateTimeout: 1000 * time.Hour, Queue: QueueConfig{
+		Classes:      map[string]sched.Class{"free": {Weight: 1}, "paid": {Weight: 100}},
+		DefaultClass: "free",
+		MaxWait:      1000 * time.Hour,
+	}}, b)
+	queued := make(chan struct{}, 64)
+	s.queued = func() { queued <- struct{}{} }
+	joined := make(chan struct{}, 1)
+	s.flights.joined = func() { joined <- struct{}{} }
+	client := newClient(t, srv.URL)
+	type reply struct {
+		prompt string
+		err    error
+	}
+	replies := make(chan reply, 32)
+	send := func(prompt, class string, key byte) {
+		req := testRequest(prompt)
+		req.Scheduling = &inferencev1.Scheduling{PlanClass: class, FairnessKey: []byte{key}}
+		go func() {
+			_, err := client.Generate(t.Context(), connect.NewRequest(req))
+			replies <- reply{prompt, err}
+		}()
+	}
+	send("blocker", "paid", 1)
+	<-b.started
+	for i := range 5 {
+		send(fmt.Sprint("paid ", i), "paid", 1)
+		<-queued
+	}
+	send("shared", "free", 2)
+	<-queued
+	send("shared", "paid", 3) // a paid caller joins the free one's generation
+	<-joined
+	// The promotion is asynchronous: wait until the shared job is queued
+	// as paid.
+	paid := map[string]string{"model": "test", "plan": "paid"}
+	for metricValue(t, reg, "imagegate_inference_queue_depth", paid) != 6 {
+		select {
+		case <-queued:
+		case <-time.After(10 * time.Second):
+			t.Fatal("the shared generation was never queued as paid")
+		}
+	}
+	close(b.release)
+	var order []string
+	for range 8 {
+		r := <-replies
+		if r.err != nil {
+			t.Fatal(r.err)
+		}
+		order = append(order, r.prompt)
+	}
+	// Replies arrive in the order generations finish: one slot, so the
+	// order they ran. As free at weight 1 to 100 the shared generation
+	// would run after all five paid ones; promoted, it shares paid's turn
+	// with key 1 and runs within the first three after the blocker.
+	i := slices.Index(order, "shared")
+	if i < 0 || i > 4 { // blocker, then at most paid 0 and 1, then both shared replies
+		t.Errorf("finish order %v: the promoted generation ran too late", order)
+	}
 }

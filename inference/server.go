@@ -352,10 +352,15 @@ func (s *Server) start(ctx context.Context, msg *inferencev1.GenerateRequest) (*
 		return nil, info, err
 	}
 	req := requestFromProto(msg)
-	f, joined := s.flights.do(context.WithoutCancel(ctx), key, func(ctx context.Context, progress ProgressFunc, preview PreviewFunc) (Result, error) {
-		return s.run(ctx, b, job, req, progress, preview)
+	weight := s.sched.Weight(job.Class)
+	f, joined := s.flights.do(context.WithoutCancel(ctx), key, weight, func(ctx context.Context, progress ProgressFunc, preview PreviewFunc, promote <-chan sched.Job) (Result, error) {
+		queued := job
+		queued.Promote = promote
+		return s.run(ctx, b, queued, req, progress, preview)
 	})
 	if joined {
+		// A heavier class joining moves the shared work up the queue.
+		f.offer(job, weight)
 		s.metrics.coalesced.WithLabelValues(info.Name).Inc()
 	}
 	return f, info, nil

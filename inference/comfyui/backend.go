@@ -306,6 +306,7 @@ func (b *Backend) GenerateOn(ctx context.Context, worker string, req inference.R
 	}
 	defer ws.CloseNow()
 	ws.SetReadLimit(maxMessageBytes)
+	progress(0.01, "connected") // each step of the way tells the watchdog it is alive
 
 	if len(req.Reference) > 0 {
 		name := "imagegate-" + randomID() + ".png"

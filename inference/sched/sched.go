@@ -178,6 +178,11 @@ type Job struct {
 	// wait ends later; otherwise ctx's deadline is used. Set it when the
 	// job outlives the caller that asked first (a shared generation).
 	AdmitBy time.Time
+	// Promote, when set, moves the job while it waits to the class and key
+	// of a Job received on it, if that class weighs more than the job's:
+	// a shared generation a free caller started is queued as paid once a
+	// paid caller waits for it too. Model and the rest are ignored.
+	Promote <-chan Job
 }
 
 // Attempt is what one try of a job gets: the worker chosen and a function
@@ -325,6 +330,7 @@ func (s *Scheduler) Do(ctx context.Context, job Job, fn func(ctx context.Context
 		if err != nil {
 			return err
 		}
+		job = w.job // promotion may have moved it
 		began := s.now()
 		s.observe(func(o Observer) { o.Started(job.Model, job.Class, wk.ID, began.Sub(w.since), w.attempt) })
 		err = s.runAttempt(ctx, wk, w.attempt, fn)
@@ -737,10 +743,15 @@ func (s *Scheduler) workerForLocked(w *waiter) *worker {
 
 // wait blocks until w is dispatched or ctx ends.
 func (s *Scheduler) wait(ctx context.Context, w *waiter) (*worker, error) {
-	select {
-	case wk := <-w.ready:
-		return wk, nil
-	case <-ctx.Done():
+	for waiting := true; waiting; {
+		select {
+		case wk := <-w.ready:
+			return wk, nil
+		case <-ctx.Done():
+			waiting = false
+		case p := <-w.job.Promote:
+			s.promote(w, p)
+		}
 	}
 	s.mu.Lock()
 	removed := s.removeLocked(w)
@@ -755,6 +766,33 @@ func (s *Scheduler) wait(ctx context.Context, w *waiter) (*worker, error) {
 	}
 	s.observe(func(o Observer) { o.Canceled(w.job.Model, w.job.Class, false) })
 	return nil, fmt.Errorf("sched: while queued: %w", ctx.Err())
+}
+
+// promote moves a waiting job to p's class and key when that class weighs
+// more. A job already dispatched stays as it is.
+func (s *Scheduler) promote(w *waiter, p Job) {
+	s.mu.Lock()
+	to := s.classes[s.ClassOf(p.Class)]
+	from := w.class
+	if to.cfg.Weight <= from.cfg.Weight || !s.removeLocked(w) {
+		s.mu.Unlock()
+		return
+	}
+	w.job.Class, w.job.Key = to.name, p.Key
+	w.class = to
+	s.enqueueLocked(w, false)
+	s.dispatchLocked()
+	fromDepth, toDepth := from.byModel[w.job.Model], to.byModel[w.job.Model]
+	s.mu.Unlock()
+	s.observe(func(o Observer) {
+		o.Queued(w.job.Model, from.name, fromDepth)
+		o.Queued(w.job.Model, to.name, toDepth)
+	})
+}
+
+// Weight returns the weight of the class a job naming class belongs to.
+func (s *Scheduler) Weight(class string) int {
+	return s.classes[s.ClassOf(class)].cfg.Weight
 }
 
 // release frees wk's slot and dispatches what can start. attempted says

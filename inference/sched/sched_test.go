@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -469,3 +470,49 @@ func TestConfigValidate(t *testing.T) {
 }
 
 func contains(s, sub string) bool { return strings.Contains(s, sub) }
+
+func TestPromoteMovesAWaitingJob(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, Config{
+		Workers:      oneWorker(1, "m"),
+		Classes:      map[string]Class{"free": {Weight: 1}, "paid": {Weight: 100}},
+		DefaultClass: "free",
+	})
+	h.submit(Job{Model: "m", Key: "p", Class: "paid"}, "blocker")
+	h.started()
+	for range 10 {
+		h.submit(Job{Model: "m", Key: "p", Class: "paid"}, "paid")
+	}
+	promote := make(chan Job, 1)
+	h.submit(Job{Model: "m", Key: "f", Class: "free", Promote: promote}, "shared")
+	// Weight 100 to 1: as free, the shared job would wait for all ten.
+	// A paid caller joins it: it moves to paid under the joiner's key.
+	promote <- Job{Class: "paid", Key: "q"}
+	for {
+		select {
+		case <-h.ev.queued: // the promotion's two depth reports
+		case <-time.After(10 * time.Second):
+			t.Fatal("promotion not reported")
+		}
+		if st := h.s.Stats(); st.Queued == 11 {
+			h.s.mu.Lock()
+			moved := h.s.classes["paid"].queued == 11
+			h.s.mu.Unlock()
+			if moved {
+				break
+			}
+		}
+	}
+	var order []string
+	for range 3 {
+		order = append(order, h.next())
+	}
+	if !slices.Contains(order[:2], "shared") {
+		t.Errorf("start order %v: the promoted job should start within two", order)
+	}
+	// A class weighing no more does not move it (nothing to test on the
+	// order: Weight reports it).
+	if h.s.Weight("free") != 1 || h.s.Weight("nope") != 1 || h.s.Weight("paid") != 100 {
+		t.Error("Weight")
+	}
+}
