@@ -58,13 +58,35 @@ $(AXE_JS):
 vet:
 	$(GO) vet ./...
 
-## bench: Go micro-benchmarks, then the load script (gateway vs bare fasthttp)
-bench:
+## bench: Go micro-benchmarks, pprof profiles of the two hit paths (saved
+## to PROFILE_DIR, printed at the end), then the load script: the gateway
+## against a bare fasthttp server and nginx proxy_cache, loaded by wrk.
+PROFILE_DIR := $(shell mktemp -d /tmp/imagegate-profiles.XXXXXX 2>/dev/null || echo /tmp/imagegate-profiles)
+bench: bench-peers
 	$(GO) test -run '^$$' -bench . -benchmem -count 1 ./cache/ ./edge/ ./gateway/ ./inference/...
+	$(GO) test -c -o $(PROFILE_DIR)/gateway.test ./gateway/
+	for b in GenerationHit ObjectHit; do \
+	  $(PROFILE_DIR)/gateway.test -test.run '^$$' -test.bench "^Benchmark$$b$$" -test.benchmem -test.benchtime 3s \
+	    -test.cpuprofile $(PROFILE_DIR)/$$b.cpu.pprof || exit 1; \
+	  $(PROFILE_DIR)/gateway.test -test.run '^$$' -test.bench "^Benchmark$$b$$" -test.benchmem -test.benchtime 20000x \
+	    -test.memprofilerate 1 -test.memprofile $(PROFILE_DIR)/$$b.alloc.pprof || exit 1; \
+	done
 	$(GO) build -o $(BENCH_DIR)/imagegate ./cmd/imagegate
 	$(GO) build -o $(BENCH_DIR)/loadbench ./internal/loadbench
-	$(BENCH_DIR)/loadbench -imagegate $(BENCH_DIR)/imagegate
+	$(BENCH_DIR)/loadbench -imagegate $(BENCH_DIR)/imagegate -nginx $(NGINX) -wrk $(WRK)
 	rm -rf $(BENCH_DIR)
+	@echo "pprof profiles of the hit paths: $(PROFILE_DIR)"
+	@echo "  go tool pprof -top $(PROFILE_DIR)/gateway.test $(PROFILE_DIR)/GenerationHit.cpu.pprof"
+	@echo "  go tool pprof -sample_index=alloc_objects -top $(PROFILE_DIR)/gateway.test $(PROFILE_DIR)/GenerationHit.alloc.pprof"
+
+# The load generator and the proxy_cache peer are Debian's wrk and nginx.
+WRK   := /usr/bin/wrk
+NGINX := /usr/sbin/nginx
+.PHONY: bench-peers
+bench-peers:
+	@[ -x $(WRK) ] && [ -x $(NGINX) ] || { \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends wrk nginx-light; }
 
 ## generate: regenerate the Connect/protobuf code from proto/ (committed; CI does not need buf)
 generate: $(BUF)
