@@ -56,6 +56,9 @@ func TestSignMatchesIndependentVector(t *testing.T) {
 	if got, want := s.Sign(vectorPath), vectorPath+"?verify="+vectorToken; got != want {
 		t.Fatalf("Sign = %q\n want %q", got, want)
 	}
+	if got, want := string(s.AppendSign([]byte("https://cdn.example"), []byte(vectorPath))), "https://cdn.example"+vectorPath+"?verify="+vectorToken; got != want {
+		t.Fatalf("AppendSign = %q\n want %q", got, want)
+	}
 	if err := s.Verify(vectorPath, "verify="+vectorToken); err != nil {
 		t.Errorf("Verify(current key vector) = %v", err)
 	}

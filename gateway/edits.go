@@ -50,7 +50,7 @@ func (g *Gateway) edits(c *fiber.Ctx) error {
 	}
 	p.Reference = ref
 	p.ReferenceSHA256 = sum
-	return g.respond(c, p)
+	return g.respond(c, p, nil)
 }
 
 // editRequest reads the fields of an edit form, refusing unknown and

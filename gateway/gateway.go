@@ -95,8 +95,12 @@ type Gateway struct {
 	history    *historian
 	owners     *edge.OwnerTagger
 	tags       tagCache // recent Cache-Tag values of outputs
-	life       *lifecycle
-	site       *web.Site // the website's templates and assets
+	// parsed keeps decoded, validated and keyed generation bodies;
+	// bodies recycles response buffers of the hit path.
+	parsed parsedGenerations
+	bodies sync.Pool
+	life   *lifecycle
+	site   *web.Site // the website's templates and assets
 
 	stop context.CancelFunc
 	done chan struct{}
@@ -153,6 +157,7 @@ func New(cfg Config, deps Deps) (*Gateway, error) {
 	if g.httpClient == nil {
 		g.httpClient = &http.Client{Timeout: 20 * time.Second}
 	}
+	g.bodies.New = func() any { b := make([]byte, 0, 512); return &b }
 	g.peers = newPeerSet(cfg.Peers, peerToken(cfg.AdminToken), g.httpClient)
 	if g.ips, err = clientip.New(cfg.ClientIP); err != nil {
 		return nil, err

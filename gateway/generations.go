@@ -63,6 +63,10 @@ func (g *Gateway) generations(c *fiber.Ctx) error {
 	if len(body) > g.cfg.MaxJSONBytes { // the route skips smallBody: it is charged first
 		return errBodyTooLarge(g.cfg.MaxJSONBytes)
 	}
+	catalog := g.catalog.models.Load()
+	if pg := g.parsed.get(body, catalog); pg != nil {
+		return g.respond(c, pg.p, pg)
+	}
 	var req generationJSON
 	if err := decodeJSON(body, &req); err != nil {
 		return err
@@ -75,7 +79,18 @@ func (g *Gateway) generations(c *fiber.Ctx) error {
 	if err != nil {
 		return err
 	}
-	return g.respond(c, p)
+	var pg *parsedGeneration
+	if !p.Private && catalog != nil {
+		// Keys of public requests depend on the body alone: keep them.
+		pg = &parsedGeneration{catalog: catalog, p: p}
+		pg.keys, pg.seed = contentKeys(p, "")
+		pg.refs = make([]string, len(pg.keys))
+		for i, k := range pg.keys {
+			pg.refs[i] = k.String()
+		}
+		g.parsed.put(body, pg)
+	}
+	return g.respond(c, p, pg)
 }
 
 func jsonKind(k string) string {
@@ -93,7 +108,8 @@ func jsonKind(k string) string {
 }
 
 // respond generates (or finds) every image of p and writes the response.
-func (g *Gateway) respond(c *fiber.Ctx, p params) error {
+// keyed, when not nil, holds p's content keys already computed.
+func (g *Gateway) respond(c *fiber.Ctx, p params, keyed *parsedGeneration) error {
 	py := g.payerOf(c)
 	if err := py.checkSize(p.Width, p.Height); err != nil {
 		return err
@@ -108,14 +124,24 @@ func (g *Gateway) respond(c *fiber.Ctx, p params) error {
 	}
 	refresh := noCache(c.Get(fiber.HeaderCacheControl))
 
-	results, err := g.generate(ctx, p, py, refresh)
-	if err != nil {
+	var resultsBuf [maxImages]result
+	results := resultsBuf[:p.N]
+	if err := g.generate(ctx, &p, py, refresh, keyed, results); err != nil {
 		return err
 	}
-	resp := imagesResponse{Created: time.Now().Unix(), Data: make([]imageData, len(results))}
-	base := g.baseURL(c)
+	bp := g.bodies.Get().(*[]byte)
+	defer func() {
+		if cap(*bp) <= 64<<10 { // b64_json bodies are not worth keeping
+			g.bodies.Put(bp)
+		}
+	}()
+	b := append((*bp)[:0], `{"created":`...)
+	b = strconv.AppendInt(b, time.Now().Unix(), 10)
+	b = append(b, `,"data":[`...)
 	for i, r := range results {
-		resp.Data[i].Seed = uint32(r.entry.Seed)
+		if i > 0 {
+			b = append(b, ',')
+		}
 		if p.Format == "b64_json" {
 			octx, cancel := context.WithTimeout(ctx, g.cfg.RequestTimeout)
 			data, err := g.cache.Object(octx, r.entry.Object, r.entry.Ext)
@@ -123,15 +149,90 @@ func (g *Gateway) respond(c *fiber.Ctx, p params) error {
 			if err != nil {
 				return err
 			}
-			resp.Data[i].B64JSON = base64.StdEncoding.EncodeToString(data)
-			continue
+			b = append(b, `{"b64_json":"`...) // base64 needs no escaping
+			b = base64.StdEncoding.AppendEncode(b, data)
+			b = append(b, `",`...)
+		} else {
+			b = append(b, `{"url":`...)
+			b = g.appendOutputURL(b, c, r.entry)
+			b = append(b, ',')
 		}
-		resp.Data[i].URL = base + g.signer.Sign("/o/"+r.entry.Object+"."+r.entry.Ext)
+		b = append(b, `"seed":`...)
+		b = strconv.AppendUint(b, uint64(uint32(r.entry.Seed)), 10)
+		b = append(b, '}')
 	}
-	c.Set("Cache-Status", cacheStatus(results, refresh))
-	c.Set(fiber.HeaderCacheControl, "no-store")
-	c.Set(fiber.HeaderContentType, fiber.MIMEApplicationJSON)
-	return c.Send(resp.appendJSON(make([]byte, 0, 256)))
+	b = append(b, "]}"...)
+	*bp = b
+	h := &c.Response().Header
+	if st := hitStatus(results); st != nil {
+		h.SetCanonical(headerCacheStatus, st)
+	} else {
+		h.Set("Cache-Status", cacheStatus(results, refresh))
+	}
+	h.SetCanonical(headerCacheControl, valueNoStore)
+	h.SetContentType(fiber.MIMEApplicationJSON)
+	c.Response().SetBody(b)
+	return nil
+}
+
+// Header names and values the hit path sets, as bytes (no conversion).
+var (
+	headerCacheStatus  = []byte("Cache-Status")
+	headerCacheControl = []byte(fiber.HeaderCacheControl)
+	valueNoStore       = []byte("no-store")
+	hitStatusL1        = []byte("imagegate; hit; detail=" + cache.TierL1.String())
+	hitStatusL2        = []byte("imagegate; hit; detail=" + cache.TierL2.String())
+	hitStatusL3        = []byte("imagegate; hit; detail=" + cache.TierL3.String())
+)
+
+// hitStatus is the Cache-Status of a response whose every image was a hit
+// (what cacheStatus would say), or nil.
+func hitStatus(rs []result) []byte {
+	tier := cache.TierL1
+	for _, r := range rs {
+		if r.outcome.Tier == cache.TierMiss {
+			return nil
+		}
+		tier = max(tier, r.outcome.Tier)
+	}
+	switch tier {
+	case cache.TierL1:
+		return hitStatusL1
+	case cache.TierL2:
+		return hitStatusL2
+	case cache.TierL3:
+		return hitStatusL3
+	}
+	return nil
+}
+
+// appendOutputURL appends the signed link of e's output as a JSON string.
+func (g *Gateway) appendOutputURL(b []byte, c *fiber.Ctx, e cache.Entry) []byte {
+	start := len(b)
+	b = append(b, '"')
+	switch {
+	case g.cfg.CDNURL != "":
+		b = append(b, strings.TrimSuffix(g.cfg.CDNURL, "/")...)
+	case g.cfg.PublicURL != "":
+		b = append(b, strings.TrimSuffix(g.cfg.PublicURL, "/")...)
+	default:
+		b = append(b, c.Protocol()...)
+		b = append(b, "://"...)
+		b = append(b, c.Request().Host()...)
+	}
+	var pathBuf [128]byte
+	path := append(pathBuf[:0], "/o/"...)
+	path = append(path, e.Object...)
+	path = append(path, '.')
+	path = append(path, e.Ext...)
+	b = g.signer.AppendSign(b, path)
+	for _, ch := range b[start+1:] {
+		if ch < 0x20 || ch == '"' || ch == '\\' || ch == '<' || ch == '>' || ch == '&' {
+			// Rare (an odd Host header): escape as encoding/json would.
+			return appendJSONString(b[:start], string(b[start+1:]))
+		}
+	}
+	return append(b, '"')
 }
 
 // appendJSON appends the response's JSON encoding, as encoding/json would
@@ -207,24 +308,10 @@ type result struct {
 	outcome cache.Outcome
 }
 
-// generate resolves each of the n images through the cache, concurrently.
-// Image i uses seed base+i, so each has its own cache entry and a request
-// for n=1 shares its image with the first of an n=4 request.
-func (g *Gateway) generate(ctx context.Context, p params, py payer, refresh bool) ([]result, error) {
-	scope := ""
-	switch {
-	case !p.Private && p.Reference == nil:
-	case py.accountID != "":
-		// Private results are namespaced by their owner: nobody else can
-		// learn from a cache hit that this account asked the same thing.
-		scope = "account:" + py.accountID
-	default:
-		// An anonymous visitor has no stable identity to namespace by, so
-		// each private request gets a scope of its own.
-		var b [16]byte
-		rand.Read(b[:])
-		scope = "private:" + hex.EncodeToString(b[:])
-	}
+// contentKeys returns the content keys of p's images for scope, and the
+// seed of the first: image i uses seed+i, so each has its own cache entry
+// and a request for n=1 shares its image with the first of an n=4 request.
+func contentKeys(p params, scope string) ([]cache.Key, uint32) {
 	base := cache.Request{
 		Model:           p.Model.Name,
 		ModelVersion:    p.Model.Version,
@@ -247,17 +334,48 @@ func (g *Gateway) generate(ctx context.Context, p params, py payer, refresh bool
 	} else {
 		seed = uint32(cache.DeriveSeed(base))
 	}
-
-	// Each image i uses seed+i, so a request for n=1 shares its image
-	// with the first of an n=4 request.
 	keys := make([]cache.Key, p.N)
-	results := make([]result, p.N)
-	var misses []int
-	start := time.Now()
-	for i := range p.N {
+	for i := range keys {
 		req := base
 		req.Seed = uint64(seed + uint32(i))
 		keys[i] = req.Key()
+	}
+	return keys, seed
+}
+
+// generate resolves each of the n images of p through the cache into
+// results (len p.N), concurrently. keyed, when not nil, holds p's content
+// keys (of a public request). A hit allocates nothing here: the misses'
+// concurrent work, whose closures would move everything to the heap, is
+// in generateMisses.
+func (g *Gateway) generate(ctx context.Context, p *params, py payer, refresh bool, keyed *parsedGeneration, results []result) error {
+	var keys []cache.Key
+	var refs []string
+	var seed uint32
+	if keyed != nil {
+		keys, refs, seed = keyed.keys, keyed.refs, keyed.seed
+	} else {
+		scope := ""
+		switch {
+		case !p.Private && p.Reference == nil:
+		case py.accountID != "":
+			// Private results are namespaced by their owner: nobody else can
+			// learn from a cache hit that this account asked the same thing.
+			scope = "account:" + py.accountID
+		default:
+			// An anonymous visitor has no stable identity to namespace by, so
+			// each private request gets a scope of its own.
+			var b [16]byte
+			rand.Read(b[:])
+			scope = "private:" + hex.EncodeToString(b[:])
+		}
+		keys, seed = contentKeys(*p, scope)
+	}
+
+	var missesBuf [maxImages]int
+	misses := missesBuf[:0]
+	start := time.Now()
+	for i := range p.N {
 		if !refresh {
 			if e, o, ok := g.cache.Peek(keys[i]); ok {
 				results[i] = result{entry: e, outcome: o}
@@ -266,49 +384,70 @@ func (g *Gateway) generate(ctx context.Context, p params, py payer, refresh bool
 		}
 		misses = append(misses, i)
 	}
-	regen := make([]bool, p.N) // hits on outputs being reaped: generated again
+	var regen [maxImages]bool // hits on outputs being reaped: generated again
 	for i := range p.N {
 		if !slices.Contains(misses, i) {
-			ks := keys[i].String()
-			if err := g.rejudge(ctx, py, p, keys[i], &results[i]); err != nil {
-				return nil, err
+			ks := keyRef(keys, refs, i)
+			if err := g.rejudge(ctx, py, *p, keys[i], &results[i]); err != nil {
+				return err
 			}
 			if err := g.chargeHit(py, ks); err != nil {
-				return nil, err
+				return err
 			}
-			if err := g.remember(py, p, ks, results[i].entry, results[i].outcome, time.Since(start)); err != nil {
+			if err := g.remember(py, *p, ks, results[i].entry, results[i].outcome, time.Since(start)); err != nil {
 				regen[i] = true
 				misses = append(misses, i)
 			}
 		}
 	}
 	if len(misses) == 0 {
-		return results, nil
+		return nil
 	}
+	missRefs := make([]string, len(misses))
+	again := make([]bool, len(misses))
+	for j, i := range misses {
+		missRefs[j] = keyRef(keys, refs, i)
+		again[j] = refresh || regen[i]
+	}
+	missed, err := g.generateMisses(ctx, *p, py, slices.Clone(misses), keys, missRefs, seed, again, start)
+	for j, i := range misses {
+		results[i] = missed[j]
+	}
+	return err
+}
 
+// keyRef is keys[i].String(), from refs when they were computed before.
+func keyRef(keys []cache.Key, refs []string, i int) string {
+	if refs != nil {
+		return refs[i]
+	}
+	return keys[i].String()
+}
+
+// generateMisses resolves the images misses of p (indexes into keys) that
+// were not in this node's tiers, concurrently; refs[j] is the key of
+// misses[j] as a string, again[j] whether it must be generated afresh.
+func (g *Gateway) generateMisses(ctx context.Context, p params, py payer, misses []int, keys []cache.Key, refs []string, seed uint32, again []bool, start time.Time) ([]result, error) {
 	// Every image that may reach the GPU is paid for first, all or none:
 	// rate-limit units, then credits or quota.
 	costs := g.cfg.RateLimits.Costs
 	if err := py.rate.Extra(len(misses) * (costs.GenerationMiss - costs.GenerationHit)); err != nil {
-		return nil, err
-	}
-	refs := make([]string, len(misses))
-	for j, i := range misses {
-		refs[j] = keys[i].String()
+		return make([]result, len(misses)), err
 	}
 	tickets, err := g.reserveAll(py, g.cfg.Plans.imageCost(max(p.Width, p.Height)), refs)
 	if err != nil {
-		return nil, err
+		return make([]result, len(misses)), err
 	}
 	ctx, cancel := context.WithTimeout(ctx, g.cfg.RequestTimeout)
 	defer cancel()
 	// Siblings are never cancelled: each image's generation runs to its
 	// end and settles its own ticket, so no image is ever generated free.
+	results := make([]result, len(misses))
 	errs := make([]error, len(misses))
 	var wg sync.WaitGroup
 	for j, i := range misses {
 		wg.Go(func() {
-			results[i], errs[j] = g.one(ctx, p, py, keys[i], refs[j], uint64(seed+uint32(i)), refresh || regen[i], tickets[j], start)
+			results[j], errs[j] = g.one(ctx, p, py, keys[i], refs[j], uint64(seed+uint32(i)), again[j], tickets[j], start)
 		})
 	}
 	wg.Wait()

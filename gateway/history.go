@@ -55,8 +55,12 @@ type historian struct {
 	// wakes the worker nor reaches the store before its record needs
 	// renewing (the store renews at most hourly anyway).
 	mu     sync.Mutex
-	recent map[string]time.Time
+	recent map[recentKey]time.Time
 }
+
+// recentKey names one recorded item: who was served which content key.
+// Two strings, not one concatenated, so a hit builds no key string.
+type recentKey struct{ account, content string }
 
 // historyRenewEvery is how long a recorded item is not recorded again.
 const historyRenewEvery = 30 * time.Minute
@@ -65,7 +69,7 @@ const historyRenewEvery = 30 * time.Minute
 const maxRecent = 1 << 16
 
 func newHistorian(st historyStore, logger interface{ Error(string, ...any) }, now func() time.Time) *historian {
-	h := &historian{st: st, queue: make(chan historyItem, 4096), logger: logger, recent: map[string]time.Time{}, now: now}
+	h := &historian{st: st, queue: make(chan historyItem, 4096), logger: logger, recent: map[recentKey]time.Time{}, now: now}
 	h.wg.Add(1)
 	go func() {
 		defer h.wg.Done()
@@ -83,7 +87,7 @@ func newHistorian(st historyStore, logger interface{ Error(string, ...any) }, no
 // fresh reports whether it was recorded within historyRenewEvery, and if
 // not, notes that it is being recorded now.
 func (h *historian) fresh(it historyItem) bool {
-	k := it.accountID + "\x00" + it.gen.ContentKey
+	k := recentKey{it.accountID, it.gen.ContentKey}
 	now := h.now()
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -129,7 +133,7 @@ func (h *historian) flush() {
 // forget drops it from the recent records, so it is recorded again.
 func (h *historian) forget(it historyItem) {
 	h.mu.Lock()
-	delete(h.recent, it.accountID+"\x00"+it.gen.ContentKey)
+	delete(h.recent, recentKey{it.accountID, it.gen.ContentKey})
 	h.mu.Unlock()
 }
 

@@ -504,7 +504,11 @@ func New(cfg Config, clientIP *clientip.Resolver, now func() time.Time) (*Limite
 
 // subjects lists the buckets a request from addr by who is charged to.
 func (l *Limiter) subjects(addr netip.Addr, who Identity) []rateSubject {
-	subs := make([]rateSubject, 0, 3)
+	return l.appendSubjects(make([]rateSubject, 0, 3), addr, who)
+}
+
+// appendSubjects appends the subjects of a request to subs.
+func (l *Limiter) appendSubjects(subs []rateSubject, addr netip.Addr, who Identity) []rateSubject {
 	subs = append(subs, rateSubject{name: "ip", key: addrRateKey(rateNSIP, addr), policy: l.cfg.IP})
 	if who.Account == "" && who.APIKey == "" {
 		return append(subs, rateSubject{name: "anon", key: addrRateKey(rateNSAnon, addr), policy: l.cfg.Anonymous})
@@ -537,7 +541,10 @@ type rateDecision struct {
 	allowed    bool
 	retryAfter int64  // whole seconds ≥ 1 when refused
 	refusedBy  string // the name of a bucket that refused
-	states     []rateState
+	// states are the buckets' states, states[:n] set: an array, so a
+	// decision costs no allocation.
+	states [maxRateSubjects]rateState
+	n      int
 }
 
 // take charges cost to every subject's bucket, or to none: a request one
@@ -599,7 +606,7 @@ func chargeBuckets(store *keyedStore[rate.Limiter], now time.Time, subs []rateSu
 	if !d.allowed {
 		d.retryAfter = max(1, ceilSeconds(wait))
 	}
-	d.states = make([]rateState, len(subs))
+	d.n = len(subs)
 	for i, s := range subs {
 		lim := &entries[i].val
 		if d.allowed && cost > 0 && !lim.AllowN(now, int(costs[i])) {
@@ -679,13 +686,14 @@ const (
 	headerRateLimit       = "RateLimit"
 )
 
-func (d rateDecision) setHeaders(c *fiber.Ctx) {
-	if len(d.states) == 0 {
+func (d *rateDecision) setHeaders(c *fiber.Ctx) {
+	if d.n == 0 {
 		return
 	}
-	policy := make([]byte, 0, 32*len(d.states))
-	limit := make([]byte, 0, 32*len(d.states))
-	for i, s := range d.states {
+	// Room for every bucket's item without growing: no allocation.
+	var policyBuf, limitBuf [48 * maxRateSubjects]byte
+	policy, limit := policyBuf[:0], limitBuf[:0]
+	for i, s := range d.states[:d.n] {
 		if i > 0 {
 			policy = append(policy, ", "...)
 			limit = append(limit, ", "...)
@@ -702,9 +710,16 @@ func (d rateDecision) setHeaders(c *fiber.Ctx) {
 		limit = strconv.AppendInt(limit, s.reset, 10)
 	}
 	h := &c.Response().Header
-	h.SetBytesV(headerRateLimitPolicy, policy)
-	h.SetBytesV(headerRateLimit, limit)
+	h.SetCanonical(headerRateLimitPolicyBytes, policy)
+	h.SetCanonical(headerRateLimitBytes, limit)
 }
+
+// The header names as bytes in fasthttp's normal form (what SetBytesV
+// would turn them into), so setting them costs no normalisation.
+var (
+	headerRateLimitPolicyBytes = []byte("Ratelimit-Policy")
+	headerRateLimitBytes       = []byte("Ratelimit")
+)
 
 // rateLimited is the 429 for a refused decision; the error handler adds
 // Retry-After.
@@ -733,8 +748,9 @@ type rateChargeLocal struct{}
 // the goroutine that calls the GPU. A nil *Charge (route not limited,
 // or limits off) allows everything.
 type Charge struct {
-	l    *Limiter
-	subs []rateSubject
+	l       *Limiter
+	subs    []rateSubject // in subsArr
+	subsArr [maxRateSubjects]rateSubject
 
 	mu   sync.Mutex
 	last rateDecision // what the response's headers will say
@@ -778,7 +794,8 @@ func (l *Limiter) Limit(cost int, who func(*fiber.Ctx) Identity) fiber.Handler {
 		if who != nil {
 			id = who(c)
 		}
-		ch := &Charge{l: l, subs: l.subjects(l.clientIP.Addr(c), id)}
+		ch := &Charge{l: l}
+		ch.subs = l.appendSubjects(ch.subsArr[:0], l.clientIP.Addr(c), id)
 		ch.last = l.take(ch.subs, cost)
 		if !ch.last.allowed {
 			ch.last.setHeaders(c)

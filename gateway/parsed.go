@@ -1,0 +1,68 @@
+package gateway
+
+import (
+	"sync"
+
+	"github.com/imagegate/imagegate/cache"
+)
+
+// parsedGeneration is a generation body decoded, validated and keyed: what
+// every request with exactly these bytes would compute again before its
+// cache lookup. Only requests whose content keys depend on nothing but
+// the body are kept (not private ones, whose keys are scoped to the
+// requester): for them decoding, validation, canonicalisation and hashing
+// are pure functions of the body and the model catalogue.
+type parsedGeneration struct {
+	catalog *[]model // the catalogue validated against
+	p       params
+	keys    []cache.Key // one per image, for seeds seed, seed+1, …
+	refs    []string    // keys[i].String()
+	seed    uint32
+}
+
+// parsedGenerations remembers the last few thousand distinct bodies, so a
+// popular prompt is decoded and hashed once, not on every hit. A hit
+// still runs every check that depends on who asks or when (rate limits,
+// plan size, moderation, re-judging, quota and history). Entries
+// validated against another catalogue than the current one are not used.
+type parsedGenerations struct {
+	mu sync.RWMutex
+	m  map[string]*parsedGeneration
+}
+
+// Bounds: bodies longer than maxParsedBody are not kept (real prompts are
+// short; a long body would cost more memory than its parse), and the map
+// is emptied when it reaches maxParsed.
+const (
+	maxParsed     = 4096
+	maxParsedBody = 2048
+)
+
+func (pg *parsedGenerations) get(body []byte, catalog *[]model) *parsedGeneration {
+	pg.mu.RLock()
+	e := pg.m[string(body)] // no copy: the conversion is only a lookup
+	pg.mu.RUnlock()
+	if e == nil || e.catalog != catalog {
+		return nil
+	}
+	return e
+}
+
+func (pg *parsedGenerations) put(body []byte, e *parsedGeneration) {
+	if len(body) > maxParsedBody {
+		return
+	}
+	pg.mu.Lock()
+	if pg.m == nil || len(pg.m) >= maxParsed {
+		pg.m = make(map[string]*parsedGeneration, 64)
+	}
+	pg.m[string(body)] = e
+	pg.mu.Unlock()
+}
+
+// len counts the bodies remembered.
+func (pg *parsedGenerations) len() int {
+	pg.mu.RLock()
+	defer pg.mu.RUnlock()
+	return len(pg.m)
+}
