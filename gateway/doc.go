@@ -27,5 +27,8 @@
 //     and reports of apparent CSAM.
 //   - analytics: what a consented page view is reduced to before it is
 //     counted.
+//   - compliance: incident notifications (the notice template and the
+//     paced, resumable notifier) and the checks of a rights request
+//     received by email.
 //   - mail: SMTP and the outbox.
 package gateway
