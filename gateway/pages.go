@@ -21,7 +21,11 @@ var pageTemplate = template.Must(template.New("page").Parse(`<!doctype html>
 {{if .Message}}<p>{{.Message}}</p>{{end}}
 {{if .Action}}<form method="post" action="{{.Action}}">
 <input type="hidden" name="token" value="{{.Token}}">
-{{if .Password}}<label>New password <input type="password" name="new_password" autocomplete="new-password" minlength="10" required></label>{{end}}
+{{if .Password}}<label>New password <input type="password" name="new_password" autocomplete="new-password" minlength="10" required></label>
+<fieldset><legend>Your API keys</legend>
+<label><input type="radio" name="api_keys" value="revoke" checked> Revoke them (choose this if a key may have leaked; programs using them stop working)</label>
+<label><input type="radio" name="api_keys" value="flag"> Keep them working, flagged for review in the key list</label>
+</fieldset>{{end}}
 <button type="submit">{{.Button}}</button>
 </form>{{end}}
 </body></html>
