@@ -33,4 +33,6 @@
 //     paced, resumable notifier) and the checks of a rights request
 //     received by email.
 //   - mail: SMTP and the outbox.
+//   - web: the website's templates, embedded assets and page CSP; the
+//     gateway gathers each page's data (web_routes.go).
 package gateway

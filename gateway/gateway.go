@@ -18,6 +18,7 @@ import (
 	"github.com/imagegate/imagegate/gateway/clientip"
 	"github.com/imagegate/imagegate/gateway/moderation"
 	"github.com/imagegate/imagegate/gateway/ratelimit"
+	"github.com/imagegate/imagegate/gateway/web"
 	"github.com/imagegate/imagegate/inference"
 )
 
@@ -94,6 +95,7 @@ type Gateway struct {
 	owners     *edge.OwnerTagger
 	tags       tagCache // recent Cache-Tag values of outputs
 	life       *lifecycle
+	site       *web.Site // the website's templates and assets
 
 	stop context.CancelFunc
 	done chan struct{}
@@ -174,6 +176,9 @@ func New(cfg Config, deps Deps) (*Gateway, error) {
 		return nil, err
 	}
 	g.history = newHistorian(deps.Store, logger, now)
+	if g.site, err = web.New(); err != nil {
+		return nil, err
+	}
 	mod, err := moderation.New(cfg.Moderation, deps.Store, logger, g.httpClient, now)
 	if err != nil {
 		return nil, err
@@ -319,11 +324,9 @@ func (g *Gateway) routes() {
 	g.complianceRoutes(admin)
 	g.analyticsRoutes(app, with, account, limit(costs.Default))
 
-	app.Get("/cookies", limit(costs.Default), g.cookiesPage)
-	app.Get("/reset-password", limit(costs.Default), g.resetPage)
-	app.Get("/verify-email", limit(costs.Default), g.verifyPage)
+	g.webRoutes(app, with, limit)
 
-	app.Use(func(c *fiber.Ctx) error { return fiber.ErrNotFound })
+	app.Use(g.notFound)
 }
 
 // App exposes the Fiber app for in-process tests (app.Test).
