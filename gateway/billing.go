@@ -3,7 +3,9 @@ package gateway
 import (
 	"context"
 	"crypto/rand"
+	"log/slog"
 	"regexp"
+	"time"
 
 	"github.com/gofiber/fiber/v2"
 
@@ -37,7 +39,8 @@ type billingAccounts interface {
 	Transactions(accountID string, limit int) ([]store.LedgerEntry, error)
 }
 
-// billingStore is everything billing needs of the store.
+// billingStore is everything the billing routes and the engine need of
+// the store.
 type billingStore interface {
 	billingAccounts
 	billing.Store
@@ -52,8 +55,8 @@ type payments struct {
 
 // newPayments wires package billing's Stripe engine, or returns nil —
 // billing off — when cfg has no secret key.
-func newPayments(cfg Config, st billingStore, g *Gateway) (*payments, error) {
-	s, err := billing.New(cfg.Billing, st, g.logger, g.now)
+func newPayments(cfg Config, st billingStore, logger *slog.Logger, now func() time.Time) (*payments, error) {
+	s, err := billing.New(cfg.Billing, st, logger, now)
 	if err != nil || s == nil {
 		return nil, err
 	}

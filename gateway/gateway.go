@@ -172,7 +172,7 @@ func New(cfg Config, deps Deps) (*Gateway, error) {
 	if g.quota, err = ratelimit.NewQuota(cfg.FreeQuota, now); err != nil {
 		return nil, err
 	}
-	if g.billing, err = newPayments(cfg, deps.Store, g); err != nil {
+	if g.billing, err = newPayments(cfg, deps.Store, logger, now); err != nil {
 		return nil, err
 	}
 	g.history = newHistorian(deps.Store, logger, now)
