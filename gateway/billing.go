@@ -3,6 +3,7 @@ package gateway
 import (
 	"context"
 	"crypto/rand"
+	"errors"
 	"log/slog"
 	"regexp"
 	"time"
@@ -37,6 +38,7 @@ type stripeEngine interface {
 type billingAccounts interface {
 	Billing(accountID string) (store.Billing, error)
 	Transactions(accountID string, limit int) ([]store.LedgerEntry, error)
+	OpenSubscriptionCheckout(accountID string, c store.SubscriptionCheckout) (store.SubscriptionCheckout, error)
 }
 
 // billingStore is everything the billing routes and the engine need of
@@ -196,6 +198,10 @@ type checkoutJSON struct {
 	Plan string `json:"plan"`
 }
 
+// subscriptionCheckoutTTL is how long a subscription checkout session
+// stays open (Stripe allows 30 minutes to 24 hours).
+const subscriptionCheckoutTTL = time.Hour
+
 // idempotencyNonce is the form of a client's Idempotency-Key header.
 var idempotencyNonce = regexp.MustCompile(`^[A-Za-z0-9_-]{8,64}$`)
 
@@ -229,6 +235,22 @@ func (g *Gateway) billingCheckout(c *fiber.Ctx) error {
 			return &apiError{Status: fiber.StatusConflict, Type: "invalid_request_error", Code: "already_subscribed",
 				Msg: "this account already has a subscription: change or cancel it in the customer portal (POST /v1/billing/portal)"}
 		}
+		// One subscription checkout open at a time: a second for the same
+		// plan reuses the first's idempotency nonce (and expiry), so Stripe
+		// answers with the same session; one for another plan waits until
+		// the first session expires. Two racing checkouts can then never
+		// both end in a subscription.
+		open, err := b.store.OpenSubscriptionCheckout(acct.ID, store.SubscriptionCheckout{
+			PriceID: item.PriceID(), Nonce: nonce, Expires: g.now().Add(subscriptionCheckoutTTL).Truncate(time.Second),
+		})
+		if errors.Is(err, store.ErrConflict) {
+			return &apiError{Status: fiber.StatusConflict, Type: "invalid_request_error", Code: "checkout_in_progress",
+				Msg: "a checkout for another plan is still open: complete it, or retry once it expires (within an hour)"}
+		}
+		if err != nil {
+			return err
+		}
+		nonce, item = open.Nonce, item.ExpiringAt(open.Expires)
 	}
 	site, err := g.siteURL(c)
 	if err != nil {

@@ -35,10 +35,23 @@ type Item struct {
 	priceID string
 	plan    string // subscriptions: the imagegate plan
 	credits int64
+	// expires, for a subscription checkout, is when its session expires.
+	expires time.Time
 }
 
 // Subscription reports whether the item is a subscription (not a pack).
 func (it Item) Subscription() bool { return it.mode == stripe.CheckoutSessionModeSubscription }
+
+// PriceID is the Stripe price the item is sold at.
+func (it Item) PriceID() string { return it.priceID }
+
+// ExpiringAt is the item with a checkout session that expires at t
+// (zero: Stripe's default of 24 hours); the gateway sets it for a
+// subscription checkout from the open checkout it claimed.
+func (it Item) ExpiringAt(t time.Time) Item {
+	it.expires = t
+	return it
+}
 
 // Stripe is the payments engine: it sells the catalogue through Stripe
 // Checkout, opens the customer portal, and applies Stripe's webhook
@@ -175,6 +188,11 @@ func (b *Stripe) Checkout(ctx context.Context, accountID string, item Item, nonc
 		params.PaymentIntentData = &stripe.CheckoutSessionPaymentIntentDataParams{Metadata: map[string]string{MetaAccount: accountID}}
 	} else {
 		params.AddMetadata(MetaPlan, item.name)
+		if !item.expires.IsZero() {
+			// The session dies with its claim, so a checkout left open
+			// cannot be completed after another one was allowed.
+			params.ExpiresAt = stripe.Int64(item.expires.Unix())
+		}
 		params.SubscriptionData = &stripe.CheckoutSessionSubscriptionDataParams{Metadata: map[string]string{MetaAccount: accountID, MetaPlan: item.name}}
 	}
 	params.SetIdempotencyKey(fmt.Sprintf("checkout:%s:%s:%s", accountID, item.priceID, nonce))
