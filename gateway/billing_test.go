@@ -384,16 +384,7 @@ func TestCheckoutAgainstStripeMock(t *testing.T) {
 	if eb.Error.Code != "session_required" {
 		t.Errorf("portal with an API key: code %q", eb.Error.Code)
 	}
-	// Reading billing needs account:read; the default key has only
-	// images:write.
-	want(t, api.call("GET", "/v1/billing", "", &eb), http.StatusForbidden)
-	if eb.Error.Code != "insufficient_scope" {
-		t.Errorf("billing read with an images-only key: code %q", eb.Error.Code)
-	}
-	var reader apiKeyJSON
-	want(t, b.call("POST", "/v1/account/api-keys", `{"name":"reader","scopes":["account:read"]}`, &reader), 201)
-	readerClient := &browser{t: t, e: e, client: &http.Client{Timeout: 60 * time.Second}, header: http.Header{"Authorization": {"Bearer " + reader.Key}}}
-	want(t, readerClient.call("GET", "/v1/billing", "", nil), http.StatusOK)
+	want(t, api.call("GET", "/v1/billing", "", nil), http.StatusOK)
 	portals := sm.RequestsTo("POST", "/v1/billing_portal/sessions")
 	if len(portals) != 1 || portals[0].Form.Get("customer") != rec.CustomerID || portals[0].Form.Get("return_url") != e.url+"/" {
 		t.Errorf("portal sessions %+v", portals)

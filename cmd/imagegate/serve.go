@@ -94,7 +94,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.StringVar(&cfg.Addr, "addr", ":8080", "listen address")
 	fs.StringVar(&cfg.MetricsAddr, "metrics-addr", "", "serve /metrics on this address (e.g. 127.0.0.1:9091); never on --addr, whose port it must not share (empty: /metrics off)")
 	fs.StringVar(&cfg.DataDir, "data-dir", "./data", "bbolt files, local objects, keys and the mail outbox")
-	fs.StringVar(&cfg.ConfigFile, "config", "", "TOML file with plans, prices, rate limits and retention (see README)")
+	fs.StringVar(&cfg.ConfigFile, "config", "", "TOML file with plans, prices, rate limits, retention and, for the in-process tier, the [inference] model catalogue (see README)")
 	fs.StringVar(&gw.PublicURL, "public-url", "", "base URL of links, e.g. https://img.example.com (empty: derived from the request; account mail then works on localhost only)")
 	fs.StringVar(&gw.CDNURL, "cdn-url", "", "base URL of output links when a CDN fronts them")
 	fs.StringVar(&inferenceURLs, "inference", "", "comma-separated inference tier URLs (empty: run the tier in-process)")
@@ -315,7 +315,7 @@ func newSystem(ctx context.Context, cfg serveConfig, logger *slog.Logger) (_ *sy
 	if len(urls) == 0 {
 		// One code path: the in-process tier is still reached over Connect
 		// on loopback, with a token nobody else knows.
-		url, tok, closeTier, err := startLocalTier(reg, logger)
+		url, tok, closeTier, err := startLocalTier(cfg.ConfigFile, reg, logger)
 		if err != nil {
 			return nil, err
 		}
@@ -503,12 +503,17 @@ func newSigner(cfg serveConfig) (*edge.Signer, error) {
 	return edge.NewSigner(edge.SignerConfig{Current: cur, Previous: []byte(cfg.SigningKeyPrev), TTL: cfg.LinkTTL}, time.Now)
 }
 
-// startLocalTier runs the inference service on a loopback port.
-func startLocalTier(reg prometheus.Registerer, logger *slog.Logger) (url, token string, stop func(context.Context) error, err error) {
+// startLocalTier runs the inference service on a loopback port, with the
+// catalogue in the [inference] section of configFile (empty: retro alone).
+func startLocalTier(configFile string, reg prometheus.Registerer, logger *slog.Logger) (url, token string, stop func(context.Context) error, err error) {
 	var b [32]byte
 	rand.Read(b[:])
 	token = hex.EncodeToString(b[:])
-	tier, err := newTier(inference.ServerConfig{Token: token}, reg, logger.With("component", "inference"))
+	setup, err := loadTierConfig(configFile)
+	if err != nil {
+		return "", "", nil, err
+	}
+	tier, err := newTier(inference.ServerConfig{Token: token}, setup, reg, logger.With("component", "inference"))
 	if err != nil {
 		return "", "", nil, err
 	}
