@@ -485,6 +485,17 @@ func (c *Cache) remember(key Key, e Entry, data []byte, toL2 bool) {
 	}
 }
 
+// PeekObject returns the output named "o/<hash>.<ext>" if L1 holds it,
+// without waiting: a caller that must set up a deadline for the object
+// store peeks first and pays for nothing on a hit. The bytes are shared
+// with the cache and must not be modified.
+func (c *Cache) PeekObject(hash, ext string) ([]byte, bool) {
+	if c.closed.Load() || !validObjectName(hash, ext) {
+		return nil, false
+	}
+	return c.l1.object(hash, ext)
+}
+
 // Object returns the output named "o/<hash>.<ext>" from L1 or the object
 // store, keeping it in L1. A missing (or impossible) output is an error
 // satisfying errors.Is(err, fs.ErrNotExist). The returned bytes are shared

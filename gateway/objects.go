@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"io/fs"
@@ -8,6 +9,7 @@ import (
 	"time"
 
 	"github.com/gofiber/fiber/v2"
+	"github.com/gofiber/fiber/v2/utils"
 
 	"github.com/imagegate/imagegate/edge"
 )
@@ -19,7 +21,8 @@ import (
 // confirm the object exists.
 func (g *Gateway) object(c *fiber.Ctx) error {
 	path := c.Path()
-	if err := g.signer.Verify(path, string(c.Request().URI().QueryString())); err != nil {
+	// Verify keeps nothing of the query: it may read the request's bytes.
+	if err := g.signer.Verify(path, utils.UnsafeString(c.Request().URI().QueryString())); err != nil {
 		msg := "link signature is invalid"
 		if errors.Is(err, edge.ErrSignatureExpired) {
 			msg = "link has expired; request the image again for a fresh link"
@@ -32,30 +35,45 @@ func (g *Gateway) object(c *fiber.Ctx) error {
 	if !ok {
 		return fiber.ErrNotFound
 	}
-	etag := `"` + hash + `"`
+	var etagBuf [80]byte
+	etag := append(append(append(etagBuf[:0], '"'), hash...), '"')
 	h := &c.Response().Header
-	h.Set(fiber.HeaderCacheControl, edge.OutputCacheControl)
-	h.Set(fiber.HeaderETag, etag)
-	if inm := c.Get(fiber.HeaderIfNoneMatch); inm == etag || inm == "W/"+etag {
+	h.SetCanonical(headerCacheControl, outputCacheControl)
+	h.SetCanonical(headerETag, etag)
+	if inm := c.Request().Header.Peek(fiber.HeaderIfNoneMatch); bytes.Equal(inm, etag) ||
+		(len(inm) == len(etag)+2 && inm[0] == 'W' && inm[1] == '/' && bytes.Equal(inm[2:], etag)) {
 		return c.SendStatus(fiber.StatusNotModified)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	data, err := g.cache.Object(ctx, hash, ext)
-	if errors.Is(err, fs.ErrNotExist) {
-		h.Del(fiber.HeaderCacheControl)
-		h.Del(fiber.HeaderETag)
-		return fiber.ErrNotFound
+	data, ok := g.cache.PeekObject(hash, ext)
+	if !ok {
+		// Not in memory: the object store may take time, so bound it.
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		var err error
+		data, err = g.cache.Object(ctx, hash, ext)
+		cancel()
+		if errors.Is(err, fs.ErrNotExist) {
+			h.Del(fiber.HeaderCacheControl)
+			h.Del(fiber.HeaderETag)
+			return fiber.ErrNotFound
+		}
+		if err != nil {
+			return err
+		}
 	}
-	if err != nil {
-		return err
-	}
-	h.Set(fiber.HeaderContentType, edge.ContentTypeForExt(ext))
-	h.Set("Cache-Tag", g.cacheTags(hash))
+	h.SetContentType(edge.ContentTypeForExt(ext))
+	h.SetCanonical(headerCacheTag, utils.UnsafeBytes(g.cacheTags(hash))) // copied by SetCanonical
 	// The slice is shared with the L1 cache and never mutated.
 	c.Response().SetBodyRaw(data)
 	return nil
 }
+
+// Header names and values of the object route, as bytes in fasthttp's
+// normal form.
+var (
+	headerETag         = []byte("Etag") // fiber.HeaderETag, normalised
+	headerCacheTag     = []byte("Cache-Tag")
+	outputCacheControl = []byte(edge.OutputCacheControl)
+)
 
 // maxOwnerTags bounds the owner tags on one output, keeping Cache-Tag far
 // under Cloudflare's 16 KB; outputs are also purged by URL and object tag

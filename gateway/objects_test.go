@@ -98,6 +98,14 @@ func TestObjectLinks(t *testing.T) {
 	if resp.StatusCode != 404 || !strings.Contains(string(body), `"code":"not_found"`) || strings.Contains(string(body), "root:") {
 		t.Errorf("traversal: %d %s, want 404 not_found", resp.StatusCode, body)
 	}
+	// Weak and other validators (checked last: the tampered-link check
+	// above compares with a link signed in the same second).
+	if resp, body := e.get(link, "If-None-Match", `W/"`+hash+`"`); resp.StatusCode != 304 || len(body) != 0 {
+		t.Errorf("If-None-Match (weak): %d with %d bytes", resp.StatusCode, len(body))
+	}
+	if resp, body := e.get(link, "If-None-Match", `"`+hash[1:]+`0"`); resp.StatusCode != 200 || edge.HashHex(body) != hash {
+		t.Errorf("If-None-Match of another object: %d with %d bytes", resp.StatusCode, len(body))
+	}
 }
 
 func TestObjectCacheTagsNameOwnersOpaquely(t *testing.T) {
