@@ -147,7 +147,16 @@ func (s *Signer) Sign(path string) string {
 // AppendSign appends Sign(string(path)) to dst and returns the extended
 // buffer: the hot path of a cache hit signs its link without allocating.
 func (s *Signer) AppendSign(dst, path []byte) []byte {
-	issued := s.now().Unix()
+	return s.AppendSignAt(dst, path, s.Issued())
+}
+
+// Issued is the issue time Sign would put in a link made now, in Unix
+// seconds. Links of one path issued in the same second are identical, so
+// a caller may keep one and reuse it while Issued is unchanged.
+func (s *Signer) Issued() int64 { return s.now().Unix() }
+
+// AppendSignAt is AppendSign for a link issued at issued (from Issued).
+func (s *Signer) AppendSignAt(dst, path []byte, issued int64) []byte {
 	st := s.current.get()
 	b := append(st.buf[:0], path...)
 	b = append(b, s.sep...)

@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/base64"
@@ -11,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/gofiber/fiber/v2"
@@ -85,6 +87,7 @@ func (g *Gateway) generations(c *fiber.Ctx) error {
 		pg = &parsedGeneration{catalog: catalog, p: p}
 		pg.keys, pg.seed = contentKeys(p, "")
 		pg.refs = make([]string, len(pg.keys))
+		pg.links = make([]atomic.Pointer[signedLink], len(pg.keys))
 		for i, k := range pg.keys {
 			pg.refs[i] = k.String()
 		}
@@ -153,8 +156,12 @@ func (g *Gateway) respond(c *fiber.Ctx, p params, keyed *parsedGeneration) error
 			b = base64.StdEncoding.AppendEncode(b, data)
 			b = append(b, `",`...)
 		} else {
+			var link *atomic.Pointer[signedLink]
+			if keyed != nil {
+				link = &keyed.links[i]
+			}
 			b = append(b, `{"url":`...)
-			b = g.appendOutputURL(b, c, r.entry)
+			b = g.appendOutputURL(b, c, r.entry, link)
 			b = append(b, ',')
 		}
 		b = append(b, `"seed":`...)
@@ -207,7 +214,9 @@ func hitStatus(rs []result) []byte {
 }
 
 // appendOutputURL appends the signed link of e's output as a JSON string.
-func (g *Gateway) appendOutputURL(b []byte, c *fiber.Ctx, e cache.Entry) []byte {
+// link, when not nil, keeps the last link signed for this image, reused
+// within its second.
+func (g *Gateway) appendOutputURL(b []byte, c *fiber.Ctx, e cache.Entry, link *atomic.Pointer[signedLink]) []byte {
 	start := len(b)
 	b = append(b, '"')
 	switch {
@@ -220,12 +229,21 @@ func (g *Gateway) appendOutputURL(b []byte, c *fiber.Ctx, e cache.Entry) []byte 
 		b = append(b, "://"...)
 		b = append(b, c.Request().Host()...)
 	}
-	var pathBuf [128]byte
-	path := append(pathBuf[:0], "/o/"...)
-	path = append(path, e.Object...)
-	path = append(path, '.')
-	path = append(path, e.Ext...)
-	b = g.signer.AppendSign(b, path)
+	issued := g.signer.Issued()
+	if l := loadLink(link); l != nil && l.issued == issued && l.object == e.Object && l.ext == e.Ext {
+		b = append(b, l.path...)
+	} else {
+		var pathBuf [128]byte
+		path := append(pathBuf[:0], "/o/"...)
+		path = append(path, e.Object...)
+		path = append(path, '.')
+		path = append(path, e.Ext...)
+		at := len(b)
+		b = g.signer.AppendSignAt(b, path, issued)
+		if link != nil {
+			link.Store(&signedLink{issued: issued, object: e.Object, ext: e.Ext, path: bytes.Clone(b[at:])})
+		}
+	}
 	for _, ch := range b[start+1:] {
 		if ch < 0x20 || ch == '"' || ch == '\\' || ch == '<' || ch == '>' || ch == '&' {
 			// Rare (an odd Host header): escape as encoding/json would.
@@ -233,6 +251,13 @@ func (g *Gateway) appendOutputURL(b []byte, c *fiber.Ctx, e cache.Entry) []byte 
 		}
 	}
 	return append(b, '"')
+}
+
+func loadLink(p *atomic.Pointer[signedLink]) *signedLink {
+	if p == nil {
+		return nil
+	}
+	return p.Load()
 }
 
 // appendJSON appends the response's JSON encoding, as encoding/json would
@@ -394,7 +419,7 @@ func (g *Gateway) generate(ctx context.Context, p *params, py payer, refresh boo
 			if err := g.chargeHit(py, ks); err != nil {
 				return err
 			}
-			if err := g.remember(py, *p, ks, results[i].entry, results[i].outcome, time.Since(start)); err != nil {
+			if err := g.remember(py, *p, ks, results[i].entry, results[i].outcome, start); err != nil {
 				regen[i] = true
 				misses = append(misses, i)
 			}
@@ -470,7 +495,7 @@ func (g *Gateway) one(ctx context.Context, p params, py payer, key cache.Key, ks
 		err = g.chargeHit(py, ks)
 	}
 	if err == nil {
-		err = g.remember(py, p, ks, r.entry, r.outcome, time.Since(start))
+		err = g.remember(py, p, ks, r.entry, r.outcome, start)
 	}
 	return r, err
 }

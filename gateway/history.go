@@ -173,7 +173,9 @@ func (h *historian) write(it historyItem) error {
 //
 // It returns store.ErrOutputGone only for a hit on an output a reaper on
 // this node has begun deleting: the caller must generate it again.
-func (g *Gateway) remember(py payer, p params, key string, e cache.Entry, o cache.Outcome, latency time.Duration) error {
+// The latency recorded is the time since start, read only when a record
+// is written (a popular hit's record is fresh and costs no clock read).
+func (g *Gateway) remember(py payer, p params, key string, e cache.Entry, o cache.Outcome, start time.Time) error {
 	it := historyItem{
 		accountID: py.accountID,
 		retention: time.Duration(py.plan.RetentionDays) * 24 * time.Hour,
@@ -183,13 +185,14 @@ func (g *Gateway) remember(py payer, p params, key string, e cache.Entry, o cach
 			Steps: p.Steps, Guidance: p.Guidance, Style: p.Style,
 			Edit: p.Reference != nil, Strength: p.Strength, Private: p.Private || p.Reference != nil,
 			Object: e.Object, Ext: e.Ext, ContentKey: key,
-			LatencyMS: latency.Milliseconds(), Cached: o.Tier != cache.TierMiss,
+			Cached: o.Tier != cache.TierMiss,
 		},
 	}
 	if !it.gen.Edit {
 		it.gen.Strength = 0
 	}
 	if o.Tier == cache.TierMiss {
+		it.gen.LatencyMS = time.Since(start).Milliseconds()
 		g.history.write(it)
 		g.history.fresh(it)
 		return nil
@@ -199,6 +202,7 @@ func (g *Gateway) remember(py payer, p params, key string, e cache.Entry, o cach
 		// The common case: the output is referenced already, so the
 		// reference is renewed off the request path.
 		if !g.history.fresh(it) {
+			it.gen.LatencyMS = time.Since(start).Milliseconds()
 			g.history.enqueue(it)
 		}
 		g.life.gate.RUnlock()
@@ -217,6 +221,7 @@ func (g *Gateway) remember(py payer, p params, key string, e cache.Entry, o cach
 		// nothing.
 		err = store.ErrOutputGone
 	} else {
+		it.gen.LatencyMS = time.Since(start).Milliseconds()
 		err = g.history.write(it)
 	}
 	g.life.deleting.Unlock()

@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"sync"
+	"sync/atomic"
 
 	"github.com/imagegate/imagegate/cache"
 )
@@ -18,6 +19,17 @@ type parsedGeneration struct {
 	keys    []cache.Key // one per image, for seeds seed, seed+1, …
 	refs    []string    // keys[i].String()
 	seed    uint32
+	// links[i] is the last signed link path of image i: a hit in the
+	// same second reuses it (Sign would make the very same bytes).
+	links []atomic.Pointer[signedLink]
+}
+
+// signedLink is a signed output path ("/o/<hash>.<ext>?verify=…") and
+// what it was signed for.
+type signedLink struct {
+	issued      int64
+	object, ext string
+	path        []byte
 }
 
 // parsedGenerations remembers the last few thousand distinct bodies, so a

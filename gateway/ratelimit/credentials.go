@@ -8,8 +8,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"golang.org/x/time/rate"
-
 	"github.com/imagegate/imagegate/gateway/apierror"
 )
 
@@ -74,7 +72,7 @@ func (c *CredentialGuardConfig) Validate() error {
 type CredentialGuard struct {
 	cfg     CredentialGuardConfig
 	now     func() time.Time
-	buckets *keyedStore[rate.Limiter]
+	buckets *keyedStore[tokenBucket]
 	known   *keyedStore[int64] // UnixNano until which a credential is known
 
 	refused atomic.Uint64

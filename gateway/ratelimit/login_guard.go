@@ -7,8 +7,6 @@ import (
 	"net/netip"
 	"time"
 
-	"golang.org/x/time/rate"
-
 	"github.com/imagegate/imagegate/gateway/apierror"
 	"github.com/imagegate/imagegate/gateway/clientip"
 )
@@ -95,7 +93,7 @@ func (c *LoginGuardConfig) Validate() error {
 type LoginGuard struct {
 	cfg     LoginGuardConfig
 	now     func() time.Time
-	buckets *keyedStore[rate.Limiter]
+	buckets *keyedStore[tokenBucket]
 	known   *keyedStore[int64] // UnixNano until which a source is known
 }
 
@@ -208,7 +206,7 @@ func LoginThrottled(retryAfter time.Duration) *apierror.Error {
 type Throttle struct {
 	name    string
 	policy  Policy
-	buckets *keyedStore[rate.Limiter]
+	buckets *keyedStore[tokenBucket]
 	now     func() time.Time
 }
 

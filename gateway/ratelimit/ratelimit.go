@@ -32,7 +32,6 @@ import (
 	"time"
 
 	"github.com/gofiber/fiber/v2"
-	"golang.org/x/time/rate"
 
 	"github.com/imagegate/imagegate/gateway/apierror"
 	"github.com/imagegate/imagegate/gateway/clientip"
@@ -48,7 +47,8 @@ type Policy struct {
 	Window time.Duration
 }
 
-func (p Policy) limit() rate.Limit { return rate.Limit(float64(p.Quota) / p.Window.Seconds()) }
+// limit is the refill rate in cost units per second.
+func (p Policy) limit() float64 { return float64(p.Quota) / p.Window.Seconds() }
 
 func (p Policy) validate(name string, minQuota int) error {
 	var errs []error
@@ -437,20 +437,49 @@ func (s *keyedStore[V]) unlockShards(set shardSet) {
 	}
 }
 
-// newRateBucket makes lim a full bucket for p. A zero Limiter that last
-// changed at the zero time has been refilling since then, and advancing it
-// to any present time yields a full bucket (capped at Quota); the window
-// bound in Policy.validate keeps that true. This avoids copying a
-// Limiter (it holds a mutex) out of rate.NewLimiter.
-func newRateBucket(lim *rate.Limiter, p Policy) {
-	lim.SetLimitAt(time.Time{}, p.limit())
-	lim.SetBurstAt(time.Time{}, p.Quota)
+// tokenBucket is one token bucket, with the arithmetic of
+// golang.org/x/time/rate's Limiter (refill at limit per second, capped at
+// burst) but without its mutex: every bucket lives in a keyedStore shard
+// and is only touched under that shard's lock, so a second lock per call
+// would be pure cost on every request.
+type tokenBucket struct {
+	limit  float64 // cost units per second
+	burst  int
+	tokens float64 // as of last
+	last   time.Time
+}
+
+// newRateBucket makes b a full bucket for p at now.
+func newRateBucket(b *tokenBucket, p Policy, now time.Time) {
+	*b = tokenBucket{limit: p.limit(), burst: p.Quota, tokens: float64(p.Quota), last: now}
+}
+
+// tokensAt is how many units b holds at now (a time before b's last
+// change counts as no time passed, as rate.Limiter does).
+func (b *tokenBucket) tokensAt(now time.Time) float64 {
+	last := b.last
+	if now.Before(last) {
+		last = now
+	}
+	t := b.tokens + now.Sub(last).Seconds()*b.limit
+	return min(t, float64(b.burst))
+}
+
+// take spends n units at now; the caller checked that b holds them.
+func (b *tokenBucket) take(now time.Time, n float64) {
+	b.tokens, b.last = b.tokensAt(now)-n, now
+}
+
+// resize adopts p at now, keeping the units b holds.
+func (b *tokenBucket) resize(p Policy, now time.Time) {
+	b.tokens, b.last = b.tokensAt(now), now
+	b.limit, b.burst = p.limit(), p.Quota
 }
 
 // rateBucketIdle reports that a bucket has refilled: forgetting it and
 // starting a new full one later changes nothing.
-func rateBucketIdle(lim *rate.Limiter, now time.Time) bool {
-	return lim.TokensAt(now) >= float64(lim.Burst())
+func rateBucketIdle(b *tokenBucket, now time.Time) bool {
+	return b.tokensAt(now) >= float64(b.burst)
 }
 
 // maxRateSubjects bounds the buckets one request is charged to (ip, anon
@@ -479,7 +508,7 @@ type Limiter struct {
 	cfg      Config
 	now      func() time.Time
 	clientIP *clientip.Resolver
-	buckets  *keyedStore[rate.Limiter]
+	buckets  *keyedStore[tokenBucket]
 
 	allowed atomic.Uint64
 	refused atomic.Uint64
@@ -565,7 +594,7 @@ func (l *Limiter) take(subs []rateSubject, cost int) rateDecision {
 
 // chargeBuckets charges cost to every subject's bucket in store at now, or
 // to none, and reports each bucket's state afterwards.
-func chargeBuckets(store *keyedStore[rate.Limiter], now time.Time, subs []rateSubject, cost int) rateDecision {
+func chargeBuckets(store *keyedStore[tokenBucket], now time.Time, subs []rateSubject, cost int) rateDecision {
 	d := rateDecision{allowed: true}
 	if len(subs) == 0 {
 		return d
@@ -574,9 +603,9 @@ func chargeBuckets(store *keyedStore[rate.Limiter], now time.Time, subs []rateSu
 		panic("gateway: too many rate-limit subjects")
 	}
 	var keysArr [maxRateSubjects]rateKey
-	var shardsArr [maxRateSubjects]*keyedShard[rate.Limiter]
-	var entriesArr [maxRateSubjects]*keyedEntry[rate.Limiter]
-	var costs [maxRateSubjects]float64
+	var shardsArr [maxRateSubjects]*keyedShard[tokenBucket]
+	var entriesArr [maxRateSubjects]*keyedEntry[tokenBucket]
+	var costs, tokens [maxRateSubjects]float64
 	keys, shards, entries := keysArr[:len(subs)], shardsArr[:len(subs)], entriesArr[:len(subs)]
 	for i, s := range subs {
 		keys[i] = s.key
@@ -584,19 +613,19 @@ func chargeBuckets(store *keyedStore[rate.Limiter], now time.Time, subs []rateSu
 	locked := store.lockShards(keys, shards)
 	var wait time.Duration
 	for i, s := range subs {
-		e := store.get(shards[i], s.key, now, true, func(lim *rate.Limiter) { newRateBucket(lim, s.policy) })
+		e := store.get(shards[i], s.key, now, true, func(b *tokenBucket) { newRateBucket(b, s.policy, now) })
 		e.inUse = true
 		entries[i] = e
-		lim := &e.val
-		if lim.Burst() != s.policy.Quota || lim.Limit() != s.policy.limit() {
+		b := &e.val
+		if b.burst != s.policy.Quota || b.limit != s.policy.limit() {
 			// The account changed plan: keep its tokens, adopt the new size.
-			lim.SetLimitAt(now, s.policy.limit())
-			lim.SetBurstAt(now, s.policy.Quota)
+			b.resize(s.policy, now)
 		}
 		// A charge bigger than the whole bucket empties it rather than
 		// being refused forever.
 		costs[i] = float64(min(cost, s.policy.Quota))
-		if tokens := lim.TokensAt(now); tokens < costs[i] {
+		tokens[i] = b.tokensAt(now)
+		if tokens := tokens[i]; tokens < costs[i] {
 			if w := durationForTokens(costs[i]-tokens, s.policy); d.refusedBy == "" || w > wait {
 				wait, d.refusedBy = w, s.name
 			}
@@ -608,12 +637,11 @@ func chargeBuckets(store *keyedStore[rate.Limiter], now time.Time, subs []rateSu
 	}
 	d.n = len(subs)
 	for i, s := range subs {
-		lim := &entries[i].val
-		if d.allowed && cost > 0 && !lim.AllowN(now, int(costs[i])) {
-			// Unreachable: TokensAt said there were enough, under the lock.
-			panic("gateway: rate bucket refused a checked charge")
+		tokens := tokens[i]
+		if d.allowed && cost > 0 {
+			entries[i].val.take(now, costs[i]) // checked above, under the lock
+			tokens -= costs[i]
 		}
-		tokens := lim.TokensAt(now)
 		st := rateState{
 			name:      s.name,
 			quota:     s.policy.Quota,
@@ -637,7 +665,7 @@ func durationForTokens(tokens float64, p Policy) time.Duration {
 	if tokens <= 0 {
 		return 0
 	}
-	return time.Duration(tokens / float64(p.limit()) * float64(time.Second))
+	return time.Duration(tokens / p.limit() * float64(time.Second))
 }
 
 func ceilSeconds(d time.Duration) int64 {
@@ -698,12 +726,14 @@ func (d *rateDecision) setHeaders(c *fiber.Ctx) {
 			policy = append(policy, ", "...)
 			limit = append(limit, ", "...)
 		}
-		policy = strconv.AppendQuote(policy, s.name)
+		// Bucket names are identifiers in this file: quoting needs no
+		// escapes (strconv.AppendQuote would write the same bytes).
+		policy = append(append(append(policy, '"'), s.name...), '"')
 		policy = append(policy, ";q="...)
 		policy = strconv.AppendInt(policy, int64(s.quota), 10)
 		policy = append(policy, ";w="...)
 		policy = strconv.AppendInt(policy, s.window, 10)
-		limit = strconv.AppendQuote(limit, s.name)
+		limit = append(append(append(limit, '"'), s.name...), '"')
 		limit = append(limit, ";r="...)
 		limit = strconv.AppendInt(limit, s.remaining, 10)
 		limit = append(limit, ";t="...)

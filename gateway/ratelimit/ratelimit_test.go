@@ -640,7 +640,7 @@ func TestRateLimiterConcurrentChargesAreExact(t *testing.T) {
 
 // rateLimiterBytesPerKey is the documented bound on memory per remembered
 // bucket, measured by BenchmarkRateLimiterMillionIPs at about 190 bytes: a
-// 128-byte entry (rate.Limiter, key, LRU links) plus its map slot. With the
+// 128-byte entry (token bucket, key, LRU links) plus its map slot. With the
 // default cap of 262,144 keys a limiter never holds more than 64 MiB,
 // whatever the number of distinct clients.
 const rateLimiterBytesPerKey = 256
