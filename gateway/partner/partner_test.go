@@ -89,7 +89,10 @@ func TestPublishable(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, err := range []error{
-		func() error { _, err := e.Publishable(t.Context(), Request{Key: p.PublishableKey, Origin: "https://new.example"}); return err }(),
+		func() error {
+			_, err := e.Publishable(t.Context(), Request{Key: p.PublishableKey, Origin: "https://new.example"})
+			return err
+		}(),
 		func() error { _, err := e.Secret(t.Context(), secret); return err }(),
 		func() error { _, err := e.Lookup(t.Context(), p.PublishableKey); return err }(),
 	} {
