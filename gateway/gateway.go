@@ -17,6 +17,7 @@ import (
 
 	"github.com/imagegate/imagegate/cache"
 	"github.com/imagegate/imagegate/edge"
+	"github.com/imagegate/imagegate/gateway/partner"
 	"github.com/imagegate/imagegate/inference"
 )
 
@@ -91,6 +92,8 @@ type Gateway struct {
 	owners     *edge.OwnerTagger
 	tags       tagCache // recent Cache-Tag values of outputs
 	life       *lifecycle
+	partners   *partner.Engine
+	notifier   *partner.Notifier // partners' completion callbacks
 
 	stop context.CancelFunc
 	done chan struct{}
@@ -163,6 +166,10 @@ func New(cfg Config, deps Deps) (*Gateway, error) {
 	if g.billing, err = newBilling(cfg.Billing, deps.Store, logger, now); err != nil {
 		return nil, err
 	}
+	if g.partners, err = newPartners(cfg.Partners, deps.Store, now); err != nil {
+		return nil, err
+	}
+	g.notifier = partner.NewNotifier(cfg.Webhooks, g.httpClient, partner.RealClock, logger)
 	g.history = newHistorian(deps.Store, logger, now)
 	if g.moderator, err = newModerator(cfg.Moderation, deps.Store, logger, g.httpClient, now); err != nil {
 		return nil, err
@@ -196,6 +203,7 @@ func New(cfg Config, deps Deps) (*Gateway, error) {
 	workers.Go(func() { g.sweepLimits(ctx) })
 	workers.Go(func() { g.runLifecycle(ctx, cfg.LifecycleInterval) })
 	workers.Go(func() { g.catalog.run(ctx, g.gen, cfg.ModelRefresh) })
+	workers.Go(func() { g.notifier.Run(ctx) })
 	go func() {
 		workers.Wait()
 		close(g.done)
@@ -252,7 +260,8 @@ func (g *Gateway) routes(gatherer prometheus.Gatherer) {
 		return with(append([]fiber.Handler{requireAccount}, hs...)...)
 	}
 
-	app.Post("/v1/images/generations", g.identify, limit(costs.GenerationHit), g.gpcOptOut, g.generations)
+	app.Options("/v1/images/generations", g.partnerPreflight)
+	app.Post("/v1/images/generations", g.partnerAuth, g.identify, limit(costs.GenerationHit), g.gpcOptOut, g.generations)
 	app.Post("/v1/images/edits", g.identify, limit(costs.GenerationHit), g.gpcOptOut, g.edits)
 	app.Get("/o/:name", limit(costs.Object), g.object)
 
@@ -294,8 +303,10 @@ func (g *Gateway) routes(gatherer prometheus.Gatherer) {
 	admin.Get("/accounts/erasures", g.adminErasures)
 	g.moderationRoutes(admin)
 	g.complianceRoutes(admin)
+	g.partnerRoutes(admin)
 	g.analyticsRoutes(app, with, account, limit(costs.Default))
 
+	g.embedRoutes(app, limit(costs.Default))
 	app.Get("/cookies", limit(costs.Default), g.cookiesPage)
 	app.Get("/reset-password", limit(costs.Default), g.resetPage)
 	app.Get("/verify-email", limit(costs.Default), g.verifyPage)

@@ -43,6 +43,9 @@ var errUnauthenticated = &apiError{Status: fiber.StatusUnauthorized, Type: "auth
 // anonymously. Revocation is immediate: every request validates against
 // the store, nothing is cached.
 func (g *Gateway) identify(c *fiber.Ctx) error {
+	if partnerOf(c) != nil {
+		return c.Next() // a partner's visitor: anonymous here (partnerAuth)
+	}
 	auth, token := c.Get(fiber.HeaderAuthorization), c.Cookies(cookieSession)
 	if auth == "" && token == "" {
 		return c.Next() // anonymous: nothing to look up or remember

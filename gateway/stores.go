@@ -73,4 +73,5 @@ type Store interface {
 	historyStore
 	lifecycleStore
 	exportStore
+	partnerStore
 }
