@@ -422,3 +422,39 @@ func TestPartnerWebhook(t *testing.T) {
 		t.Error("the callback carries the prompt")
 	}
 }
+
+// partnerWalkRecipes are the partner routes' requests for the cookie walk
+// (routes_walk_test.go).
+func partnerWalkRecipes() map[string]walkRecipe {
+	const ok = http.StatusOK
+	partnerFor := func(t *testing.T, v *walkVisitor) store.Partner {
+		p, _, err := v.f.e.db.CreatePartner(store.NewPartner{Name: "Walk", Origins: []string{shopOrigin}, MonthlyQuota: 10, RateLimit: 60, Plan: "free"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	admin := func(method, path func(t *testing.T, v *walkVisitor) string, body string, status int) walkRecipe {
+		return walkRecipe{fresh: status, signedIn: status, run: func(t *testing.T, v *walkVisitor) *http.Response {
+			resp, _ := v.do(method(t, v), v.f.e.url+path(t, v), body, "Authorization", "Bearer "+walkAdminToken, "Content-Type", "application/json")
+			return resp
+		}}
+	}
+	is := func(s string) func(*testing.T, *walkVisitor) string { return func(*testing.T, *walkVisitor) string { return s } }
+	one := func(suffix string) func(*testing.T, *walkVisitor) string {
+		return func(t *testing.T, v *walkVisitor) string { return "/v1/admin/partners/" + partnerFor(t, v).ID + suffix }
+	}
+	return map[string]walkRecipe{
+		"GET /embed.js":       walkSimple("GET", "/embed.js", "", ok, ok),
+		"GET /embed/frame.js": walkSimple("GET", "/embed/frame.js", "", ok, ok),
+		"GET /embed/frame": {fresh: ok, signedIn: ok, run: func(t *testing.T, v *walkVisitor) *http.Response {
+			resp, _ := v.req("GET", "/embed/frame?key="+partnerFor(t, v).PublishableKey+"&origin="+shopOrigin, "", "Sec-Fetch-Dest", "iframe")
+			return resp
+		}},
+		"GET /v1/admin/partners":              admin(is("GET"), is("/v1/admin/partners"), "", ok),
+		"POST /v1/admin/partners":             admin(is("POST"), is("/v1/admin/partners"), `{"name":"Walk","origins":["https://walk.example"],"monthly_quota":5,"rate_limit":5}`, http.StatusCreated),
+		"GET /v1/admin/partners/:id":          admin(is("GET"), one(""), "", ok),
+		"PATCH /v1/admin/partners/:id":        admin(is("PATCH"), one(""), `{"monthly_quota":7}`, ok),
+		"POST /v1/admin/partners/:id/disable": admin(is("POST"), one("/disable"), "", ok),
+	}
+}

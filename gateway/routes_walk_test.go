@@ -339,6 +339,7 @@ func walkRecipes() map[string]walkRecipe {
 		}},
 	}
 	maps.Copy(recipes, analyticsWalkRecipes())
+	maps.Copy(recipes, partnerWalkRecipes())
 	return recipes
 }
 
