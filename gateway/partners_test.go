@@ -440,7 +440,9 @@ func partnerWalkRecipes() map[string]walkRecipe {
 			return resp
 		}}
 	}
-	is := func(s string) func(*testing.T, *walkVisitor) string { return func(*testing.T, *walkVisitor) string { return s } }
+	is := func(s string) func(*testing.T, *walkVisitor) string {
+		return func(*testing.T, *walkVisitor) string { return s }
+	}
 	one := func(suffix string) func(*testing.T, *walkVisitor) string {
 		return func(t *testing.T, v *walkVisitor) string { return "/v1/admin/partners/" + partnerFor(t, v).ID + suffix }
 	}
