@@ -339,7 +339,7 @@ func TestPasswordResetThroughTheOutbox(t *testing.T) {
 	// The page the link opens changes nothing; the form posts the token.
 	page := e.browser().call("GET", "/reset-password?token="+url.QueryEscape(token), "", nil)
 	want(t, page, 200)
-	if html, _ := io.ReadAll(page.Body); !bytes.Contains(html, []byte(`action="/v1/auth/password-reset/confirm"`)) {
+	if html, _ := io.ReadAll(page.Body); !bytes.Contains(html, []byte(`action="/reset-password/confirm"`)) {
 		t.Errorf("reset page has no form posting to confirm: %s", html)
 	}
 	const newPassword = "a brand new passphrase"

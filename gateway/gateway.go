@@ -18,6 +18,7 @@ import (
 	"github.com/imagegate/imagegate/cache"
 	"github.com/imagegate/imagegate/edge"
 	"github.com/imagegate/imagegate/gateway/partner"
+	"github.com/imagegate/imagegate/gateway/web"
 	"github.com/imagegate/imagegate/inference"
 )
 
@@ -94,6 +95,7 @@ type Gateway struct {
 	life       *lifecycle
 	partners   *partner.Engine
 	notifier   *partner.Notifier // partners' completion callbacks
+	site       *web.Site         // the website's templates and assets
 
 	stop context.CancelFunc
 	done chan struct{}
@@ -171,6 +173,9 @@ func New(cfg Config, deps Deps) (*Gateway, error) {
 	}
 	g.notifier = partner.NewNotifier(cfg.Webhooks, g.httpClient, partner.RealClock, logger)
 	g.history = newHistorian(deps.Store, logger, now)
+	if g.site, err = web.New(); err != nil {
+		return nil, err
+	}
 	if g.moderator, err = newModerator(cfg.Moderation, deps.Store, logger, g.httpClient, now); err != nil {
 		return nil, err
 	}
@@ -307,11 +312,9 @@ func (g *Gateway) routes(gatherer prometheus.Gatherer) {
 	g.analyticsRoutes(app, with, account, limit(costs.Default))
 
 	g.embedRoutes(app, limit(costs.Default))
-	app.Get("/cookies", limit(costs.Default), g.cookiesPage)
-	app.Get("/reset-password", limit(costs.Default), g.resetPage)
-	app.Get("/verify-email", limit(costs.Default), g.verifyPage)
+	g.webRoutes(app, with, limit)
 
-	app.Use(func(c *fiber.Ctx) error { return fiber.ErrNotFound })
+	app.Use(g.notFound)
 }
 
 // App exposes the Fiber app for in-process tests (app.Test).

@@ -67,6 +67,10 @@ func Tool(t testing.TB, name, how string) string {
 	return ""
 }
 
+// ModuleRoot is the directory holding go.mod, for harnesses that find
+// installed tools relative to it.
+func ModuleRoot() (string, error) { return moduleRoot() }
+
 // moduleRoot walks up from the working directory (a package directory
 // under `go test`) to the directory holding go.mod.
 func moduleRoot() (string, error) {
