@@ -17,6 +17,7 @@ import (
 
 	"github.com/imagegate/imagegate/cache"
 	"github.com/imagegate/imagegate/edge"
+	"github.com/imagegate/imagegate/gateway/dashboard"
 	"github.com/imagegate/imagegate/gateway/partner"
 	"github.com/imagegate/imagegate/gateway/web"
 	"github.com/imagegate/imagegate/inference"
@@ -95,7 +96,12 @@ type Gateway struct {
 	life       *lifecycle
 	partners   *partner.Engine
 	notifier   *partner.Notifier // partners' completion callbacks
-	site       *web.Site         // the website's templates and assets
+	// The operator dashboard: its pages, its sessions, and the metrics
+	// it charts (the registry /metrics serves).
+	dash          *dashboard.Dashboard
+	adminSessions *adminSessions
+	gatherer      prometheus.Gatherer
+	site          *web.Site // the website's templates and assets
 
 	stop context.CancelFunc
 	done chan struct{}
@@ -172,6 +178,14 @@ func New(cfg Config, deps Deps) (*Gateway, error) {
 		return nil, err
 	}
 	g.notifier = partner.NewNotifier(cfg.Webhooks, g.httpClient, partner.RealClock, logger)
+	if g.dash, err = dashboard.New(); err != nil {
+		return nil, err
+	}
+	g.adminSessions = newAdminSessions(cfg.AdminToken, now)
+	g.gatherer = deps.Gatherer
+	if rg, ok := reg.(prometheus.Gatherer); ok && g.gatherer == nil {
+		g.gatherer = rg // /metrics is on another listener; the figures are the same
+	}
 	g.history = newHistorian(deps.Store, logger, now)
 	if g.site, err = web.New(); err != nil {
 		return nil, err
@@ -312,6 +326,7 @@ func (g *Gateway) routes(gatherer prometheus.Gatherer) {
 	g.analyticsRoutes(app, with, account, limit(costs.Default))
 
 	g.embedRoutes(app, limit(costs.Default))
+	g.dashboardRoutes(app, limit(costs.Default))
 	g.webRoutes(app, with, limit)
 
 	app.Use(g.notFound)

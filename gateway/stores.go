@@ -74,4 +74,5 @@ type Store interface {
 	lifecycleStore
 	exportStore
 	partnerStore
+	dashboardStore
 }
