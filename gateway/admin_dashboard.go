@@ -246,6 +246,12 @@ func (g *Gateway) overview() (dashboard.Overview, error) {
 		tiers = append(tiers, dashboard.Bar{Label: map[string]string{"l1": "L1 memory", "l2": "L2 disk", "l3": "L3 object store", "miss": "miss (generated)"}[t], Value: v, Note: percent(v, total)})
 	}
 	ov.Cache = dashboard.BarChart{Title: "Cache answers by tier", Bars: tiers}
+	ov.Generations = dashboard.BarChart{Title: "Images by how they were made", Bars: []dashboard.Bar{
+		{Label: "served from a cache", Value: hits},
+		{Label: "generated on the GPU", Value: m.Loads - m.LoadErrors},
+		{Label: "joined one in flight", Value: m.Coalesced},
+		{Label: "failed", Value: m.LoadErrors},
+	}}
 	ov.HitRatio = percent(hits, total)
 	if total == 0 {
 		ov.HitRatio = "–"

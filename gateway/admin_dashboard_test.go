@@ -146,7 +146,7 @@ func TestDashboardFigures(t *testing.T) {
 			t.Errorf("%s = %q, want %q", id, got, want)
 		}
 	}
-	for _, bar := range []string{`L1 memory</text><rect class="bar" x="190" y="4" width="320.0" height="22" data-value="2">`, `Figures Shop</text><rect class="bar"`} {
+	for _, bar := range []string{`L1 memory</text><rect class="bar" x="190" y="4" width="190.0" height="22" data-value="2">`, `Figures Shop</text><rect class="bar"`} {
 		if !strings.Contains(page, bar) {
 			t.Errorf("no chart bar %s in\n%s", bar, page)
 		}

@@ -29,9 +29,9 @@ type BarChart struct {
 }
 
 const (
-	chartWidth  = 640
+	chartWidth  = 480
 	labelWidth  = 190
-	valueWidth  = 130
+	valueWidth  = 100
 	barHeight   = 22
 	barGap      = 8
 	chartMargin = 4
@@ -61,8 +61,8 @@ func (c BarChart) SVG() template.HTML {
 			w = 2 // a non-zero value stays visible
 		}
 		label := b.Label
-		if len(label) > 28 {
-			label = label[:27] + "…"
+		if r := []rune(label); len(r) > 23 {
+			label = string(r[:22]) + "…"
 		}
 		fmt.Fprintf(&s, `<text class="label" x="%d" y="%d">%s</text>`, labelWidth-8, y+barHeight-6, template.HTMLEscapeString(label))
 		fmt.Fprintf(&s, `<rect class="bar" x="%d" y="%d" width="%.1f" height="%d" data-value="%s"></rect>`, labelWidth, y, w, barHeight, c.format(b.Value))

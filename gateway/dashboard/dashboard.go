@@ -98,6 +98,7 @@ type Overview struct {
 	// Generations: answered generation requests, generations started on
 	// a miss (GPU work), failures, and requests that joined one in flight.
 	GenerationRequests, Loads, LoadErrors, Coalesced float64
+	Generations                                      BarChart
 	// Cache: answers per tier with their share; HitRatio over all.
 	Cache    BarChart
 	HitRatio string
