@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"net/url"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -183,4 +184,28 @@ func dashboardWalkRecipes() map[string]walkRecipe {
 		"POST /admin/login":       form("/admin/login", "token="+url.QueryEscape(walkAdminToken), http.StatusSeeOther),
 		"POST /admin/logout":      form("/admin/logout", "", http.StatusSeeOther),
 	}
+}
+
+// FuzzAdminSession feeds arbitrary cookie values to the session check:
+// only a token carrying the gateway's MAC over exactly its expiry and id
+// may pass, and only before it expires.
+func FuzzAdminSession(f *testing.F) {
+	now := time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC)
+	s := newAdminSessions("fuzz-admin-token-0001", func() time.Time { return now })
+	good := s.issue()
+	for _, seed := range []string{good, "", ".", "..", "1.a.b", good + "x", strings.Replace(good, "1", "2", 1), "99999999999.x." + good[strings.LastIndex(good, ".")+1:]} {
+		f.Add(seed)
+	}
+	f.Fuzz(func(t *testing.T, tok string) {
+		if !s.valid(tok) {
+			return
+		}
+		parts := strings.Split(tok, ".")
+		if len(parts) != 3 || parts[2] != s.mac(parts[0]+"."+parts[1]) {
+			t.Fatalf("accepted a session the gateway did not issue: %q", tok)
+		}
+		if exp, err := strconv.ParseInt(parts[0], 10, 64); err != nil || !now.Before(time.Unix(exp, 0)) {
+			t.Fatalf("accepted an expired or malformed expiry: %q", tok)
+		}
+	})
 }

@@ -27,9 +27,9 @@ func (g *Gateway) crossOrigin(c *fiber.Ctx) error {
 	}
 	// Browsers attach neither Authorization nor a partner key on their
 	// own; a page on another origin can send Imagegate-Key only after a
-	// CORS preflight, and such requests never act on cookies
-	// (partnerAuth).
-	if c.Get(fiber.HeaderAuthorization) != "" || c.Get(headerPartnerKey) != "" {
+	// CORS preflight, which only the generation route answers, and such
+	// requests never act on cookies (partnerAuth).
+	if c.Get(fiber.HeaderAuthorization) != "" || (c.Get(headerPartnerKey) != "" && c.Path() == partnerRoute) {
 		return c.Next()
 	}
 	origin := c.Get(fiber.HeaderOrigin)

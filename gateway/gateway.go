@@ -279,7 +279,7 @@ func (g *Gateway) routes(gatherer prometheus.Gatherer) {
 		return with(append([]fiber.Handler{requireAccount}, hs...)...)
 	}
 
-	app.Options("/v1/images/generations", g.partnerPreflight)
+	app.Options(partnerRoute, g.partnerPreflight)
 	app.Post("/v1/images/generations", g.partnerAuth, g.identify, limit(costs.GenerationHit), g.gpcOptOut, g.generations)
 	app.Post("/v1/images/edits", g.identify, limit(costs.GenerationHit), g.gpcOptOut, g.edits)
 	app.Get("/o/:name", limit(costs.Object), g.object)

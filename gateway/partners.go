@@ -23,6 +23,8 @@ import (
 const (
 	headerPartnerKey = "Imagegate-Key"
 	headerEmbedToken = "Imagegate-Embed"
+	// partnerRoute is the one route partner keys work on.
+	partnerRoute = "/v1/images/generations"
 )
 
 // Security-log kinds of partner management (promise S3: audit-logged).
