@@ -178,6 +178,9 @@ func New(cfg Config, deps Deps) (*Gateway, error) {
 		return nil, err
 	}
 	g.notifier = partner.NewNotifier(cfg.Webhooks, g.httpClient, partner.RealClock, logger)
+	if err := registerWebhookMetrics(reg, g.notifier); err != nil {
+		return nil, err
+	}
 	if g.dash, err = dashboard.New(); err != nil {
 		return nil, err
 	}

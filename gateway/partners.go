@@ -8,9 +8,11 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/gofiber/fiber/v2"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/imagegate/imagegate/gateway/partner"
 	"github.com/imagegate/imagegate/store"
@@ -193,6 +195,20 @@ func (g *Gateway) respondForPartner(c *fiber.Ctx, pt store.Partner, p params) er
 				}
 			}
 			g.notifier.Notify(pt, done)
+		}
+	}
+	return nil
+}
+
+// registerWebhookMetrics exports the partner callbacks' outcomes.
+func registerWebhookMetrics(reg prometheus.Registerer, n *partner.Notifier) error {
+	for result, c := range map[string]*atomic.Int64{"delivered": &n.Delivered, "failed": &n.Failed, "dropped": &n.Dropped} {
+		err := reg.Register(prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "imagegate_partner_webhooks_total", Help: "Partner completion callbacks: delivered, failed after every retry, or dropped (queue full).",
+			ConstLabels: prometheus.Labels{"result": result},
+		}, func() float64 { return float64(c.Load()) }))
+		if err != nil {
+			return err
 		}
 	}
 	return nil

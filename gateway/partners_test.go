@@ -421,6 +421,18 @@ func TestPartnerWebhook(t *testing.T) {
 	if strings.Contains(string(h.body), "secret prompt") {
 		t.Error("the callback carries the prompt")
 	}
+	// The slow receiver has not answered: the callback is still in flight.
+	if n := walkMetric(t, e.gwReg, "imagegate_partner_webhooks_total"); n != 0 {
+		t.Errorf("webhooks counted %v before the receiver answered", n)
+	}
+	release <- struct{}{}
+	for walkMetric(t, e.gwReg, "imagegate_partner_webhooks_total") != 1 {
+		select {
+		case <-t.Context().Done():
+			t.Fatal("the delivery was never counted")
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
 }
 
 // partnerWalkRecipes are the partner routes' requests for the cookie walk
