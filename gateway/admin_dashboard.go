@@ -388,7 +388,7 @@ func (g *Gateway) dashPartners(c *fiber.Ctx) error {
 			ID: p.ID, Name: p.Name, Plan: p.Plan, Disabled: p.Disabled, Origins: p.Origins,
 			MonthImages: month, Quota: p.MonthlyQuota, RateLimit: p.RateLimit,
 			Days:    dashboard.BarChart{Title: p.Name + ": images per day", Bars: bars},
-			Snippet: EmbedSnippet(g.siteOrigin(c), p.PublishableKey),
+			Snippet: embedSnippet(g.siteOrigin(c), p.PublishableKey),
 		})
 	}
 	return g.dashRender(c, fiber.StatusOK, "partners", dashboard.Page{Title: "Partners", Section: "partners", SignedIn: true, Data: data})

@@ -246,7 +246,7 @@ func (g *Gateway) partnerView(c *fiber.Ctx, p store.Partner) (partnerJSON, error
 	if usage == nil {
 		usage = []store.PartnerUsage{}
 	}
-	return partnerJSON{Partner: p, MonthImages: month, Usage: usage, Snippet: EmbedSnippet(g.siteOrigin(c), p.PublishableKey)}, nil
+	return partnerJSON{Partner: p, MonthImages: month, Usage: usage, Snippet: embedSnippet(g.siteOrigin(c), p.PublishableKey)}, nil
 }
 
 // siteOrigin is the base URL the embed snippet loads embed.js from.
@@ -257,8 +257,8 @@ func (g *Gateway) siteOrigin(c *fiber.Ctx) string {
 	return g.selfOrigin(c)
 }
 
-// EmbedSnippet is the HTML a partner pastes into its page.
-func EmbedSnippet(site, publishableKey string) string {
+// embedSnippet is the HTML a partner pastes into its page.
+func embedSnippet(site, publishableKey string) string {
 	return `<div id="imagegate"></div>` + "\n" +
 		`<script src="` + site + `/embed.js" data-key="` + publishableKey + `" data-target="imagegate" async></script>`
 }
