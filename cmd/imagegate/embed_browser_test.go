@@ -256,6 +256,24 @@ func TestEmbedWidgetInBrowser(t *testing.T) {
 		}
 	})
 
+	t.Run("narrow screen", func(t *testing.T) {
+		tab := b.Tab(t, browsertest.Viewport(360, 740))
+		if err := chromedp.Do(tab, chromedp.Navigate(partnerSite+"/plain")); err != nil {
+			t.Fatal(err)
+		}
+		poll(t, tab, "the ready event", `window.events.some(e => e.type === "imagegate:ready")`)
+		frame := frameTarget(t, tab, g.url)
+		overflow, err := chromedp.Run(frame, chromedp.Evaluate[bool](`document.documentElement.scrollWidth > window.innerWidth`))
+		if err != nil || overflow {
+			t.Errorf("the frame scrolls sideways at 360 px (%v)", err)
+		}
+		width, err := chromedp.Run(tab, chromedp.Evaluate[float64](`widget().getBoundingClientRect().width`))
+		if err != nil || width > 360 {
+			t.Errorf("the widget is %v px wide in a 360 px window (%v)", width, err)
+		}
+		browsertest.Screenshot(t, tab, "embed-partner-page-360")
+	})
+
 	t.Run("other origin", func(t *testing.T) {
 		for _, path := range []string{"/copy", "/forged"} {
 			tab := b.Tab(t)
