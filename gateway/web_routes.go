@@ -102,6 +102,12 @@ func (g *Gateway) layout(c *fiber.Ctx, title string) web.Layout {
 	if n := c.Query("done"); n != "" {
 		l.Notice = notices[n]
 	}
+	switch c.Query("checkout") { // Stripe Checkout's success and cancel URLs
+	case "success":
+		l.Notice = "Thank you. Your credits arrive as soon as Stripe confirms the payment."
+	case "cancel":
+		l.Notice = "Checkout cancelled; nothing was charged."
+	}
 	return l
 }
 
@@ -136,7 +142,14 @@ func (g *Gateway) renderPage(c *fiber.Ctx, status int, page string, l web.Layout
 		imgOrigins = append(imgOrigins, base)
 	}
 	if g.billing != nil {
-		formOrigins = stripeOrigins
+		formOrigins = append(formOrigins, stripeOrigins...)
+	}
+	if g.googleEnabled() {
+		// The Google sign-up form's GET is redirected to Google's
+		// consent screen, which form-action must allow.
+		if u, err := url.Parse(g.cfg.Google.AuthURL); err == nil && u.Host != "" {
+			formOrigins = append(formOrigins, u.Scheme+"://"+u.Host)
+		}
 	}
 	var b bytes.Buffer
 	if err := g.site.Render(&b, page, l, data); err != nil {
@@ -211,14 +224,15 @@ func formError(err error) (string, int, bool) {
 	return "", 0, false
 }
 
-// models is the model list the generator offers.
-func (g *Gateway) models() ([]web.Model, []string) {
+// models is the model list the generator offers, with the sizes the
+// visitor's plan allows (maxSize; 0: all).
+func (g *Gateway) models(maxSize int) ([]web.Model, []string) {
 	var out []web.Model
 	var sizes []int
 	for _, m := range g.catalog.list() {
 		out = append(out, web.Model{Name: m.Name, Description: m.Description, Procedural: m.Kind == "procedural", Styles: m.Styles})
 		for _, s := range m.Sizes {
-			if !slices.Contains(sizes, s) {
+			if !slices.Contains(sizes, s) && (maxSize == 0 || s <= maxSize) {
 				sizes = append(sizes, s)
 			}
 		}
@@ -231,8 +245,8 @@ func (g *Gateway) models() ([]web.Model, []string) {
 	return out, names
 }
 
-func (g *Gateway) homeData() web.Home {
-	models, sizes := g.models()
+func (g *Gateway) homeData(c *fiber.Ctx) web.Home {
+	models, sizes := g.models(g.payerOf(c).plan.MaxSize)
 	h := web.Home{MaxPrompt: g.cfg.MaxPromptBytes, N: 1, Strength: "0.6", Models: models, Sizes: sizes, Model: g.cfg.DefaultModel}
 	if slices.Contains(sizes, "512x512") {
 		h.Size = "512x512"
@@ -241,7 +255,7 @@ func (g *Gateway) homeData() web.Home {
 }
 
 func (g *Gateway) homePage(c *fiber.Ctx) error {
-	return g.renderPage(c, fiber.StatusOK, "home", g.layout(c, "Generate"), g.homeData())
+	return g.renderPage(c, fiber.StatusOK, "home", g.layout(c, "Generate"), g.homeData(c))
 }
 
 // generateForm is the generator without script: a multipart post of the
@@ -249,8 +263,11 @@ func (g *Gateway) homePage(c *fiber.Ctx) error {
 // that handler reads it as is; without, its fields become the generation
 // API's JSON.
 func (g *Gateway) generateForm(c *fiber.Ctx) error {
-	h := g.homeData()
+	h := g.homeData(c)
 	l := g.layout(c, "Generate")
+	// A browser's reload sends Cache-Control, which the API reads as "skip
+	// the cache": a page must never force a regeneration.
+	c.Request().Header.Del(fiber.HeaderCacheControl)
 	form, err := c.MultipartForm()
 	if err != nil {
 		l.Error = "The form could not be read; please try again."
@@ -273,7 +290,6 @@ func (g *Gateway) generateForm(c *fiber.Ctx) error {
 	var out []byte
 	if files := form.File["image"]; len(files) == 1 && files[0].Size > 0 {
 		h.Edit = true
-		c.Request().Header.Del(fiber.HeaderCacheControl)
 		err = g.edits(c)
 		status, out = c.Response().StatusCode(), bytes.Clone(c.Response().Body())
 		c.Response().ResetBody()
@@ -619,7 +635,7 @@ func (g *Gateway) pricingPage(c *fiber.Ctx) error {
 	var d web.Pricing
 	for name, p := range g.cfg.Plans.Plans {
 		if name != planAnonymous {
-			d.Plans = append(d.Plans, web.Plan{Name: name, Credits: p.MonthlyCredits})
+			d.Plans = append(d.Plans, web.Plan{Name: name, Credits: p.MonthlyCredits, MaxSize: p.MaxSize, RetentionDays: p.RetentionDays})
 		}
 	}
 	slices.SortFunc(d.Plans, func(a, b web.Plan) int { return int(a.Credits - b.Credits) })

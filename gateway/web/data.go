@@ -119,6 +119,9 @@ type Pricing struct {
 type Plan struct {
 	Name    string
 	Credits int64
+	// MaxSize is the largest image side; RetentionDays how long outputs
+	// are kept after their last access.
+	MaxSize, RetentionDays int
 }
 
 // Offer is a pack or a subscription sold through Checkout.

@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chromedp/cdproto/emulation"
 	"github.com/chromedp/cdproto/network"
 	"github.com/chromedp/cdproto/page"
 	"github.com/chromedp/chromedp"
@@ -158,4 +159,13 @@ func CookieNames(t testing.TB, ctx context.Context, url string) []string {
 		names = append(names, c.Name)
 	}
 	return names
+}
+
+// NoScript disables JavaScript in the tab, to check that pages work as
+// plain forms (progressive enhancement).
+func NoScript() TabOption {
+	return func(ctx context.Context) error {
+		_, err := chromedp.Call(ctx, emulation.SetScriptExecutionDisabled, emulation.SetScriptExecutionDisabledParams{Value: true})
+		return err
+	}
 }

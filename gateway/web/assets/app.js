@@ -57,6 +57,8 @@
         const note = doc.getElementById("consent-state");
         if (note) note.textContent = "Saved: preferences " + (state.preferences ? "on" : "off") + ", analytics " + (state.analytics ? "on" : "off") + ".";
       }
+      if (state.preferences) doc.body.dataset.prefs = "on";
+      else delete doc.body.dataset.prefs;
       if (state.analytics) {
         doc.body.dataset.count = "on";
         countView();
@@ -109,6 +111,28 @@
     return Promise.all(loads);
   }
 
+  // The preferences cookie remembers the generator's model, style and
+  // size — only when the visitor allowed preference cookies.
+  const prefsCookie = "__Host-imagegate_prefs";
+
+  function loadPrefs(form) {
+    if (doc.body.dataset.prefs !== "on") return;
+    const c = doc.cookie.split("; ").find(function (kv) { return kv.startsWith(prefsCookie + "="); });
+    if (!c) return;
+    const p = new URLSearchParams(decodeURIComponent(c.slice(prefsCookie.length + 1)));
+    for (const name of ["model", "style", "size"]) {
+      const el = form.elements.namedItem(name), v = p.get(name);
+      if (el && v !== null && Array.from(el.options).some(function (o) { return o.value === v; })) el.value = v;
+    }
+  }
+
+  function savePrefs(form) {
+    if (doc.body.dataset.prefs !== "on") return;
+    const p = new URLSearchParams();
+    for (const name of ["model", "style", "size"]) p.set(name, form.elements.namedItem(name).value);
+    doc.cookie = prefsCookie + "=" + encodeURIComponent(p.toString()) + "; Path=/; Max-Age=31536000; Secure; SameSite=Lax";
+  }
+
   // The generator: the same fields the form posts, sent to the JSON API
   // (or, with a reference image, the multipart edit API), with progress.
   function initGenerator(form) {
@@ -117,8 +141,10 @@
     const errorBox = doc.getElementById("gen-error");
     const button = doc.getElementById("generate");
     const result = doc.getElementById("result");
+    loadPrefs(form);
     form.addEventListener("submit", async function (ev) {
       ev.preventDefault();
+      savePrefs(form);
       const f = form.elements;
       const prompt = f.prompt.value;
       const file = f.image && f.image.files.length ? f.image.files[0] : null;
