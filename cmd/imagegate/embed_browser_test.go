@@ -316,7 +316,7 @@ func jsString(s string) string {
 	return string(b)
 }
 
-// copyToDocs keeps a screenshot in docs/ for the README when
+// copyToDocs keeps a screenshot in docs/screenshots/ for the README when
 // IMAGEGATE_UPDATE_DOCS is set.
 func copyToDocs(t *testing.T, src, name string) {
 	t.Helper()
@@ -331,7 +331,7 @@ func copyToDocs(t *testing.T, src, name string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(filepath.Join(root, "docs", name), data, 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(root, "docs", "screenshots", name), data, 0o644); err != nil {
 		t.Fatal(err)
 	}
 }
