@@ -12,11 +12,11 @@ import (
 	"github.com/imagegate/imagegate/internal/browsertest"
 )
 
-// TestDashboardInBrowser signs in to /admin in headless Chromium on the
+// TestBrowserDashboard signs in to /admin in headless Chromium on the
 // real binary and checks that the charts show the counts this test
 // produced: three partner generations (one miss, two hits), a page view
 // counted after the visitor accepted analytics, an overdue rights request.
-func TestDashboardInBrowser(t *testing.T) {
+func TestBrowserDashboard(t *testing.T) {
 	t.Parallel()
 	b := browsertest.New(t)
 	const admin = "admin-token-dashboard-01"

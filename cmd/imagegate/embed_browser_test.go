@@ -122,10 +122,10 @@ func poll(t *testing.T, ctx context.Context, what, expr string) {
 	}
 }
 
-// TestEmbedWidgetInBrowser runs the real binary, a partner's page on a
+// TestBrowserEmbedWidget runs the real binary, a partner's page on a
 // second loopback origin and an intruder on a third, and drives the
 // widget in headless Chromium end to end.
-func TestEmbedWidgetInBrowser(t *testing.T) {
+func TestBrowserEmbedWidget(t *testing.T) {
 	t.Parallel()
 	b := browsertest.New(t)
 	const admin = "admin-token-embed-0123456"
