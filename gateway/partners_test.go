@@ -251,9 +251,10 @@ func TestPartnerQuotaAndRate(t *testing.T) {
 	if resp.StatusCode != http.StatusTooManyRequests || errorCode(t, raw) != "partner_quota_exceeded" || resp.Header.Get("Retry-After") == "" {
 		t.Errorf("over quota: %d %s %v", resp.StatusCode, raw, resp.Header)
 	}
-	// A refused or failed request gives its images back.
-	if resp, raw := e.postJSON(`{"prompt":"grid","size":"300x300"}`, auth...); resp.StatusCode != http.StatusBadRequest {
-		t.Errorf("bad size: %d %s", resp.StatusCode, raw)
+	// A request refused after its image was counted (a size above the
+	// partner's plan) gives it back.
+	if resp, raw := e.postJSON(`{"prompt":"grid","size":"1024x1024"}`, auth...); resp.StatusCode != http.StatusForbidden || errorCode(t, raw) != "plan_limit" {
+		t.Errorf("size above the plan: %d %s", resp.StatusCode, raw)
 	}
 	if v := e.partnerView(cp.Partner.ID); v.MonthImages != 2 {
 		t.Errorf("month images %d, want 2", v.MonthImages)
