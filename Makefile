@@ -23,10 +23,10 @@ SUDO                := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 ## test: install the test peers, vet, then the whole suite with the race
 ## detector (fuzz seed corpora included). A test whose peer is missing fails
-## here instead of skipping.
+## here instead of skipping, and internal/noskip fails the run on any skip.
 test: tools vet
-	IMAGEGATE_TEST_REQUIRE_PEERS=1 IMAGEGATE_TEST_TOOLS=$(TOOLS_BIN) \
-	  $(GO) test -race -count=1 -timeout 30m ./...
+	IMAGEGATE_TEST_REQUIRE_PEERS=1 IMAGEGATE_TEST_TOOLS=$(TOOLS_BIN) GO=$(GO) \
+	  $(GO) run ./internal/noskip -race -count=1 -timeout 30m ./...
 
 ## tools: install what the tests need when it is missing (idempotent)
 tools: $(TOOLS_BIN)/versitygw $(TOOLS_BIN)/stripe-mock smtp-server chromium $(AXE_JS)

@@ -163,7 +163,7 @@ func (g *Gateway) dashLogin(c *fiber.Ctx) error {
 	want := sha256.Sum256([]byte(g.cfg.AdminToken))
 	if subtle.ConstantTimeCompare(got[:], want[:]) != 1 {
 		cl := g.clientOf(c)
-		if g.refusals.allow("admin:" + cl.ip) {
+		if g.refusals.Allow("admin:" + cl.ip) {
 			g.securityEventFrom(cl, eventAdminRefused, "", "route="+routeOf(c))
 		}
 		return g.dashLoginPage(c, fiber.StatusUnauthorized, "That is not the admin token.")

@@ -10,9 +10,9 @@ import (
 	"time"
 
 	"github.com/gofiber/fiber/v2"
-	"golang.org/x/time/rate"
 
 	"github.com/imagegate/imagegate/gateway/mail"
+	"github.com/imagegate/imagegate/gateway/ratelimit"
 	"github.com/imagegate/imagegate/store"
 )
 
@@ -85,7 +85,7 @@ func (g *Gateway) signup(c *fiber.Ctx) error {
 		// The notice is throttled per address like reset mail, so signups
 		// cannot flood an account holder's inbox.
 		existing, err := g.store.AccountByEmail(email)
-		if err == nil && existing.Status == store.StatusActive && g.resetMails.allow("signup:"+guardKey(email)) {
+		if err == nil && existing.Status == store.StatusActive && g.resetMails.Allow("signup:"+guardKey(email)) {
 			g.securityEvent(c, eventSignupExisting, existing.ID, "")
 			g.mail.send("signup_existing", existingAccountMail(email, site+"/reset-password"))
 		}
@@ -127,10 +127,10 @@ func (g *Gateway) login(c *fiber.Ctx) error {
 	if req.Email == "" || req.Password == "" || len(req.Password) > maxPasswordBytes {
 		return errBadCredentials
 	}
-	ip, who := g.ips.addr(c), guardKey(req.Email)
-	if ok, wait := g.logins.attempt(ip, who); !ok {
+	ip, who := g.ips.Addr(c), guardKey(req.Email)
+	if ok, wait := g.logins.Attempt(ip, who); !ok {
 		g.securityEvent(c, eventLoginThrottled, "", "")
-		return loginThrottled(wait)
+		return ratelimit.LoginThrottled(wait)
 	}
 	ctx, cancel := authContext()
 	defer cancel()
@@ -146,7 +146,7 @@ func (g *Gateway) login(c *fiber.Ctx) error {
 		g.securityEvent(c, eventLoginFailed, acct.ID, "")
 		return errBadCredentials
 	}
-	g.logins.succeeded(ip, who)
+	g.logins.Succeeded(ip, who)
 	if acct.Status != store.StatusActive {
 		return &apiError{Status: fiber.StatusForbidden, Type: "permission_error", Code: "account_inactive", Msg: "this account is suspended or being deleted"}
 	}
@@ -201,10 +201,27 @@ func (g *Gateway) logoutAll(c *fiber.Ctx) error {
 type passwordJSON struct {
 	CurrentPassword string `json:"current_password"`
 	NewPassword     string `json:"new_password"`
+	// APIKeys: "revoke" (default) or "flag"; see apiKeyAction.
+	APIKeys string `json:"api_keys"`
 }
 
-// changePassword re-checks the current password, stores the new one and
-// ends every other session.
+// apiKeyAction reads what a password change or reset should do to the
+// account's API keys. Revoking is the default: a change of password often
+// answers a suspected compromise, and a key the intruder made would
+// otherwise outlive it. "flag" keeps the keys working (an integration the
+// owner trusts keeps running) and marks them in the key list.
+func apiKeyAction(v string) (store.APIKeyAction, error) {
+	switch v {
+	case "", string(store.RevokeAPIKeys):
+		return store.RevokeAPIKeys, nil
+	case string(store.FlagAPIKeys):
+		return store.FlagAPIKeys, nil
+	}
+	return "", badRequest("invalid_api_keys", `api_keys: "revoke" (the default) or "flag"`)
+}
+
+// changePassword re-checks the current password, stores the new one, ends
+// every other session and revokes or flags the API keys as asked.
 func (g *Gateway) changePassword(c *fiber.Ctx) error {
 	var req passwordJSON
 	if err := decodeJSON(c.Body(), &req); err != nil {
@@ -213,10 +230,14 @@ func (g *Gateway) changePassword(c *fiber.Ctx) error {
 	if err := checkPassword("new_password", req.NewPassword); err != nil {
 		return err
 	}
+	keys, err := apiKeyAction(req.APIKeys)
+	if err != nil {
+		return err
+	}
 	p := principalOf(c)
-	ip, who := g.ips.addr(c), guardKey(p.account.Email)
-	if ok, wait := g.logins.attempt(ip, who); !ok {
-		return loginThrottled(wait)
+	ip, who := g.ips.Addr(c), guardKey(p.account.Email)
+	if ok, wait := g.logins.Attempt(ip, who); !ok {
+		return ratelimit.LoginThrottled(wait)
 	}
 	ctx, cancel := authContext()
 	defer cancel()
@@ -230,18 +251,18 @@ func (g *Gateway) changePassword(c *fiber.Ctx) error {
 	if !ok {
 		return &apiError{Status: fiber.StatusForbidden, Type: "authentication_error", Code: "invalid_credentials", Msg: "current_password: incorrect"}
 	}
-	g.logins.succeeded(ip, who)
+	g.logins.Succeeded(ip, who)
 	hash, err := g.passwords.hash(ctx, req.NewPassword)
 	if err != nil {
 		return hashError(err)
 	}
-	n, err := g.store.SetPassword(p.account.ID, hash, p.session)
+	ch, err := g.store.SetPassword(p.account.ID, hash, p.session, keys)
 	if err != nil {
 		return err
 	}
-	g.securityEvent(c, eventPasswordChanged, p.account.ID, "")
-	g.mail.send("password_changed", passwordChangedMail(p.account.Email))
-	return c.JSON(fiber.Map{"sessions_ended": n})
+	g.securityEvent(c, eventPasswordChanged, p.account.ID, keysDetail(ch))
+	g.mail.send("password_changed", passwordChangedMail(p.account.Email, ch, false))
+	return c.JSON(fiber.Map{"sessions_ended": ch.SessionsEnded, "api_keys_revoked": ch.KeysRevoked, "api_keys_flagged": ch.KeysFlagged})
 }
 
 type resetJSON struct {
@@ -264,7 +285,7 @@ func (g *Gateway) requestReset(c *fiber.Ctx) error {
 	}
 	// One reset mail per address per interval, so the route cannot be
 	// used to flood someone's inbox.
-	if !g.resetMails.allow("reset:" + guardKey(req.Email)) {
+	if !g.resetMails.Allow("reset:" + guardKey(req.Email)) {
 		return c.Status(fiber.StatusAccepted).JSON(statusAccepted)
 	}
 	// The answer does not wait for the lookup and the writes, so its
@@ -295,21 +316,28 @@ func (g *Gateway) sendReset(email, site string, cl client) {
 type resetConfirmJSON struct {
 	Token       string `json:"token"`
 	NewPassword string `json:"new_password"`
+	// APIKeys: "revoke" (default) or "flag"; see apiKeyAction.
+	APIKeys string `json:"api_keys"`
 }
 
 var errBadToken = badRequest("invalid_token", "token: the link is invalid, used or expired; ask for a new one")
 
-// confirmReset spends a reset token: new password, every session ended.
-// It accepts JSON, or the form posted by the /reset-password page.
+// confirmReset spends a reset token: new password, every session ended,
+// the API keys revoked or flagged as asked. It accepts JSON, or the form
+// posted by the /reset-password page.
 func (g *Gateway) confirmReset(c *fiber.Ctx) error {
 	var req resetConfirmJSON
 	form := isForm(c)
 	if form {
-		req.Token, req.NewPassword = c.FormValue("token"), c.FormValue("new_password")
+		req.Token, req.NewPassword, req.APIKeys = c.FormValue("token"), c.FormValue("new_password"), c.FormValue("api_keys")
 	} else if err := decodeJSON(c.Body(), &req); err != nil {
 		return err
 	}
 	if err := checkPassword("new_password", req.NewPassword); err != nil {
+		return err
+	}
+	keys, err := apiKeyAction(req.APIKeys)
+	if err != nil {
 		return err
 	}
 	if req.Token == "" || len(req.Token) > 128 {
@@ -327,17 +355,17 @@ func (g *Gateway) confirmReset(c *fiber.Ctx) error {
 	if err != nil {
 		return hashError(err)
 	}
-	id, err := g.store.ConsumePasswordReset(token, hash)
+	ch, err := g.store.ConsumePasswordReset(token, hash, keys)
 	if err := resetTokenError(err); err != nil {
 		return err
 	}
-	g.securityEvent(c, eventPasswordReset, id, "")
-	if acct, err := g.store.Account(id); err == nil {
-		g.mail.send("password_changed", passwordChangedMail(acct.Email))
+	g.securityEvent(c, eventPasswordReset, ch.AccountID, keysDetail(ch))
+	if acct, err := g.store.Account(ch.AccountID); err == nil {
+		g.mail.send("password_changed", passwordChangedMail(acct.Email, ch, true))
 	}
 	clearCookie(c, cookieSession)
 	if form {
-		return g.page(c, "Password changed", "Your password was changed and every session was signed out. Sign in with the new password.")
+		return g.page(c, "Password changed", "Your password was changed and every session was signed out. "+keysSentence(ch)+" Sign in with the new password.")
 	}
 	return c.SendStatus(fiber.StatusNoContent)
 }
@@ -398,25 +426,3 @@ func hashError(err error) error {
 
 // resetMailPolicy bounds reset emails to one address: 3 an hour.
 var resetMailPolicy = LimitPolicy{Quota: 3, Window: time.Hour}
-
-// throttle limits how often something may happen per key within a
-// policy: how often one address can be sent account mail on a stranger's
-// request (so those routes cannot flood an inbox), how often one client's
-// refusals are written to the security log (so guessing cannot flood it),
-// how often a cookie-less client's GPC signal is written to the consent
-// log.
-type throttle struct {
-	name    string
-	policy  LimitPolicy
-	buckets *keyedStore[rate.Limiter]
-	now     func() time.Time
-}
-
-func newThrottle(name string, policy LimitPolicy, now func() time.Time) *throttle {
-	return &throttle{name: name, policy: policy, buckets: newKeyedStore(defaultRateMaxKeys, rateBucketIdle), now: now}
-}
-
-func (m *throttle) allow(key string) bool {
-	subs := []rateSubject{{name: m.name, key: hashedRateKey(rateNSAccount, key), policy: m.policy}}
-	return chargeBuckets(m.buckets, m.now(), subs, 1).allowed
-}

@@ -10,6 +10,9 @@ import (
 	"net/url"
 	"strings"
 	"time"
+
+	"github.com/imagegate/imagegate/gateway/clientip"
+	"github.com/imagegate/imagegate/gateway/ratelimit"
 )
 
 // Config holds the gateway's tunables. The zero value of every field means
@@ -55,6 +58,9 @@ type Config struct {
 	RateLimits RateLimitConfig
 	// LoginGuard limits sign-in attempts.
 	LoginGuard LoginGuardConfig
+	// Credentials limits lookups of API keys and session cookies not yet
+	// seen to work; off with RateLimits.Disabled.
+	Credentials ratelimit.CredentialGuardConfig
 	// FreeQuota is signed-out visitors' daily allowance of images.
 	FreeQuota DailyQuotaConfig
 	// Plans price generations and say what each plan may do.
@@ -213,7 +219,7 @@ func (c *Config) Validate() error {
 			errs = append(errs, fmt.Errorf("gateway: trusted origin %q must be scheme://host[:port]", o))
 		}
 	}
-	errs = append(errs, c.ClientIP.Validate(), c.RateLimits.Validate(), c.LoginGuard.Validate(),
+	errs = append(errs, c.ClientIP.Validate(), c.RateLimits.Validate(), c.LoginGuard.Validate(), c.Credentials.Validate(),
 		c.FreeQuota.Validate(), c.Plans.validate(), c.Google.validate(), c.Billing.Validate(), c.Peers.validate(), c.Moderation.Validate(), c.Retention.validate())
 	if c.Billing.SecretKey != "" {
 		errs = append(errs, c.Billing.checkPlans(c.Plans))
@@ -274,3 +280,31 @@ func (r *RetentionSchedule) validate() error {
 	}
 	return errors.Join(errs...)
 }
+
+// ClientIPConfig is package clientip's Config, under the name --config and
+// cmd have always used.
+type ClientIPConfig = clientip.Config
+
+// The client-IP headers a trusted proxy may set (see package clientip).
+const (
+	HeaderFlyClientIP    = clientip.HeaderFlyClientIP
+	HeaderCFConnectingIP = clientip.HeaderCFConnectingIP
+	HeaderXForwardedFor  = clientip.HeaderXForwardedFor
+)
+
+// Package ratelimit's configuration, under the names --config and cmd have
+// always used.
+type (
+	LimitPolicy      = ratelimit.Policy
+	RateCosts        = ratelimit.Costs
+	RateLimitConfig  = ratelimit.Config
+	DailyQuotaConfig = ratelimit.QuotaConfig
+	LoginGuardConfig = ratelimit.LoginGuardConfig
+	FreeImages       = ratelimit.FreeImages
+)
+
+// FreeImagesPerDay is ratelimit.FreeImagesPerDay: n free images a day.
+func FreeImagesPerDay(n int) FreeImages { return ratelimit.FreeImagesPerDay(n) }
+
+// UnlimitedFreeImages is ratelimit.UnlimitedFreeImages.
+func UnlimitedFreeImages() FreeImages { return ratelimit.UnlimitedFreeImages() }

@@ -759,7 +759,7 @@ func TestCSRFOnStateChangingRoutes(t *testing.T) {
 			b, acct := browserSession(t)
 			headers := tc.headers
 			if tc.apiKey {
-				secret, _, err := e.db.CreateAPIKey(acct.ID, "ci")
+				secret, _, err := e.db.CreateAPIKey(acct.ID, "ci", nil)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -775,10 +775,14 @@ func TestCSRFOnStateChangingRoutes(t *testing.T) {
 					t.Errorf("a refused request ended the session")
 				}
 			case tc.apiKey:
-				// Authenticated by the key, not the cookie: it acts, and
-				// the browser session is not what it acts on.
-				if resp.StatusCode != http.StatusNoContent {
-					t.Errorf("%d %s, want 204", resp.StatusCode, body)
+				// Authenticated by the key, not the cookie: CSRF does
+				// not apply, but signing out needs a browser session,
+				// and the cookie's session is not what the key acts on.
+				if resp.StatusCode != http.StatusForbidden || googleErrorCode(t, body) != "session_required" {
+					t.Errorf("%d %s, want 403 session_required", resp.StatusCode, body)
+				}
+				if !alive(t, b) {
+					t.Errorf("a request with an API key ended the browser's session")
 				}
 			default:
 				if resp.StatusCode != http.StatusNoContent {

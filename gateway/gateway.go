@@ -10,15 +10,16 @@ import (
 	"time"
 
 	"github.com/gofiber/fiber/v2"
-	"github.com/gofiber/fiber/v2/middleware/adaptor"
 	"github.com/gofiber/fiber/v2/middleware/recover"
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/imagegate/imagegate/cache"
 	"github.com/imagegate/imagegate/edge"
+	"github.com/imagegate/imagegate/gateway/clientip"
 	"github.com/imagegate/imagegate/gateway/dashboard"
+	"github.com/imagegate/imagegate/gateway/moderation"
 	"github.com/imagegate/imagegate/gateway/partner"
+	"github.com/imagegate/imagegate/gateway/ratelimit"
 	"github.com/imagegate/imagegate/gateway/web"
 	"github.com/imagegate/imagegate/inference"
 )
@@ -47,9 +48,10 @@ type Deps struct {
 	// OwnerTags names each account's outputs to the CDN (Cache-Tag) with a
 	// tag the CDN cannot link to the account; nil: no owner tags.
 	OwnerTags *edge.OwnerTagger
-	// Registry receives the gateway's metrics; Gatherer serves /metrics.
+	// Registry receives the gateway's metrics. The gateway never serves
+	// them: /metrics belongs on a listener of its own (imagegate serve
+	// --metrics-addr), never on the public port, whatever the settings.
 	Registry prometheus.Registerer
-	Gatherer prometheus.Gatherer
 	Logger   *slog.Logger
 	// Now is the clock (time.Now); tests pass a fake one.
 	Now func() time.Time
@@ -76,20 +78,21 @@ type Gateway struct {
 	decodes    chan struct{} // bounds concurrent reference decodes
 
 	passwords  *passwordHasher
-	ips        *clientIPResolver
-	limiter    *rateLimiter
-	logins     *loginGuard
-	quota      *dailyQuota
-	resetMails *throttle
+	ips        *clientip.Resolver
+	limiter    rateLimiter
+	logins     loginGuard
+	creds      credentialGuard // nil when rate limits are off
+	quota      freeQuota
+	resetMails throttle
 	// refusals throttles security-log rows for refused admin tokens;
 	// gpcRecords the GPC consent rows of cookie-less visitors.
-	refusals   *throttle
-	gpcRecords *throttle
+	refusals   throttle
+	gpcRecords throttle
 	billing    *billing // nil when payments are not configured
 	objects    objectDeleter
 	purger     purger
 	peers      *peerSet
-	moderator  *moderator
+	moderator  moderator
 	history    *historian
 	owners     *edge.OwnerTagger
 	tags       tagCache // recent Cache-Tag values of outputs
@@ -146,9 +149,9 @@ func New(cfg Config, deps Deps) (*Gateway, error) {
 		httpClient: deps.HTTPClient,
 		decodes:    make(chan struct{}, 4),
 		passwords:  newPasswordHasher(cfg.passwordParams, cfg.PasswordHashers, 5*time.Second),
-		resetMails: newThrottle("mail", resetMailPolicy, now),
-		refusals:   newThrottle("refusal-log", refusalLogPolicy, now),
-		gpcRecords: newThrottle("gpc-record", gpcRecordPolicy, now),
+		resetMails: ratelimit.NewThrottle("mail", resetMailPolicy, now),
+		refusals:   ratelimit.NewThrottle("refusal-log", refusalLogPolicy, now),
+		gpcRecords: ratelimit.NewThrottle("gpc-record", gpcRecordPolicy, now),
 		objects:    deps.Objects,
 		purger:     deps.Purger,
 		owners:     deps.OwnerTags,
@@ -159,16 +162,23 @@ func New(cfg Config, deps Deps) (*Gateway, error) {
 		g.httpClient = &http.Client{Timeout: 20 * time.Second}
 	}
 	g.peers = newPeerSet(cfg.Peers, peerToken(cfg.AdminToken), g.httpClient)
-	if g.ips, err = newClientIPResolver(cfg.ClientIP); err != nil {
+	if g.ips, err = clientip.New(cfg.ClientIP); err != nil {
 		return nil, err
 	}
-	if g.limiter, err = newRateLimiter(cfg.RateLimits, g.ips, now); err != nil {
+	if g.limiter, err = ratelimit.New(cfg.RateLimits, g.ips, now); err != nil {
 		return nil, err
 	}
-	if g.logins, err = newLoginGuard(cfg.LoginGuard, now); err != nil {
+	if g.logins, err = ratelimit.NewLoginGuard(cfg.LoginGuard, now); err != nil {
 		return nil, err
 	}
-	if g.quota, err = newDailyQuota(cfg.FreeQuota, now); err != nil {
+	if !cfg.RateLimits.Disabled {
+		creds, err := ratelimit.NewCredentialGuard(cfg.Credentials, now)
+		if err != nil {
+			return nil, err
+		}
+		g.creds = creds
+	}
+	if g.quota, err = ratelimit.NewQuota(cfg.FreeQuota, now); err != nil {
 		return nil, err
 	}
 	if g.billing, err = newBilling(cfg.Billing, deps.Store, logger, now); err != nil {
@@ -185,20 +195,23 @@ func New(cfg Config, deps Deps) (*Gateway, error) {
 		return nil, err
 	}
 	g.adminSessions = newAdminSessions(cfg.AdminToken, now)
-	g.gatherer = deps.Gatherer
-	if rg, ok := reg.(prometheus.Gatherer); ok && g.gatherer == nil {
-		g.gatherer = rg // /metrics is on another listener; the figures are the same
+	// The dashboard reads the registry /metrics serves on its own
+	// listener, so both show the same figures.
+	if rg, ok := reg.(prometheus.Gatherer); ok {
+		g.gatherer = rg
 	}
 	g.history = newHistorian(deps.Store, logger, now)
 	if g.site, err = web.New(); err != nil {
 		return nil, err
 	}
-	if g.moderator, err = newModerator(cfg.Moderation, deps.Store, logger, g.httpClient, now); err != nil {
+	mod, err := moderation.New(cfg.Moderation, deps.Store, logger, g.httpClient, now)
+	if err != nil {
 		return nil, err
 	}
-	if err := reg.Register(g.moderator); err != nil {
+	if err := reg.Register(mod); err != nil {
 		return nil, err
 	}
+	g.moderator = mod
 	if err := g.registerWorkerMetrics(reg); err != nil {
 		return nil, err
 	}
@@ -214,8 +227,13 @@ func New(cfg Config, deps Deps) (*Gateway, error) {
 		ErrorHandler: errorHandler(logger),
 		// Image bytes are already compressed; JSON is small.
 		CompressedFileSuffix: "",
+		// fasthttp would otherwise parse a multipart body while reading it
+		// and spool any file over 16 MiB to a temporary file: reference
+		// images must stay in request memory (promise C2). Parsed from
+		// the body instead, every part stays in memory.
+		DisablePreParseMultipartForm: true,
 	})
-	g.routes(deps.Gatherer)
+	g.routes()
 
 	ctx, cancel := context.WithCancel(context.Background())
 	g.stop = cancel
@@ -243,23 +261,26 @@ func (g *Gateway) sweepLimits(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			g.limiter.sweep()
-			g.logins.sweep()
-			g.quota.sweep()
+			g.limiter.Sweep()
+			g.logins.Sweep()
+			g.quota.Sweep()
+			if g.creds != nil {
+				g.creds.Sweep()
+			}
 		}
 	}
 }
 
 // rateIdentityOf names the request's account and API key to the limiter.
-func rateIdentityOf(c *fiber.Ctx) rateIdentity {
+func rateIdentityOf(c *fiber.Ctx) ratelimit.Identity {
 	p := principalOf(c)
 	if p.account == nil {
-		return rateIdentity{}
+		return ratelimit.Identity{}
 	}
-	return rateIdentity{Account: p.account.ID, APIKey: p.apiKeyID, Plan: p.account.Plan}
+	return ratelimit.Identity{Account: p.account.ID, APIKey: p.apiKeyID, Plan: p.account.Plan}
 }
 
-func (g *Gateway) routes(gatherer prometheus.Gatherer) {
+func (g *Gateway) routes() {
 	app := g.app
 	app.Use(recover.New())
 	app.Use(g.securityHeaders)
@@ -270,21 +291,24 @@ func (g *Gateway) routes(gatherer prometheus.Gatherer) {
 
 	app.Get("/healthz", g.healthz)
 	app.Get("/readyz", g.readyz)
-	if gatherer != nil {
-		app.Get("/metrics", adaptor.HTTPHandler(promhttp.HandlerFor(gatherer, promhttp.HandlerOpts{})))
-	}
 
 	costs := g.cfg.RateLimits.Costs
-	limit := func(cost int) fiber.Handler { return g.limiter.limit(cost, rateIdentityOf) }
+	limit := func(cost int) fiber.Handler { return g.limiter.Limit(cost, rateIdentityOf) }
 	std := []fiber.Handler{g.smallBody, g.identify, limit(costs.Default), g.gpcOptOut}
 	with := func(hs ...fiber.Handler) []fiber.Handler { return append(append([]fiber.Handler{}, std...), hs...) }
+	// Account routes: reads take a session or an account:read key,
+	// changes a browser session (see authorize); recent a fresh sign-in.
 	account := func(hs ...fiber.Handler) []fiber.Handler {
-		return with(append([]fiber.Handler{requireAccount}, hs...)...)
+		return with(append([]fiber.Handler{g.authorize(accessAccount)}, hs...)...)
 	}
+	recent := func(hs ...fiber.Handler) []fiber.Handler {
+		return with(append([]fiber.Handler{g.authorize(accessRecent)}, hs...)...)
+	}
+	images := g.authorize(accessImages)
 
 	app.Options(partnerRoute, g.partnerPreflight)
-	app.Post("/v1/images/generations", g.partnerAuth, g.identify, limit(costs.GenerationHit), g.gpcOptOut, g.generations)
-	app.Post("/v1/images/edits", g.identify, limit(costs.GenerationHit), g.gpcOptOut, g.edits)
+	app.Post("/v1/images/generations", g.partnerAuth, g.identify, limit(costs.GenerationHit), images, g.gpcOptOut, g.generations)
+	app.Post("/v1/images/edits", g.identify, limit(costs.GenerationHit), images, g.gpcOptOut, g.edits)
 	app.Get("/o/:name", limit(costs.Object), g.object)
 
 	app.Post("/v1/auth/signup", with(g.signup)...)
@@ -299,8 +323,8 @@ func (g *Gateway) routes(gatherer prometheus.Gatherer) {
 	app.Get("/v1/auth/google/callback", with(g.googleCallback)...)
 
 	app.Get("/v1/account", account(g.getAccount)...)
-	app.Delete("/v1/account", account(g.deleteAccount)...)
-	app.Get("/v1/account/export", account(g.export)...)
+	app.Delete("/v1/account", recent(g.deleteAccount)...)
+	app.Get("/v1/account/export", recent(g.export)...)
 	app.Get("/v1/account/generations", account(g.listGenerations)...)
 	app.Delete("/v1/account/generations/:id", account(g.deleteGeneration)...)
 	app.Get("/v1/account/api-keys", account(g.listAPIKeys)...)

@@ -158,7 +158,6 @@ func walkRecipes() map[string]walkRecipe {
 	recipes := map[string]walkRecipe{
 		"GET /healthz":              walkSimple("GET", "/healthz", "", ok, ok),
 		"GET /readyz":               walkSimple("GET", "/readyz", "", ok, ok),
-		"GET /metrics":              walkSimple("GET", "/metrics", "", ok, ok),
 		"GET /cookies":              walkSimple("GET", "/cookies", "", ok, ok),
 		"GET /v1/cookies":           walkSimple("GET", "/v1/cookies", "", ok, ok),
 		"GET /.well-known/gpc.json": walkSimple("GET", "/.well-known/gpc.json", "", ok, ok),
@@ -238,7 +237,7 @@ func walkRecipes() map[string]walkRecipe {
 		"DELETE /v1/account/api-keys/:id": {fresh: unauth, signedIn: http.StatusNoContent, run: func(t *testing.T, v *walkVisitor) *http.Response {
 			id := "key_missing"
 			if v.acct != nil {
-				_, k, err := v.f.e.db.CreateAPIKey(v.acct.ID, "walk")
+				_, k, err := v.f.e.db.CreateAPIKey(v.acct.ID, "walk", nil)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -339,7 +338,7 @@ func walkRecipes() map[string]walkRecipe {
 		"POST /account/api-keys/:id/delete": {fresh: see, signedIn: see, run: func(t *testing.T, v *walkVisitor) *http.Response {
 			id := "key_missing"
 			if v.acct != nil {
-				_, k, err := v.f.e.db.CreateAPIKey(v.acct.ID, "walk")
+				_, k, err := v.f.e.db.CreateAPIKey(v.acct.ID, "walk", nil)
 				if err != nil {
 					t.Fatal(err)
 				}

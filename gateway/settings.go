@@ -12,6 +12,7 @@ import (
 	"golang.org/x/text/unicode/norm"
 
 	"github.com/imagegate/imagegate/gateway/mail"
+	"github.com/imagegate/imagegate/gateway/ratelimit"
 	"github.com/imagegate/imagegate/store"
 )
 
@@ -136,11 +137,6 @@ type emailChangeJSON struct {
 	Password string `json:"password"`
 }
 
-// errSessionRequired keeps address changes in the browser: an API key
-// alone must never be able to move an account to another mailbox.
-var errSessionRequired = &apiError{Status: fiber.StatusForbidden, Type: "permission_error", Code: "session_required",
-	Msg: "change your email address from a signed-in browser session, not with an API key"}
-
 // errPasswordRequired answers accounts that sign in with Google only. They
 // re-authenticate through their current mailbox instead: a password reset
 // sent to the current address sets a password, which then confirms the
@@ -159,11 +155,10 @@ var emailChangeAccepted = fiber.Map{"status": "accepted",
 // the request, the new address gets a single-use link (the change happens
 // only when it is used, through /verify-email and
 // POST /v1/auth/verify-email), and the current address gets a notice.
+// Only a browser session gets here (authorize): an API key alone must
+// never move an account to another mailbox.
 func (g *Gateway) changeEmail(c *fiber.Ctx) error {
 	p := principalOf(c)
-	if p.session == "" {
-		return errSessionRequired
-	}
 	var req emailChangeJSON
 	if err := decodeJSON(c.Body(), &req); err != nil {
 		return err
@@ -178,9 +173,9 @@ func (g *Gateway) changeEmail(c *fiber.Ctx) error {
 	if p.account.PasswordHash == "" {
 		return errPasswordRequired
 	}
-	ip, who := g.ips.addr(c), guardKey(p.account.Email)
-	if ok, wait := g.logins.attempt(ip, who); !ok {
-		return loginThrottled(wait)
+	ip, who := g.ips.Addr(c), guardKey(p.account.Email)
+	if ok, wait := g.logins.Attempt(ip, who); !ok {
+		return ratelimit.LoginThrottled(wait)
 	}
 	if req.Password == "" || len(req.Password) > maxPasswordBytes {
 		return errWrongPassword
@@ -195,10 +190,10 @@ func (g *Gateway) changeEmail(c *fiber.Ctx) error {
 		g.securityEvent(c, eventLoginFailed, p.account.ID, "email_change")
 		return errWrongPassword
 	}
-	g.logins.succeeded(ip, who)
+	g.logins.Succeeded(ip, who)
 	// At most a few links per account and per new address an hour, so
 	// the route cannot flood anyone's inbox.
-	if !g.resetMails.allow("email-change:"+p.account.ID) || !g.resetMails.allow("email-change:"+guardKey(email)) {
+	if !g.resetMails.Allow("email-change:"+p.account.ID) || !g.resetMails.Allow("email-change:"+guardKey(email)) {
 		return &apiError{Status: fiber.StatusTooManyRequests, Type: "rate_limit_error", Code: "too_many_emails",
 			Msg: "too many address changes requested; try again later", RetryAfter: 1200}
 	}
@@ -232,9 +227,6 @@ func maskEmail(email string) string {
 // only ever keeps the account where it is.
 func (g *Gateway) cancelEmailChange(c *fiber.Ctx) error {
 	p := principalOf(c)
-	if p.session == "" {
-		return errSessionRequired
-	}
 	cancelled, err := g.store.CancelEmailChange(p.account.ID)
 	if err != nil {
 		return err

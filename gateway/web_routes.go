@@ -411,7 +411,7 @@ func (g *Gateway) resetRequestForm(c *fiber.Ctx) error {
 
 func (g *Gateway) resetConfirmForm(c *fiber.Ctx) error {
 	token := strings.Clone(c.FormValue("token"))
-	_, _, err := callAPI(c, g.confirmReset, resetConfirmJSON{Token: token, NewPassword: c.FormValue("new_password")})
+	_, _, err := callAPI(c, g.confirmReset, resetConfirmJSON{Token: token, NewPassword: c.FormValue("new_password"), APIKeys: strings.Clone(c.FormValue("api_keys"))})
 	if err != nil {
 		msg, code, ok := formError(err)
 		if !ok {
@@ -498,7 +498,7 @@ func (g *Gateway) accountData(c *fiber.Ctx) (web.Account, error) {
 	}
 	for _, k := range keys {
 		v := apiKeyView(k)
-		d.Keys = append(d.Keys, web.APIKey{ID: v.ID, Name: v.Name, Hint: v.Hint, Created: k.Created})
+		d.Keys = append(d.Keys, web.APIKey{ID: v.ID, Name: v.Name, Hint: v.Hint, Scopes: v.Scopes, Flagged: v.FlaggedBy != "", Created: k.Created})
 	}
 	return d, nil
 }
@@ -543,7 +543,7 @@ func (g *Gateway) emailForm(c *fiber.Ctx) error {
 }
 
 func (g *Gateway) passwordForm(c *fiber.Ctx) error {
-	return g.accountForm(c, g.changePassword, passwordJSON{CurrentPassword: c.FormValue("current_password"), NewPassword: c.FormValue("new_password")}, "password")
+	return g.accountForm(c, g.changePassword, passwordJSON{CurrentPassword: c.FormValue("current_password"), NewPassword: c.FormValue("new_password"), APIKeys: strings.Clone(c.FormValue("api_keys"))}, "password")
 }
 
 func (g *Gateway) signoutAllForm(c *fiber.Ctx) error {
@@ -560,7 +560,16 @@ func (g *Gateway) settingsForm(c *fiber.Ctx) error {
 }
 
 func (g *Gateway) apiKeyForm(c *fiber.Ctx) error {
-	_, out, err := callAPI(c, g.createAPIKey, newKeyJSON{Name: strings.Clone(c.FormValue("name"))})
+	req := newKeyJSON{Name: strings.Clone(c.FormValue("name"))}
+	// The form's checkboxes name the scopes; none ticked keeps the default.
+	if args := c.Request().PostArgs().PeekMulti("scope"); len(args) > 0 {
+		scopes := make([]string, len(args))
+		for i, a := range args {
+			scopes[i] = string(a)
+		}
+		req.Scopes = &scopes
+	}
+	_, out, err := callAPI(c, g.createAPIKey, req)
 	if err != nil {
 		msg, code, ok := formError(err)
 		if !ok {

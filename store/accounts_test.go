@@ -166,8 +166,8 @@ func TestSessions(t *testing.T) {
 		}
 	}
 	// A password change ends the rest too.
-	if ended, err := db.SetPassword(a.ID, "$argon2id$new", ""); err != nil || ended != 1 {
-		t.Errorf("SetPassword ended %d, %v; want 1", ended, err)
+	if ch, err := db.SetPassword(a.ID, "$argon2id$new", "", RevokeAPIKeys); err != nil || ch.SessionsEnded != 1 {
+		t.Errorf("SetPassword ended %d, %v; want 1", ch.SessionsEnded, err)
 	}
 	if db.SessionCount(a.ID) != 0 {
 		t.Errorf("sessions left after password change")
@@ -185,7 +185,7 @@ func TestAPIKeys(t *testing.T) {
 	t.Parallel()
 	db, clock, path := testDB(t)
 	a := mustAccount(t, db, "k@example.com")
-	secret, k, err := db.CreateAPIKey(a.ID, "ci")
+	secret, k, err := db.CreateAPIKey(a.ID, "ci", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -238,9 +238,9 @@ func TestPasswordReset(t *testing.T) {
 	if err := db.CheckPasswordReset("not-a-token"); !errors.Is(err, ErrNotFound) {
 		t.Errorf("CheckPasswordReset(unknown) = %v, want ErrNotFound", err)
 	}
-	id, err := db.ConsumePasswordReset(second, "$argon2id$reset")
-	if err != nil || id != a.ID {
-		t.Fatalf("Consume = %q, %v", id, err)
+	ch, err := db.ConsumePasswordReset(second, "$argon2id$reset", RevokeAPIKeys)
+	if err != nil || ch.AccountID != a.ID || ch.SessionsEnded != 1 {
+		t.Fatalf("Consume = %+v, %v", ch, err)
 	}
 	if got, _ := db.Account(a.ID); got.PasswordHash != "$argon2id$reset" {
 		t.Errorf("password not changed")
@@ -249,7 +249,7 @@ func TestPasswordReset(t *testing.T) {
 		t.Errorf("session survived a reset: %v", err)
 	}
 	for _, tok := range []string{second, first} {
-		if _, err := db.ConsumePasswordReset(tok, "$argon2id$again"); !errors.Is(err, ErrNotFound) {
+		if _, err := db.ConsumePasswordReset(tok, "$argon2id$again", RevokeAPIKeys); !errors.Is(err, ErrNotFound) {
 			t.Errorf("reused/sibling token: %v, want ErrNotFound", err)
 		}
 	}
@@ -258,7 +258,7 @@ func TestPasswordReset(t *testing.T) {
 	if err := db.CheckPasswordReset(late); !errors.Is(err, ErrExpired) {
 		t.Errorf("CheckPasswordReset(expired) = %v, want ErrExpired", err)
 	}
-	if _, err := db.ConsumePasswordReset(late, "$argon2id$late"); !errors.Is(err, ErrExpired) {
+	if _, err := db.ConsumePasswordReset(late, "$argon2id$late", RevokeAPIKeys); !errors.Is(err, ErrExpired) {
 		t.Errorf("expired token: %v, want ErrExpired", err)
 	}
 	if got, _ := db.Account(a.ID); got.PasswordHash != "$argon2id$reset" {
@@ -351,7 +351,7 @@ func TestProvingAnAddressRevokesTheSquattersCredentials(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		key, _, err := db.CreateAPIKey(a.ID, "squatter")
+		key, _, err := db.CreateAPIKey(a.ID, "squatter", nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -379,7 +379,7 @@ func TestProvingAnAddressRevokesTheSquattersCredentials(t *testing.T) {
 			t.Fatal(err)
 		}
 		assertRevoked(t, db, sess, key)
-		if _, err := db.ConsumePasswordReset(reset, "$argon2id$squatter"); !errors.Is(err, ErrNotFound) {
+		if _, err := db.ConsumePasswordReset(reset, "$argon2id$squatter", FlagAPIKeys); !errors.Is(err, ErrNotFound) {
 			t.Errorf("the squatter's reset link still works: %v", err)
 		}
 		got, _ := db.Account(a.ID)
@@ -392,7 +392,9 @@ func TestProvingAnAddressRevokesTheSquattersCredentials(t *testing.T) {
 		t.Parallel()
 		db, _, _ := testDB(t)
 		a, sess, key, reset := squat(t, db, "victim@example.com")
-		if _, err := db.ConsumePasswordReset(reset, "$argon2id$owner"); err != nil {
+		// Flagging is the owner's choice, but the squatter's key dies
+		// whatever the choice.
+		if _, err := db.ConsumePasswordReset(reset, "$argon2id$owner", FlagAPIKeys); err != nil {
 			t.Fatal(err)
 		}
 		assertRevoked(t, db, sess, key)
@@ -401,16 +403,16 @@ func TestProvingAnAddressRevokesTheSquattersCredentials(t *testing.T) {
 		}
 	})
 
-	t.Run("a proven account keeps its keys", func(t *testing.T) {
+	t.Run("a proven account keeps its keys when it asks to", func(t *testing.T) {
 		t.Parallel()
 		db, _, _ := testDB(t)
 		a := mustAccount(t, db, "owner@example.com")
 		if err := db.LinkGoogle(a.ID, "google-owner"); err != nil {
 			t.Fatal(err)
 		}
-		key, _, _ := db.CreateAPIKey(a.ID, "mine")
+		key, _, _ := db.CreateAPIKey(a.ID, "mine", nil)
 		reset, _ := db.CreatePasswordReset(a.ID, time.Hour)
-		if _, err := db.ConsumePasswordReset(reset, "$argon2id$new"); err != nil {
+		if _, err := db.ConsumePasswordReset(reset, "$argon2id$new", FlagAPIKeys); err != nil {
 			t.Fatal(err)
 		}
 		if _, err := db.ValidateAPIKey(key); err != nil {

@@ -388,6 +388,7 @@ func TestBrowserAccountJourney(t *testing.T) {
 	// Sign up (with the 18+ attestation), then verify from the outbox.
 	act(t, tab, "sign up", chromedp.Navigate(s.url+"/signup"), chromedp.WaitVisible("#email"))
 	browsertest.CheckAxe(t, tab, "sign-up")
+	browsertest.Screenshot(t, tab, "page-signup")
 	act(t, tab, "sign up form", chromedp.SendKeys("#email", email), chromedp.SendKeys("#password", password),
 		chromedp.Click("#over_18"), chromedp.Click(`main form button[type="submit"]`), chromedp.WaitVisible("#signup-sent"))
 	link := verifyLink(t, s.dir, email)

@@ -91,7 +91,11 @@ type Settings struct {
 // APIKey is one key as listed (never its secret).
 type APIKey struct {
 	ID, Name, Hint string
-	Created        time.Time
+	Scopes         []string
+	// Flagged is set when a password change kept the key but flagged it
+	// for review.
+	Flagged bool
+	Created time.Time
 }
 
 // Cookies is the cookie policy and preferences page.
