@@ -28,4 +28,8 @@
 //   - analytics: what a consented page view is reduced to before it is
 //     counted.
 //   - mail: SMTP and the outbox.
+//   - partner: partner sites' keys, origins, rate limits, monthly quotas,
+//     embed tokens and signed completion callbacks.
+//   - widget: the embed widget as browsers get it (embed.js, the frame).
+//   - dashboard: the operator dashboard's pages and server-drawn charts.
 package gateway
