@@ -3,15 +3,13 @@ package gateway
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
-	"encoding/base64"
-	"errors"
 	"fmt"
 	"strings"
 
 	"github.com/gofiber/fiber/v2"
 
 	"github.com/imagegate/imagegate/gateway/partner"
+	"github.com/imagegate/imagegate/gateway/web"
 	"github.com/imagegate/imagegate/gateway/widget"
 	"github.com/imagegate/imagegate/store"
 )
@@ -62,7 +60,7 @@ func (g *Gateway) embedFrame(c *fiber.Ctx) error {
 	if !partner.AllowsOrigin(p, host) {
 		return partnerError(partner.ErrOrigin)
 	}
-	nonce := embedNonce()
+	nonce := web.Nonce()
 	var buf bytes.Buffer
 	err = widget.RenderFrame(&buf, widget.Frame{
 		Nonce: nonce, Host: host, Key: p.PublishableKey, Token: g.partners.EmbedToken(p, host),
@@ -114,14 +112,4 @@ func (g *Gateway) partnerSizes(p store.Partner) []string {
 		}
 	}
 	return out
-}
-
-// embedNonce is a fresh CSP nonce: 128 random bits, in the URL-safe
-// alphabet so html/template writes it into attributes unescaped.
-func embedNonce() string {
-	var b [16]byte
-	if _, err := rand.Read(b[:]); err != nil {
-		panic(errors.New("gateway: no randomness for a CSP nonce"))
-	}
-	return base64.RawURLEncoding.EncodeToString(b[:])
 }
