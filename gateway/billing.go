@@ -202,6 +202,7 @@ type billingAccounts interface {
 	Billing(accountID string) (store.Billing, error)
 	LinkStripeCustomer(accountID, customerID string) (string, error)
 	Transactions(accountID string, limit int) ([]store.LedgerEntry, error)
+	OpenSubscriptionCheckout(accountID string, c store.SubscriptionCheckout) (store.SubscriptionCheckout, error)
 }
 
 // stripeEvents is what webhook handling needs of the store.
@@ -223,6 +224,8 @@ type catalogueItem struct {
 	priceID string
 	plan    string // subscriptions: the imagegate plan
 	credits int64
+	// expires, for a subscription checkout, is when its session expires.
+	expires time.Time
 }
 
 // billing is the payments side of the gateway; nil when not configured.
@@ -437,6 +440,10 @@ type checkoutJSON struct {
 	Plan string `json:"plan"`
 }
 
+// subscriptionCheckoutTTL is how long a subscription checkout session
+// stays open (Stripe allows 30 minutes to 24 hours).
+const subscriptionCheckoutTTL = time.Hour
+
 // idempotencyNonce is the form of a client's Idempotency-Key header.
 var idempotencyNonce = regexp.MustCompile(`^[A-Za-z0-9_-]{8,64}$`)
 
@@ -470,6 +477,22 @@ func (g *Gateway) billingCheckout(c *fiber.Ctx) error {
 			return &apiError{Status: fiber.StatusConflict, Type: "invalid_request_error", Code: "already_subscribed",
 				Msg: "this account already has a subscription: change or cancel it in the customer portal (POST /v1/billing/portal)"}
 		}
+		// One subscription checkout open at a time: a second for the same
+		// plan reuses the first's idempotency nonce (and expiry), so Stripe
+		// answers with the same session; one for another plan waits until
+		// the first session expires. Two racing checkouts can then never
+		// both end in a subscription.
+		open, err := b.store.OpenSubscriptionCheckout(acct.ID, store.SubscriptionCheckout{
+			PriceID: item.priceID, Nonce: nonce, Expires: b.now().Add(subscriptionCheckoutTTL).Truncate(time.Second),
+		})
+		if errors.Is(err, store.ErrConflict) {
+			return &apiError{Status: fiber.StatusConflict, Type: "invalid_request_error", Code: "checkout_in_progress",
+				Msg: "a checkout for another plan is still open: complete it, or retry once it expires (within an hour)"}
+		}
+		if err != nil {
+			return err
+		}
+		nonce, item.expires = open.Nonce, open.Expires
 	}
 	site, err := g.siteURL(c)
 	if err != nil {
@@ -531,6 +554,11 @@ func (b *billing) checkout(ctx context.Context, accountID string, item catalogue
 		params.PaymentIntentData = &stripe.CheckoutSessionPaymentIntentDataParams{Metadata: map[string]string{metaAccount: accountID}}
 	} else {
 		params.AddMetadata(metaPlan, item.name)
+		if !item.expires.IsZero() {
+			// The session dies with its claim, so a checkout left open
+			// cannot be completed after another one was allowed.
+			params.ExpiresAt = stripe.Int64(item.expires.Unix())
+		}
 		params.SubscriptionData = &stripe.CheckoutSessionSubscriptionDataParams{Metadata: map[string]string{metaAccount: accountID, metaPlan: item.name}}
 	}
 	params.SetIdempotencyKey(fmt.Sprintf("checkout:%s:%s:%s", accountID, item.priceID, nonce))

@@ -15,6 +15,7 @@ import (
 	"net/http"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -50,6 +51,67 @@ func billingConfig(apiURL string) BillingConfig {
 		},
 		Subscriptions:     map[string]SubscriptionPlan{"pro-monthly": {PriceID: priceProMonthly, Plan: "pro", Credits: 2000}},
 		MaxNetworkRetries: -1,
+	}
+}
+
+// TestConcurrentSubscriptionCheckoutsMakeOneSession starts eight
+// subscription checkouts for one account at once, each with its own
+// Idempotency-Key, against stripe-mock: every one is answered, and every
+// session request carries one idempotency key, so Stripe makes a single
+// session and at most one subscription can follow. A checkout for another
+// plan while it is open is refused.
+func TestConcurrentSubscriptionCheckoutsMakeOneSession(t *testing.T) {
+	t.Parallel()
+	sm := testpeer.StripeMock(t)
+	cfg := billingConfig(sm.URL)
+	cfg.Subscriptions["pro-yearly"] = SubscriptionPlan{PriceID: "price_pro_yearly", Plan: "pro", Credits: 24000}
+	e := newEnv(t, envOptions{cfg: Config{Billing: cfg}})
+	b, _ := e.signedIn("racer@example.com")
+	var wg sync.WaitGroup
+	statuses := make(chan int, 8)
+	start := make(chan struct{})
+	for i := range 8 {
+		wg.Go(func() {
+			<-start
+			req, _ := http.NewRequest("POST", e.url+"/v1/billing/checkout", strings.NewReader(`{"plan":"pro-monthly"}`))
+			req.Header.Set("Content-Type", "application/json")
+			req.Header.Set("Idempotency-Key", fmt.Sprintf("racing-attempt-%02d", i))
+			for k, v := range b.header {
+				req.Header[k] = v
+			}
+			resp, err := b.client.Do(req)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			statuses <- resp.StatusCode
+		})
+	}
+	close(start)
+	wg.Wait()
+	close(statuses)
+	for st := range statuses {
+		if st != http.StatusOK {
+			t.Errorf("a racing checkout answered %d", st)
+		}
+	}
+	sessions := sm.RequestsTo("POST", "/v1/checkout/sessions")
+	keys := map[string]bool{}
+	for _, s := range sessions {
+		keys[s.IdempotencyKey] = true
+	}
+	if len(sessions) == 0 || len(keys) != 1 {
+		t.Fatalf("%d session requests with %d idempotency keys, want one key", len(sessions), len(keys))
+	}
+	var eb errorBody
+	want(t, b.call("POST", "/v1/billing/checkout", `{"plan":"pro-yearly"}`, &eb), http.StatusConflict)
+	if eb.Error.Code != "checkout_in_progress" {
+		t.Errorf("another plan while one checkout is open: code %q", eb.Error.Code)
+	}
+	if n := len(sm.RequestsTo("POST", "/v1/checkout/sessions")); n != len(sessions) {
+		t.Errorf("the refused checkout reached Stripe")
 	}
 }
 
@@ -335,8 +397,14 @@ func TestCheckoutAgainstStripeMock(t *testing.T) {
 	if sessions[1].IdempotencyKey != sessions[0].IdempotencyKey {
 		t.Errorf("retry used key %q, first %q", sessions[1].IdempotencyKey, sessions[0].IdempotencyKey)
 	}
-	if sessions[2].IdempotencyKey == sessions[3].IdempotencyKey || !strings.HasPrefix(sessions[2].IdempotencyKey, "checkout:"+acct.ID+":"+priceProMonthly+":") {
-		t.Errorf("attempts without a client key: %q and %q; want distinct checkout:<account>:<price>:<nonce>", sessions[2].IdempotencyKey, sessions[3].IdempotencyKey)
+	// Two subscription attempts without a client key: the second reuses the
+	// open checkout's key, so Stripe answers with the one session.
+	if sessions[2].IdempotencyKey != sessions[3].IdempotencyKey || !strings.HasPrefix(sessions[2].IdempotencyKey, "checkout:"+acct.ID+":"+priceProMonthly+":") {
+		t.Errorf("subscription attempts without a client key: %q and %q; want one checkout:<account>:<price>:<nonce>", sessions[2].IdempotencyKey, sessions[3].IdempotencyKey)
+	}
+	billingRec, _ := e.db.Billing(acct.ID)
+	if billingRec.Checkout == nil || sessions[2].Form.Get("expires_at") != strconv.FormatInt(billingRec.Checkout.Expires.Unix(), 10) {
+		t.Errorf("subscription session expires_at %q, open checkout %+v", sessions[2].Form.Get("expires_at"), billingRec.Checkout)
 	}
 	wantSub := map[string]string{
 		"mode": "subscription", "customer": rec.CustomerID, "client_reference_id": acct.ID,
@@ -344,6 +412,7 @@ func TestCheckoutAgainstStripeMock(t *testing.T) {
 		"metadata[imagegate_account]": acct.ID, "metadata[imagegate_plan]": "pro-monthly",
 		"subscription_data[metadata][imagegate_account]": acct.ID, "subscription_data[metadata][imagegate_plan]": "pro-monthly",
 		"success_url": e.url + "/?checkout=success", "cancel_url": e.url + "/?checkout=cancel",
+		"expires_at": sessions[2].Form.Get("expires_at"),
 	}
 	if diff := cmp.Diff(wantSub, flatForm(sessions[2].Form)); diff != "" {
 		t.Errorf("subscription checkout session (-want +got):\n%s", diff)
@@ -353,7 +422,9 @@ func TestCheckoutAgainstStripeMock(t *testing.T) {
 	if got.URL == "" {
 		t.Error("portal: no URL")
 	}
-	api := e.apiClient(b)
+	// A key that may read the account sees billing, but never opens the
+	// portal: that needs a browser session.
+	api, _ := e.keyClient(b, `["account:read","images:write"]`)
 	var eb errorBody
 	want(t, api.call("POST", "/v1/billing/portal", "", &eb), http.StatusForbidden)
 	if eb.Error.Code != "session_required" {

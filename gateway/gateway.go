@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"log/slog"
@@ -221,8 +222,8 @@ func New(cfg Config, deps Deps) (*Gateway, error) {
 		// The multipart edit route is the largest body we accept; JSON
 		// routes check their own, smaller limit.
 		BodyLimit:    cfg.MaxUploadBytes + 64<<10,
-		ReadTimeout:  30 * time.Second,
-		WriteTimeout: cfg.RequestTimeout + 10*time.Second,
+		ReadTimeout:  cfg.ReadTimeout,
+		WriteTimeout: cmp.Or(cfg.writeTimeout, cfg.RequestTimeout+10*time.Second),
 		IdleTimeout:  120 * time.Second,
 		ErrorHandler: errorHandler(logger),
 		// Image bytes are already compressed; JSON is small.
@@ -347,6 +348,7 @@ func (g *Gateway) routes() {
 	admin.Post("/purge", g.adminPurge)
 	admin.Post("/accounts/delete", g.adminDeleteAccount)
 	admin.Get("/accounts/erasures", g.adminErasures)
+	g.suspensionRoutes(admin)
 	g.moderationRoutes(admin)
 	g.complianceRoutes(admin)
 	g.partnerRoutes(admin)

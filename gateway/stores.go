@@ -74,6 +74,8 @@ type Store interface {
 	historyStore
 	lifecycleStore
 	exportStore
+	suspensionStore
+	purgeStore
 	partnerStore
 	dashboardStore
 }

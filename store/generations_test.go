@@ -116,11 +116,93 @@ func TestOutputsExpireByRetention(t *testing.T) {
 	if db.GenerationCount(a.ID) != 1 {
 		t.Errorf("%d generations left, want the renewed one", db.GenerationCount(a.ID))
 	}
+	// The reaper's steps: claim, bytes gone, off the queue.
+	if ok, err := db.ClaimDoomed(anonOnly); err != nil || !ok {
+		t.Fatalf("ClaimDoomed = %v, %v", ok, err)
+	}
+	if err := db.DoomedGone(anonOnly); err != nil {
+		t.Fatal(err)
+	}
 	if err := db.ObjectDeleted(anonOnly); err != nil {
 		t.Fatal(err)
 	}
 	if d := doomed(t, db); !slices.Equal(d, []string{both}) {
 		t.Errorf("queue after deletion %v", d)
+	}
+}
+
+// TestClaimDoomedDecidesTheRace walks an output through the reaper's states
+// with a reference attempted at each: before the claim it wins; after it,
+// it is refused until a regeneration brings the output back; and the
+// reaper's last step then leaves the regenerated output alone.
+func TestClaimDoomedDecidesTheRace(t *testing.T) {
+	t.Parallel()
+	db, _, _ := testDB(t)
+	const h = "abababababababababababababababababababababababababababababababab"
+	a := mustAccount(t, db, "race@example.com")
+	g, _, err := db.RecordGeneration(a.ID, testGeneration("race", h), 24*time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := db.DeleteGeneration(a.ID, g.ID); err != nil {
+		t.Fatal(err)
+	}
+	if d := doomed(t, db); !slices.Equal(d, []string{h}) {
+		t.Fatalf("queue %v, want the output", d)
+	}
+	// A reference before the claim wins: the claim sees it.
+	if err := db.TouchAnonymousOutput(h, "png", "retro", "1", "v1-key", 24*time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := db.ClaimDoomed(h); err != nil || ok {
+		t.Fatalf("claim of a referenced output = %v, %v; want false", ok, err)
+	}
+	if d := doomed(t, db); len(d) != 0 {
+		t.Errorf("queue %v after a lost claim", d)
+	}
+
+	// A reference after the claim is refused, and records nothing.
+	const h2 = "cdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcd"
+	b := mustAccount(t, db, "race2@example.com")
+	g, _, err = db.RecordGeneration(b.ID, testGeneration("race2", h2), 24*time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := db.DeleteGeneration(b.ID, g.ID); err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := db.ClaimDoomed(h2); err != nil || !ok {
+		t.Fatalf("claim = %v, %v; want true", ok, err)
+	}
+	before := db.GenerationCount(b.ID)
+	if _, _, err := db.RecordGeneration(b.ID, testGeneration("again", h2), 24*time.Hour); !errors.Is(err, ErrOutputGone) {
+		t.Errorf("reference while deleting: %v, want ErrOutputGone", err)
+	}
+	if err := db.TouchAnonymousOutput(h2, "png", "retro", "1", "v1-key", 24*time.Hour); !errors.Is(err, ErrOutputGone) {
+		t.Errorf("anonymous reference while deleting: %v, want ErrOutputGone", err)
+	}
+	if db.GenerationCount(b.ID) != before {
+		t.Errorf("a refused reference was recorded")
+	}
+	if err := db.PendingObject(h2, "png", "retro", "1", "v1-key", time.Now().Add(time.Hour)); !errors.Is(err, ErrOutputGone) {
+		t.Errorf("regeneration while the bytes may still be going: %v, want ErrOutputGone", err)
+	}
+	// Once the bytes are gone, a regeneration brings it back; the reaper's
+	// last step leaves it.
+	if err := db.DoomedGone(h2); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.PendingObject(h2, "png", "retro", "1", "v1-key", time.Now().Add(time.Hour)); err != nil {
+		t.Fatalf("regeneration after deletion: %v", err)
+	}
+	if err := db.ObjectDeleted(h2); err != nil {
+		t.Fatal(err)
+	}
+	if used, _ := db.ObjectReferenced(h2); !used {
+		t.Error("the regenerated output is not referenced")
+	}
+	if d := doomed(t, db); len(d) != 0 {
+		t.Errorf("queue %v, want the regenerated output off it", d)
 	}
 }
 
@@ -155,6 +237,23 @@ func TestErasureIsCompleteAndResumable(t *testing.T) {
 	}
 	gone := mustAccount(t, db, "erase-me@example.com")
 	kept := mustAccount(t, db, "kept@example.com")
+	if err := db.LinkGoogle(gone.ID, "google-subject-erase-marker"); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.LinkGoogle(kept.ID, "google-subject-kept"); err != nil {
+		t.Fatal(err)
+	}
+	// The lookup-index key, with which whoever holds the files could
+	// test an address against the index entries.
+	var indexKey []byte
+	db.bolt.View(func(tx *bolt.Tx) error {
+		k, _ := db.indexKeys.Load(indexSlot(tx))
+		indexKey = k.([]byte)
+		return nil
+	})
+	if !fileContains(t, path, lookupKeyWith(indexKey, "email", "erase-me@example.com")) || !fileContains(t, path, indexKey) {
+		t.Fatal("the index entry or its key is not in the files before erasure: the search below would prove nothing")
+	}
 	shared, private := hash64('1'), hash64('2')
 	for i := range 5 {
 		db.RecordGeneration(gone.ID, testGeneration(fmt.Sprintf("erase-marker %d", i), private), time.Hour)
@@ -229,6 +328,37 @@ func TestErasureIsCompleteAndResumable(t *testing.T) {
 	}
 	if mm, _ := db.Reconcile(false); len(mm) != 0 {
 		t.Errorf("reconcile after erasure: %+v", mm)
+	}
+
+	// The erased account's index entries may linger in freed pages, but
+	// the key that made them is gone from every file, and under the keys
+	// the files do hold its email and Google subject match nothing.
+	if fileContains(t, path, indexKey) {
+		t.Error("the lookup-index key that indexed the erased account survives in the store's files")
+	}
+	db.indexKeys.Range(func(_, k any) bool {
+		for _, v := range []struct{ kind, value string }{{"email", "erase-me@example.com"}, {"google", "google-subject-erase-marker"}} {
+			if fileContains(t, path, lookupKeyWith(k.([]byte), v.kind, v.value)) {
+				t.Errorf("the erased account's %s index entry is readable under the current key", v.kind)
+			}
+		}
+		return true
+	})
+	// The other account is still found, by email and Google, after a restart.
+	db.Close()
+	db, err = Open(Config{Path: path, Now: clock.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if a, err := db.AccountByEmail("kept@example.com"); err != nil || a.ID != kept.ID {
+		t.Errorf("the kept account by email after rotation: %+v %v", a, err)
+	}
+	if a, err := db.AccountByGoogle("google-subject-kept"); err != nil || a.ID != kept.ID {
+		t.Errorf("the kept account by Google after rotation: %+v %v", a, err)
+	}
+	if _, err := db.AccountByEmail("erase-me@example.com"); !errors.Is(err, ErrNotFound) {
+		t.Errorf("the erased email after restart: %v", err)
 	}
 }
 
