@@ -236,7 +236,7 @@ func (c *Config) Validate() error {
 	errs = append(errs, c.ClientIP.Validate(), c.RateLimits.Validate(), c.LoginGuard.Validate(), c.Credentials.Validate(),
 		c.FreeQuota.Validate(), c.Plans.validate(), c.Google.validate(), c.Billing.Validate(), c.Peers.validate(), c.Moderation.Validate(), c.Retention.validate())
 	if c.Billing.SecretKey != "" {
-		errs = append(errs, c.Billing.checkPlans(c.Plans))
+		errs = append(errs, c.Billing.CheckPlans(c.Plans.accountPlan))
 	}
 	if len(c.Peers.Peers) > 0 && c.AdminToken == "" {
 		errs = append(errs, errors.New("gateway: peers need an admin token to authenticate invalidations"))

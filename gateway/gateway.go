@@ -89,7 +89,7 @@ type Gateway struct {
 	// gpcRecords the GPC consent rows of cookie-less visitors.
 	refusals   throttle
 	gpcRecords throttle
-	billing    *billing // nil when payments are not configured
+	billing    *payments // nil when payments are not configured
 	objects    objectDeleter
 	purger     purger
 	peers      *peerSet
@@ -182,7 +182,7 @@ func New(cfg Config, deps Deps) (*Gateway, error) {
 	if g.quota, err = ratelimit.NewQuota(cfg.FreeQuota, now); err != nil {
 		return nil, err
 	}
-	if g.billing, err = newBilling(cfg.Billing, deps.Store, logger, now); err != nil {
+	if g.billing, err = newPayments(cfg, deps.Store, logger, now); err != nil {
 		return nil, err
 	}
 	if g.partners, err = newPartners(cfg.Partners, deps.Store, now); err != nil {
