@@ -66,32 +66,38 @@ func (g *Gateway) generations(c *fiber.Ctx) error {
 		return errBodyTooLarge(g.cfg.MaxJSONBytes)
 	}
 	catalog := g.catalog.models.Load()
-	if pg := g.parsed.get(body, catalog); pg != nil {
-		return g.respond(c, pg.p, pg)
-	}
-	var req generationJSON
-	if err := decodeJSON(body, &req); err != nil {
-		return err
-	}
-	p, err := g.validate(raw{
-		Prompt: req.Prompt, NegativePrompt: req.NegativePrompt, N: req.N, Size: req.Size,
-		Format: req.ResponseFormat, Seed: req.Seed, Style: req.Style, Model: req.Model,
-		Steps: req.Steps, Guidance: req.Guidance, Private: req.Private,
-	})
-	if err != nil {
-		return err
-	}
-	var pg *parsedGeneration
-	if !p.Private && catalog != nil {
-		// Keys of public requests depend on the body alone: keep them.
-		pg = &parsedGeneration{catalog: catalog, p: p}
-		pg.keys, pg.seed = contentKeys(p, "")
-		pg.refs = make([]string, len(pg.keys))
-		pg.links = make([]atomic.Pointer[signedLink], len(pg.keys))
-		for i, k := range pg.keys {
-			pg.refs[i] = k.String()
+	pg := g.parsed.get(body, catalog)
+	var p params
+	if pg != nil {
+		p = pg.p
+	} else {
+		var req generationJSON
+		if err := decodeJSON(body, &req); err != nil {
+			return err
 		}
-		g.parsed.put(body, pg)
+		var err error
+		p, err = g.validate(raw{
+			Prompt: req.Prompt, NegativePrompt: req.NegativePrompt, N: req.N, Size: req.Size,
+			Format: req.ResponseFormat, Seed: req.Seed, Style: req.Style, Model: req.Model,
+			Steps: req.Steps, Guidance: req.Guidance, Private: req.Private,
+		})
+		if err != nil {
+			return err
+		}
+		if !p.Private && catalog != nil {
+			// Keys of public requests depend on the body alone: keep them.
+			pg = &parsedGeneration{catalog: catalog, p: p}
+			pg.keys, pg.seed = contentKeys(p, "")
+			pg.refs = make([]string, len(pg.keys))
+			pg.links = make([]atomic.Pointer[signedLink], len(pg.keys))
+			for i, k := range pg.keys {
+				pg.refs[i] = k.String()
+			}
+			g.parsed.put(body, pg)
+		}
+	}
+	if pt := partnerOf(c); pt != nil {
+		return g.respondForPartner(c, *pt, p, pg)
 	}
 	return g.respond(c, p, pg)
 }
