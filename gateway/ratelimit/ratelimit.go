@@ -484,7 +484,7 @@ func rateBucketIdle(b *tokenBucket, now time.Time) bool {
 
 // maxRateSubjects bounds the buckets one request is charged to (ip, anon
 // or acct, key) and one sign-in attempt (pair, source, account).
-const maxRateSubjects = 4
+const maxRateSubjects = 3
 
 // rateSubject is one bucket a request is charged to.
 type rateSubject struct {
