@@ -63,7 +63,8 @@ vet:
 ## against a bare fasthttp server and nginx proxy_cache, loaded by wrk.
 PROFILE_DIR := $(shell mktemp -d /tmp/imagegate-profiles.XXXXXX 2>/dev/null || echo /tmp/imagegate-profiles)
 bench: bench-peers
-	$(GO) test -run '^$$' -bench . -benchmem -count 1 ./cache/ ./edge/ ./gateway/ ./gateway/ratelimit/ ./gateway/moderation/ ./inference/...
+	$(GO) test -run '^$$' -bench . -benchmem -count 1 ./cache/ ./edge/ ./gateway/ ./gateway/moderation/ ./inference/...
+	$(GO) test -run '^$$' -bench 'RateLimiter' -benchmem -count 1 ./gateway/ratelimit/
 	$(GO) test -c -o $(PROFILE_DIR)/gateway.test ./gateway/
 	for b in GenerationHit ObjectHit; do \
 	  $(PROFILE_DIR)/gateway.test -test.run '^$$' -test.bench "^Benchmark$$b$$" -test.benchmem -test.benchtime 3s \
