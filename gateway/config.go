@@ -85,6 +85,11 @@ type Config struct {
 	AdminToken string
 	// Peers are the other gateways a purge must reach.
 	Peers PeersConfig
+	// FairnessSalt keys the HMAC that turns an account or network into
+	// the opaque fairness key the inference tier queues by (promise X1).
+	// Gateways of one deployment should share it so one account has one
+	// share; empty means a random salt per process.
+	FairnessSalt []byte
 
 	// SessionIdle ends sessions unused this long (7 days); SessionAbsolute
 	// ends them this long after sign-in (30 days).

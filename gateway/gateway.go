@@ -3,6 +3,7 @@ package gateway
 import (
 	"cmp"
 	"context"
+	"crypto/rand"
 	"errors"
 	"log/slog"
 	"net"
@@ -110,6 +111,10 @@ func New(cfg Config, deps Deps) (*Gateway, error) {
 	}
 	if deps.Cache == nil || deps.Signer == nil || deps.Inference == nil || deps.Store == nil || deps.Mailer == nil || deps.Objects == nil {
 		return nil, errors.New("gateway: cache, signer, inference, store, mailer and objects are required")
+	}
+	if len(cfg.FairnessSalt) == 0 {
+		cfg.FairnessSalt = make([]byte, 32)
+		rand.Read(cfg.FairnessSalt)
 	}
 	logger := deps.Logger
 	if logger == nil {

@@ -364,6 +364,7 @@ func (g *Gateway) resolve(ctx context.Context, p params, py payer, key cache.Key
 			Style:          p.Style,
 			Reference:      p.Reference,
 			Strength:       p.Strength,
+			Scheduling:     g.schedulingFor(py),
 		})
 		if err != nil {
 			return cache.Generated{}, err
