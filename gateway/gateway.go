@@ -98,6 +98,8 @@ type Gateway struct {
 	tags       tagCache // recent Cache-Tag values of outputs
 	life       *lifecycle
 	site       *web.Site // the website's templates and assets
+	progress   *progressHub
+	jobs       *jobRunner
 
 	stop context.CancelFunc
 	done chan struct{}
@@ -153,7 +155,11 @@ func New(cfg Config, deps Deps) (*Gateway, error) {
 		purger:     deps.Purger,
 		owners:     deps.OwnerTags,
 		life:       newLifecycle(),
+		progress:   newProgressHub(),
 		done:       make(chan struct{}),
+	}
+	if js, ok := deps.Store.(jobStore); ok {
+		g.jobs = &jobRunner{g: g, st: js, running: map[string]*runningJob{}}
 	}
 	if g.httpClient == nil {
 		g.httpClient = &http.Client{Timeout: 20 * time.Second}
@@ -289,6 +295,9 @@ func (g *Gateway) routes() {
 	app.Post("/v1/images/generations", g.identify, limit(costs.GenerationHit), images, g.gpcOptOut, g.generations)
 	app.Post("/v1/images/edits", g.identify, limit(costs.GenerationHit), images, g.gpcOptOut, g.edits)
 	app.Get("/o/:name", limit(costs.Object), g.object)
+	app.Get("/v1/jobs/:id", with(g.getJob)...)
+	app.Get("/v1/jobs/:id/events", with(g.jobEvents)...)
+	app.Delete("/v1/jobs/:id", with(g.cancelJob)...)
 
 	app.Post("/v1/auth/signup", with(g.signup)...)
 	app.Post("/v1/auth/login", with(g.login)...)
@@ -347,6 +356,9 @@ func (g *Gateway) Serve(ln net.Listener) error { return g.app.Listener(ln) }
 // stops background work.
 func (g *Gateway) Shutdown(ctx context.Context) error {
 	g.stop()
+	if g.jobs != nil {
+		g.jobs.stop(ctx)
+	}
 	err := g.app.ShutdownWithContext(ctx)
 	// Generations whose callers gave up still finish and are stored.
 	err = errors.Join(err, g.cache.Drain(ctx))

@@ -36,6 +36,10 @@ type generationJSON struct {
 	Private        bool     `json:"private"`
 	Steps          *int     `json:"steps"`
 	Guidance       *float64 `json:"guidance"`
+	// Stream answers with server-sent events; PartialImages (0–3) is how
+	// many previews per image the stream may carry.
+	Stream        bool `json:"stream"`
+	PartialImages *int `json:"partial_images"`
 
 	// OpenAI fields accepted and ignored.
 	User              string `json:"user"`
@@ -74,6 +78,21 @@ func (g *Gateway) generations(c *fiber.Ctx) error {
 	})
 	if err != nil {
 		return err
+	}
+	partials := 0
+	if req.PartialImages != nil {
+		if *req.PartialImages < 0 || *req.PartialImages > maxPartialImages {
+			return badRequest("invalid_partial_images", "partial_images: must be between 0 and 3")
+		}
+		partials = *req.PartialImages
+	}
+	if async, err := g.wantsAsync(c); err != nil {
+		return err
+	} else if async {
+		return g.submitJob(c, p, body, partials)
+	}
+	if req.Stream {
+		return g.stream(c, p, partials)
 	}
 	return g.respond(c, p)
 }
@@ -211,6 +230,12 @@ type result struct {
 // Image i uses seed base+i, so each has its own cache entry and a request
 // for n=1 shares its image with the first of an n=4 request.
 func (g *Gateway) generate(ctx context.Context, p params, py payer, refresh bool) ([]result, error) {
+	return g.generateWatched(ctx, p, py, refresh, nil)
+}
+
+// generateWatched is generate reporting the progress of each image that
+// reaches the GPU to w, when w is not nil.
+func (g *Gateway) generateWatched(ctx context.Context, p params, py payer, refresh bool, w *genWatch) ([]result, error) {
 	scope := ""
 	switch {
 	case !p.Private && p.Reference == nil:
@@ -300,7 +325,14 @@ func (g *Gateway) generate(ctx context.Context, p params, py payer, refresh bool
 	if err != nil {
 		return nil, err
 	}
-	ctx, cancel := context.WithTimeout(ctx, g.cfg.RequestTimeout)
+	timeout := g.cfg.RequestTimeout
+	if w != nil {
+		timeout = g.cfg.JobTimeout // streams and jobs outlast a CDN's limit
+		for j, i := range misses {
+			defer g.progress.add(refs[j], w, i)()
+		}
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	// Siblings are never cancelled: each image's generation runs to its
 	// end and settles its own ticket, so no image is ever generated free.
@@ -319,7 +351,9 @@ func (g *Gateway) generate(ctx context.Context, p params, py payer, refresh bool
 // ticket already reserved. The ticket is settled by the request's own
 // generation if one runs, and given back here otherwise.
 func (g *Gateway) one(ctx context.Context, p params, py payer, key cache.Key, ks string, seed uint64, refresh bool, t *ticket, start time.Time) (result, error) {
+	leave := g.progress.join(ks)
 	r, err := g.resolve(ctx, p, py, key, ks, seed, refresh, t)
+	leave(errors.Is(context.Cause(ctx), errJobCancelled))
 	if ctx.Err() != nil {
 		t.waiterGone.Store(true) // a generation still running is refunded
 	}
@@ -353,7 +387,7 @@ func (g *Gateway) resolve(ctx context.Context, p params, py payer, key cache.Key
 		}
 		produced := false
 		defer func() { g.finishLoad(t, produced) }()
-		res, info, err := g.gen.Generate(ctx, m.Name, inference.Request{
+		res, info, err := g.generateOne(ctx, m.Name, ks, inference.Request{
 			Prompt:         p.Prompt,
 			NegativePrompt: p.NegativePrompt,
 			Width:          p.Width,
@@ -406,6 +440,18 @@ func (g *Gateway) resolve(ctx context.Context, p params, py payer, key cache.Key
 	}
 	e, o, err := g.cache.Get(ctx, key, refresh, load)
 	return result{entry: e, outcome: o}, err
+}
+
+// generateOne asks the tier for one image, streaming its progress to the
+// requests waiting for ks when the client can.
+func (g *Gateway) generateOne(ctx context.Context, model, ks string, req inference.Request) (inference.Result, inference.ModelInfo, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	defer g.progress.loading(ks, cancel)()
+	if sg, ok := g.gen.(streamGenerator); ok {
+		return sg.GenerateStream(ctx, model, req, func(pr inference.Progress) { g.progress.publish(ks, pr) })
+	}
+	return g.gen.Generate(ctx, model, req)
 }
 
 // rejudge judges a cached output again when it was judged under another

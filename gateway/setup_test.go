@@ -164,6 +164,9 @@ func newEnv(t testing.TB, opts envOptions) *env {
 	if err := e.gw.RefreshModels(t.Context()); err != nil {
 		t.Fatal(err)
 	}
+	if err := e.gw.ResumeJobs(t.Context()); err != nil {
+		t.Fatal(err)
+	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

@@ -78,6 +78,11 @@ var (
 	bucketNotifyJobs       = []byte("notify_jobs")
 	bucketNotifyRecipients = []byte("notify_recipients")
 
+	// Asynchronous generation jobs (jobs.go).
+	bucketJobs      = []byte("jobs")
+	bucketJobOwners = []byte("job_owners")
+	bucketJobIdem   = []byte("job_idempotency")
+
 	allBuckets = [][]byte{
 		bucketMeta, bucketAccounts, bucketAccountEmails, bucketAccountGoogle,
 		bucketSessions, bucketAccountSessions, bucketAPIKeys, bucketAccountAPIKeys,
@@ -88,6 +93,7 @@ var (
 		bucketErasures, bucketProfiles, bucketAnalytics,
 		bucketReports,
 		bucketDSAR, bucketNotifyJobs, bucketNotifyRecipients,
+		bucketJobs, bucketJobOwners, bucketJobIdem,
 	}
 
 	keySchema = []byte("schema")

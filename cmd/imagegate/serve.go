@@ -217,6 +217,11 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		logger.Warn("inference tier not reachable yet; serving 503 until it is", "err", err)
 	}
 	cancel()
+	go func() {
+		if err := sys.gateway.ResumeJobs(ctx); err != nil && ctx.Err() == nil {
+			logger.Error("unfinished jobs not resumed", "err", err)
+		}
+	}()
 	ln, err := net.Listen("tcp", cfg.Addr)
 	if err != nil {
 		sys.close(context.Background())
