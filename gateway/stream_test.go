@@ -35,7 +35,9 @@ func newPreviewBackend() *previewBackend {
 		release: make(chan struct{}), cancelled: make(chan struct{}, 16)}
 }
 
-func (b *previewBackend) Workers() []inference.Worker { return []inference.Worker{{ID: "gpu-1", Slots: 4}} }
+func (b *previewBackend) Workers() []inference.Worker {
+	return []inference.Worker{{ID: "gpu-1", Slots: 4}}
+}
 
 func (b *previewBackend) GenerateOn(ctx context.Context, _ string, req inference.Request, progress inference.ProgressFunc, preview inference.PreviewFunc) (inference.Result, error) {
 	b.began <- struct{}{}
