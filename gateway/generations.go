@@ -353,7 +353,9 @@ func (g *Gateway) generateWatched(ctx context.Context, p params, py payer, refre
 func (g *Gateway) one(ctx context.Context, p params, py payer, key cache.Key, ks string, seed uint64, refresh bool, t *ticket, start time.Time) (result, error) {
 	leave := g.progress.join(ks)
 	r, err := g.resolve(ctx, p, py, key, ks, seed, refresh, t)
-	leave(errors.Is(context.Cause(ctx), errJobCancelled))
+	// A job cancelled by its owner, or stopped by a shutdown to run again
+	// after it, leaves no reason to keep the GPU busy.
+	leave(errors.Is(context.Cause(ctx), errJobCancelled) || errors.Is(context.Cause(ctx), errGatewayStopping))
 	if ctx.Err() != nil {
 		t.waiterGone.Store(true) // a generation still running is refunded
 	}
