@@ -1,7 +1,10 @@
 package gateway
 
 import (
+	"archive/zip"
+	"bytes"
 	"encoding/json"
+	"io"
 	"net/http"
 	"strings"
 	"testing"
@@ -94,6 +97,26 @@ func TestAsyncJobCompletesAndIdempotencyKeyReturnsIt(t *testing.T) {
 	}
 	resp, _ = jobCall(t, api, "POST", "/v1/images/generations", `{"prompt":"something else","size":"256x256"}`, "Prefer", "respond-async", "Idempotency-Key", "retry-1")
 	want(t, resp, 422)
+
+	// The export carries the job with its request; it is the account's.
+	exp := b.call("GET", "/v1/account/export", "", nil)
+	want(t, exp, 200)
+	raw, _ := io.ReadAll(exp.Body)
+	zr, err := zip.NewReader(bytes.NewReader(raw), int64(len(raw)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var exported []exportJobJSON
+	for _, f := range zr.File {
+		if f.Name == "jobs.json" {
+			rc, _ := f.Open()
+			json.NewDecoder(rc).Decode(&exported)
+			rc.Close()
+		}
+	}
+	if len(exported) != 1 || exported[0].ID != j.ID || !strings.Contains(string(exported[0].Request), "a queued lighthouse") {
+		t.Errorf("exported jobs %+v", exported)
+	}
 
 	// Another account cannot see, follow or cancel it.
 	other, _ := e.signedIn("nosy@example.com")

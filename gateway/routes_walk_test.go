@@ -231,6 +231,11 @@ func walkRecipes() map[string]walkRecipe {
 			return resp
 		}},
 
+		// A job ID nobody owns: 404 alike signed in or not.
+		"GET /v1/jobs/:id":        walkSimple("GET", "/v1/jobs/job_missing", "", http.StatusNotFound, http.StatusNotFound),
+		"GET /v1/jobs/:id/events": walkSimple("GET", "/v1/jobs/job_missing/events", "", http.StatusNotFound, http.StatusNotFound),
+		"DELETE /v1/jobs/:id":     walkSimple("DELETE", "/v1/jobs/job_missing", "", http.StatusNotFound, http.StatusNotFound),
+
 		"GET /v1/account":           walkSimple("GET", "/v1/account", "", unauth, ok),
 		"GET /v1/account/api-keys":  walkSimple("GET", "/v1/account/api-keys", "", unauth, ok),
 		"POST /v1/account/api-keys": walkSimple("POST", "/v1/account/api-keys", `{"name":"walk"}`, unauth, http.StatusCreated),

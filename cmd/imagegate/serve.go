@@ -41,6 +41,7 @@ type serveConfig struct {
 	SigningKey       string
 	SigningKeyPrev   string
 	OwnerTagKey      string
+	FairnessSalt     string
 	LinkTTL          time.Duration
 	L1Bytes          int64
 	ConfigFile       string
@@ -106,6 +107,10 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.StringVar(&cfg.SigningKey, "signing-key", "", "secret (≥32 characters, used as written: the key literal of the CDN's WAF rule) for signed output links; shared by every gateway (empty: generated once in the data dir)")
 	fs.StringVar(&cfg.SigningKeyPrev, "signing-key-previous", "", "the previous --signing-key, still accepted during a rotation")
 	fs.StringVar(&cfg.OwnerTagKey, "owner-tag-key", "", "secret (≥32 chars) deriving the CDN cache tag of each account's outputs; shared by every gateway, never rotated while outputs are cached (empty: generated once in the data dir)")
+	fs.StringVar(&cfg.FairnessSalt, "fairness-salt", "", "secret (≥32 chars) keying the opaque per-account key the inference tier queues fairly by; shared by every gateway (empty: generated once in the data dir)")
+	fs.DurationVar(&gw.JobTimeout, "job-timeout", 15*time.Minute, "deadline of one streamed (stream: true) or asynchronous (Prefer: respond-async) generation")
+	fs.DurationVar(&gw.StreamHeartbeat, "stream-heartbeat", 15*time.Second, "interval of keep-alive comments on idle event streams, well under a CDN's idle limit (Cloudflare: 100 s)")
+	fs.DurationVar(&gw.AsyncJobs.Keep, "job-keep", 24*time.Hour, "how long a finished job, its prompt included, is kept for its owner to read")
 	fs.DurationVar(&cfg.LinkTTL, "link-ttl", 24*time.Hour, "lifetime of signed output links")
 	fs.Int64Var(&cfg.L1Bytes, "l1-bytes", 256<<20, "memory cache size in bytes")
 	fs.StringVar(&gw.DefaultModel, "default-model", "", "model used when a request names none (empty: the tier's first)")
@@ -348,6 +353,15 @@ func newSystem(ctx context.Context, cfg serveConfig, logger *slog.Logger) (_ *sy
 	if err != nil {
 		return nil, fmt.Errorf("--owner-tag-key: %w", err)
 	}
+	salt := []byte(cfg.FairnessSalt)
+	if cfg.FairnessSalt == "" {
+		if salt, err = edge.LoadOrCreateKey(filepath.Join(cfg.DataDir, "fairness.salt")); err != nil {
+			return nil, err
+		}
+	} else if len(salt) < 32 {
+		return nil, errors.New("--fairness-salt: at least 32 characters")
+	}
+	cfg.Gateway.FairnessSalt = salt
 	deps := gateway.Deps{
 		Cache: c, Signer: signer, Inference: pool, Store: db, Mailer: mailer, Objects: objects, OwnerTags: owners,
 		Registry: reg, Logger: logger,
