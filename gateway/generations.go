@@ -126,11 +126,20 @@ func (g *Gateway) respond(c *fiber.Ctx, p params) error {
 		return err
 	}
 	refresh := noCache(c.Get(fiber.HeaderCacheControl))
+	if g.jobs != nil && g.cfg.AsyncJobs.After > 0 && p.Reference == nil {
+		return g.respondOrDefer(c, p, py, refresh)
+	}
 
 	results, err := g.generate(ctx, p, py, refresh)
 	if err != nil {
 		return err
 	}
+	return g.writeImages(c, p, results, refresh)
+}
+
+// writeImages writes the images response for results.
+func (g *Gateway) writeImages(c *fiber.Ctx, p params, results []result, refresh bool) error {
+	ctx := context.Background()
 	resp := imagesResponse{Created: time.Now().Unix(), Data: make([]imageData, len(results))}
 	base := g.baseURL(c)
 	for i, r := range results {

@@ -28,6 +28,13 @@ type jobStore interface {
 
 // AsyncJobsConfig configures asynchronous generation jobs.
 type AsyncJobsConfig struct {
+	// After, when set, turns a plain request still waiting for the GPU
+	// after this long into a job: it is answered 202 with the job, as if
+	// it had asked with Prefer: respond-async, well before a CDN's origin
+	// timeout (Cloudflare: 100 s) could cut it. Zero: requests wait up to
+	// RequestTimeout instead. Edits are never deferred: their reference
+	// image is not kept (promise C2).
+	After time.Duration
 	// Keep is how long a finished job (its request, prompt included, and
 	// its outcome) is kept for its owner to read (24 h).
 	Keep time.Duration
@@ -79,14 +86,23 @@ func (g *Gateway) wantsAsync(c *fiber.Ctx) (bool, error) {
 		return false, nil
 	}
 	for _, v := range c.Request().Header.PeekAll("Prefer") {
-		for _, pref := range strings.Split(string(v), ",") {
-			name, _, _ := strings.Cut(strings.TrimSpace(pref), ";")
-			if strings.EqualFold(strings.TrimSpace(name), "respond-async") {
-				return true, nil
-			}
+		if prefersAsync(string(v)) {
+			return true, nil
 		}
 	}
 	return false, nil
+}
+
+// prefersAsync reports whether a Prefer header value names respond-async
+// among its comma-separated preferences (parameters after ";" ignored).
+func prefersAsync(v string) bool {
+	for _, pref := range strings.Split(v, ",") {
+		name, _, _ := strings.Cut(strings.TrimSpace(pref), ";")
+		if strings.EqualFold(strings.TrimSpace(name), "respond-async") {
+			return true
+		}
+	}
+	return false
 }
 
 func validIdempotencyKey(k string) bool {
@@ -181,17 +197,18 @@ func (r *jobRunner) run(ctx context.Context, id string, p params, py payer, refr
 		return
 	}
 	results, err := g.generateWatched(ctx, p, py, refresh, rj.watch)
+	r.record(ctx, id, base, rj, results, err)
+}
+
+// record stores a run's outcome and ends its watch.
+func (r *jobRunner) record(ctx context.Context, id, base string, rj *runningJob, results []result, err error) {
+	g := r.g
 	var completed []imageEventJSON
 	if err == nil {
 		completed, err = g.completedEvents(ctx, base, results)
 	}
 	if errors.Is(context.Cause(ctx), errGatewayStopping) {
-		// Left queued for the next start to run again; the credits of
-		// images not made came back when this run stopped waiting.
-		if _, err := r.st.UpdateJob(id, func(j *store.Job) error { j.Status = store.JobQueued; return nil }); err != nil {
-			g.logger.Error("job not requeued", "job", id, "err", err)
-		}
-		rj.watch.finish(nil, unavailable("the gateway restarted; the job will run again", 1, nil))
+		r.requeue(id, rj)
 		return
 	}
 	cancelled := errors.Is(context.Cause(ctx), errJobCancelled)
@@ -258,6 +275,16 @@ func (r *jobRunner) resume(ctx context.Context) error {
 		r.start(j, p, py, false, r.g.jobBase(), partials)
 	}
 	return nil
+}
+
+// requeue leaves a job stopped by a shutdown queued for the next start to
+// run again; the credits of images not made came back when its run
+// stopped waiting.
+func (r *jobRunner) requeue(id string, rj *runningJob) {
+	if _, err := r.st.UpdateJob(id, func(j *store.Job) error { j.Status = store.JobQueued; return nil }); err != nil {
+		r.g.logger.Error("job not requeued", "job", id, "err", err)
+	}
+	rj.watch.finish(nil, unavailable("the gateway restarted; the job will run again", 1, nil))
 }
 
 // stop ends this gateway's runs without finishing their jobs: they stay
@@ -527,4 +554,87 @@ func (g *Gateway) parseGeneration(body []byte) (params, int, error) {
 		partials = *req.PartialImages
 	}
 	return p, partials, err
+}
+
+// respondOrDefer answers like respond when the images come within
+// AsyncJobs.After, and otherwise makes the running generation a job and
+// answers 202 with it: nothing is generated twice, and the client follows
+// the job instead of a connection a CDN would cut.
+func (g *Gateway) respondOrDefer(c *fiber.Ctx, p params, py payer, refresh bool) error {
+	w := newGenWatch(p, 0)
+	type outcome struct {
+		results []result
+		err     error
+	}
+	done := make(chan outcome, 1)
+	tctx, cancelTimeout := context.WithTimeout(context.Background(), g.cfg.JobTimeout)
+	ctx, cancel := context.WithCancelCause(tctx)
+	go func() {
+		results, err := g.generateWatched(ctx, p, py, refresh, w)
+		done <- outcome{results, err}
+	}()
+	timer := time.NewTimer(g.cfg.AsyncJobs.After)
+	defer timer.Stop()
+	select {
+	case o := <-done:
+		cancel(nil)
+		cancelTimeout()
+		if o.err != nil {
+			return o.err
+		}
+		return g.writeImages(c, p, o.results, refresh)
+	case <-timer.C:
+	}
+
+	body := c.Body()
+	reqHash := sha256.Sum256(body)
+	j := store.Job{ID: store.NewJobID(), Owner: py.accountID, Request: append([]byte(nil), body...), RequestHash: reqHash[:]}
+	var token string
+	var sealKey []byte
+	if py.accountID == "" {
+		var b [32]byte
+		rand.Read(b[:])
+		token = jobTokenPrefix + base64.RawURLEncoding.EncodeToString(b[:])
+		j.TokenHash, sealKey = jobKeys(token)
+	}
+	job, _, err := g.jobs.st.CreateJob(j, sealKey)
+	if err == nil {
+		job, err = g.jobs.st.UpdateJob(job.ID, func(sj *store.Job) error { sj.Status, sj.Runs = store.JobRunning, 1; return nil })
+	}
+	if err != nil {
+		// No job to hand over: wait for the images after all.
+		o := <-done
+		cancel(nil)
+		cancelTimeout()
+		if o.err != nil {
+			return o.err
+		}
+		return errors.Join(err, g.writeImages(c, p, o.results, refresh))
+	}
+	rj := &runningJob{watch: w, cancel: cancel, done: make(chan struct{})}
+	r := g.jobs
+	r.mu.Lock()
+	r.running[job.ID] = rj
+	r.mu.Unlock()
+	base := g.baseURL(c)
+	r.wg.Add(1)
+	go func() {
+		defer r.wg.Done()
+		defer close(rj.done)
+		defer cancelTimeout()
+		o := <-done
+		if errors.Is(context.Cause(ctx), errGatewayStopping) {
+			r.requeue(job.ID, rj)
+		} else {
+			r.record(ctx, job.ID, base, rj, o.results, o.err)
+		}
+		r.mu.Lock()
+		delete(r.running, job.ID)
+		r.mu.Unlock()
+	}()
+	c.Set(fiber.HeaderLocation, "/v1/jobs/"+job.ID)
+	c.Set(fiber.HeaderCacheControl, "no-store")
+	out := g.jobView(context.Background(), job, p.Format, base)
+	out.Token = token
+	return c.Status(fiber.StatusAccepted).JSON(out)
 }

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/imagegate/imagegate/store"
 )
@@ -211,5 +212,33 @@ func TestJobSurvivesGatewayRestart(t *testing.T) {
 	stored, err := e2.db.Job(j.ID, nil)
 	if err != nil || stored.Runs != 2 {
 		t.Errorf("runs %d (%v), want 2", stored.Runs, err)
+	}
+}
+
+// With AsyncJobs.After, a plain request still waiting for the GPU past
+// the limit is answered 202 with a job that carries on the same
+// generation: nothing is generated twice, and the job ends with the image.
+func TestLongWaitBecomesAJob(t *testing.T) {
+	t.Parallel()
+	gate := newPreviewBackend()
+	e := newEnv(t, envOptions{backend: gate, cfg: Config{AsyncJobs: AsyncJobsConfig{After: time.Millisecond}}})
+	b, _ := e.signedIn("deferred@example.com")
+	api := e.apiClient(b)
+	// The backend holds the image until after the answer: only a job can
+	// answer within the limit.
+	resp, j := jobCall(t, api, "POST", "/v1/images/generations", `{"prompt":"a deferred kite","size":"256x256"}`)
+	want(t, resp, 202)
+	if resp.Header.Get("Location") != "/v1/jobs/"+j.ID {
+		t.Fatalf("Location %q for %+v", resp.Header.Get("Location"), j)
+	}
+	<-gate.began
+	gate.proceed <- struct{}{}
+	close(gate.release)
+	done, _ := awaitJob(t, e, j.ID, "Authorization", api.header.Get("Authorization"))
+	if done.Status != store.JobSucceeded || len(done.Result.Data) != 1 {
+		t.Fatalf("job %+v", done)
+	}
+	if n := e.generations(); n != 1 {
+		t.Errorf("%v generations, want 1", n)
 	}
 }

@@ -110,6 +110,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.StringVar(&cfg.FairnessSalt, "fairness-salt", "", "secret (≥32 chars) keying the opaque per-account key the inference tier queues fairly by; shared by every gateway (empty: generated once in the data dir)")
 	fs.DurationVar(&gw.JobTimeout, "job-timeout", 15*time.Minute, "deadline of one streamed (stream: true) or asynchronous (Prefer: respond-async) generation")
 	fs.DurationVar(&gw.StreamHeartbeat, "stream-heartbeat", 15*time.Second, "interval of keep-alive comments on idle event streams, well under a CDN's idle limit (Cloudflare: 100 s)")
+	fs.DurationVar(&gw.AsyncJobs.After, "async-after", 0, "answer a generation still waiting for the GPU after this long with 202 and a job to follow (keep it under the CDN's origin timeout, 100 s at Cloudflare); 0: wait up to --request-timeout")
 	fs.DurationVar(&gw.AsyncJobs.Keep, "job-keep", 24*time.Hour, "how long a finished job, its prompt included, is kept for its owner to read")
 	fs.DurationVar(&cfg.LinkTTL, "link-ttl", 24*time.Hour, "lifetime of signed output links")
 	fs.Int64Var(&cfg.L1Bytes, "l1-bytes", 256<<20, "memory cache size in bytes")
