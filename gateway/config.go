@@ -5,6 +5,8 @@ import (
 
 	"fmt"
 	"github.com/alexedwards/argon2id"
+
+	"github.com/imagegate/imagegate/gateway/partner"
 	"net/url"
 	"strings"
 	"time"
@@ -98,6 +100,11 @@ type Config struct {
 	// Gateways of one deployment should share it so one account has one
 	// share; empty means a random salt per process.
 	FairnessSalt []byte
+	// Partners signs the embed widget's tokens (an EmbedKey shared by
+	// every gateway; empty: a key of this process only); Webhooks paces
+	// partners' completion callbacks.
+	Partners partner.Config
+	Webhooks partner.WebhookConfig
 
 	// SessionIdle ends sessions unused this long (7 days); SessionAbsolute
 	// ends them this long after sign-in (30 days).
@@ -251,7 +258,7 @@ func (c *Config) Validate() error {
 	errs = append(errs, c.ClientIP.Validate(), c.RateLimits.Validate(), c.LoginGuard.Validate(), c.Credentials.Validate(),
 		c.FreeQuota.Validate(), c.Plans.validate(), c.Google.validate(), c.Billing.Validate(), c.Peers.validate(), c.Moderation.Validate(), c.Retention.validate())
 	if c.Billing.SecretKey != "" {
-		errs = append(errs, c.Billing.checkPlans(c.Plans))
+		errs = append(errs, c.Billing.CheckPlans(c.Plans.accountPlan))
 	}
 	if len(c.Peers.Peers) > 0 && c.AdminToken == "" {
 		errs = append(errs, errors.New("gateway: peers need an admin token to authenticate invalidations"))

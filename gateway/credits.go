@@ -16,6 +16,7 @@ import (
 // request's fiber.Ctx is left behind.
 type payer struct {
 	accountID string // empty: an anonymous visitor, paying from the daily quota
+	partnerID string // set: a partner's visitor, paid from the partner's monthly quota
 	addr      netip.Addr
 	plan      Plan
 	planName  string // the plan's name, the tier's plan class
@@ -32,6 +33,9 @@ func (g *Gateway) payerOf(c *fiber.Ctx) payer {
 		if _, ok := g.cfg.Plans.Plans[py.planName]; !ok {
 			py.planName = g.cfg.Plans.Default
 		}
+	}
+	if pt := partnerOf(c); pt != nil {
+		py.partnerID, py.plan = pt.ID, g.cfg.Plans.plan(pt.Plan)
 	}
 	return py
 }
@@ -91,6 +95,9 @@ func (g *Gateway) reserveAll(py payer, cost int64, refs []string) ([]*ticket, er
 }
 
 func (g *Gateway) reserve(py payer, cost int64, ref string) (*ticket, error) {
+	if py.partnerID != "" {
+		return &ticket{}, nil // paid from the partner's monthly quota (respondForPartner)
+	}
 	if py.accountID == "" {
 		h, err := g.quota.Reserve(py.addr, 1)
 		if err != nil {

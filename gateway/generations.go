@@ -86,6 +86,10 @@ func (g *Gateway) generations(c *fiber.Ctx) error {
 		}
 		partials = *req.PartialImages
 	}
+	// Partner widgets get their own, synchronous answer.
+	if pt := partnerOf(c); pt != nil {
+		return g.respondForPartner(c, *pt, p)
+	}
 	if async, err := g.wantsAsync(c); err != nil {
 		return err
 	} else if async {

@@ -77,6 +77,12 @@ var (
 	bucketDSAR             = []byte("dsar_requests")
 	bucketNotifyJobs       = []byte("notify_jobs")
 	bucketNotifyRecipients = []byte("notify_recipients")
+	// Partners (store/partners.go): records, the publishable-key and
+	// hashed-secret indexes, images per partner per UTC day.
+	bucketPartners       = []byte("partners")
+	bucketPartnerPK      = []byte("partner_publishable")
+	bucketPartnerSecrets = []byte("partner_secrets")
+	bucketPartnerUsage   = []byte("partner_usage")
 
 	// Asynchronous generation jobs (jobs.go).
 	bucketJobs      = []byte("jobs")
@@ -93,6 +99,7 @@ var (
 		bucketErasures, bucketProfiles, bucketAnalytics,
 		bucketReports,
 		bucketDSAR, bucketNotifyJobs, bucketNotifyRecipients,
+		bucketPartners, bucketPartnerPK, bucketPartnerSecrets, bucketPartnerUsage,
 		bucketJobs, bucketJobOwners, bucketJobIdem,
 	}
 

@@ -42,6 +42,7 @@ type serveConfig struct {
 	SigningKeyPrev   string
 	OwnerTagKey      string
 	FairnessSalt     string
+	EmbedKey         string
 	LinkTTL          time.Duration
 	L1Bytes          int64
 	ConfigFile       string
@@ -106,6 +107,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.DurationVar(&gw.ReadTimeout, "read-timeout", 30*time.Second, "deadline for reading one request's headers and body; slower clients (slowloris) get 408")
 	fs.StringVar(&cfg.SigningKey, "signing-key", "", "secret (≥32 characters, used as written: the key literal of the CDN's WAF rule) for signed output links; shared by every gateway (empty: generated once in the data dir)")
 	fs.StringVar(&cfg.SigningKeyPrev, "signing-key-previous", "", "the previous --signing-key, still accepted during a rotation")
+	fs.StringVar(&cfg.EmbedKey, "embed-key", "", "secret (≥32 chars) signing the partner widget's embed tokens; shared by every gateway (empty: generated once in the data dir)")
 	fs.StringVar(&cfg.OwnerTagKey, "owner-tag-key", "", "secret (≥32 chars) deriving the CDN cache tag of each account's outputs; shared by every gateway, never rotated while outputs are cached (empty: generated once in the data dir)")
 	fs.StringVar(&cfg.FairnessSalt, "fairness-salt", "", "secret (≥32 chars) keying the opaque per-account key the inference tier queues fairly by; shared by every gateway (empty: generated once in the data dir)")
 	fs.DurationVar(&gw.JobTimeout, "job-timeout", 15*time.Minute, "deadline of one streamed (stream: true) or asynchronous (Prefer: respond-async) generation")
@@ -363,6 +365,13 @@ func newSystem(ctx context.Context, cfg serveConfig, logger *slog.Logger) (_ *sy
 		return nil, errors.New("--fairness-salt: at least 32 characters")
 	}
 	cfg.Gateway.FairnessSalt = salt
+	embedKey := []byte(cfg.EmbedKey)
+	if cfg.EmbedKey == "" {
+		if embedKey, err = edge.LoadOrCreateKey(filepath.Join(cfg.DataDir, "embed.key")); err != nil {
+			return nil, err
+		}
+	}
+	cfg.Gateway.Partners.EmbedKey = embedKey
 	deps := gateway.Deps{
 		Cache: c, Signer: signer, Inference: pool, Store: db, Mailer: mailer, Objects: objects, OwnerTags: owners,
 		Registry: reg, Logger: logger,
