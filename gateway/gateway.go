@@ -168,7 +168,9 @@ func New(cfg Config, deps Deps) (*Gateway, error) {
 		done:       make(chan struct{}),
 	}
 	if js, ok := deps.Store.(jobStore); ok {
-		g.jobs = &jobRunner{g: g, st: js, running: map[string]*runningJob{}}
+		if g.jobs, err = newJobRunner(g, js, reg); err != nil {
+			return nil, err
+		}
 	}
 	if g.httpClient == nil {
 		g.httpClient = &http.Client{Timeout: 20 * time.Second}

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/gofiber/fiber/v2"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/imagegate/imagegate/store"
 )
@@ -45,6 +46,10 @@ type AsyncJobsConfig struct {
 type jobRunner struct {
 	g  *Gateway
 	st jobStore
+	// outcomes counts jobs by what happened to them: submitted, deferred
+	// (a plain request turned job), resumed (after a restart), succeeded,
+	// failed, cancelled, requeued (stopped by a shutdown).
+	outcomes *prometheus.CounterVec
 
 	mu      sync.Mutex
 	running map[string]*runningJob
@@ -55,6 +60,17 @@ type runningJob struct {
 	watch  *genWatch
 	cancel context.CancelCauseFunc // errJobCancelled or errGatewayStopping
 	done   chan struct{}
+}
+
+func newJobRunner(g *Gateway, st jobStore, reg prometheus.Registerer) (*jobRunner, error) {
+	r := &jobRunner{g: g, st: st, running: map[string]*runningJob{}, outcomes: prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "imagegate_jobs_total",
+		Help: "Asynchronous generation jobs by outcome (submitted, deferred, resumed, succeeded, failed, cancelled, requeued).",
+	}, []string{"outcome"})}
+	if err := reg.Register(r.outcomes); err != nil {
+		return nil, err
+	}
+	return r, nil
 }
 
 // jobJSON is a job as the API shows it.
@@ -155,6 +171,7 @@ func (g *Gateway) submitJob(c *fiber.Ctx, p params, body []byte, partials int) e
 			Msg: "Idempotency-Key was used for a different request"}
 	}
 	if created {
+		g.jobs.outcomes.WithLabelValues("submitted").Inc()
 		g.jobs.start(job, p, py, noCache(c.Get(fiber.HeaderCacheControl)), g.baseURL(c), partials)
 	}
 	c.Set(fiber.HeaderLocation, "/v1/jobs/"+job.ID)
@@ -212,6 +229,14 @@ func (r *jobRunner) record(ctx context.Context, id, base string, rj *runningJob,
 		return
 	}
 	cancelled := errors.Is(context.Cause(ctx), errJobCancelled)
+	switch {
+	case cancelled:
+		r.outcomes.WithLabelValues("cancelled").Inc()
+	case err != nil:
+		r.outcomes.WithLabelValues("failed").Inc()
+	default:
+		r.outcomes.WithLabelValues("succeeded").Inc()
+	}
 	_, uerr := r.st.UpdateJob(id, func(j *store.Job) error {
 		switch {
 		case cancelled:
@@ -272,6 +297,7 @@ func (r *jobRunner) resume(ctx context.Context) error {
 		if _, ok := r.g.cfg.Plans.Plans[py.planName]; !ok {
 			py.planName = r.g.cfg.Plans.Default
 		}
+		r.outcomes.WithLabelValues("resumed").Inc()
 		r.start(j, p, py, false, r.g.jobBase(), partials)
 	}
 	return nil
@@ -281,6 +307,7 @@ func (r *jobRunner) resume(ctx context.Context) error {
 // run again; the credits of images not made came back when its run
 // stopped waiting.
 func (r *jobRunner) requeue(id string, rj *runningJob) {
+	r.outcomes.WithLabelValues("requeued").Inc()
 	if _, err := r.st.UpdateJob(id, func(j *store.Job) error { j.Status = store.JobQueued; return nil }); err != nil {
 		r.g.logger.Error("job not requeued", "job", id, "err", err)
 	}
@@ -613,6 +640,7 @@ func (g *Gateway) respondOrDefer(c *fiber.Ctx, p params, py payer, refresh bool)
 	}
 	rj := &runningJob{watch: w, cancel: cancel, done: make(chan struct{})}
 	r := g.jobs
+	r.outcomes.WithLabelValues("deferred").Inc()
 	r.mu.Lock()
 	r.running[job.ID] = rj
 	r.mu.Unlock()

@@ -187,6 +187,9 @@ func TestCancelledJobRefundsCredits(t *testing.T) {
 	<-gate.cancelled
 	<-gate.cancelled
 	waitFor(t, "the refund", func() bool { return credits(t, b) == before })
+	if s, c := e.jobOutcomes("submitted"), e.jobOutcomes("cancelled"); s != 1 || c != 1 {
+		t.Errorf("imagegate_jobs_total: submitted %v, cancelled %v; want 1 and 1", s, c)
+	}
 }
 
 // A gateway stopping mid-job leaves it queued; the next start runs it to
@@ -208,6 +211,9 @@ func TestJobSurvivesGatewayRestart(t *testing.T) {
 	done, _ := awaitJob(t, e2, j.ID, auth...)
 	if done.Status != store.JobSucceeded || done.Result == nil || len(done.Result.Data) != 1 {
 		t.Fatalf("after restart: %+v", done)
+	}
+	if r := e2.jobOutcomes("resumed"); r != 1 {
+		t.Errorf("imagegate_jobs_total{outcome=resumed} %v, want 1", r)
 	}
 	stored, err := e2.db.Job(j.ID, nil)
 	if err != nil || stored.Runs != 2 {
@@ -241,4 +247,26 @@ func TestLongWaitBecomesAJob(t *testing.T) {
 	if n := e.generations(); n != 1 {
 		t.Errorf("%v generations, want 1", n)
 	}
+}
+
+// jobOutcomes reads imagegate_jobs_total for outcome.
+func (e *env) jobOutcomes(outcome string) float64 {
+	e.t.Helper()
+	mfs, err := e.gwReg.Gather()
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != "imagegate_jobs_total" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "outcome" && l.GetValue() == outcome {
+					return m.GetCounter().GetValue()
+				}
+			}
+		}
+	}
+	return 0
 }
