@@ -334,7 +334,13 @@ func (g *Gateway) generateWatched(ctx context.Context, p params, py payer, refre
 	for j, i := range misses {
 		refs[j] = keys[i].String()
 	}
-	tickets, err := g.reserveAll(py, g.cfg.Plans.imageCost(max(p.Width, p.Height)), refs)
+	// A model the tier's catalogue prices costs that per image; others
+	// cost the plan table's price for the size.
+	cost := g.cfg.Plans.imageCost(max(p.Width, p.Height))
+	if p.Model.PriceCredits > 0 {
+		cost = p.Model.PriceCredits
+	}
+	tickets, err := g.reserveAll(py, cost, refs)
 	if err != nil {
 		return nil, err
 	}

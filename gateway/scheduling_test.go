@@ -159,3 +159,24 @@ func TestTierAdmissionRefusalIs503WithItsRetryAfter(t *testing.T) {
 		t.Errorf("the running generation ended %d", code)
 	}
 }
+
+// A model the tier's catalogue prices costs its catalogue price per
+// image, not the plan table's price for the size.
+func TestCataloguePriceIsCharged(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, envOptions{
+		tier: inference.ServerConfig{Terms: map[string]inference.ModelTerms{"retro": {PriceCredits: 3}}},
+		cfg: Config{Plans: PlansConfig{
+			Plans: map[string]Plan{
+				planAnonymous: {MaxSize: 256, RetentionDays: 1},
+				"free":        {MonthlyCredits: 10, MaxSize: 512, RetentionDays: 30},
+			},
+			ImageCredits: map[int]int64{256: 1, 512: 2},
+		}},
+	})
+	b, _ := e.signedIn("priced@example.com")
+	want(t, b.call("POST", "/v1/images/generations", `{"prompt":"a priced kite","size":"256x256"}`, nil), 200)
+	if got := credits(t, b); got != 7 {
+		t.Errorf("after one miss: %d credits, want 10 - the catalogue's 3", got)
+	}
+}
