@@ -126,6 +126,7 @@ func (g *Gateway) privacyPolicy() privacyJSON {
 		period("sessions_absolute", "Sign-in sessions, after sign-in at the most", cfg.SessionAbsolute),
 		period("password_reset_links", "Password-reset links (single use)", cfg.ResetTTL),
 		period("verification_links", "Email-verification links (single use)", cfg.VerifyTTL),
+		period("jobs", "Requests left to run in the background (prompt included), after they finish", cfg.AsyncJobs.Keep),
 		period("outbox", "Copies of emails, kept only when the site has no mail server configured", r.Outbox),
 		period("webhook_events", "Ids of payment notifications, kept to ignore repeated deliveries", r.WebhookEvents),
 		period("legal_hold", "Reports of apparent child sexual abuse material and the material, as U.S. law requires; kept even through an erasure request", r.LegalHold),
