@@ -7,64 +7,6 @@ import (
 	"github.com/google/go-cmp/cmp"
 )
 
-func TestSecurityLogRetention(t *testing.T) {
-	t.Parallel()
-	db, clock, path := testDB(t)
-	a := mustAccount(t, db, "sec@example.com")
-	const oldIP, newIP = "203.0.113.77", "198.51.100.42"
-	if err := db.LogSecurityEvent(SecurityEvent{Kind: "login", AccountID: a.ID, IP: oldIP, UserAgent: "OldBrowser/1"}); err != nil {
-		t.Fatal(err)
-	}
-	db.LogSecurityEvent(SecurityEvent{Kind: "login_failed", IP: oldIP})
-	clock.Advance(20 * 24 * time.Hour)
-	db.LogSecurityEvent(SecurityEvent{Kind: "password_changed", AccountID: a.ID, IP: newIP, UserAgent: "NewBrowser/2"})
-	db.bolt.Sync()
-	if fileContains(t, path, []byte(oldIP)) || fileContains(t, path, []byte("OldBrowser")) {
-		t.Errorf("an IP or user agent is readable in the store files")
-	}
-
-	got, err := db.SecurityEvents(a.ID)
-	if err != nil {
-		t.Fatal(err)
-	}
-	want := []SecurityEvent{
-		{Time: clock.Now().Add(-20 * 24 * time.Hour), Kind: "login", AccountID: a.ID, IP: oldIP, UserAgent: "OldBrowser/1"},
-		{Time: clock.Now(), Kind: "password_changed", AccountID: a.ID, IP: newIP, UserAgent: "NewBrowser/2"},
-	}
-	if diff := cmp.Diff(want, got); diff != "" {
-		t.Errorf("events (-want +got):\n%s", diff)
-	}
-
-	// 31 days after the first events: those two are due, the third not.
-	clock.Advance(11 * 24 * time.Hour)
-	n, err := db.SweepSecurityLog(30 * 24 * time.Hour)
-	if err != nil || n != 2 {
-		t.Fatalf("sweep deleted %d, %v; want 2", n, err)
-	}
-	if n, _ := db.SweepSecurityLog(30 * 24 * time.Hour); n != 0 {
-		t.Errorf("second sweep deleted %d, want 0", n)
-	}
-	got, _ = db.SecurityEvents(a.ID)
-	if diff := cmp.Diff(want[1:], got); diff != "" {
-		t.Errorf("events after sweep (-want +got):\n%s", diff)
-	}
-	var all int
-	db.AllSecurityEvents(func(SecurityEvent) error { all++; return nil })
-	if all != 1 {
-		t.Errorf("%d events in the log, want 1", all)
-	}
-	// The swept day's key is gone: a copy of the old row (as bbolt's freed
-	// pages keep it) can no longer be opened.
-	oldDay := dayOf(clock.Now().Add(-31 * 24 * time.Hour))
-	if _, err := db.dayKeys.get(oldDay, dayTag(oldDay)); err == nil {
-		t.Errorf("the day key of swept events still exists")
-	}
-	newDay := dayOf(clock.Now().Add(-11 * 24 * time.Hour))
-	if _, err := db.dayKeys.get(newDay, dayTag(newDay)); err != nil {
-		t.Errorf("the day key of kept events was destroyed: %v", err)
-	}
-}
-
 func TestSweepRemovesOnlyWhatIsDue(t *testing.T) {
 	t.Parallel()
 	db, clock, _ := testDB(t)
