@@ -70,6 +70,8 @@ type Store interface {
 
 	SaveModels([]store.Model) error
 	Models() ([]store.Model, error)
+
+	billingStore
 }
 
 // Harness is how the suite gets stores of one implementation.
@@ -109,6 +111,14 @@ func Run(t *testing.T, h Harness) {
 		{"SecurityLogRetention", testSecurityLogRetention},
 		{"Models", testModels},
 		{"HarnessSeesStoredData", testHarnessSeesStoredData},
+		{"LinkStripeCustomer", testLinkStripeCustomer},
+		{"UnlinkStripeCustomer", testUnlinkStripeCustomer},
+		{"ApplyStripeEventOnce", testApplyStripeEventOnce},
+		{"SubscriptionUpdatesConverge", testSubscriptionUpdatesConverge},
+		{"PaymentClawbacksConverge", testPaymentClawbacksConverge},
+		{"ClawbackEntriesAndFlags", testClawbackEntriesAndFlags},
+		{"TransactionsNewestFirst", testTransactionsNewestFirst},
+		{"PruneStripeEvents", testPruneStripeEvents},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
