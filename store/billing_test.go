@@ -155,4 +155,3 @@ func TestFieldWords(t *testing.T) {
 		}
 	}
 }
-
