@@ -30,7 +30,7 @@ func TestConformance(t *testing.T) {
 			t.Helper()
 			p, _ := paths.Load(s)
 			path := p.(string)
-			for _, p := range []string{path, path + ".keys", path + ".daykeys"} {
+			for _, p := range []string{path, path + ".keys", path + ".daykeys", path + ".reportkeys"} {
 				data, err := os.ReadFile(p)
 				if err != nil {
 					t.Fatal(err)

@@ -120,3 +120,33 @@ func NewToken(prefix string, n int) (token string, hash []byte) { return newToke
 
 // HashToken is how secrets are stored and looked up.
 func HashToken(token string) []byte { return hashToken(token) }
+
+// CreateDSARKey makes the key of a rights request in slot of the account
+// key file (idempotent); DSARKey returns it; DestroyDSARKey destroys it.
+func (k *Keyring) CreateDSARKey(slot uint64, id string) ([]byte, error) {
+	return k.accounts.create(slot, dsarTag(id))
+}
+
+// DSARKey returns a rights request's key, or ErrKeyDestroyed.
+func (k *Keyring) DSARKey(slot uint64, id string) ([]byte, error) {
+	return k.accounts.get(slot, dsarTag(id))
+}
+
+// DestroyDSARKey destroys a rights request's key.
+func (k *Keyring) DestroyDSARKey(slot uint64) error { return k.accounts.destroy(slot) }
+
+// CreateReportKey makes the key of a report under legal hold (idempotent).
+func (k *Keyring) CreateReportKey(slot uint64, id string) ([]byte, error) {
+	return k.reports.create(slot, reportTag(id))
+}
+
+// ReportKey returns a report's key, or ErrKeyDestroyed.
+func (k *Keyring) ReportKey(slot uint64, id string) ([]byte, error) {
+	return k.reports.get(slot, reportTag(id))
+}
+
+// DestroyReportKey destroys a report's key when its hold ends.
+func (k *Keyring) DestroyReportKey(slot uint64) error { return k.reports.destroy(slot) }
+
+// UTCDay is the start of t's UTC day, the unit of rights-request dates.
+func UTCDay(t time.Time) time.Time { return utcDay(t) }

@@ -83,7 +83,7 @@ func (db *DB) DeleteAPIKey(accountID, keyID string) error {
 	defer cancel()
 	tag, err := db.pool.Exec(ctx, `DELETE FROM api_keys WHERE account_id = $1 AND id = $2`, accountID, keyID)
 	if err != nil {
-		return err
+		return notFound(err)
 	}
 	if tag.RowsAffected() == 0 {
 		return store.ErrNotFound

@@ -42,7 +42,7 @@ func TestConformance(t *testing.T) {
 			if storetest.ContainsText(dumpDatabase(t, o.url), needle) {
 				return true
 			}
-			for _, p := range []string{o.keyPath + ".keys", o.keyPath + ".daykeys"} {
+			for _, p := range []string{o.keyPath + ".keys", o.keyPath + ".daykeys", o.keyPath + ".reportkeys"} {
 				data, err := os.ReadFile(p)
 				if err != nil {
 					t.Fatal(err)

@@ -150,12 +150,20 @@ func (db *DB) inTx(fn func(ctx context.Context, tx pgx.Tx) error) error {
 
 func (db *DB) lookupKey(kind, value string) []byte { return store.LookupKey(db.indexKey, kind, value) }
 
-// notFound maps pgx's no-rows to store.ErrNotFound.
+// notFound maps pgx's no-rows to store.ErrNotFound, and so a key
+// PostgreSQL cannot even hold as text (a NUL byte, invalid UTF-8: it
+// names nothing) — bbolt takes any bytes as a key and finds nothing.
 func notFound(err error) error {
-	if errors.Is(err, pgx.ErrNoRows) {
+	if errors.Is(err, pgx.ErrNoRows) || isBadText(err) {
 		return store.ErrNotFound
 	}
 	return err
+}
+
+// isBadText reports text PostgreSQL refuses: NUL bytes or invalid UTF-8.
+func isBadText(err error) bool {
+	var pe *pgconn.PgError
+	return errors.As(err, &pe) && (pe.Code == "22021" || pe.Code == "22P05")
 }
 
 // isUnique reports a unique-constraint violation.

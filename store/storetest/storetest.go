@@ -5,6 +5,7 @@
 package storetest
 
 import (
+	"context"
 	"encoding/hex"
 	"errors"
 	"strings"
@@ -72,6 +73,56 @@ type Store interface {
 	Models() ([]store.Model, error)
 
 	billingStore
+	lifecycleStore
+	complianceStore
+}
+
+// lifecycleStore is generations, outputs, erasure and sweeps.
+type lifecycleStore interface {
+	RecordGeneration(accountID string, g store.Generation, retention time.Duration) (store.Generation, bool, error)
+	TouchAnonymousOutput(hash, ext, model, version, contentKey string, retention time.Duration) error
+	HoldObject(hash, ext, model, version, holdID string, until time.Time) error
+	Generations(accountID string, fn func(store.Generation) error) error
+	GenerationCount(accountID string) int
+	DeleteGeneration(accountID, genID string) error
+	ExpireOutputs(batch int) (int, error)
+	DoomedObjects(after string, limit int) ([]store.DoomedObject, error)
+	ObjectReferenced(hash string) (bool, error)
+	PendingObject(hash, ext, model, version, contentKey string, until time.Time) error
+	ObjectDeleted(hash string) error
+	ObjectOwners(hash string) ([]string, error)
+	BeginErasure(accountID, reason string) (store.ErasureJob, error)
+	PendingErasures() ([]store.ErasureJob, error)
+	EraseStep(accountID string, batch int) (bool, error)
+	ErasureEmail(accountID string) (string, error)
+	MarkErasureMailed(accountID string) error
+	FinishErasure(accountID string) error
+	Sweep(ctx context.Context, r store.Retention) (store.SweepReport, error)
+	Profile(accountID string) (store.Profile, error)
+	SetProfile(accountID string, p store.Profile) error
+}
+
+// complianceStore is rights requests, reports, notifications, analytics
+// and statistics.
+type complianceStore interface {
+	AddDSAR(store.NewDSAR) (store.DSAR, error)
+	DSARs(closed bool) ([]store.DSAR, error)
+	DSAR(id string) (store.DSAR, error)
+	CloseDSAR(id, note string) (store.DSAR, error)
+	ExpireDSARs(keepPersonal, keepRecord time.Duration) (erased, deleted int, err error)
+	CreateReport(r store.Report, hold time.Duration) (store.Report, error)
+	Reports() ([]store.Report, error)
+	Report(id string) (store.Report, error)
+	SweepReports() (int, error)
+	CreateNotifyJob(store.NewNotifyJob) (store.NotifyJob, error)
+	NotifyJob(id string) (store.NotifyJob, error)
+	UnfinishedNotifyJobs() ([]store.NotifyJob, error)
+	ListNotifyRecipients(jobID string, batch int) (done bool, err error)
+	NextNotifyRecipient(jobID string) (store.NotifyRecipient, error)
+	FinishNotifyRecipient(jobID, accountID string, outcome store.NotifyOutcome) error
+	RecordPageView(store.PageView) error
+	Analytics(from, to time.Time) ([]store.AnalyticsDay, error)
+	ExportStats(k int) (store.StatsExport, error)
 }
 
 // Harness is how the suite gets stores of one implementation.
@@ -119,6 +170,26 @@ func Run(t *testing.T, h Harness) {
 		{"ClawbackEntriesAndFlags", testClawbackEntriesAndFlags},
 		{"TransactionsNewestFirst", testTransactionsNewestFirst},
 		{"PruneStripeEvents", testPruneStripeEvents},
+		{"SharedOutputsLiveWhileReferenced", testSharedOutputsLiveWhileReferenced},
+		{"OutputsExpireByRetention", testOutputsExpireByRetention},
+		{"LegalHoldOutlivesErasureAndRetention", testLegalHoldOutlivesErasureAndRetention},
+		{"RegeneratedBytesMoveTheReference", testRegeneratedBytesMoveTheReference},
+		{"PendingReferenceExpiresUnlessOwned", testPendingReferenceExpiresUnlessOwned},
+		{"DSARsOverdueFirstThenByDeadline", testDSARsOverdueFirstThenByDeadline},
+		{"DSARValidation", testDSARValidation},
+		{"CloseDSAR", testCloseDSAR},
+		{"ReportsAreSealedAndListedNewestFirst", testReportsAreSealedAndListedNewestFirst},
+		{"ReportsSurviveErasure", testReportsSurviveErasure},
+		{"CreateReportRefusesIncompleteReports", testCreateReportRefusesIncompleteReports},
+		{"NotifyMailsEachListedActiveAccountOnce", testNotifyMailsEachListedActiveAccountOnce},
+		{"NotifyAllListsAccountsCreatedBeforeTheJob", testNotifyAllListsAccountsCreatedBeforeTheJob},
+		{"CreateNotifyJobValidation", testCreateNotifyJobValidation},
+		{"NotifyRetryKeepsTheRecipientNext", testNotifyRetryKeepsTheRecipientNext},
+		{"RecordPageViewAggregates", testRecordPageViewAggregates},
+		{"RecordPageViewRefusesFreeText", testRecordPageViewRefusesFreeText},
+		{"RecordPageViewConcurrent", testRecordPageViewConcurrent},
+		{"ExportStatsIsKAnonymousAndExcludesOptOuts", testExportStatsIsKAnonymousAndExcludesOptOuts},
+		{"SweepRemovesOnlyWhatIsDue", testSweepRemovesOnlyWhatIsDue},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()

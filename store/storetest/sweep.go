@@ -1,38 +1,39 @@
-package store
+package storetest
 
 import (
 	"testing"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/imagegate/imagegate/store"
 )
 
-func TestSweepRemovesOnlyWhatIsDue(t *testing.T) {
-	t.Parallel()
-	db, clock, _ := testDB(t)
+func testSweepRemovesOnlyWhatIsDue(t *testing.T, h Harness) {
+	db, clock := h.open(t)
 	a := mustAccount(t, db, "sweep@example.com")
-	db.AddCredit(a.ID, Credit{Kind: KindGrant, Amount: 10, Ref: "g"})
-	short := SessionPolicy{Idle: time.Hour, Absolute: 2 * time.Hour}
-	long := SessionPolicy{Idle: 40 * 24 * time.Hour, Absolute: 60 * 24 * time.Hour}
+	db.AddCredit(a.ID, store.Credit{Kind: store.KindGrant, Amount: 10, Ref: "g"})
+	short := store.SessionPolicy{Idle: time.Hour, Absolute: 2 * time.Hour}
+	long := store.SessionPolicy{Idle: 40 * 24 * time.Hour, Absolute: 60 * 24 * time.Hour}
 	db.CreateSession(a.ID, short)
 	kept, _, _ := db.CreateSession(a.ID, long)
 	db.CreatePasswordReset(a.ID, 30*time.Minute)
-	db.LogSecurityEvent(SecurityEvent{Kind: "login", AccountID: a.ID, IP: "192.0.2.1"})
+	db.LogSecurityEvent(store.SecurityEvent{Kind: "login", AccountID: a.ID, IP: "192.0.2.1"})
 	db.Reserve(a.ID, 2, "stuck")
 
 	clock.Advance(31 * 24 * time.Hour)
-	db.LogSecurityEvent(SecurityEvent{Kind: "login", AccountID: a.ID, IP: "192.0.2.2"})
+	db.LogSecurityEvent(store.SecurityEvent{Kind: "login", AccountID: a.ID, IP: "192.0.2.2"})
 	fresh, _ := db.Reserve(a.ID, 1, "in flight")
 
-	rep, err := db.Sweep(t.Context(), Retention{})
+	rep, err := db.Sweep(t.Context(), store.Retention{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := SweepReport{SecurityEvents: 1, Sessions: 1, EmailTokens: 1, Holds: 1}
+	want := store.SweepReport{SecurityEvents: 1, Sessions: 1, EmailTokens: 1, Holds: 1}
 	if diff := cmp.Diff(want, rep); diff != "" {
 		t.Errorf("sweep report (-want +got):\n%s", diff)
 	}
-	if again, _ := db.Sweep(t.Context(), Retention{}); again != (SweepReport{}) {
+	if again, _ := db.Sweep(t.Context(), store.Retention{}); again != (store.SweepReport{}) {
 		t.Errorf("second sweep removed %+v, want nothing", again)
 	}
 	if _, err := db.ValidateSession(kept); err != nil {
