@@ -117,4 +117,3 @@ func TestFleetExpiresAndCollectsOutputsOnce(t *testing.T) {
 		t.Errorf("after collection the next queued output is %+v", page)
 	}
 }
-
