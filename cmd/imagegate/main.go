@@ -40,6 +40,7 @@ Usage:
   imagegate inference [flags]   run the inference tier alone
   imagegate billing reconcile   check balances against the ledger, list billing flags
   imagegate migrate [flags]     apply the PostgreSQL account store's schema migrations (--database-url)
+  imagegate store copy --from bolt:DIR --to postgres://…   move the embedded account store to PostgreSQL
   imagegate purge [flags]       purge outputs from the CDN and every gateway (--object, --tag, --prefix, --everything)
   imagegate admin <command>     operator commands: delete-account, erasures, reports, dsar, notify (run "imagegate admin help")
   imagegate stats export [--out FILE] [--k 10]   aggregated, anonymized generation statistics
@@ -62,6 +63,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return runBilling(ctx, args, stdout, stderr)
 	case "migrate":
 		return runMigrate(ctx, args, stdout, stderr)
+	case "store":
+		return runStore(ctx, args, stdout, stderr)
 	case "purge":
 		return runPurge(ctx, args, stdout, stderr)
 	case "admin":
