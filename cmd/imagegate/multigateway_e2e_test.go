@@ -265,3 +265,51 @@ func TestThreeGatewaysOnOnePostgres(t *testing.T) {
 		}
 	})
 }
+
+// TestStoreCopyMovesADeployment moves a single-node deployment to
+// PostgreSQL with `imagegate store copy` and checks that a gateway on the
+// database knows the account: its password, its credits and its history
+// (whose prompt was sealed in bbolt and still opens).
+func TestStoreCopyMovesADeployment(t *testing.T) {
+	t.Parallel()
+	const (
+		email    = "moved@example.com"
+		password = "a long enough passphrase"
+		prompt   = "a lighthouse that moved house"
+	)
+	dir := t.TempDir()
+	g := start(t, "--addr", "127.0.0.1:0", "--data-dir", dir)
+	waitReady(t, g.url)
+	u := newJarClient(t)
+	u.expect(t, "POST", g.url+"/v1/auth/signup", `{"email":"`+email+`","password":"`+password+`","over_18":true}`, 202)
+	u.expect(t, "POST", g.url+"/v1/auth/login", `{"email":"`+email+`","password":"`+password+`"}`, 200)
+	u.expect(t, "POST", g.url+"/v1/images/generations", `{"prompt":"`+prompt+`","size":"256x256"}`, 200)
+	before := u.expect(t, "GET", g.url+"/v1/account", "", 200)
+	stop(t, g)
+
+	pg := testpeer.StartPostgres(t)
+	dbURL := pg.NewDatabase(t)
+	out, err := exec.Command(binary, "store", "copy", "--from", "bolt:"+dir, "--to", dbURL).CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "ok: copied and verified") {
+		t.Fatalf("store copy: %v\n%s", err, out)
+	}
+	if again, err := exec.Command(binary, "store", "copy", "--from", "bolt:"+dir, "--to", dbURL).CombinedOutput(); err == nil {
+		t.Errorf("a second copy into the same database succeeded:\n%s", again)
+	}
+
+	g = start(t, "--addr", "127.0.0.1:0", "--data-dir", t.TempDir(), "--key-dir", dir, "--database-url", dbURL)
+	waitReady(t, g.url)
+	u = newJarClient(t)
+	u.expect(t, "POST", g.url+"/v1/auth/login", `{"email":"`+email+`","password":"`+password+`"}`, 200)
+	after := u.expect(t, "GET", g.url+"/v1/account", "", 200)
+	var a, b map[string]any
+	json.Unmarshal(before, &a)
+	json.Unmarshal(after, &b)
+	if a["id"] == nil || a["id"] != b["id"] || a["credits"] != b["credits"] || a["email"] != b["email"] {
+		t.Errorf("account before the move %v, after %v", a, b)
+	}
+	hist := u.expect(t, "GET", g.url+"/v1/account/generations", "", 200)
+	if !strings.Contains(string(hist), prompt) {
+		t.Errorf("the history on PostgreSQL lacks the moved generation's prompt: %s", hist)
+	}
+}
