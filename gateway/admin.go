@@ -89,7 +89,7 @@ func (g *Gateway) requireBearer(c *fiber.Ctx, accepted ...string) error {
 	}
 	if !strings.EqualFold(scheme, "Bearer") || ok != 1 {
 		cl := g.clientOf(c)
-		if g.refusals.allow("admin:" + cl.ip) {
+		if g.refusals.Allow("admin:" + cl.ip) {
 			g.securityEventFrom(cl, eventAdminRefused, "", "route="+routeOf(c))
 		}
 		return &apiError{Status: fiber.StatusUnauthorized, Type: "authentication_error", Code: "invalid_admin_token", Msg: "admin token required"}

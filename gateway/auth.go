@@ -10,9 +10,9 @@ import (
 	"time"
 
 	"github.com/gofiber/fiber/v2"
-	"golang.org/x/time/rate"
 
 	"github.com/imagegate/imagegate/gateway/mail"
+	"github.com/imagegate/imagegate/gateway/ratelimit"
 	"github.com/imagegate/imagegate/store"
 )
 
@@ -85,7 +85,7 @@ func (g *Gateway) signup(c *fiber.Ctx) error {
 		// The notice is throttled per address like reset mail, so signups
 		// cannot flood an account holder's inbox.
 		existing, err := g.store.AccountByEmail(email)
-		if err == nil && existing.Status == store.StatusActive && g.resetMails.allow("signup:"+guardKey(email)) {
+		if err == nil && existing.Status == store.StatusActive && g.resetMails.Allow("signup:"+guardKey(email)) {
 			g.securityEvent(c, eventSignupExisting, existing.ID, "")
 			g.mail.send("signup_existing", existingAccountMail(email, site+"/reset-password"))
 		}
@@ -127,10 +127,10 @@ func (g *Gateway) login(c *fiber.Ctx) error {
 	if req.Email == "" || req.Password == "" || len(req.Password) > maxPasswordBytes {
 		return errBadCredentials
 	}
-	ip, who := g.ips.addr(c), guardKey(req.Email)
-	if ok, wait := g.logins.attempt(ip, who); !ok {
+	ip, who := g.ips.Addr(c), guardKey(req.Email)
+	if ok, wait := g.logins.Attempt(ip, who); !ok {
 		g.securityEvent(c, eventLoginThrottled, "", "")
-		return loginThrottled(wait)
+		return ratelimit.LoginThrottled(wait)
 	}
 	ctx, cancel := authContext()
 	defer cancel()
@@ -146,7 +146,7 @@ func (g *Gateway) login(c *fiber.Ctx) error {
 		g.securityEvent(c, eventLoginFailed, acct.ID, "")
 		return errBadCredentials
 	}
-	g.logins.succeeded(ip, who)
+	g.logins.Succeeded(ip, who)
 	if acct.Status != store.StatusActive {
 		return &apiError{Status: fiber.StatusForbidden, Type: "permission_error", Code: "account_inactive", Msg: "this account is suspended or being deleted"}
 	}
@@ -214,9 +214,9 @@ func (g *Gateway) changePassword(c *fiber.Ctx) error {
 		return err
 	}
 	p := principalOf(c)
-	ip, who := g.ips.addr(c), guardKey(p.account.Email)
-	if ok, wait := g.logins.attempt(ip, who); !ok {
-		return loginThrottled(wait)
+	ip, who := g.ips.Addr(c), guardKey(p.account.Email)
+	if ok, wait := g.logins.Attempt(ip, who); !ok {
+		return ratelimit.LoginThrottled(wait)
 	}
 	ctx, cancel := authContext()
 	defer cancel()
@@ -230,7 +230,7 @@ func (g *Gateway) changePassword(c *fiber.Ctx) error {
 	if !ok {
 		return &apiError{Status: fiber.StatusForbidden, Type: "authentication_error", Code: "invalid_credentials", Msg: "current_password: incorrect"}
 	}
-	g.logins.succeeded(ip, who)
+	g.logins.Succeeded(ip, who)
 	hash, err := g.passwords.hash(ctx, req.NewPassword)
 	if err != nil {
 		return hashError(err)
@@ -264,7 +264,7 @@ func (g *Gateway) requestReset(c *fiber.Ctx) error {
 	}
 	// One reset mail per address per interval, so the route cannot be
 	// used to flood someone's inbox.
-	if !g.resetMails.allow("reset:" + guardKey(req.Email)) {
+	if !g.resetMails.Allow("reset:" + guardKey(req.Email)) {
 		return c.Status(fiber.StatusAccepted).JSON(statusAccepted)
 	}
 	// The answer does not wait for the lookup and the writes, so its
@@ -398,25 +398,3 @@ func hashError(err error) error {
 
 // resetMailPolicy bounds reset emails to one address: 3 an hour.
 var resetMailPolicy = LimitPolicy{Quota: 3, Window: time.Hour}
-
-// throttle limits how often something may happen per key within a
-// policy: how often one address can be sent account mail on a stranger's
-// request (so those routes cannot flood an inbox), how often one client's
-// refusals are written to the security log (so guessing cannot flood it),
-// how often a cookie-less client's GPC signal is written to the consent
-// log.
-type throttle struct {
-	name    string
-	policy  LimitPolicy
-	buckets *keyedStore[rate.Limiter]
-	now     func() time.Time
-}
-
-func newThrottle(name string, policy LimitPolicy, now func() time.Time) *throttle {
-	return &throttle{name: name, policy: policy, buckets: newKeyedStore(defaultRateMaxKeys, rateBucketIdle), now: now}
-}
-
-func (m *throttle) allow(key string) bool {
-	subs := []rateSubject{{name: m.name, key: hashedRateKey(rateNSAccount, key), policy: m.policy}}
-	return chargeBuckets(m.buckets, m.now(), subs, 1).allowed
-}

@@ -8,6 +8,9 @@ import (
 	"net/url"
 	"strings"
 	"time"
+
+	"github.com/imagegate/imagegate/gateway/clientip"
+	"github.com/imagegate/imagegate/gateway/ratelimit"
 )
 
 // Config holds the gateway's tunables. The zero value of every field means
@@ -267,3 +270,31 @@ func (r *RetentionSchedule) validate() error {
 	}
 	return errors.Join(errs...)
 }
+
+// ClientIPConfig is package clientip's Config, under the name --config and
+// cmd have always used.
+type ClientIPConfig = clientip.Config
+
+// The client-IP headers a trusted proxy may set (see package clientip).
+const (
+	HeaderFlyClientIP    = clientip.HeaderFlyClientIP
+	HeaderCFConnectingIP = clientip.HeaderCFConnectingIP
+	HeaderXForwardedFor  = clientip.HeaderXForwardedFor
+)
+
+// Package ratelimit's configuration, under the names --config and cmd have
+// always used.
+type (
+	LimitPolicy      = ratelimit.Policy
+	RateCosts        = ratelimit.Costs
+	RateLimitConfig  = ratelimit.Config
+	DailyQuotaConfig = ratelimit.QuotaConfig
+	LoginGuardConfig = ratelimit.LoginGuardConfig
+	FreeImages       = ratelimit.FreeImages
+)
+
+// FreeImagesPerDay is ratelimit.FreeImagesPerDay: n free images a day.
+func FreeImagesPerDay(n int) FreeImages { return ratelimit.FreeImagesPerDay(n) }
+
+// UnlimitedFreeImages is ratelimit.UnlimitedFreeImages.
+func UnlimitedFreeImages() FreeImages { return ratelimit.UnlimitedFreeImages() }

@@ -169,7 +169,7 @@ func (g *Gateway) recordGPC(c *fiber.Ctx, s consentState) (consentState, error) 
 		return s, nil
 	}
 	p := principalOf(c)
-	if s.visitor == "" && p.account == nil && !g.gpcRecords.allow("gpc:"+g.ips.addr(c).String()) {
+	if s.visitor == "" && p.account == nil && !g.gpcRecords.Allow("gpc:"+g.ips.Addr(c).String()) {
 		// A client that never keeps the cookie would write a row per
 		// request. Past the throttle its opt-out is still honoured
 		// (analytics stay off while Sec-GPC is sent), just not written

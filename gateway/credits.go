@@ -8,6 +8,7 @@ import (
 
 	"github.com/gofiber/fiber/v2"
 
+	"github.com/imagegate/imagegate/gateway/ratelimit"
 	"github.com/imagegate/imagegate/store"
 )
 
@@ -19,12 +20,12 @@ type payer struct {
 	plan      Plan
 	// rate is the request's rate-limit charge, to which a miss adds the
 	// difference between a miss and a hit; nil when not limited.
-	rate *rateCharge
+	rate *ratelimit.Charge
 }
 
 func (g *Gateway) payerOf(c *fiber.Ctx) payer {
 	p := principalOf(c)
-	py := payer{addr: g.ips.addr(c), plan: g.cfg.Plans.plan(planAnonymous), rate: rateChargeOf(c)}
+	py := payer{addr: g.ips.Addr(c), plan: g.cfg.Plans.plan(planAnonymous), rate: ratelimit.ChargeOf(c)}
 	if p.account != nil {
 		py.accountID, py.plan = p.account.ID, g.cfg.Plans.plan(p.account.Plan)
 	}
@@ -51,7 +52,7 @@ func (py payer) checkSize(w, h int) error {
 // (a hit, a join of another request's generation, a failure before it).
 type ticket struct {
 	hold  *store.Hold
-	quota *quotaHold
+	quota *ratelimit.Hold
 
 	state      atomic.Int32 // ticketOpen, ticketLoading, ticketSettled
 	waiterGone atomic.Bool  // the request stopped waiting (timeout)
@@ -87,7 +88,7 @@ func (g *Gateway) reserveAll(py payer, cost int64, refs []string) ([]*ticket, er
 
 func (g *Gateway) reserve(py payer, cost int64, ref string) (*ticket, error) {
 	if py.accountID == "" {
-		h, err := g.quota.reserve(py.addr, 1)
+		h, err := g.quota.Reserve(py.addr, 1)
 		if err != nil {
 			return nil, err
 		}
@@ -133,9 +134,9 @@ func (g *Gateway) releaseUnlessLoading(t *ticket) {
 func (g *Gateway) settle(t *ticket, used bool) {
 	if t.quota != nil {
 		if used {
-			t.quota.commit()
+			t.quota.Commit()
 		} else {
-			t.quota.release()
+			t.quota.Release()
 		}
 	}
 	if t.hold == nil {

@@ -10,4 +10,22 @@
 // context.Context with a deadline, and every string kept beyond a handler is
 // copied first, because Fiber reuses its buffers once the handler returns
 // while a coalesced generation may still be running.
+//
+// # Where things live
+//
+// Package gateway is the composition root: routes, middleware order, the
+// error handler, and the HTTP glue of accounts, sessions, generations,
+// edits, objects, export, erasure and credits. New wires the engines
+// below through small interfaces it declares itself:
+//
+//   - apierror: the public face of an error (status, type, code, message)
+//     that every package returns and the error handler sends.
+//   - clientip: whose request this is (TCP peer or trusted proxy header).
+//   - ratelimit: rate limits per address, account and key, the free daily
+//     quota, the login guard and small per-key throttles.
+//   - moderation: the content policy for prompts and outputs (promise C6)
+//     and reports of apparent CSAM.
+//   - analytics: what a consented page view is reduced to before it is
+//     counted.
+//   - mail: SMTP and the outbox.
 package gateway

@@ -7,6 +7,7 @@ import (
 
 	"github.com/gofiber/fiber/v2"
 
+	"github.com/imagegate/imagegate/gateway/ratelimit"
 	"github.com/imagegate/imagegate/store"
 )
 
@@ -50,9 +51,9 @@ func (g *Gateway) deleteAccount(c *fiber.Ctx) error {
 				Msg: "sign in with Google again, then delete the account within ten minutes"}
 		}
 	} else {
-		ip, who := g.ips.addr(c), guardKey(acct.Email)
-		if ok, wait := g.logins.attempt(ip, who); !ok {
-			return loginThrottled(wait)
+		ip, who := g.ips.Addr(c), guardKey(acct.Email)
+		if ok, wait := g.logins.Attempt(ip, who); !ok {
+			return ratelimit.LoginThrottled(wait)
 		}
 		if len(req.Password) > maxPasswordBytes {
 			return &apiError{Status: fiber.StatusForbidden, Type: "authentication_error", Code: "invalid_credentials", Msg: "password: incorrect"}
@@ -66,7 +67,7 @@ func (g *Gateway) deleteAccount(c *fiber.Ctx) error {
 		if !ok {
 			return &apiError{Status: fiber.StatusForbidden, Type: "authentication_error", Code: "invalid_credentials", Msg: "password: incorrect"}
 		}
-		g.logins.succeeded(ip, who)
+		g.logins.Succeeded(ip, who)
 	}
 	g.securityEvent(c, eventErasureRequested, acct.ID, "")
 	if _, err := g.store.BeginErasure(acct.ID, store.ErasureByUser); err != nil {

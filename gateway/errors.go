@@ -8,35 +8,18 @@ import (
 
 	"github.com/gofiber/fiber/v2"
 
+	"github.com/imagegate/imagegate/gateway/apierror"
 	"github.com/imagegate/imagegate/inference"
 )
 
-// apiError is an error with a public face: the status, type, code and
-// message sent to the client. Err, if set, is logged and never sent.
-type apiError struct {
-	Status     int
-	Type       string
-	Code       string
-	Msg        string
-	RetryAfter int // seconds; 0 means no Retry-After header
-	Err        error
-}
+// apiError is an error with a public face (see package apierror): the
+// status, type, code and message sent to the client.
+type apiError = apierror.Error
 
-func (e *apiError) Error() string {
-	if e.Err != nil {
-		return e.Msg + ": " + e.Err.Error()
-	}
-	return e.Msg
-}
-
-func (e *apiError) Unwrap() error { return e.Err }
-
-func badRequest(code, msg string) *apiError {
-	return &apiError{Status: fiber.StatusBadRequest, Type: "invalid_request_error", Code: code, Msg: msg}
-}
+func badRequest(code, msg string) *apiError { return apierror.BadRequest(code, msg) }
 
 func unavailable(msg string, retryAfter int, err error) *apiError {
-	return &apiError{Status: fiber.StatusServiceUnavailable, Type: "server_error", Code: "unavailable", Msg: msg, RetryAfter: retryAfter, Err: err}
+	return apierror.Unavailable(msg, retryAfter, err)
 }
 
 type errorBody struct {

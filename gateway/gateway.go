@@ -17,6 +17,9 @@ import (
 
 	"github.com/imagegate/imagegate/cache"
 	"github.com/imagegate/imagegate/edge"
+	"github.com/imagegate/imagegate/gateway/clientip"
+	"github.com/imagegate/imagegate/gateway/moderation"
+	"github.com/imagegate/imagegate/gateway/ratelimit"
 	"github.com/imagegate/imagegate/inference"
 )
 
@@ -73,20 +76,20 @@ type Gateway struct {
 	decodes    chan struct{} // bounds concurrent reference decodes
 
 	passwords  *passwordHasher
-	ips        *clientIPResolver
-	limiter    *rateLimiter
-	logins     *loginGuard
-	quota      *dailyQuota
-	resetMails *throttle
+	ips        *clientip.Resolver
+	limiter    rateLimiter
+	logins     loginGuard
+	quota      freeQuota
+	resetMails throttle
 	// refusals throttles security-log rows for refused admin tokens;
 	// gpcRecords the GPC consent rows of cookie-less visitors.
-	refusals   *throttle
-	gpcRecords *throttle
+	refusals   throttle
+	gpcRecords throttle
 	billing    *billing // nil when payments are not configured
 	objects    objectDeleter
 	purger     purger
 	peers      *peerSet
-	moderator  *moderator
+	moderator  moderator
 	history    *historian
 	owners     *edge.OwnerTagger
 	tags       tagCache // recent Cache-Tag values of outputs
@@ -135,9 +138,9 @@ func New(cfg Config, deps Deps) (*Gateway, error) {
 		httpClient: deps.HTTPClient,
 		decodes:    make(chan struct{}, 4),
 		passwords:  newPasswordHasher(cfg.passwordParams, cfg.PasswordHashers, 5*time.Second),
-		resetMails: newThrottle("mail", resetMailPolicy, now),
-		refusals:   newThrottle("refusal-log", refusalLogPolicy, now),
-		gpcRecords: newThrottle("gpc-record", gpcRecordPolicy, now),
+		resetMails: ratelimit.NewThrottle("mail", resetMailPolicy, now),
+		refusals:   ratelimit.NewThrottle("refusal-log", refusalLogPolicy, now),
+		gpcRecords: ratelimit.NewThrottle("gpc-record", gpcRecordPolicy, now),
 		objects:    deps.Objects,
 		purger:     deps.Purger,
 		owners:     deps.OwnerTags,
@@ -148,28 +151,30 @@ func New(cfg Config, deps Deps) (*Gateway, error) {
 		g.httpClient = &http.Client{Timeout: 20 * time.Second}
 	}
 	g.peers = newPeerSet(cfg.Peers, peerToken(cfg.AdminToken), g.httpClient)
-	if g.ips, err = newClientIPResolver(cfg.ClientIP); err != nil {
+	if g.ips, err = clientip.New(cfg.ClientIP); err != nil {
 		return nil, err
 	}
-	if g.limiter, err = newRateLimiter(cfg.RateLimits, g.ips, now); err != nil {
+	if g.limiter, err = ratelimit.New(cfg.RateLimits, g.ips, now); err != nil {
 		return nil, err
 	}
-	if g.logins, err = newLoginGuard(cfg.LoginGuard, now); err != nil {
+	if g.logins, err = ratelimit.NewLoginGuard(cfg.LoginGuard, now); err != nil {
 		return nil, err
 	}
-	if g.quota, err = newDailyQuota(cfg.FreeQuota, now); err != nil {
+	if g.quota, err = ratelimit.NewQuota(cfg.FreeQuota, now); err != nil {
 		return nil, err
 	}
 	if g.billing, err = newBilling(cfg.Billing, deps.Store, logger, now); err != nil {
 		return nil, err
 	}
 	g.history = newHistorian(deps.Store, logger, now)
-	if g.moderator, err = newModerator(cfg.Moderation, deps.Store, logger, g.httpClient, now); err != nil {
+	mod, err := moderation.New(cfg.Moderation, deps.Store, logger, g.httpClient, now)
+	if err != nil {
 		return nil, err
 	}
-	if err := reg.Register(g.moderator); err != nil {
+	if err := reg.Register(mod); err != nil {
 		return nil, err
 	}
+	g.moderator = mod
 	if err := g.registerWorkerMetrics(reg); err != nil {
 		return nil, err
 	}
@@ -213,20 +218,20 @@ func (g *Gateway) sweepLimits(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			g.limiter.sweep()
-			g.logins.sweep()
-			g.quota.sweep()
+			g.limiter.Sweep()
+			g.logins.Sweep()
+			g.quota.Sweep()
 		}
 	}
 }
 
 // rateIdentityOf names the request's account and API key to the limiter.
-func rateIdentityOf(c *fiber.Ctx) rateIdentity {
+func rateIdentityOf(c *fiber.Ctx) ratelimit.Identity {
 	p := principalOf(c)
 	if p.account == nil {
-		return rateIdentity{}
+		return ratelimit.Identity{}
 	}
-	return rateIdentity{Account: p.account.ID, APIKey: p.apiKeyID, Plan: p.account.Plan}
+	return ratelimit.Identity{Account: p.account.ID, APIKey: p.apiKeyID, Plan: p.account.Plan}
 }
 
 func (g *Gateway) routes(gatherer prometheus.Gatherer) {
@@ -245,7 +250,7 @@ func (g *Gateway) routes(gatherer prometheus.Gatherer) {
 	}
 
 	costs := g.cfg.RateLimits.Costs
-	limit := func(cost int) fiber.Handler { return g.limiter.limit(cost, rateIdentityOf) }
+	limit := func(cost int) fiber.Handler { return g.limiter.Limit(cost, rateIdentityOf) }
 	std := []fiber.Handler{g.smallBody, g.identify, limit(costs.Default), g.gpcOptOut}
 	with := func(hs ...fiber.Handler) []fiber.Handler { return append(append([]fiber.Handler{}, std...), hs...) }
 	account := func(hs ...fiber.Handler) []fiber.Handler {

@@ -103,7 +103,7 @@ func (g *Gateway) respond(c *fiber.Ctx, p params) error {
 	ctx := context.Background()
 	// Moderation first: a blocked request reserves, generates and stores
 	// nothing (promise C6).
-	if err := g.moderator.checkPrompt(ctx, py, p); err != nil {
+	if err := g.moderator.CheckPrompt(ctx, moderationSubject(py), moderationRequest(p)); err != nil {
 		return err
 	}
 	refresh := noCache(c.Get(fiber.HeaderCacheControl))
@@ -282,7 +282,7 @@ func (g *Gateway) generate(ctx context.Context, p params, py payer, refresh bool
 	// Every image that may reach the GPU is paid for first, all or none:
 	// rate-limit units, then credits or quota.
 	costs := g.cfg.RateLimits.Costs
-	if err := py.rate.extra(len(misses) * (costs.GenerationMiss - costs.GenerationHit)); err != nil {
+	if err := py.rate.Extra(len(misses) * (costs.GenerationMiss - costs.GenerationHit)); err != nil {
 		return nil, err
 	}
 	refs := make([]string, len(misses))
@@ -371,7 +371,7 @@ func (g *Gateway) resolve(ctx context.Context, p params, py payer, key cache.Key
 		}
 		// Checked before the cache stores anything: a flagged output is
 		// never written to the object store (promise C6).
-		if err := g.moderator.checkOutput(ctx, py, p, res.Image, res.ContentType); err != nil {
+		if err := g.moderator.CheckOutput(ctx, moderationSubject(py), moderationRequest(p), res.Image, res.ContentType); err != nil {
 			return cache.Generated{}, err
 		}
 		// Referenced before it is stored: whatever becomes of the request

@@ -161,9 +161,9 @@ func (g *Gateway) registerWorkerMetrics(reg prometheus.Registerer) error {
 		counter("imagegate_erasures_completed_total", "Account erasures carried to the end.", st.accountsErased.Load),
 		counter("imagegate_lifecycle_failures_total", "Lifecycle passes that hit an error (retried on the next pass).", st.failures.Load),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "imagegate_ratelimit_keys", Help: "Rate-limit buckets held in memory."},
-			func() float64 { return float64(g.limiter.stats().Keys) }),
-		counter("imagegate_ratelimit_refused_total", "Requests refused by a rate limit.", func() uint64 { return g.limiter.stats().Refused }),
-		counter("imagegate_ratelimit_evicted_live_total", "Rate-limit buckets forgotten at the memory cap before they refilled.", func() uint64 { return g.limiter.stats().EvictedLive }),
+			func() float64 { return float64(g.limiter.Stats().Keys) }),
+		counter("imagegate_ratelimit_refused_total", "Requests refused by a rate limit.", func() uint64 { return g.limiter.Stats().Refused }),
+		counter("imagegate_ratelimit_evicted_live_total", "Rate-limit buckets forgotten at the memory cap before they refilled.", func() uint64 { return g.limiter.Stats().EvictedLive }),
 	} {
 		if err := reg.Register(col); err != nil {
 			return err

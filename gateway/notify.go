@@ -138,7 +138,7 @@ func (g *Gateway) clientOf(c *fiber.Ctx) client {
 	if len(ua) > 256 {
 		ua = ua[:256]
 	}
-	return client{ip: g.ips.addr(c).String(), userAgent: strings.Clone(ua)}
+	return client{ip: g.ips.Addr(c).String(), userAgent: strings.Clone(ua)}
 }
 
 // securityEvent appends to the security log (promise S1): the event, the

@@ -12,6 +12,7 @@ import (
 	"golang.org/x/text/unicode/norm"
 
 	"github.com/imagegate/imagegate/gateway/mail"
+	"github.com/imagegate/imagegate/gateway/ratelimit"
 	"github.com/imagegate/imagegate/store"
 )
 
@@ -178,9 +179,9 @@ func (g *Gateway) changeEmail(c *fiber.Ctx) error {
 	if p.account.PasswordHash == "" {
 		return errPasswordRequired
 	}
-	ip, who := g.ips.addr(c), guardKey(p.account.Email)
-	if ok, wait := g.logins.attempt(ip, who); !ok {
-		return loginThrottled(wait)
+	ip, who := g.ips.Addr(c), guardKey(p.account.Email)
+	if ok, wait := g.logins.Attempt(ip, who); !ok {
+		return ratelimit.LoginThrottled(wait)
 	}
 	if req.Password == "" || len(req.Password) > maxPasswordBytes {
 		return errWrongPassword
@@ -195,10 +196,10 @@ func (g *Gateway) changeEmail(c *fiber.Ctx) error {
 		g.securityEvent(c, eventLoginFailed, p.account.ID, "email_change")
 		return errWrongPassword
 	}
-	g.logins.succeeded(ip, who)
+	g.logins.Succeeded(ip, who)
 	// At most a few links per account and per new address an hour, so
 	// the route cannot flood anyone's inbox.
-	if !g.resetMails.allow("email-change:"+p.account.ID) || !g.resetMails.allow("email-change:"+guardKey(email)) {
+	if !g.resetMails.Allow("email-change:"+p.account.ID) || !g.resetMails.Allow("email-change:"+guardKey(email)) {
 		return &apiError{Status: fiber.StatusTooManyRequests, Type: "rate_limit_error", Code: "too_many_emails",
 			Msg: "too many address changes requested; try again later", RetryAfter: 1200}
 	}

@@ -260,24 +260,8 @@ func newTestClock() *testpeer.Clock {
 	return testpeer.NewClock(time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC))
 }
 
-// checkValidation fails t unless err is what a Validate call owes: nil when
-// want is empty, else an error mentioning every string of want. It reports
-// whether the config was valid.
+// checkValidation is testpeer.CheckValidation.
 func checkValidation(t *testing.T, err error, want []string) bool {
 	t.Helper()
-	if len(want) == 0 {
-		if err != nil {
-			t.Fatalf("Validate: %v", err)
-		}
-		return true
-	}
-	if err == nil {
-		t.Fatal("Validate accepted a bad config")
-	}
-	for _, w := range want {
-		if !strings.Contains(err.Error(), w) {
-			t.Errorf("error %q does not mention %q", err, w)
-		}
-	}
-	return false
+	return testpeer.CheckValidation(t, err, want)
 }

@@ -3,6 +3,7 @@ package gateway
 import (
 	"time"
 
+	"github.com/imagegate/imagegate/gateway/moderation"
 	"github.com/imagegate/imagegate/store"
 )
 
@@ -67,7 +68,7 @@ type Store interface {
 	securityLog
 	modelStore
 	billingStore
-	moderationStore
+	moderation.Store
 	complianceStore
 	analyticsStore
 	historyStore

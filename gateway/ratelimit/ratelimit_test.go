@@ -1,10 +1,10 @@
-package gateway
+package ratelimit
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -18,17 +18,42 @@ import (
 
 	"github.com/gofiber/fiber/v2"
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/imagegate/imagegate/gateway/apierror"
+	"github.com/imagegate/imagegate/gateway/clientip"
 	"github.com/imagegate/imagegate/internal/testpeer"
 )
 
 var rateTestEpoch = time.Date(2026, 3, 14, 15, 9, 26, 0, time.UTC)
 
-// rateTestApp is a Fiber app with the gateway's real error handler.
+// rateTestApp is a Fiber app whose error handler sends an *apierror.Error
+// the way the gateway's does: its status, Retry-After and the DESIGN.md
+// error body. Anything else is a 500, which no test here expects.
 func rateTestApp() *fiber.App {
 	return fiber.New(fiber.Config{
 		DisableStartupMessage: true,
-		ErrorHandler:          errorHandler(slog.New(slog.DiscardHandler)),
+		ErrorHandler: func(c *fiber.Ctx, err error) error {
+			var ae *apierror.Error
+			if !errors.As(err, &ae) {
+				return c.Status(fiber.StatusInternalServerError).SendString(err.Error())
+			}
+			if ae.RetryAfter > 0 {
+				c.Set(fiber.HeaderRetryAfter, strconv.Itoa(ae.RetryAfter))
+			}
+			return c.Status(ae.Status).JSON(errorBody{Error: errorDetail{Message: ae.Msg, Type: ae.Type, Code: ae.Code}})
+		},
 	})
+}
+
+// errorBody is the DESIGN.md error shape.
+type errorBody struct {
+	Error errorDetail `json:"error"`
+}
+
+type errorDetail struct {
+	Message string `json:"message"`
+	Type    string `json:"type"`
+	Code    string `json:"code"`
 }
 
 // rateTestServe runs app on a real loopback listener, so the TCP peer is
@@ -90,13 +115,13 @@ func rateTestGet(t *testing.T, client *http.Client, url string, header map[strin
 	return r
 }
 
-func mustRateLimiter(t testing.TB, cfg RateLimitConfig, ipCfg ClientIPConfig, clock *testpeer.Clock) *rateLimiter {
+func mustRateLimiter(t testing.TB, cfg Config, ipCfg clientip.Config, clock *testpeer.Clock) *Limiter {
 	t.Helper()
-	res, err := newClientIPResolver(ipCfg)
+	res, err := clientip.New(ipCfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	l, err := newRateLimiter(cfg, res, clock.Now)
+	l, err := New(cfg, res, clock.Now)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -107,36 +132,36 @@ func TestRateLimitConfigValidate(t *testing.T) {
 	t.Parallel()
 	tests := []struct {
 		name    string
-		cfg     RateLimitConfig
+		cfg     Config
 		wantErr []string // substrings, all required; none means valid
 	}{
-		{name: "zero value is the defaults", cfg: RateLimitConfig{}},
-		{name: "disabled", cfg: RateLimitConfig{Disabled: true}},
+		{name: "zero value is the defaults", cfg: Config{}},
+		{name: "disabled", cfg: Config{Disabled: true}},
 		{
 			name:    "quota below the dearest cost",
-			cfg:     RateLimitConfig{IP: LimitPolicy{Quota: 10, Window: time.Minute}},
+			cfg:     Config{IP: Policy{Quota: 10, Window: time.Minute}},
 			wantErr: []string{"rate limit ip: quota 10 cannot pay for the dearest request (cost 20)"},
 		},
 		{
 			name:    "fractional window",
-			cfg:     RateLimitConfig{Anonymous: LimitPolicy{Quota: 100, Window: 1500 * time.Millisecond}},
+			cfg:     Config{Anonymous: Policy{Quota: 100, Window: 1500 * time.Millisecond}},
 			wantErr: []string{"rate limit anonymous: window 1.5s must be whole seconds"},
 		},
 		{
 			name: "costs out of order and an unknown default plan, all reported",
-			cfg: RateLimitConfig{
-				Costs:       RateCosts{Default: 1, Object: 5, GenerationHit: 2, GenerationMiss: 20},
-				Plans:       map[string]LimitPolicy{"pro": {Quota: 100, Window: time.Minute}, "bad": {Quota: 0, Window: time.Minute}},
+			cfg: Config{
+				Costs:       Costs{Default: 1, Object: 5, GenerationHit: 2, GenerationMiss: 20},
+				Plans:       map[string]Policy{"pro": {Quota: 100, Window: time.Minute}, "bad": {Quota: 0, Window: time.Minute}},
 				DefaultPlan: "free",
 			},
 			wantErr: []string{"object ≤ generation hit ≤ generation miss", `plan "bad": quota 0`, `default plan "free" is not among`},
 		},
-		{name: "negative cap", cfg: RateLimitConfig{MaxKeys: -1}, wantErr: []string{"max keys must be positive"}},
+		{name: "negative cap", cfg: Config{MaxKeys: -1}, wantErr: []string{"max keys must be positive"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			if !checkValidation(t, tt.cfg.Validate(), tt.wantErr) {
+			if !testpeer.CheckValidation(t, tt.cfg.Validate(), tt.wantErr) {
 				return
 			}
 			if tt.cfg.MaxKeys != defaultRateMaxKeys || tt.cfg.Plans[tt.cfg.DefaultPlan].Quota == 0 {
@@ -152,13 +177,13 @@ func TestRateLimitConfigValidate(t *testing.T) {
 func TestRateLimitTenThousandRequestsAtFiveTimesTheLimit(t *testing.T) {
 	t.Parallel()
 	clock := testpeer.NewClock(rateTestEpoch)
-	l := mustRateLimiter(t, RateLimitConfig{
-		IP:        LimitPolicy{Quota: 60, Window: time.Minute},
-		Anonymous: LimitPolicy{Quota: 6000, Window: time.Minute}, // never the binding limit here
-	}, ClientIPConfig{}, clock)
+	l := mustRateLimiter(t, Config{
+		IP:        Policy{Quota: 60, Window: time.Minute},
+		Anonymous: Policy{Quota: 6000, Window: time.Minute}, // never the binding limit here
+	}, clientip.Config{}, clock)
 	app := rateTestApp()
 	var served atomic.Int64
-	app.Get("/x", l.limit(1, nil), func(c *fiber.Ctx) error {
+	app.Get("/x", l.Limit(1, nil), func(c *fiber.Ctx) error {
 		served.Add(1)
 		return c.SendString("ok")
 	})
@@ -203,20 +228,20 @@ func TestRateLimitTenThousandRequestsAtFiveTimesTheLimit(t *testing.T) {
 func TestRateLimitHeaders(t *testing.T) {
 	t.Parallel()
 	clock := testpeer.NewClock(rateTestEpoch)
-	l := mustRateLimiter(t, RateLimitConfig{
-		IP:        LimitPolicy{Quota: 10, Window: 10 * time.Second}, // 1/s
-		Anonymous: LimitPolicy{Quota: 4, Window: 8 * time.Second},   // 0.5/s
-		Plans: map[string]LimitPolicy{
+	l := mustRateLimiter(t, Config{
+		IP:        Policy{Quota: 10, Window: 10 * time.Second}, // 1/s
+		Anonymous: Policy{Quota: 4, Window: 8 * time.Second},   // 0.5/s
+		Plans: map[string]Policy{
 			"free": {Quota: 3, Window: 3 * time.Second},
 			"paid": {Quota: 9, Window: 3 * time.Second},
 		},
-		Costs: RateCosts{Default: 1, Object: 1, GenerationHit: 1, GenerationMiss: 2},
-	}, ClientIPConfig{}, clock)
+		Costs: Costs{Default: 1, Object: 1, GenerationHit: 1, GenerationMiss: 2},
+	}, clientip.Config{}, clock)
 	app := rateTestApp()
-	who := func(c *fiber.Ctx) rateIdentity {
-		return rateIdentity{Account: c.Get("X-Test-Account"), APIKey: c.Get("X-Test-Key"), Plan: c.Get("X-Test-Plan")}
+	who := func(c *fiber.Ctx) Identity {
+		return Identity{Account: c.Get("X-Test-Account"), APIKey: c.Get("X-Test-Key"), Plan: c.Get("X-Test-Plan")}
 	}
-	app.Get("/x", l.limit(1, who), func(c *fiber.Ctx) error { return c.SendString("ok") })
+	app.Get("/x", l.Limit(1, who), func(c *fiber.Ctx) error { return c.SendString("ok") })
 	app.Get("/unlimited", func(c *fiber.Ctx) error { return c.SendString("ok") })
 	base := rateTestServe(t, app)
 	client := &http.Client{Timeout: 10 * time.Second}
@@ -258,10 +283,10 @@ func TestRateLimitHeaders(t *testing.T) {
 func TestRateLimitAccountRefusalNamesAccount(t *testing.T) {
 	t.Parallel()
 	clock := testpeer.NewClock(rateTestEpoch)
-	l := mustRateLimiter(t, RateLimitConfig{
-		Plans: map[string]LimitPolicy{"free": {Quota: 20, Window: 20 * time.Second}},
-	}, ClientIPConfig{}, clock)
-	subs := l.subjects(netip.MustParseAddr("192.0.2.1"), rateIdentity{Account: "a"})
+	l := mustRateLimiter(t, Config{
+		Plans: map[string]Policy{"free": {Quota: 20, Window: 20 * time.Second}},
+	}, clientip.Config{}, clock)
+	subs := l.subjects(netip.MustParseAddr("192.0.2.1"), Identity{Account: "a"})
 	if d := l.take(subs, 20); !d.allowed {
 		t.Fatal("first charge refused")
 	}
@@ -270,7 +295,7 @@ func TestRateLimitAccountRefusalNamesAccount(t *testing.T) {
 		t.Fatal("second charge allowed with an empty account bucket")
 	}
 	ae := rateLimited(d)
-	want := &apiError{Status: 429, Type: "rate_limit_error", Code: "rate_limited", Msg: "too many requests from this account; retry in 20 s", RetryAfter: 20}
+	want := &apierror.Error{Status: 429, Type: "rate_limit_error", Code: "rate_limited", Msg: "too many requests from this account; retry in 20 s", RetryAfter: 20}
 	if diff := cmp.Diff(want, ae); diff != "" {
 		t.Errorf("(-want +got):\n%s", diff)
 	}
@@ -286,17 +311,17 @@ func TestRateLimitAccountRefusalNamesAccount(t *testing.T) {
 func TestRateChargeExtra(t *testing.T) {
 	t.Parallel()
 	clock := testpeer.NewClock(rateTestEpoch)
-	l := mustRateLimiter(t, RateLimitConfig{
-		IP:        LimitPolicy{Quota: 30, Window: 30 * time.Second}, // 1/s
-		Anonymous: LimitPolicy{Quota: 3000, Window: 30 * time.Second},
-	}, ClientIPConfig{}, clock)
+	l := mustRateLimiter(t, Config{
+		IP:        Policy{Quota: 30, Window: 30 * time.Second}, // 1/s
+		Anonymous: Policy{Quota: 3000, Window: 30 * time.Second},
+	}, clientip.Config{}, clock)
 	app := rateTestApp()
 	var gpuCalls atomic.Int64
-	app.Get("/gen", l.limit(4, nil), func(c *fiber.Ctx) error {
-		ch := rateChargeOf(c)
+	app.Get("/gen", l.Limit(4, nil), func(c *fiber.Ctx) error {
+		ch := ChargeOf(c)
 		// The charge works without the fiber.Ctx, from another goroutine.
 		errc := make(chan error, 1)
-		go func() { errc <- ch.extra(16) }()
+		go func() { errc <- ch.Extra(16) }()
 		if err := <-errc; err != nil {
 			return err
 		}
@@ -325,7 +350,7 @@ func TestRateChargeExtra(t *testing.T) {
 	// A charge bigger than the whole bucket empties it instead of being
 	// refused forever.
 	clock.Advance(30 * time.Second)
-	subs := l.subjects(netip.MustParseAddr("127.0.0.1"), rateIdentity{})
+	subs := l.subjects(netip.MustParseAddr("127.0.0.1"), Identity{})
 	if d := l.take(subs, 31); !d.allowed || d.states[0].remaining != 0 {
 		t.Errorf("oversized charge on a full bucket: %+v", d)
 	}
@@ -334,10 +359,10 @@ func TestRateChargeExtra(t *testing.T) {
 func TestRateLimitDisabled(t *testing.T) {
 	t.Parallel()
 	clock := testpeer.NewClock(rateTestEpoch)
-	l := mustRateLimiter(t, RateLimitConfig{Disabled: true, IP: LimitPolicy{Quota: 20, Window: time.Minute}}, ClientIPConfig{}, clock)
+	l := mustRateLimiter(t, Config{Disabled: true, IP: Policy{Quota: 20, Window: time.Minute}}, clientip.Config{}, clock)
 	app := rateTestApp()
-	app.Get("/x", l.limit(20, nil), func(c *fiber.Ctx) error {
-		if err := rateChargeOf(c).extra(1000); err != nil {
+	app.Get("/x", l.Limit(20, nil), func(c *fiber.Ctx) error {
+		if err := ChargeOf(c).Extra(1000); err != nil {
 			return err
 		}
 		return c.SendString("ok")
@@ -352,7 +377,7 @@ func TestRateLimitDisabled(t *testing.T) {
 			t.Fatalf("request %d: status %d, RateLimit %q", i, resp.StatusCode, resp.Header.Get("RateLimit"))
 		}
 	}
-	if s := l.stats(); s.Keys != 0 {
+	if s := l.Stats(); s.Keys != 0 {
 		t.Errorf("disabled limiter remembers %d keys", s.Keys)
 	}
 }
@@ -365,13 +390,13 @@ func TestRateLimitSpoofedHeadersDoNotChangeKey(t *testing.T) {
 	t.Parallel()
 	tests := []struct {
 		name      string
-		ipCfg     ClientIPConfig
+		ipCfg     clientip.Config
 		header    func(i int) map[string]string
 		wantCodes []int
 	}{
 		{
 			name:  "no proxy trusted",
-			ipCfg: ClientIPConfig{},
+			ipCfg: clientip.Config{},
 			header: func(i int) map[string]string {
 				return map[string]string{"X-Forwarded-For": fmt.Sprintf("198.51.100.%d", i), "Fly-Client-IP": fmt.Sprintf("203.0.113.%d", i)}
 			},
@@ -379,7 +404,7 @@ func TestRateLimitSpoofedHeadersDoNotChangeKey(t *testing.T) {
 		},
 		{
 			name:  "another proxy trusted, XFF configured",
-			ipCfg: ClientIPConfig{TrustedProxies: []string{"10.0.0.0/8"}, Header: "X-Forwarded-For"},
+			ipCfg: clientip.Config{TrustedProxies: []string{"10.0.0.0/8"}, Header: "X-Forwarded-For"},
 			header: func(i int) map[string]string {
 				return map[string]string{"X-Forwarded-For": fmt.Sprintf("198.51.100.%d, 10.0.0.1", i)}
 			},
@@ -387,7 +412,7 @@ func TestRateLimitSpoofedHeadersDoNotChangeKey(t *testing.T) {
 		},
 		{
 			name:  "loopback trusted, Fly-Client-IP configured, XFF forged",
-			ipCfg: ClientIPConfig{TrustedProxies: []string{"127.0.0.1/32"}, Header: "fly-client-ip"},
+			ipCfg: clientip.Config{TrustedProxies: []string{"127.0.0.1/32"}, Header: "fly-client-ip"},
 			header: func(i int) map[string]string {
 				return map[string]string{"X-Forwarded-For": fmt.Sprintf("198.51.100.%d", i), "Fly-Client-IP": "203.0.113.9"}
 			},
@@ -395,7 +420,7 @@ func TestRateLimitSpoofedHeadersDoNotChangeKey(t *testing.T) {
 		},
 		{
 			name:  "loopback trusted, each request from a new client",
-			ipCfg: ClientIPConfig{TrustedProxies: []string{"127.0.0.1"}, Header: "Fly-Client-IP"},
+			ipCfg: clientip.Config{TrustedProxies: []string{"127.0.0.1"}, Header: "Fly-Client-IP"},
 			header: func(i int) map[string]string {
 				return map[string]string{"Fly-Client-IP": fmt.Sprintf("203.0.113.%d", i)}
 			},
@@ -403,7 +428,7 @@ func TestRateLimitSpoofedHeadersDoNotChangeKey(t *testing.T) {
 		},
 		{
 			name:  "loopback trusted, XFF walked from the right",
-			ipCfg: ClientIPConfig{TrustedProxies: []string{"127.0.0.0/8", "10.0.0.0/8"}, Header: "X-Forwarded-For"},
+			ipCfg: clientip.Config{TrustedProxies: []string{"127.0.0.0/8", "10.0.0.0/8"}, Header: "X-Forwarded-For"},
 			header: func(i int) map[string]string {
 				// The forged left part changes; the client our proxy saw does not.
 				return map[string]string{"X-Forwarded-For": fmt.Sprintf("198.51.100.%d, 203.0.113.7, 10.1.2.3", i)}
@@ -412,7 +437,7 @@ func TestRateLimitSpoofedHeadersDoNotChangeKey(t *testing.T) {
 		},
 		{
 			name:  "IPv6 clients in one /64 share a bucket",
-			ipCfg: ClientIPConfig{TrustedProxies: []string{"127.0.0.1/32"}, Header: "X-Forwarded-For"},
+			ipCfg: clientip.Config{TrustedProxies: []string{"127.0.0.1/32"}, Header: "X-Forwarded-For"},
 			header: func(i int) map[string]string {
 				return map[string]string{"X-Forwarded-For": fmt.Sprintf("2001:db8:1:2:%x::%x", i*7919, i)}
 			},
@@ -420,7 +445,7 @@ func TestRateLimitSpoofedHeadersDoNotChangeKey(t *testing.T) {
 		},
 		{
 			name:  "IPv6 clients in different /64s do not",
-			ipCfg: ClientIPConfig{TrustedProxies: []string{"127.0.0.1/32"}, Header: "X-Forwarded-For"},
+			ipCfg: clientip.Config{TrustedProxies: []string{"127.0.0.1/32"}, Header: "X-Forwarded-For"},
 			header: func(i int) map[string]string {
 				return map[string]string{"X-Forwarded-For": fmt.Sprintf("2001:db8:1:%x::1", i)}
 			},
@@ -431,13 +456,13 @@ func TestRateLimitSpoofedHeadersDoNotChangeKey(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			clock := testpeer.NewClock(rateTestEpoch)
-			l := mustRateLimiter(t, RateLimitConfig{
-				IP:        LimitPolicy{Quota: 3, Window: time.Hour},
-				Anonymous: LimitPolicy{Quota: 300, Window: time.Hour},
-				Costs:     RateCosts{Default: 1, Object: 1, GenerationHit: 1, GenerationMiss: 1},
+			l := mustRateLimiter(t, Config{
+				IP:        Policy{Quota: 3, Window: time.Hour},
+				Anonymous: Policy{Quota: 300, Window: time.Hour},
+				Costs:     Costs{Default: 1, Object: 1, GenerationHit: 1, GenerationMiss: 1},
 			}, tt.ipCfg, clock)
 			app := rateTestApp()
-			app.Get("/x", l.limit(1, nil), func(c *fiber.Ctx) error { return c.SendString(l.clientIP.addr(c).String()) })
+			app.Get("/x", l.Limit(1, nil), func(c *fiber.Ctx) error { return c.SendString(l.clientIP.Addr(c).String()) })
 			url := rateTestServe(t, app) + "/x"
 			client := &http.Client{Timeout: 10 * time.Second}
 			var got []int
@@ -454,18 +479,18 @@ func TestRateLimitSpoofedHeadersDoNotChangeKey(t *testing.T) {
 func TestRateLimitPlanChangeKeepsSpending(t *testing.T) {
 	t.Parallel()
 	clock := testpeer.NewClock(rateTestEpoch)
-	l := mustRateLimiter(t, RateLimitConfig{
-		Plans: map[string]LimitPolicy{
+	l := mustRateLimiter(t, Config{
+		Plans: map[string]Policy{
 			"free": {Quota: 20, Window: 20 * time.Second},
 			"paid": {Quota: 100, Window: 20 * time.Second},
 		},
-	}, ClientIPConfig{}, clock)
+	}, clientip.Config{}, clock)
 	addr := netip.MustParseAddr("192.0.2.1")
-	if d := l.take(l.subjects(addr, rateIdentity{Account: "a", Plan: "free"}), 15); !d.allowed {
+	if d := l.take(l.subjects(addr, Identity{Account: "a", Plan: "free"}), 15); !d.allowed {
 		t.Fatal("refused")
 	}
 	// Upgraded: the bucket grows to the paid size, keeping what was spent.
-	d := l.take(l.subjects(addr, rateIdentity{Account: "a", Plan: "paid"}), 1)
+	d := l.take(l.subjects(addr, Identity{Account: "a", Plan: "paid"}), 1)
 	got := d.states[1]
 	want := rateState{name: "acct", quota: 100, window: 20, remaining: 4, reset: 20}
 	if diff := cmp.Diff(want, got, cmp.AllowUnexported(rateState{})); diff != "" {
@@ -476,20 +501,20 @@ func TestRateLimitPlanChangeKeepsSpending(t *testing.T) {
 func TestRateLimiterForgetsOnlyFullBuckets(t *testing.T) {
 	t.Parallel()
 	clock := testpeer.NewClock(rateTestEpoch)
-	l := mustRateLimiter(t, RateLimitConfig{MaxKeys: 1000}, ClientIPConfig{}, clock)
-	policy := LimitPolicy{Quota: 10, Window: 10 * time.Second}
+	l := mustRateLimiter(t, Config{MaxKeys: 1000}, clientip.Config{}, clock)
+	policy := Policy{Quota: 10, Window: 10 * time.Second}
 	subject := func(i int) []rateSubject {
 		return []rateSubject{{name: "ip", key: addrRateKey(rateNSIP, netip.AddrFrom4([4]byte{192, 0, 2, byte(i)})), policy: policy}}
 	}
 	for i := range 10 {
 		l.take(subject(i), 1+i) // bucket i is full again after 1+i seconds
 	}
-	if n := l.stats().Keys; n != 10 {
+	if n := l.Stats().Keys; n != 10 {
 		t.Fatalf("%d keys, want 10", n)
 	}
 	clock.Advance(5 * time.Second)
 	// Buckets 0–4 are full: forgetting them changes nothing; 5–9 are not.
-	if n := l.sweep(); n != 5 {
+	if n := l.Sweep(); n != 5 {
 		t.Errorf("sweep forgot %d, want 5", n)
 	}
 	for i := 5; i < 10; i++ {
@@ -512,7 +537,7 @@ func TestRateLimiterForgetsOnlyFullBuckets(t *testing.T) {
 	for i := 100; i < 110; i++ {
 		l.take(subject(i), 1)
 	}
-	if s := l.stats(); s.Keys != 10 || s.EvictedLive != 0 {
+	if s := l.Stats(); s.Keys != 10 || s.EvictedLive != 0 {
 		t.Errorf("stats %+v: want 10 keys (the new ones), no live evictions", s)
 	}
 }
@@ -520,8 +545,8 @@ func TestRateLimiterForgetsOnlyFullBuckets(t *testing.T) {
 func TestRateLimiterHardCap(t *testing.T) {
 	t.Parallel()
 	clock := testpeer.NewClock(rateTestEpoch)
-	l := mustRateLimiter(t, RateLimitConfig{MaxKeys: 8}, ClientIPConfig{}, clock)
-	policy := LimitPolicy{Quota: 10, Window: time.Hour}
+	l := mustRateLimiter(t, Config{MaxKeys: 8}, clientip.Config{}, clock)
+	policy := Policy{Quota: 10, Window: time.Hour}
 	subject := func(i int) []rateSubject {
 		return []rateSubject{{name: "ip", key: addrRateKey(rateNSIP, netip.AddrFrom4([4]byte{198, 51, byte(i >> 8), byte(i)})), policy: policy}}
 	}
@@ -534,7 +559,7 @@ func TestRateLimiterHardCap(t *testing.T) {
 	}
 	// At the cap, a new key evicts the idle bucket, not the colder busy one.
 	l.take(subject(8), 5)
-	if s := l.stats(); s.Keys != 8 || s.EvictedIdle != 1 || s.EvictedLive != 0 {
+	if s := l.Stats(); s.Keys != 8 || s.EvictedIdle != 1 || s.EvictedLive != 0 {
 		t.Fatalf("stats %+v, want 8 keys and one idle eviction", s)
 	}
 	if r := remaining(0); r != 0 {
@@ -543,7 +568,7 @@ func TestRateLimiterHardCap(t *testing.T) {
 	// remaining(0) touched bucket 0; now bucket 2 is coldest. Nothing is
 	// idle, so the least recently used bucket goes.
 	l.take(subject(9), 5)
-	if s := l.stats(); s.Keys != 8 || s.EvictedLive != 1 {
+	if s := l.Stats(); s.Keys != 8 || s.EvictedLive != 1 {
 		t.Fatalf("stats %+v, want 8 keys and one live eviction", s)
 	}
 	if r := remaining(2); r != 10 {
@@ -553,7 +578,7 @@ func TestRateLimiterHardCap(t *testing.T) {
 	for i := 10; i < 5000; i++ {
 		l.take(subject(i), 1)
 		if i%500 == 0 {
-			if n := l.stats().Keys; n > 8 {
+			if n := l.Stats().Keys; n > 8 {
 				t.Fatalf("%d keys with a cap of 8", n)
 			}
 		}
@@ -564,18 +589,18 @@ func TestRateLimiterCapAcrossShards(t *testing.T) {
 	t.Parallel()
 	clock := testpeer.NewClock(rateTestEpoch)
 	const maxKeys = 1 << 16
-	l := mustRateLimiter(t, RateLimitConfig{MaxKeys: maxKeys}, ClientIPConfig{}, clock)
+	l := mustRateLimiter(t, Config{MaxKeys: maxKeys}, clientip.Config{}, clock)
 	if n := len(l.buckets.shards); n != 64 {
 		t.Fatalf("%d shards, want 64", n)
 	}
-	policy := LimitPolicy{Quota: 10, Window: time.Hour}
+	policy := Policy{Quota: 10, Window: time.Hour}
 	// Half as many keys again as the cap overfills every shard (each gets
 	// 1,536 on average, ±39) without making the test slow.
 	for i := range maxKeys * 3 / 2 {
 		a := netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)})
 		l.take([]rateSubject{{name: "ip", key: addrRateKey(rateNSIP, a), policy: policy}}, 1)
 	}
-	if n := l.stats().Keys; n > maxKeys {
+	if n := l.Stats().Keys; n > maxKeys {
 		t.Errorf("%d keys with a cap of %d", n, maxKeys)
 	}
 }
@@ -583,10 +608,10 @@ func TestRateLimiterCapAcrossShards(t *testing.T) {
 func TestRateLimiterConcurrentChargesAreExact(t *testing.T) {
 	t.Parallel()
 	clock := testpeer.NewClock(rateTestEpoch)
-	l := mustRateLimiter(t, RateLimitConfig{
-		IP:    LimitPolicy{Quota: 1000, Window: time.Hour},
-		Plans: map[string]LimitPolicy{"free": {Quota: 300, Window: time.Hour}},
-	}, ClientIPConfig{}, clock)
+	l := mustRateLimiter(t, Config{
+		IP:    Policy{Quota: 1000, Window: time.Hour},
+		Plans: map[string]Policy{"free": {Quota: 300, Window: time.Hour}},
+	}, clientip.Config{}, clock)
 	// Two accounts behind one address, charged concurrently: the account
 	// buckets and the shared address bucket must all agree.
 	addr := netip.MustParseAddr("2001:db8::1")
@@ -595,7 +620,7 @@ func TestRateLimiterConcurrentChargesAreExact(t *testing.T) {
 	for g := range 16 {
 		wg.Go(func() {
 			acct := g % 2
-			subs := l.subjects(addr, rateIdentity{Account: strconv.Itoa(acct)})
+			subs := l.subjects(addr, Identity{Account: strconv.Itoa(acct)})
 			for range 100 {
 				if l.take(subs, 1).allowed {
 					allowed[acct].Add(1)
@@ -607,7 +632,7 @@ func TestRateLimiterConcurrentChargesAreExact(t *testing.T) {
 	if a, b := allowed[0].Load(), allowed[1].Load(); a != 300 || b != 300 {
 		t.Errorf("accounts allowed %d and %d, want 300 each", a, b)
 	}
-	d := l.take(l.subjects(addr, rateIdentity{Account: "2"}), 0)
+	d := l.take(l.subjects(addr, Identity{Account: "2"}), 0)
 	if r := d.states[0].remaining; r != 400 {
 		t.Errorf("address bucket has %d left, want 1000 − 600 = 400", r)
 	}
@@ -638,9 +663,9 @@ func BenchmarkRateLimiterMillionIPs(b *testing.B) {
 			var heap, perKey float64
 			for b.Loop() {
 				clock := testpeer.NewClock(rateTestEpoch)
-				res, _ := newClientIPResolver(ClientIPConfig{})
+				res, _ := clientip.New(clientip.Config{})
 				before := rateHeapInUse()
-				l, err := newRateLimiter(RateLimitConfig{MaxKeys: bc.maxKeys}, res, clock.Now)
+				l, err := New(Config{MaxKeys: bc.maxKeys}, res, clock.Now)
 				if err != nil {
 					b.Fatal(err)
 				}
@@ -651,7 +676,7 @@ func BenchmarkRateLimiterMillionIPs(b *testing.B) {
 					l.take(subs, 1)
 				}
 				heap = float64(rateHeapInUse() - before)
-				keys := l.stats().Keys
+				keys := l.Stats().Keys
 				perKey = heap / float64(keys)
 				runtime.KeepAlive(l)
 			}
@@ -678,17 +703,37 @@ func rateHeapInUse() uint64 {
 // (address and account buckets) from many goroutines.
 func BenchmarkRateLimiterTake(b *testing.B) {
 	clock := testpeer.NewClock(rateTestEpoch)
-	l := mustRateLimiter(b, RateLimitConfig{
-		IP:    LimitPolicy{Quota: 1 << 30, Window: time.Second},
-		Plans: map[string]LimitPolicy{"free": {Quota: 1 << 30, Window: time.Second}},
-	}, ClientIPConfig{}, clock)
+	l := mustRateLimiter(b, Config{
+		IP:    Policy{Quota: 1 << 30, Window: time.Second},
+		Plans: map[string]Policy{"free": {Quota: 1 << 30, Window: time.Second}},
+	}, clientip.Config{}, clock)
 	b.ReportAllocs()
 	var next atomic.Uint32
 	b.RunParallel(func(pb *testing.PB) {
 		n := next.Add(1)
-		subs := l.subjects(netip.AddrFrom4([4]byte{192, 0, byte(n >> 8), byte(n)}), rateIdentity{Account: strconv.Itoa(int(n))})
+		subs := l.subjects(netip.AddrFrom4([4]byte{192, 0, byte(n >> 8), byte(n)}), Identity{Account: strconv.Itoa(int(n))})
 		for pb.Next() {
 			l.take(subs, 1)
 		}
 	})
+}
+
+// TestAddrRateKey keys addresses by their clientip.Prefix: one key per /64
+// and per IPv4 address, and none shared across namespaces.
+func TestAddrRateKey(t *testing.T) {
+	t.Parallel()
+	// One /64 is one key; the next /64 and the IPv4 form are others.
+	k := func(s string) rateKey { return addrRateKey(rateNSIP, netip.MustParseAddr(s)) }
+	if k("2001:db8:1:2::1") != k("2001:db8:1:2:abcd::9") {
+		t.Error("two addresses in one /64 have different keys")
+	}
+	if k("2001:db8:1:2::1") == k("2001:db8:1:3::1") {
+		t.Error("two /64s share a key")
+	}
+	if k("::ffff:198.51.100.7") != k("198.51.100.7") || k("198.51.100.7") == k("198.51.100.8") {
+		t.Error("IPv4 keys are not per address")
+	}
+	if addrRateKey(rateNSIP, netip.MustParseAddr("198.51.100.7")) == addrRateKey(rateNSAnon, netip.MustParseAddr("198.51.100.7")) {
+		t.Error("namespaces share a key")
+	}
 }

@@ -1,13 +1,16 @@
-package gateway
+package ratelimit
 
 import (
 	"errors"
 	"fmt"
+	"net/http"
 	"net/netip"
 	"time"
 
-	"github.com/gofiber/fiber/v2"
 	"golang.org/x/time/rate"
+
+	"github.com/imagegate/imagegate/gateway/apierror"
+	"github.com/imagegate/imagegate/gateway/clientip"
 )
 
 // LoginGuardConfig limits sign-in attempts so that guessing passwords is
@@ -30,11 +33,11 @@ import (
 // the account bucket empty even for new sources.
 type LoginGuardConfig struct {
 	// PerAccountSource: 5 attempts, refilling over 15 minutes.
-	PerAccountSource LimitPolicy
+	PerAccountSource Policy
 	// PerSource: 50 attempts, refilling over 15 minutes.
-	PerSource LimitPolicy
+	PerSource Policy
 	// PerAccount: 100 attempts from new sources, refilling over an hour.
-	PerAccount LimitPolicy
+	PerAccount Policy
 	// KnownSourceTTL is how long a success vouches for its source
 	// (30 days).
 	KnownSourceTTL time.Duration
@@ -49,14 +52,14 @@ type LoginGuardConfig struct {
 const defaultLoginMaxKeys = 1 << 17
 
 func (c *LoginGuardConfig) setDefaults() {
-	if c.PerAccountSource == (LimitPolicy{}) {
-		c.PerAccountSource = LimitPolicy{Quota: 5, Window: 15 * time.Minute}
+	if c.PerAccountSource == (Policy{}) {
+		c.PerAccountSource = Policy{Quota: 5, Window: 15 * time.Minute}
 	}
-	if c.PerSource == (LimitPolicy{}) {
-		c.PerSource = LimitPolicy{Quota: 50, Window: 15 * time.Minute}
+	if c.PerSource == (Policy{}) {
+		c.PerSource = Policy{Quota: 50, Window: 15 * time.Minute}
 	}
-	if c.PerAccount == (LimitPolicy{}) {
-		c.PerAccount = LimitPolicy{Quota: 100, Window: time.Hour}
+	if c.PerAccount == (Policy{}) {
+		c.PerAccount = Policy{Quota: 100, Window: time.Hour}
 	}
 	if c.KnownSourceTTL == 0 {
 		c.KnownSourceTTL = 30 * 24 * time.Hour
@@ -88,24 +91,24 @@ func (c *LoginGuardConfig) Validate() error {
 	return errors.Join(errs...)
 }
 
-// loginGuard applies LoginGuardConfig.
-type loginGuard struct {
+// LoginGuard applies LoginGuardConfig.
+type LoginGuard struct {
 	cfg     LoginGuardConfig
 	now     func() time.Time
 	buckets *keyedStore[rate.Limiter]
 	known   *keyedStore[int64] // UnixNano until which a source is known
 }
 
-// newLoginGuard builds the guard; now is the clock (time.Now outside
+// NewLoginGuard builds the guard; now is the clock (time.Now outside
 // tests).
-func newLoginGuard(cfg LoginGuardConfig, now func() time.Time) (*loginGuard, error) {
+func NewLoginGuard(cfg LoginGuardConfig, now func() time.Time) (*LoginGuard, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
 	if now == nil {
 		return nil, errors.New("gateway: sign-in guard needs a clock")
 	}
-	return &loginGuard{
+	return &LoginGuard{
 		cfg:     cfg,
 		now:     now,
 		buckets: newKeyedStore(cfg.MaxKeys, rateBucketIdle),
@@ -118,7 +121,7 @@ func newLoginGuard(cfg LoginGuardConfig, now func() time.Time) (*loginGuard, err
 // loginPairKey keys an (account, source) pair: the account's opaque id and
 // the client address block.
 func loginPairKey(ns rateNamespace, addr netip.Addr, account string) rateKey {
-	block := clientIPPrefix(addr).Addr().As16()
+	block := clientip.Prefix(addr).Addr().As16()
 	return hashedRateKey(ns, account, string(block[:]))
 }
 
@@ -132,7 +135,7 @@ func loginPairKey(ns rateNamespace, addr netip.Addr, account string) rateKey {
 // it from the submitted identifier (an HMAC of the normalised email, say)
 // whether or not such an account exists, so that limits never reveal which
 // accounts exist and no email is held in memory.
-func (g *loginGuard) attempt(addr netip.Addr, account string) (ok bool, retryAfter time.Duration) {
+func (g *LoginGuard) Attempt(addr netip.Addr, account string) (ok bool, retryAfter time.Duration) {
 	now := g.now()
 	pair := loginPairKey(rateNSLoginPair, addr, account)
 	subs := make([]rateSubject, 0, 3)
@@ -153,7 +156,7 @@ func (g *loginGuard) attempt(addr netip.Addr, account string) (ok bool, retryAft
 // succeeded records a correct password for account from addr: the pair's
 // count is forgiven and the source becomes known to the account for
 // KnownSourceTTL.
-func (g *loginGuard) succeeded(addr netip.Addr, account string) {
+func (g *LoginGuard) Succeeded(addr netip.Addr, account string) {
 	now := g.now()
 	pair := loginPairKey(rateNSLoginPair, addr, account)
 	sh := &g.buckets.shards[g.buckets.shardIndex(pair)]
@@ -169,7 +172,7 @@ func (g *loginGuard) succeeded(addr netip.Addr, account string) {
 	ks.mu.Unlock()
 }
 
-func (g *loginGuard) isKnown(k rateKey, now time.Time) bool {
+func (g *LoginGuard) isKnown(k rateKey, now time.Time) bool {
 	sh := &g.known.shards[g.known.shardIndex(k)]
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
@@ -178,20 +181,44 @@ func (g *loginGuard) isKnown(k rateKey, now time.Time) bool {
 }
 
 // sweep forgets refilled buckets and expired known sources.
-func (g *loginGuard) sweep() int {
+func (g *LoginGuard) Sweep() int {
 	now := g.now()
 	return g.buckets.sweep(now) + g.known.sweep(now)
 }
 
-// loginThrottled is the 429 for a refused attempt. It says nothing about
+// LoginThrottled is the 429 for a refused attempt. It says nothing about
 // which limit refused, or whether the account exists.
-func loginThrottled(retryAfter time.Duration) *apiError {
+func LoginThrottled(retryAfter time.Duration) *apierror.Error {
 	secs := max(1, ceilSeconds(retryAfter))
-	return &apiError{
-		Status:     fiber.StatusTooManyRequests,
+	return &apierror.Error{
+		Status:     http.StatusTooManyRequests,
 		Type:       "rate_limit_error",
 		Code:       "too_many_attempts",
 		Msg:        fmt.Sprintf("too many sign-in attempts; retry in %d s", secs),
 		RetryAfter: int(secs),
 	}
+}
+
+// Throttle limits how often something may happen per key within a
+// policy: how often one address can be sent account mail on a stranger's
+// request (so those routes cannot flood an inbox), how often one client's
+// refusals are written to the security log (so guessing cannot flood it),
+// how often a cookie-less client's GPC signal is written to the consent
+// log.
+type Throttle struct {
+	name    string
+	policy  Policy
+	buckets *keyedStore[rate.Limiter]
+	now     func() time.Time
+}
+
+// NewThrottle is a Throttle named name (its bucket label) allowing policy.
+func NewThrottle(name string, policy Policy, now func() time.Time) *Throttle {
+	return &Throttle{name: name, policy: policy, buckets: newKeyedStore(defaultRateMaxKeys, rateBucketIdle), now: now}
+}
+
+// Allow reports whether key may act once more, and charges it if so.
+func (m *Throttle) Allow(key string) bool {
+	subs := []rateSubject{{name: m.name, key: hashedRateKey(rateNSAccount, key), policy: m.policy}}
+	return chargeBuckets(m.buckets, m.now(), subs, 1).allowed
 }

@@ -1,7 +1,9 @@
-package gateway
+package clientip
 
 import (
 	"bytes"
+	"io"
+	"net"
 	"net/http"
 	"net/netip"
 	"strings"
@@ -9,31 +11,34 @@ import (
 	"time"
 
 	"github.com/gofiber/fiber/v2"
+
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/imagegate/imagegate/internal/testpeer"
 )
 
 func TestClientIPConfigValidate(t *testing.T) {
 	t.Parallel()
 	tests := []struct {
 		name    string
-		cfg     ClientIPConfig
+		cfg     Config
 		wantErr []string
 	}{
-		{name: "zero value trusts nobody", cfg: ClientIPConfig{}},
-		{name: "Fly", cfg: ClientIPConfig{TrustedProxies: []string{"fdaa::/16", "172.16.0.0/12"}, Header: "Fly-Client-IP"}},
-		{name: "header name in any case, bare address", cfg: ClientIPConfig{TrustedProxies: []string{" 10.0.0.1 "}, Header: "x-forwarded-for"}},
+		{name: "zero value trusts nobody", cfg: Config{}},
+		{name: "Fly", cfg: Config{TrustedProxies: []string{"fdaa::/16", "172.16.0.0/12"}, Header: "Fly-Client-IP"}},
+		{name: "header name in any case, bare address", cfg: Config{TrustedProxies: []string{" 10.0.0.1 "}, Header: "x-forwarded-for"}},
 		{
 			name:    "bad CIDRs and header, all reported",
-			cfg:     ClientIPConfig{TrustedProxies: []string{"10.0.0.0/33", "proxy.internal", "fe80::1%eth0"}, Header: "X-Real-IP"},
+			cfg:     Config{TrustedProxies: []string{"10.0.0.0/33", "proxy.internal", "fe80::1%eth0"}, Header: "X-Real-IP"},
 			wantErr: []string{`"10.0.0.0/33" is not a CIDR`, `"proxy.internal" is not a CIDR`, `"fe80::1%eth0" is not a CIDR`, `client IP header "X-Real-IP"`},
 		},
-		{name: "proxies without a header", cfg: ClientIPConfig{TrustedProxies: []string{"10.0.0.0/8"}}, wantErr: []string{"trusted proxies need a client IP header"}},
-		{name: "header without proxies", cfg: ClientIPConfig{Header: "CF-Connecting-IP"}, wantErr: []string{"CF-Connecting-IP needs at least one trusted proxy"}},
+		{name: "proxies without a header", cfg: Config{TrustedProxies: []string{"10.0.0.0/8"}}, wantErr: []string{"trusted proxies need a client IP header"}},
+		{name: "header without proxies", cfg: Config{Header: "CF-Connecting-IP"}, wantErr: []string{"CF-Connecting-IP needs at least one trusted proxy"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			checkValidation(t, tt.cfg.Validate(), tt.wantErr)
+			testpeer.CheckValidation(t, tt.cfg.Validate(), tt.wantErr)
 		})
 	}
 }
@@ -76,7 +81,7 @@ func TestClientIPResolve(t *testing.T) {
 	for _, tt := range clientIPResolveCases {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			r, err := newClientIPResolver(ClientIPConfig{TrustedProxies: []string{"10.0.0.0/8"}, Header: tt.header})
+			r, err := New(Config{TrustedProxies: []string{"10.0.0.0/8"}, Header: tt.header})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -98,28 +103,51 @@ func TestClientIPOverRealSocket(t *testing.T) {
 	t.Parallel()
 	tests := []struct {
 		name   string
-		cfg    ClientIPConfig
+		cfg    Config
 		header map[string]string
 		want   string
 	}{
-		{"no proxies: the socket", ClientIPConfig{}, map[string]string{"X-Forwarded-For": "1.2.3.4", "Fly-Client-IP": "1.2.3.4", "CF-Connecting-IP": "1.2.3.4"}, "127.0.0.1"},
-		{"loopback not trusted", ClientIPConfig{TrustedProxies: []string{"10.0.0.0/8"}, Header: HeaderFlyClientIP}, map[string]string{"Fly-Client-IP": "1.2.3.4"}, "127.0.0.1"},
-		{"loopback trusted, Fly", ClientIPConfig{TrustedProxies: []string{"127.0.0.1/32"}, Header: HeaderFlyClientIP}, map[string]string{"Fly-Client-IP": "2001:db8::9", "X-Forwarded-For": "1.2.3.4"}, "2001:db8::9"},
-		{"loopback trusted, unconfigured header ignored", ClientIPConfig{TrustedProxies: []string{"127.0.0.1/32"}, Header: HeaderCFConnectingIP}, map[string]string{"Fly-Client-IP": "1.2.3.4"}, "127.0.0.1"},
-		{"loopback trusted, XFF", ClientIPConfig{TrustedProxies: []string{"127.0.0.0/8"}, Header: HeaderXForwardedFor}, map[string]string{"X-Forwarded-For": "1.2.3.4, 198.51.100.3, 127.0.0.5"}, "198.51.100.3"},
+		{"no proxies: the socket", Config{}, map[string]string{"X-Forwarded-For": "1.2.3.4", "Fly-Client-IP": "1.2.3.4", "CF-Connecting-IP": "1.2.3.4"}, "127.0.0.1"},
+		{"loopback not trusted", Config{TrustedProxies: []string{"10.0.0.0/8"}, Header: HeaderFlyClientIP}, map[string]string{"Fly-Client-IP": "1.2.3.4"}, "127.0.0.1"},
+		{"loopback trusted, Fly", Config{TrustedProxies: []string{"127.0.0.1/32"}, Header: HeaderFlyClientIP}, map[string]string{"Fly-Client-IP": "2001:db8::9", "X-Forwarded-For": "1.2.3.4"}, "2001:db8::9"},
+		{"loopback trusted, unconfigured header ignored", Config{TrustedProxies: []string{"127.0.0.1/32"}, Header: HeaderCFConnectingIP}, map[string]string{"Fly-Client-IP": "1.2.3.4"}, "127.0.0.1"},
+		{"loopback trusted, XFF", Config{TrustedProxies: []string{"127.0.0.0/8"}, Header: HeaderXForwardedFor}, map[string]string{"X-Forwarded-For": "1.2.3.4, 198.51.100.3, 127.0.0.5"}, "198.51.100.3"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			r, err := newClientIPResolver(tt.cfg)
+			r, err := New(tt.cfg)
 			if err != nil {
 				t.Fatal(err)
 			}
-			app := rateTestApp()
-			app.Get("/ip", func(c *fiber.Ctx) error { return c.SendString(r.addr(c).String()) })
-			url := rateTestServe(t, app) + "/ip"
-			got := rateTestGet(t, &http.Client{Timeout: 10 * time.Second}, url, tt.header)
-			if diff := cmp.Diff(tt.want, got.Body); diff != "" {
+			app := fiber.New(fiber.Config{DisableStartupMessage: true})
+			app.Get("/ip", func(c *fiber.Ctx) error { return c.SendString(r.Addr(c).String()) })
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			go app.Listener(ln)
+			t.Cleanup(func() { app.Shutdown() })
+			req, err := http.NewRequestWithContext(t.Context(), http.MethodGet, "http://"+ln.Addr().String()+"/ip", nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for k, v := range tt.header {
+				req.Header.Set(k, v)
+			}
+			resp, err := (&http.Client{Timeout: 10 * time.Second}).Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			body, err := io.ReadAll(resp.Body)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if resp.StatusCode != http.StatusOK {
+				t.Fatalf("status %d: %s", resp.StatusCode, body)
+			}
+			if diff := cmp.Diff(tt.want, string(body)); diff != "" {
 				t.Errorf("(-want +got):\n%s", diff)
 			}
 		})
@@ -137,23 +165,9 @@ func TestClientIPPrefix(t *testing.T) {
 		{"fe80::1%eth0", "fe80::/64"},
 	}
 	for _, tt := range tests {
-		if got := clientIPPrefix(netip.MustParseAddr(tt.addr)).String(); got != tt.want {
-			t.Errorf("clientIPPrefix(%s) = %s, want %s", tt.addr, got, tt.want)
+		if got := Prefix(netip.MustParseAddr(tt.addr)).String(); got != tt.want {
+			t.Errorf("Prefix(%s) = %s, want %s", tt.addr, got, tt.want)
 		}
-	}
-	// One /64 is one key; the next /64 and the IPv4 form are others.
-	k := func(s string) rateKey { return addrRateKey(rateNSIP, netip.MustParseAddr(s)) }
-	if k("2001:db8:1:2::1") != k("2001:db8:1:2:abcd::9") {
-		t.Error("two addresses in one /64 have different keys")
-	}
-	if k("2001:db8:1:2::1") == k("2001:db8:1:3::1") {
-		t.Error("two /64s share a key")
-	}
-	if k("::ffff:198.51.100.7") != k("198.51.100.7") || k("198.51.100.7") == k("198.51.100.8") {
-		t.Error("IPv4 keys are not per address")
-	}
-	if addrRateKey(rateNSIP, netip.MustParseAddr("198.51.100.7")) == addrRateKey(rateNSAnon, netip.MustParseAddr("198.51.100.7")) {
-		t.Error("namespaces share a key")
 	}
 }
 
@@ -173,7 +187,7 @@ func FuzzClientIPHeader(f *testing.F) {
 	untrustedPeer := netip.MustParseAddr("203.0.113.5")
 	f.Fuzz(func(t *testing.T, which uint8, trusted bool, raw []byte) {
 		header := headers[int(which)%len(headers)]
-		r, err := newClientIPResolver(ClientIPConfig{TrustedProxies: []string{"10.0.0.0/8"}, Header: header})
+		r, err := New(Config{TrustedProxies: []string{"10.0.0.0/8"}, Header: header})
 		if err != nil {
 			t.Fatal(err)
 		}

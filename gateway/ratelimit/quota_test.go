@@ -1,4 +1,4 @@
-package gateway
+package ratelimit
 
 import (
 	"errors"
@@ -14,6 +14,9 @@ import (
 
 	"github.com/gofiber/fiber/v2"
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/imagegate/imagegate/gateway/apierror"
+	"github.com/imagegate/imagegate/gateway/clientip"
 	"github.com/imagegate/imagegate/internal/testpeer"
 )
 
@@ -69,7 +72,7 @@ func TestParseFreeImages(t *testing.T) {
 
 func TestFreeImagesFlag(t *testing.T) {
 	t.Parallel()
-	var cfg DailyQuotaConfig
+	var cfg QuotaConfig
 	if got := cfg.FreeImagesPerDay.String(); got != "10" {
 		t.Errorf("zero value is %s, want the default 10", got)
 	}
@@ -116,9 +119,9 @@ func FuzzParseFreeImages(f *testing.F) {
 	})
 }
 
-func mustDailyQuota(t *testing.T, cfg DailyQuotaConfig, clock *testpeer.Clock) *dailyQuota {
+func mustDailyQuota(t *testing.T, cfg QuotaConfig, clock *testpeer.Clock) *Quota {
 	t.Helper()
-	q, err := newDailyQuota(cfg, clock.Now)
+	q, err := NewQuota(cfg, clock.Now)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -131,21 +134,21 @@ func mustDailyQuota(t *testing.T, cfg DailyQuotaConfig, clock *testpeer.Clock) *
 func TestDailyQuotaConcurrentNeverOverspends(t *testing.T) {
 	t.Parallel()
 	clock := testpeer.NewClock(rateTestEpoch)
-	q := mustDailyQuota(t, DailyQuotaConfig{FreeImagesPerDay: FreeImagesPerDay(10)}, clock)
+	q := mustDailyQuota(t, QuotaConfig{FreeImagesPerDay: FreeImagesPerDay(10)}, clock)
 	addr := netip.MustParseAddr("198.51.100.1")
 
 	// reserveAll has 64 goroutines reserve at once and returns the holds
 	// granted, all still unsettled.
-	reserveAll := func() []*quotaHold {
+	reserveAll := func() []*Hold {
 		var mu sync.Mutex
-		var holds []*quotaHold
+		var holds []*Hold
 		var wg sync.WaitGroup
 		start := make(chan struct{})
 		for range 64 {
 			wg.Go(func() {
 				<-start
-				h, err := q.reserve(addr, 1)
-				var ae *apiError
+				h, err := q.Reserve(addr, 1)
+				var ae *apierror.Error
 				if err != nil && (!errors.As(err, &ae) || ae.Status != 429) {
 					t.Errorf("reserve: %v", err)
 				}
@@ -170,12 +173,12 @@ func TestDailyQuotaConcurrentNeverOverspends(t *testing.T) {
 	for i, h := range holds {
 		settle.Go(func() {
 			if i < 4 {
-				h.release()
+				h.Release()
 				return
 			}
-			h.commit()
-			h.commit()  // settling twice
-			h.release() // or both ways changes nothing
+			h.Commit()
+			h.Commit()  // settling twice
+			h.Release() // or both ways changes nothing
 		})
 	}
 	settle.Wait()
@@ -184,7 +187,7 @@ func TestDailyQuotaConcurrentNeverOverspends(t *testing.T) {
 		t.Fatalf("%d reservations granted after 4 releases, want 4", len(holds))
 	}
 	for _, h := range holds {
-		h.commit()
+		h.Commit()
 	}
 	key := addrRateKey(rateNSFreeQuota, addr)
 	sh := &q.counts.shards[q.counts.shardIndex(key)]
@@ -204,44 +207,44 @@ func TestDailyQuotaResetsAtUTCMidnight(t *testing.T) {
 	// The clock's zone is UTC+14: the day still turns at midnight UTC.
 	kiritimati := time.FixedZone("UTC+14", 14*3600)
 	clock := testpeer.NewClock(time.Date(2026, 3, 14, 23, 59, 58, 500e6, time.UTC).In(kiritimati))
-	q := mustDailyQuota(t, DailyQuotaConfig{FreeImagesPerDay: FreeImagesPerDay(3)}, clock)
+	q := mustDailyQuota(t, QuotaConfig{FreeImagesPerDay: FreeImagesPerDay(3)}, clock)
 	addr := netip.MustParseAddr("2001:db8:7:7::1")
 	sameBlock := netip.MustParseAddr("2001:db8:7:7:ffff::2")
 
-	h, err := q.reserve(addr, 2)
+	h, err := q.Reserve(addr, 2)
 	if err != nil {
 		t.Fatal(err)
 	}
-	h.commit()
-	late, err := q.reserve(sameBlock, 1) // the same /64: the last one
+	h.Commit()
+	late, err := q.Reserve(sameBlock, 1) // the same /64: the last one
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, err = q.reserve(addr, 1)
-	want := &apiError{Status: 429, Type: "rate_limit_error", Code: "free_quota_exhausted", RetryAfter: 2,
+	_, err = q.Reserve(addr, 1)
+	want := &apierror.Error{Status: 429, Type: "rate_limit_error", Code: "free_quota_exhausted", RetryAfter: 2,
 		Msg: "signed-out visitors may generate 3 images a day and this address has 0 left today; sign in, or retry after midnight UTC"}
-	var got *apiError
+	var got *apierror.Error
 	if !errors.As(err, &got) {
-		t.Fatalf("error %v, want an *apiError", err)
+		t.Fatalf("error %v, want an *apierror.Error", err)
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("(-want +got):\n%s", diff)
 	}
-	if _, err := q.reserve(netip.MustParseAddr("2001:db8:7:8::1"), 3); err != nil {
+	if _, err := q.Reserve(netip.MustParseAddr("2001:db8:7:8::1"), 3); err != nil {
 		t.Errorf("another /64 was refused: %v", err)
 	}
 
 	clock.Advance(1500 * time.Millisecond) // 00:00:00 UTC
 	// Yesterday's reservation settles into nothing: today starts whole.
-	late.commit()
+	late.Commit()
 	for i := range 3 {
-		h, err := q.reserve(addr, 1)
+		h, err := q.Reserve(addr, 1)
 		if err != nil {
 			t.Fatalf("image %d of the new day: %v", i, err)
 		}
-		h.commit()
+		h.Commit()
 	}
-	if _, err := q.reserve(addr, 1); err == nil {
+	if _, err := q.Reserve(addr, 1); err == nil {
 		t.Error("a fourth image on the new day was allowed")
 	}
 }
@@ -251,20 +254,20 @@ func TestDailyQuotaZeroAndUnlimited(t *testing.T) {
 	clock := testpeer.NewClock(rateTestEpoch)
 	addr := netip.MustParseAddr("198.51.100.1")
 
-	none := mustDailyQuota(t, DailyQuotaConfig{FreeImagesPerDay: FreeImagesPerDay(0)}, clock)
-	_, err := none.reserve(addr, 1)
-	var ae *apiError
+	none := mustDailyQuota(t, QuotaConfig{FreeImagesPerDay: FreeImagesPerDay(0)}, clock)
+	_, err := none.Reserve(addr, 1)
+	var ae *apierror.Error
 	if !errors.As(err, &ae) || ae.Status != 403 || ae.Code != "sign_in_required" {
 		t.Errorf("zero allowance: %v, want 403 sign_in_required", err)
 	}
 
-	unlimited := mustDailyQuota(t, DailyQuotaConfig{FreeImagesPerDay: UnlimitedFreeImages()}, clock)
+	unlimited := mustDailyQuota(t, QuotaConfig{FreeImagesPerDay: UnlimitedFreeImages()}, clock)
 	for range 1000 {
-		h, err := unlimited.reserve(addr, 4)
+		h, err := unlimited.Reserve(addr, 4)
 		if err != nil {
 			t.Fatal(err)
 		}
-		h.commit()
+		h.Commit()
 	}
 	if n := unlimited.counts.len(); n != 0 {
 		t.Errorf("unlimited quota remembers %d addresses", n)
@@ -277,22 +280,22 @@ func TestDailyQuotaZeroAndUnlimited(t *testing.T) {
 func TestDailyQuotaMemoryBounded(t *testing.T) {
 	t.Parallel()
 	clock := testpeer.NewClock(rateTestEpoch)
-	q := mustDailyQuota(t, DailyQuotaConfig{FreeImagesPerDay: FreeImagesPerDay(5), MaxKeys: 64}, clock)
+	q := mustDailyQuota(t, QuotaConfig{FreeImagesPerDay: FreeImagesPerDay(5), MaxKeys: 64}, clock)
 	addr := func(i int) netip.Addr { return netip.AddrFrom4([4]byte{10, 0, byte(i >> 8), byte(i)}) }
 	granted := 0
 	for i := range 10000 {
-		h, err := q.reserve(addr(i), 1)
-		var ae *apiError
+		h, err := q.Reserve(addr(i), 1)
+		var ae *apierror.Error
 		switch {
 		case err == nil:
 			granted++
 			if i == 63 {
 				// Its generation failed: a count of nothing, whose place
 				// the next block takes.
-				h.release()
+				h.Release()
 				continue
 			}
-			h.commit()
+			h.Commit()
 		case !errors.As(err, &ae) || ae.Code != "free_quota_exhausted" || ae.RetryAfter < 1:
 			t.Fatalf("block %d: %v", i, err)
 		}
@@ -305,19 +308,19 @@ func TestDailyQuotaMemoryBounded(t *testing.T) {
 	}
 	// A block already counted still has its allowance: 4 more.
 	for range 4 {
-		h, err := q.reserve(addr(0), 1)
+		h, err := q.Reserve(addr(0), 1)
 		if err != nil {
 			t.Fatalf("counted block refused: %v", err)
 		}
-		h.commit()
+		h.Commit()
 	}
 	// Counts of past days are worth nothing: a new block forgets two as it
 	// arrives, and a sweep the rest.
 	clock.Advance(24 * time.Hour)
-	if _, err := q.reserve(addr(9999), 1); err != nil {
+	if _, err := q.Reserve(addr(9999), 1); err != nil {
 		t.Errorf("a new block on the next day: %v", err)
 	}
-	if n := q.sweep(); n != 62 {
+	if n := q.Sweep(); n != 62 {
 		t.Errorf("sweep after the day forgot %d, want 62", n)
 	}
 }
@@ -327,19 +330,19 @@ func TestDailyQuotaMemoryBounded(t *testing.T) {
 func TestDailyQuotaOverHTTP(t *testing.T) {
 	t.Parallel()
 	clock := testpeer.NewClock(time.Date(2026, 3, 14, 22, 0, 0, 0, time.UTC))
-	q := mustDailyQuota(t, DailyQuotaConfig{FreeImagesPerDay: FreeImagesPerDay(1)}, clock)
-	ips, err := newClientIPResolver(ClientIPConfig{})
+	q := mustDailyQuota(t, QuotaConfig{FreeImagesPerDay: FreeImagesPerDay(1)}, clock)
+	ips, err := clientip.New(clientip.Config{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	app := rateTestApp()
 	app.Post("/gen", func(c *fiber.Ctx) error {
-		h, err := q.reserve(ips.addr(c), 1)
+		h, err := q.Reserve(ips.Addr(c), 1)
 		if err != nil {
 			return err
 		}
-		defer h.release() // a no-op once committed
-		h.commit()
+		defer h.Release() // a no-op once committed
+		h.Commit()
 		return c.SendString("image")
 	})
 	var got []string
@@ -367,14 +370,14 @@ func BenchmarkDailyQuotaMillionIPs(b *testing.B) {
 	for b.Loop() {
 		clock := testpeer.NewClock(rateTestEpoch)
 		before := rateHeapInUse()
-		q, err := newDailyQuota(DailyQuotaConfig{}, clock.Now)
+		q, err := NewQuota(QuotaConfig{}, clock.Now)
 		if err != nil {
 			b.Fatal(err)
 		}
 		for i := range 1_000_000 {
 			// Past the cap new blocks are refused; the heap stays put.
-			if h, err := q.reserve(netip.AddrFrom4([4]byte{100, byte(i >> 16), byte(i >> 8), byte(i)}), 1); err == nil {
-				h.commit()
+			if h, err := q.Reserve(netip.AddrFrom4([4]byte{100, byte(i >> 16), byte(i >> 8), byte(i)}), 1); err == nil {
+				h.Commit()
 			}
 		}
 		heap = float64(rateHeapInUse() - before)

@@ -1,4 +1,4 @@
-package gateway
+package ratelimit
 
 import (
 	"fmt"
@@ -13,12 +13,15 @@ import (
 	"time"
 
 	"github.com/gofiber/fiber/v2"
+
+	"github.com/imagegate/imagegate/gateway/apierror"
+	"github.com/imagegate/imagegate/gateway/clientip"
 	"github.com/imagegate/imagegate/internal/testpeer"
 )
 
-func mustLoginGuard(t *testing.T, cfg LoginGuardConfig, clock *testpeer.Clock) *loginGuard {
+func mustLoginGuard(t *testing.T, cfg LoginGuardConfig, clock *testpeer.Clock) *LoginGuard {
 	t.Helper()
-	g, err := newLoginGuard(cfg, clock.Now)
+	g, err := NewLoginGuard(cfg, clock.Now)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -35,19 +38,19 @@ func TestLoginGuardConfigValidate(t *testing.T) {
 		{name: "zero value is the defaults", cfg: LoginGuardConfig{}},
 		{
 			name:    "account limit a single source could exhaust",
-			cfg:     LoginGuardConfig{PerAccountSource: LimitPolicy{Quota: 10, Window: time.Minute}, PerAccount: LimitPolicy{Quota: 100, Window: time.Hour}},
+			cfg:     LoginGuardConfig{PerAccountSource: Policy{Quota: 10, Window: time.Minute}, PerAccount: Policy{Quota: 100, Window: time.Hour}},
 			wantErr: []string{"one source could lock new sources out"},
 		},
 		{
 			name:    "bad windows and TTL, all reported",
-			cfg:     LoginGuardConfig{PerSource: LimitPolicy{Quota: 50, Window: 0}, KnownSourceTTL: time.Second, MaxKeys: -1},
+			cfg:     LoginGuardConfig{PerSource: Policy{Quota: 50, Window: 0}, KnownSourceTTL: time.Second, MaxKeys: -1},
 			wantErr: []string{"sign-in per source: window 0s", "known-source TTL 1s", "max keys must be positive"},
 		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			checkValidation(t, tt.cfg.Validate(), tt.wantErr)
+			testpeer.CheckValidation(t, tt.cfg.Validate(), tt.wantErr)
 		})
 	}
 }
@@ -62,28 +65,28 @@ func TestLoginGuardAttackerCannotLockOutVictim(t *testing.T) {
 	g := mustLoginGuard(t, LoginGuardConfig{}, clock) // defaults
 	const victim = "hmac-of-victim-email"
 	usual := netip.MustParseAddr("198.51.100.20")
-	if ok, _ := g.attempt(usual, victim); !ok {
+	if ok, _ := g.Attempt(usual, victim); !ok {
 		t.Fatal("victim's first sign-in refused")
 	}
-	g.succeeded(usual, victim)
+	g.Succeeded(usual, victim)
 
 	attackerAllowed := 0
 	for i := range 100 * 600 {
 		a := netip.AddrFrom16([16]byte{0x20, 0x01, 0x0d, 0xb8, 0, 0xa, 0, 0xb, 8: byte(i >> 24), 9: byte(i >> 16), 10: byte(i >> 8), 11: byte(i)})
-		if ok, _ := g.attempt(a, victim); ok {
+		if ok, _ := g.Attempt(a, victim); ok {
 			attackerAllowed++ // and the password is wrong: no succeeded
 		}
 		if i%6000 == 5999 {
 			minute := i / 6000
-			if ok, retry := g.attempt(usual, victim); !ok {
+			if ok, retry := g.Attempt(usual, victim); !ok {
 				t.Fatalf("minute %d: victim refused from her usual address (retry %s)", minute, retry)
 			}
-			g.succeeded(usual, victim)
+			g.Succeeded(usual, victim)
 			fresh := netip.AddrFrom4([4]byte{203, 0, 113, byte(minute)})
-			if ok, retry := g.attempt(fresh, victim); !ok {
+			if ok, retry := g.Attempt(fresh, victim); !ok {
 				t.Fatalf("minute %d: victim refused from a new address (retry %s)", minute, retry)
 			}
-			g.succeeded(fresh, victim)
+			g.Succeeded(fresh, victim)
 		}
 		clock.Advance(10 * time.Millisecond)
 	}
@@ -104,15 +107,15 @@ func TestLoginGuardDistributedAttackDelaysOnlyNewSources(t *testing.T) {
 	const victim = "victim"
 	known1, known2 := netip.MustParseAddr("198.51.100.1"), netip.MustParseAddr("198.51.100.2")
 	for _, a := range []netip.Addr{known1, known2} {
-		if ok, _ := g.attempt(a, victim); !ok {
+		if ok, _ := g.Attempt(a, victim); !ok {
 			t.Fatal("first sign-in refused")
 		}
-		g.succeeded(a, victim)
+		g.Succeeded(a, victim)
 	}
 	allowed := 0
 	for src := range 40 {
 		for range 5 {
-			if ok, _ := g.attempt(netip.AddrFrom4([4]byte{192, 0, 2, byte(src)}), victim); ok {
+			if ok, _ := g.Attempt(netip.AddrFrom4([4]byte{192, 0, 2, byte(src)}), victim); ok {
 				allowed++
 			}
 		}
@@ -120,14 +123,14 @@ func TestLoginGuardDistributedAttackDelaysOnlyNewSources(t *testing.T) {
 	if allowed != 98 {
 		t.Errorf("distributed attack got %d guesses, want 100 − the 2 first sign-ins = 98", allowed)
 	}
-	if ok, retry := g.attempt(netip.MustParseAddr("203.0.113.1"), victim); ok || retry != 36*time.Second {
+	if ok, retry := g.Attempt(netip.MustParseAddr("203.0.113.1"), victim); ok || retry != 36*time.Second {
 		t.Errorf("new source: allowed %v, retry %s; want refused for 36 s (one attempt at 100/h)", ok, retry)
 	}
-	if ok, _ := g.attempt(known1, victim); !ok {
+	if ok, _ := g.Attempt(known1, victim); !ok {
 		t.Error("known source refused during the attack")
 	}
 	// Other accounts are untouched.
-	if ok, _ := g.attempt(netip.MustParseAddr("203.0.113.1"), "someone-else"); !ok {
+	if ok, _ := g.Attempt(netip.MustParseAddr("203.0.113.1"), "someone-else"); !ok {
 		t.Error("an unrelated account was refused")
 	}
 	// A success vouches for its source for KnownSourceTTL only. (The
@@ -135,10 +138,10 @@ func TestLoginGuardDistributedAttackDelaysOnlyNewSources(t *testing.T) {
 	clock.Advance(time.Hour + time.Second)
 	for src := range 40 {
 		for range 5 {
-			g.attempt(netip.AddrFrom4([4]byte{192, 0, 2, byte(src)}), victim)
+			g.Attempt(netip.AddrFrom4([4]byte{192, 0, 2, byte(src)}), victim)
 		}
 	}
-	if ok, _ := g.attempt(known2, victim); ok {
+	if ok, _ := g.Attempt(known2, victim); ok {
 		t.Error("a source known over an hour ago still skips the account limit")
 	}
 }
@@ -150,14 +153,14 @@ func TestLoginGuardSourceAcrossAccounts(t *testing.T) {
 	sprayer, other := netip.MustParseAddr("192.0.2.66"), netip.MustParseAddr("192.0.2.67")
 	allowed := 0
 	for i := range 60 {
-		if ok, _ := g.attempt(sprayer, fmt.Sprintf("account-%d", i)); ok {
+		if ok, _ := g.Attempt(sprayer, fmt.Sprintf("account-%d", i)); ok {
 			allowed++
 		}
 	}
 	if allowed != 50 {
 		t.Errorf("one source got %d attempts over 60 accounts, want 50", allowed)
 	}
-	if ok, _ := g.attempt(other, "account-0"); !ok {
+	if ok, _ := g.Attempt(other, "account-0"); !ok {
 		t.Error("another source was refused")
 	}
 }
@@ -170,7 +173,7 @@ func TestLoginGuardSuccessForgivesThePair(t *testing.T) {
 	count := func() int {
 		n := 0
 		for range 10 {
-			if ok, _ := g.attempt(addr, "typo-prone"); ok {
+			if ok, _ := g.Attempt(addr, "typo-prone"); ok {
 				n++
 			}
 		}
@@ -180,10 +183,10 @@ func TestLoginGuardSuccessForgivesThePair(t *testing.T) {
 		t.Fatalf("%d attempts allowed, want 5", n)
 	}
 	clock.Advance(3 * time.Minute) // one more attempt refills
-	if ok, _ := g.attempt(addr, "typo-prone"); !ok {
+	if ok, _ := g.Attempt(addr, "typo-prone"); !ok {
 		t.Fatal("attempt after the refill refused")
 	}
-	g.succeeded(addr, "typo-prone")
+	g.Succeeded(addr, "typo-prone")
 	if n := count(); n != 5 {
 		t.Errorf("after a success %d attempts allowed, want a fresh 5", n)
 	}
@@ -198,7 +201,7 @@ func TestLoginGuardConcurrentAttemptsAreBounded(t *testing.T) {
 	var wg sync.WaitGroup
 	for range 200 {
 		wg.Go(func() {
-			if ok, _ := g.attempt(addr, "victim"); ok {
+			if ok, _ := g.Attempt(addr, "victim"); ok {
 				allowed.Add(1)
 			}
 		})
@@ -215,14 +218,14 @@ func TestLoginGuardForgetsIdleState(t *testing.T) {
 	g := mustLoginGuard(t, LoginGuardConfig{KnownSourceTTL: time.Hour}, clock)
 	for i := range 100 {
 		a := netip.AddrFrom4([4]byte{192, 0, 2, byte(i)})
-		g.attempt(a, "a")
-		g.succeeded(a, "a")
+		g.Attempt(a, "a")
+		g.Succeeded(a, "a")
 	}
 	if n := g.buckets.len() + g.known.len(); n == 0 {
 		t.Fatal("nothing remembered")
 	}
 	clock.Advance(2 * time.Hour)
-	g.sweep()
+	g.Sweep()
 	if b, k := g.buckets.len(), g.known.len(); b != 0 || k != 0 {
 		t.Errorf("after two hours %d buckets and %d known sources remain, want none", b, k)
 	}
@@ -234,20 +237,20 @@ func TestLoginGuardOverHTTP(t *testing.T) {
 	t.Parallel()
 	clock := testpeer.NewClock(rateTestEpoch)
 	g := mustLoginGuard(t, LoginGuardConfig{}, clock)
-	ips, err := newClientIPResolver(ClientIPConfig{})
+	ips, err := clientip.New(clientip.Config{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	app := rateTestApp()
 	app.Post("/login", func(c *fiber.Ctx) error {
-		addr, account := ips.addr(c), c.FormValue("account")
-		if ok, retry := g.attempt(addr, account); !ok {
-			return loginThrottled(retry)
+		addr, account := ips.Addr(c), c.FormValue("account")
+		if ok, retry := g.Attempt(addr, account); !ok {
+			return LoginThrottled(retry)
 		}
 		if c.FormValue("password") != "right" {
-			return &apiError{Status: fiber.StatusUnauthorized, Type: "invalid_request_error", Code: "invalid_credentials", Msg: "wrong email or password"}
+			return &apierror.Error{Status: fiber.StatusUnauthorized, Type: "invalid_request_error", Code: "invalid_credentials", Msg: "wrong email or password"}
 		}
-		g.succeeded(addr, account)
+		g.Succeeded(addr, account)
 		return c.SendString("welcome")
 	})
 	post := func(password string) (int, string) {

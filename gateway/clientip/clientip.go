@@ -1,4 +1,13 @@
-package gateway
+// Package clientip owns the answer to "whose request is this?": the
+// client address of a request, which is the TCP peer's unless the peer is
+// one of the operator's trusted proxies, in which case it is read from the
+// one header those proxies set. Rate limits, the free quota, the login
+// guard and the security log all key on it.
+//
+// The zero Config trusts nobody. New builds a Resolver; its Addr reads a
+// Fiber request, and Prefix gives the network (a /64 for IPv6) that rate
+// limits key on.
+package clientip
 
 import (
 	"bytes"
@@ -20,13 +29,13 @@ const (
 	// HeaderCFConnectingIP is set by Cloudflare to the visitor's address.
 	HeaderCFConnectingIP = "CF-Connecting-IP"
 	// HeaderXForwardedFor is the de-facto standard list every hop appends
-	// its peer to; it is read from the right (see clientIPResolver).
+	// its peer to; it is read from the right (see Resolver).
 	HeaderXForwardedFor = "X-Forwarded-For"
 )
 
-// ClientIPConfig says whose word the gateway takes for a request's client
+// Config says whose word the gateway takes for a request's client
 // address. The zero value trusts nobody: the address is the TCP peer's.
-type ClientIPConfig struct {
+type Config struct {
 	// TrustedProxies are the CIDRs (or single addresses) of the proxies in
 	// front of the gateway (--trusted-proxies). Only a request whose TCP
 	// peer is inside one of them has its Header believed.
@@ -38,7 +47,7 @@ type ClientIPConfig struct {
 }
 
 // Validate reports every problem at once.
-func (c *ClientIPConfig) Validate() error {
+func (c *Config) Validate() error {
 	var errs []error
 	if _, err := parseTrustedProxies(c.TrustedProxies); err != nil {
 		errs = append(errs, err)
@@ -90,27 +99,27 @@ func parseTrustedProxies(list []string) ([]netip.Prefix, error) {
 	return out, errors.Join(errs...)
 }
 
-// clientIPResolver finds the address a request comes from: the TCP peer,
+// Resolver finds the address a request comes from: the TCP peer,
 // unless the peer is a trusted proxy, in which case the one configured
 // header. A header from any other peer is ignored, because any client can
 // write any header.
-type clientIPResolver struct {
+type Resolver struct {
 	trusted []netip.Prefix
 	header  string // canonical name; "" when no proxy is trusted
 }
 
-func newClientIPResolver(cfg ClientIPConfig) (*clientIPResolver, error) {
+func New(cfg Config) (*Resolver, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
 	trusted, _ := parseTrustedProxies(cfg.TrustedProxies)
 	header, _ := canonicalClientIPHeader(cfg.Header)
-	return &clientIPResolver{trusted: trusted, header: header}, nil
+	return &Resolver{trusted: trusted, header: header}, nil
 }
 
 // addr is the request's client address, never zoned, IPv4-mapped IPv6
 // folded to IPv4.
-func (r *clientIPResolver) addr(c *fiber.Ctx) netip.Addr {
+func (r *Resolver) Addr(c *fiber.Ctx) netip.Addr {
 	peer, _ := netip.AddrFromSlice(c.Context().RemoteIP())
 	if r.header == "" {
 		return peer.Unmap()
@@ -120,9 +129,9 @@ func (r *clientIPResolver) addr(c *fiber.Ctx) netip.Addr {
 
 // resolve applies the trust rules to a peer address and every value of
 // the configured header, in the order received.
-func (r *clientIPResolver) resolve(peer netip.Addr, values [][]byte) netip.Addr {
+func (r *Resolver) resolve(peer netip.Addr, values [][]byte) netip.Addr {
 	peer = peer.Unmap()
-	if !r.isTrusted(peer) || len(values) == 0 {
+	if !r.IsTrusted(peer) || len(values) == 0 {
 		return peer
 	}
 	if r.header != HeaderXForwardedFor {
@@ -151,7 +160,7 @@ func (r *clientIPResolver) resolve(peer netip.Addr, values [][]byte) netip.Addr 
 			if !ok {
 				return peer
 			}
-			if !r.isTrusted(a) {
+			if !r.IsTrusted(a) {
 				return a
 			}
 			last = a
@@ -165,7 +174,7 @@ func (r *clientIPResolver) resolve(peer netip.Addr, values [][]byte) netip.Addr 
 	return last
 }
 
-func (r *clientIPResolver) isTrusted(a netip.Addr) bool {
+func (r *Resolver) IsTrusted(a netip.Addr) bool {
 	for _, p := range r.trusted {
 		if p.Contains(a) {
 			return true
@@ -202,11 +211,11 @@ func parseForwardedAddr(b []byte) (netip.Addr, bool) {
 	return a.Unmap(), true
 }
 
-// clientIPPrefix is the block a client address is limited by: an IPv4
+// Prefix is the block a client address is limited by: an IPv4
 // address alone, an IPv6 address with its /64, the smallest block an ISP
 // assigns one subscriber (RFC 6177), so rotating through a subscriber's
 // 2^64 addresses does not reset the limits.
-func clientIPPrefix(a netip.Addr) netip.Prefix {
+func Prefix(a netip.Addr) netip.Prefix {
 	a = a.Unmap().WithZone("")
 	if a.Is4() {
 		return netip.PrefixFrom(a, 32)

@@ -1,4 +1,16 @@
-package gateway
+// Package moderation owns imagegate's content policy (promise C6): the
+// built-in rules for apparent CSAM, the operator's term lists and patterns,
+// and an optional external classifier over HTTP. A Moderator judges a
+// prompt (with the reference image of an edit) before anything is reserved
+// or generated, and an output after the GPU returns and before anything is
+// stored. Apparent CSAM is recorded as a report under legal hold and the
+// account that asked is suspended.
+//
+// It is a plain Go API: the gateway wires New with a Store and calls
+// CheckPrompt and CheckOutput from its handlers; refusals are
+// *apierror.Error values the gateway's error handler sends as they are.
+// The operator routes that list reports live in package gateway.
+package moderation
 
 import (
 	"bytes"
@@ -10,24 +22,23 @@ import (
 	"hash/maphash"
 	"io"
 	"log/slog"
-	"math"
 	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"regexp"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
 	"unicode"
 	"unicode/utf8"
 
-	"github.com/gofiber/fiber/v2"
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/text/cases"
 	"golang.org/x/text/unicode/norm"
 
+	"github.com/imagegate/imagegate/gateway/apierror"
 	"github.com/imagegate/imagegate/store"
 )
 
@@ -54,19 +65,16 @@ const (
 	stageOutput = "output"
 )
 
-// eventAccountSuspended is the security-log kind of a suspension by
-// moderation; eventAdminReports of an operator reading reports.
-const (
-	eventAccountSuspended = "account_suspended"
-	eventAdminReports     = "admin_reports"
-)
+// EventAccountSuspended is the security-log kind of a suspension by
+// moderation.
+const EventAccountSuspended = "account_suspended"
 
-// ModerationConfig configures content moderation (promise C6): a built-in
+// Config configures content moderation (promise C6): a built-in
 // policy of term lists and patterns, each rule with a category, and an
 // optional external classifier over HTTP. Prompts are judged before
 // anything is reserved or generated; outputs after the GPU returns and
 // before anything is stored. The [moderation] section of --config.
-type ModerationConfig struct {
+type Config struct {
 	// Block lists the categories that refuse a request. Absent: sexual_minors,
 	// sexual, violence, hate, self_harm; an empty list blocks only what
 	// always blocks: sexual_minors (apparent CSAM) and a classifier's
@@ -74,7 +82,7 @@ type ModerationConfig struct {
 	Block []string `toml:"block"`
 	// Rules are the operator's term lists and patterns, judged together
 	// with the built-in rules.
-	Rules []ModerationRule `toml:"rules"`
+	Rules []Rule `toml:"rules"`
 	// NoBuiltinRules drops the built-in rules for apparent CSAM, for an
 	// operator who replaces them with rules of their own.
 	NoBuiltinRules bool `toml:"no_builtin_rules"`
@@ -87,7 +95,7 @@ type ModerationConfig struct {
 	LegalHold time.Duration `toml:"-"`
 }
 
-// ModerationRule flags text with its Category when one of Terms or
+// Rule flags text with its Category when one of Terms or
 // Patterns matches and, if With is set, one of With matches too (a rule
 // "a minor term with a sexual term" is Terms = minors, With = sexual).
 //
@@ -105,7 +113,7 @@ type ModerationConfig struct {
 //
 // Patterns are RE2 regular expressions, case-insensitive, run on each
 // reading of the text with its words separated by single spaces.
-type ModerationRule struct {
+type Rule struct {
 	Category string   `toml:"category"`
 	Terms    []string `toml:"terms"`
 	Patterns []string `toml:"patterns"`
@@ -137,7 +145,7 @@ type ClassifierConfig struct {
 
 var categoryName = regexp.MustCompile(`^[a-z][a-z0-9_]{0,39}$`)
 
-func (c *ModerationConfig) setDefaults() {
+func (c *Config) setDefaults() {
 	if c.Block == nil {
 		c.Block = slices.Clone(defaultBlock)
 	}
@@ -150,7 +158,7 @@ func (c *ModerationConfig) setDefaults() {
 }
 
 // Validate fills defaults and reports every problem at once.
-func (c *ModerationConfig) Validate() error {
+func (c *Config) Validate() error {
 	c.setDefaults()
 	var errs []error
 	for _, b := range c.Block {
@@ -203,7 +211,7 @@ func checkClassifierURL(raw string) error {
 // counts next to a sexual term ("baby" is left out: "baby doll
 // lingerie"). Operators add their own rules for this and every other
 // category; a classifier catches what words miss.
-var builtinRules = []ModerationRule{
+var builtinRules = []Rule{
 	{
 		Category: categorySexualMinors,
 		Terms: []string{
@@ -228,6 +236,24 @@ var builtinRules = []ModerationRule{
 	},
 }
 
+// Subject is who asked: an account, or an anonymous visitor known only by
+// address.
+type Subject struct {
+	AccountID string // empty: an anonymous visitor
+	Addr      netip.Addr
+}
+
+// Request is what is judged before generation, and what a report keeps.
+type Request struct {
+	Prompt         string
+	NegativePrompt string
+	// Reference is the reference image of an edit, nil for a generation.
+	Reference []byte
+	// Params returns the request parameters a report keeps. It is called
+	// only when a report is recorded; nil keeps none.
+	Params func() map[string]string
+}
+
 // content is what a classifier judges: text, an image, or both.
 type content struct {
 	text        string
@@ -242,8 +268,8 @@ type classifier interface {
 	classify(ctx context.Context, c content) ([]string, error)
 }
 
-// moderationStore keeps reports of apparent CSAM and suspends accounts.
-type moderationStore interface {
+// Store keeps reports of apparent CSAM and suspends accounts.
+type Store interface {
 	CreateReport(r store.Report, hold time.Duration) (store.Report, error)
 	Reports() ([]store.Report, error)
 	Report(id string) (store.Report, error)
@@ -252,14 +278,14 @@ type moderationStore interface {
 	LogSecurityEvent(store.SecurityEvent) error
 }
 
-// moderator applies the content policy to prompts and outputs (promise
+// Moderator applies the content policy to prompts and outputs (promise
 // C6). It is a prometheus.Collector of its own counters.
-type moderator struct {
+type Moderator struct {
 	classifiers []classifier // the built-in policy, then the external classifier if any
 	block       map[string]bool
 	failOpen    bool
 	hold        time.Duration
-	store       moderationStore
+	store       Store
 	logger      *slog.Logger
 	now         func() time.Time
 
@@ -308,7 +334,7 @@ func (pc *passCache) add(k uint64) {
 	pc.set[k] = struct{}{}
 }
 
-func newModerator(cfg ModerationConfig, st moderationStore, logger *slog.Logger, client *http.Client, now func() time.Time) (*moderator, error) {
+func New(cfg Config, st Store, logger *slog.Logger, client *http.Client, now func() time.Time) (*Moderator, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -320,7 +346,7 @@ func newModerator(cfg ModerationConfig, st moderationStore, logger *slog.Logger,
 	if err != nil {
 		return nil, err
 	}
-	m := &moderator{
+	m := &Moderator{
 		passed:      newPassCache(1 << 16),
 		classifiers: []classifier{pol},
 		block:       map[string]bool{categorySexualMinors: true, categoryUnspecified: true},
@@ -366,20 +392,20 @@ func newModerator(cfg ModerationConfig, st moderationStore, logger *slog.Logger,
 }
 
 // Describe implements prometheus.Collector.
-func (m *moderator) Describe(ch chan<- *prometheus.Desc) {
+func (m *Moderator) Describe(ch chan<- *prometheus.Desc) {
 	m.blocked.Describe(ch)
 	m.failures.Describe(ch)
 	m.reports.Describe(ch)
 }
 
 // Collect implements prometheus.Collector.
-func (m *moderator) Collect(ch chan<- prometheus.Metric) {
+func (m *Moderator) Collect(ch chan<- prometheus.Metric) {
 	m.blocked.Collect(ch)
 	m.failures.Collect(ch)
 	m.reports.Collect(ch)
 }
 
-// checkPrompt returns an error (a 4xx *apiError) when the request must not
+// CheckPrompt returns an error (a 4xx *apierror.Error) when the request must not
 // be generated, or a 503 when the classifier cannot answer and moderation
 // fails closed. Call it before anything is reserved or generated: a
 // refusal then costs nothing and stores nothing.
@@ -388,7 +414,7 @@ func (m *moderator) Collect(ch chan<- prometheus.Metric) {
 // negative prompt is not: it lists what must not appear, and careful users
 // put exactly the forbidden words there. Apparent CSAM is reported (with
 // the reference image, if any) and the account suspended.
-func (m *moderator) checkPrompt(ctx context.Context, py payer, p params) error {
+func (m *Moderator) CheckPrompt(ctx context.Context, py Subject, p Request) error {
 	c := content{text: p.Prompt, image: p.Reference}
 	var digest uint64
 	if len(p.Reference) > 0 {
@@ -414,18 +440,18 @@ func (m *moderator) checkPrompt(ctx context.Context, py payer, p params) error {
 	if cat == categorySexualMinors {
 		m.report(py, p, store.ReportFromPrompt, c.image, c.contentType)
 	}
-	return &apiError{Status: fiber.StatusBadRequest, Type: "invalid_request_error", Code: "content_policy_violation",
+	return &apierror.Error{Status: http.StatusBadRequest, Type: "invalid_request_error", Code: "content_policy_violation",
 		Msg: fmt.Sprintf("prompt: refused by the content policy (%s); nothing was generated or charged", cat)}
 }
 
-// checkOutput returns an error when a generated image must not be stored
+// CheckOutput returns an error when a generated image must not be stored
 // or shown. Call it after the GPU returns and before anything is stored,
 // so a flagged image never reaches the object store or a cache tier.
 //
 // Only the external classifier can judge pixels: without one every
 // output passes. A flagged output of apparent CSAM is kept inside its
 // sealed report, never in the object store.
-func (m *moderator) checkOutput(ctx context.Context, py payer, p params, image []byte, contentType string) error {
+func (m *Moderator) CheckOutput(ctx context.Context, py Subject, p Request, image []byte, contentType string) error {
 	cat, _, err := m.judge(ctx, stageOutput, content{image: image, contentType: contentType})
 	if err != nil || cat == "" {
 		return err
@@ -433,7 +459,7 @@ func (m *moderator) checkOutput(ctx context.Context, py payer, p params, image [
 	if cat == categorySexualMinors {
 		m.report(py, p, store.ReportFromOutput, image, contentType)
 	}
-	return &apiError{Status: fiber.StatusBadRequest, Type: "invalid_request_error", Code: "content_policy_violation",
+	return &apierror.Error{Status: http.StatusBadRequest, Type: "invalid_request_error", Code: "content_policy_violation",
 		Msg: fmt.Sprintf("the generated image was refused by the content policy (%s); nothing was stored or charged", cat)}
 }
 
@@ -442,7 +468,7 @@ func (m *moderator) checkOutput(ctx context.Context, py payer, p params, image [
 // classifiers' order. Every classifier runs until apparent CSAM is found,
 // so a rule that blocks for another category never hides it. whole is
 // false when a failed classifier was skipped (fail open).
-func (m *moderator) judge(ctx context.Context, stage string, c content) (cat string, whole bool, err error) {
+func (m *Moderator) judge(ctx context.Context, stage string, c content) (cat string, whole bool, err error) {
 	var found []string
 	whole = true
 	for _, cl := range m.classifiers {
@@ -455,7 +481,7 @@ func (m *moderator) judge(ctx context.Context, stage string, c content) (cat str
 				continue
 			}
 			m.failures.WithLabelValues(stage, "refused").Inc()
-			return "", false, unavailable("content moderation is unavailable; retry shortly", 5, err)
+			return "", false, apierror.Unavailable("content moderation is unavailable; retry shortly", 5, err)
 		}
 		found = append(found, cats...)
 		if slices.Contains(found, categorySexualMinors) {
@@ -477,15 +503,18 @@ func (m *moderator) judge(ctx context.Context, stage string, c content) (cat str
 // report records apparent CSAM under legal hold and suspends the account
 // that asked. Failures are logged, never shown: the request is refused
 // either way.
-func (m *moderator) report(py payer, p params, source string, image []byte, contentType string) {
+func (m *Moderator) report(py Subject, p Request, source string, image []byte, contentType string) {
 	r := store.Report{
-		Category: categorySexualMinors, Source: source, AccountID: py.accountID,
-		Prompt: p.Prompt, NegativePrompt: p.NegativePrompt, Params: reportParams(p),
+		Category: categorySexualMinors, Source: source, AccountID: py.AccountID,
+		Prompt: p.Prompt, NegativePrompt: p.NegativePrompt,
 		Image: image, ContentType: contentType,
 	}
-	if py.accountID == "" {
+	if p.Params != nil {
+		r.Params = p.Params()
+	}
+	if py.AccountID == "" {
 		// A visitor without an account is known only by address.
-		r.ClientIP = py.addr.String()
+		r.ClientIP = py.Addr.String()
 	}
 	rep, err := m.store.CreateReport(r, m.hold)
 	if err != nil {
@@ -494,15 +523,15 @@ func (m *moderator) report(py payer, p params, source string, image []byte, cont
 		m.reports.Inc()
 		m.logger.Warn("apparent CSAM reported and held", "report", rep.ID, "stage", source)
 	}
-	if py.accountID == "" {
+	if py.AccountID == "" {
 		return
 	}
-	acct, err := m.store.Account(py.accountID)
+	acct, err := m.store.Account(py.AccountID)
 	if err != nil || acct.Status != store.StatusActive {
 		// Gone, being erased, or already suspended: nothing to do.
 		return
 	}
-	if err := m.store.SetStatus(py.accountID, store.StatusSuspended); err != nil {
+	if err := m.store.SetStatus(py.AccountID, store.StatusSuspended); err != nil {
 		m.logger.Error("account not suspended after a moderation report", "err", err)
 		return
 	}
@@ -510,33 +539,10 @@ func (m *moderator) report(py payer, p params, source string, image []byte, cont
 	if rep.ID != "" {
 		detail += " report=" + rep.ID
 	}
-	err = m.store.LogSecurityEvent(store.SecurityEvent{Kind: eventAccountSuspended, AccountID: py.accountID, Detail: detail})
+	err = m.store.LogSecurityEvent(store.SecurityEvent{Kind: EventAccountSuspended, AccountID: py.AccountID, Detail: detail})
 	if err != nil {
-		m.logger.Error("security log write failed", "kind", eventAccountSuspended, "err", err)
+		m.logger.Error("security log write failed", "kind", EventAccountSuspended, "err", err)
 	}
-}
-
-// reportParams are the request parameters a report keeps.
-func reportParams(p params) map[string]string {
-	out := map[string]string{
-		"model":         p.Model.Name,
-		"model_version": p.Model.Version,
-		"size":          strconv.Itoa(p.Width) + "x" + strconv.Itoa(p.Height),
-		"n":             strconv.Itoa(p.N),
-		"steps":         strconv.Itoa(p.Steps),
-		"guidance":      strconv.FormatFloat(float64(p.Guidance), 'g', -1, 32),
-		"style":         p.Style,
-		"private":       strconv.FormatBool(p.Private),
-	}
-	if p.Seed != nil {
-		out["seed"] = strconv.FormatUint(uint64(*p.Seed), 10)
-	}
-	if p.Reference != nil {
-		out["edit"] = "true"
-		out["strength"] = strconv.FormatFloat(float64(p.Strength), 'g', -1, 32)
-		out["reference_sha256"] = p.ReferenceSHA256
-	}
-	return out
 }
 
 // policy is the built-in classifier: term lists and patterns. It judges
@@ -566,7 +572,7 @@ type term struct {
 	with   bool
 }
 
-func newPolicy(rules []ModerationRule) (*policy, error) {
+func newPolicy(rules []Rule) (*policy, error) {
 	p := &policy{byFirst: map[string][]int{}}
 	for i, r := range rules {
 		cr, err := compileRule(r)
@@ -593,7 +599,7 @@ type ruleParts struct {
 }
 
 // compileRule checks and compiles one rule.
-func compileRule(r ModerationRule) (ruleParts, error) {
+func compileRule(r Rule) (ruleParts, error) {
 	var errs []error
 	if !categoryName.MatchString(r.Category) {
 		errs = append(errs, fmt.Errorf("category %q is not a category name (a-z, 0-9, _)", r.Category))
@@ -1036,93 +1042,4 @@ func canonicalCategory(name string, known map[string]bool) string {
 		return best
 	}
 	return n
-}
-
-// reportJSON is a report as operators see it.
-type reportJSON struct {
-	ID        string    `json:"id"`
-	Created   time.Time `json:"created"`
-	HoldUntil time.Time `json:"hold_until"`
-	DaysLeft  int       `json:"days_left"`
-	Category  string    `json:"category"`
-	Source    string    `json:"source"`
-	// Account is the account id, or "anonymous" with ClientIP.
-	Account        string            `json:"account"`
-	ClientIP       string            `json:"client_ip,omitempty"`
-	Prompt         string            `json:"prompt"`
-	NegativePrompt string            `json:"negative_prompt,omitempty"`
-	Params         map[string]string `json:"params,omitempty"`
-	ContentType    string            `json:"content_type,omitempty"`
-	ImageSHA256    string            `json:"image_sha256,omitempty"`
-	ImageBytes     int               `json:"image_bytes,omitempty"`
-	// ImageURL is the admin route serving the material (admin token).
-	ImageURL string `json:"image_url,omitempty"`
-}
-
-func (m *moderator) reportJSON(r store.Report) reportJSON {
-	left := r.HoldUntil.Sub(m.now())
-	out := reportJSON{
-		ID: r.ID, Created: r.Created, HoldUntil: r.HoldUntil, DaysLeft: max(0, int(math.Ceil(left.Hours()/24))),
-		Category: r.Category, Source: r.Source, Account: r.AccountID, ClientIP: r.ClientIP,
-		Prompt: r.Prompt, NegativePrompt: r.NegativePrompt, Params: r.Params,
-		ContentType: r.ContentType, ImageSHA256: r.ImageSHA256, ImageBytes: r.ImageSize,
-	}
-	if out.Account == "" {
-		out.Account = "anonymous"
-	}
-	if r.ImageSize > 0 {
-		out.ImageURL = "/v1/admin/reports/" + r.ID + "/image"
-	}
-	return out
-}
-
-var reportID = regexp.MustCompile(`^rpt_[0-9a-z]{1,64}$`)
-
-// moderationRoutes registers the operator routes (under the admin token):
-// the reports of apparent CSAM, newest first, with the days left on their
-// hold, and the material a report holds. Every read is audit-logged.
-func (g *Gateway) moderationRoutes(admin fiber.Router) {
-	admin.Get("/reports", func(c *fiber.Ctx) error {
-		reports, err := g.moderator.store.Reports()
-		if err != nil {
-			return err
-		}
-		out := struct {
-			Reports []reportJSON `json:"reports"`
-		}{Reports: make([]reportJSON, len(reports))}
-		for i, r := range reports {
-			out.Reports[i] = g.moderator.reportJSON(r)
-		}
-		g.securityEvent(c, eventAdminReports, "", "list n="+strconv.Itoa(len(reports)))
-		c.Set(fiber.HeaderCacheControl, "no-store")
-		return c.JSON(out)
-	})
-	admin.Get("/reports/:id/image", func(c *fiber.Ctx) error {
-		r, err := g.adminReport(c)
-		if err != nil {
-			return err
-		}
-		if len(r.Image) == 0 {
-			return &apiError{Status: fiber.StatusNotFound, Type: "invalid_request_error", Code: "not_found", Msg: "this report holds no image"}
-		}
-		g.securityEvent(c, eventAdminReports, "", "image report="+r.ID)
-		c.Set(fiber.HeaderCacheControl, "no-store")
-		c.Set(fiber.HeaderContentType, r.ContentType)
-		c.Set(fiber.HeaderContentDisposition, `attachment; filename="`+r.ID+`"`)
-		return c.Send(r.Image)
-	})
-}
-
-// adminReport loads the report the route names.
-func (g *Gateway) adminReport(c *fiber.Ctx) (store.Report, error) {
-	id := c.Params("id")
-	notFound := &apiError{Status: fiber.StatusNotFound, Type: "invalid_request_error", Code: "not_found", Msg: "no such report (its hold may have ended)"}
-	if !reportID.MatchString(id) {
-		return store.Report{}, notFound
-	}
-	r, err := g.moderator.store.Report(strings.Clone(id))
-	if errors.Is(err, store.ErrNotFound) {
-		return store.Report{}, notFound
-	}
-	return r, err
 }

@@ -1,4 +1,20 @@
-package gateway
+// Package ratelimit owns every limit on how often a client may act:
+//
+//   - Limiter, the token-bucket rate limits per client address, account
+//     and API key, charged in cost units (Costs) by Fiber middleware
+//     (Limiter.Limit) with the draft-ietf-httpapi-ratelimit-headers
+//     RateLimit and RateLimit-Policy headers, plus a Charge a handler adds
+//     to when it learns the request costs more (a cache miss);
+//   - Quota, the free images per day of anonymous visitors;
+//   - LoginGuard, the per-address and per-account brake on password
+//     guessing;
+//   - Throttle, a small per-key limit (account mail, security-log writes).
+//
+// All of them live in memory, bounded by a key cap, and take their clock
+// from the caller. Refusals are *apierror.Error values (429, or 403 when
+// the free quota needs a sign-in) that the gateway's error handler sends
+// as they are. Only Limiter.Limit and ChargeOf touch a fiber.Ctx.
+package ratelimit
 
 import (
 	"crypto/sha256"
@@ -17,21 +33,24 @@ import (
 
 	"github.com/gofiber/fiber/v2"
 	"golang.org/x/time/rate"
+
+	"github.com/imagegate/imagegate/gateway/apierror"
+	"github.com/imagegate/imagegate/gateway/clientip"
 )
 
-// LimitPolicy is one token bucket: a client may spend Quota cost units at
+// Policy is one token bucket: a client may spend Quota cost units at
 // once, and the bucket refills at Quota per Window. It is advertised as
 // RateLimit-Policy: "<name>";q=<Quota>;w=<Window in seconds>.
-type LimitPolicy struct {
-	// Quota is the bucket's size in cost units (see RateCosts).
+type Policy struct {
+	// Quota is the bucket's size in cost units (see Costs).
 	Quota int
 	// Window is how long an empty bucket takes to refill; whole seconds.
 	Window time.Duration
 }
 
-func (p LimitPolicy) limit() rate.Limit { return rate.Limit(float64(p.Quota) / p.Window.Seconds()) }
+func (p Policy) limit() rate.Limit { return rate.Limit(float64(p.Quota) / p.Window.Seconds()) }
 
-func (p LimitPolicy) validate(name string, minQuota int) error {
+func (p Policy) validate(name string, minQuota int) error {
 	var errs []error
 	if p.Quota < minQuota {
 		errs = append(errs, fmt.Errorf("gateway: rate limit %s: quota %d cannot pay for the dearest request (cost %d)", name, p.Quota, minQuota))
@@ -45,7 +64,7 @@ func (p LimitPolicy) validate(name string, minQuota int) error {
 	return errors.Join(errs...)
 }
 
-// RateCosts is the route cost table, in cost units taken from every bucket
+// Costs is the route cost table, in cost units taken from every bucket
 // a request is charged to. The defaults make the dearest work dearest:
 //
 //	Default        1  any other limited route (sign-in, account, consent)
@@ -54,16 +73,16 @@ func (p LimitPolicy) validate(name string, minQuota int) error {
 //	GenerationMiss 20 one image that reaches the GPU
 //
 // A generation route is charged GenerationHit when it arrives; the handler
-// charges GenerationMiss-GenerationHit more through rateChargeOf(c).extra
+// charges GenerationMiss-GenerationHit more through ChargeOf(c).extra
 // for each image it learns must be generated, before calling the GPU.
-type RateCosts struct {
+type Costs struct {
 	Default        int
 	Object         int
 	GenerationHit  int
 	GenerationMiss int
 }
 
-// RateLimitConfig sets the request rate limits. The zero value is the
+// Config sets the request rate limits. The zero value is the
 // defaults below; call Validate after setting fields.
 //
 // Every limited request is charged to the client-address bucket (IP), and
@@ -72,7 +91,7 @@ type RateCosts struct {
 // plan, when it is signed in. The IP bucket is the flood guard and sized
 // for many people behind one NAT; the Anonymous bucket keeps signed-out
 // traffic from a shared address from starving the people signed in there.
-type RateLimitConfig struct {
+type Config struct {
 	// Disabled turns every rate limit off (IMAGEGATE_RATE_LIMITS=off): no
 	// refusals and no RateLimit headers. For benchmarks and trusted
 	// internal use; sign-in protection and the free daily quota have
@@ -80,17 +99,17 @@ type RateLimitConfig struct {
 	Disabled bool
 	// IP limits every request per client address block (/32, /64):
 	// 600 per 60 s.
-	IP LimitPolicy
+	IP Policy
 	// Anonymous further limits signed-out requests per client address
 	// block: 120 per 60 s.
-	Anonymous LimitPolicy
+	Anonymous Policy
 	// Plans limits each account, and each API key, by the account's plan:
 	// "free" 300 per 60 s, "pro" 1200 per 60 s (the built-in plans).
-	Plans map[string]LimitPolicy
+	Plans map[string]Policy
 	// DefaultPlan is used for a plan name missing from Plans ("free").
 	DefaultPlan string
-	// Costs is the route cost table (see RateCosts).
-	Costs RateCosts
+	// Costs is the route cost table (see Costs).
+	Costs Costs
 	// MaxKeys bounds the buckets remembered at once (262,144, about
 	// 50 MiB; see BenchmarkRateLimiterMillionIPs). Full buckets are
 	// forgotten as they are met, which changes nothing; past the cap the
@@ -102,15 +121,15 @@ type RateLimitConfig struct {
 // defaultRateMaxKeys is the default cap on remembered buckets.
 const defaultRateMaxKeys = 1 << 18
 
-func (c *RateLimitConfig) setDefaults() {
-	if c.IP == (LimitPolicy{}) {
-		c.IP = LimitPolicy{Quota: 600, Window: time.Minute}
+func (c *Config) setDefaults() {
+	if c.IP == (Policy{}) {
+		c.IP = Policy{Quota: 600, Window: time.Minute}
 	}
-	if c.Anonymous == (LimitPolicy{}) {
-		c.Anonymous = LimitPolicy{Quota: 120, Window: time.Minute}
+	if c.Anonymous == (Policy{}) {
+		c.Anonymous = Policy{Quota: 120, Window: time.Minute}
 	}
 	if c.Plans == nil {
-		c.Plans = map[string]LimitPolicy{
+		c.Plans = map[string]Policy{
 			"free": {Quota: 300, Window: time.Minute},
 			"pro":  {Quota: 1200, Window: time.Minute},
 		}
@@ -118,8 +137,8 @@ func (c *RateLimitConfig) setDefaults() {
 	if c.DefaultPlan == "" {
 		c.DefaultPlan = "free"
 	}
-	if c.Costs == (RateCosts{}) {
-		c.Costs = RateCosts{Default: 1, Object: 1, GenerationHit: 4, GenerationMiss: 20}
+	if c.Costs == (Costs{}) {
+		c.Costs = Costs{Default: 1, Object: 1, GenerationHit: 4, GenerationMiss: 20}
 	}
 	if c.MaxKeys == 0 {
 		c.MaxKeys = defaultRateMaxKeys
@@ -127,7 +146,7 @@ func (c *RateLimitConfig) setDefaults() {
 }
 
 // Validate fills defaults and reports every problem at once.
-func (c *RateLimitConfig) Validate() error {
+func (c *Config) Validate() error {
 	c.setDefaults()
 	var errs []error
 	k := c.Costs
@@ -172,9 +191,9 @@ type rateKey struct {
 	id [16]byte
 }
 
-// addrRateKey keys a client address by its block (clientIPPrefix).
+// addrRateKey keys a client address by its block (clientip.Prefix).
 func addrRateKey(ns rateNamespace, a netip.Addr) rateKey {
-	return rateKey{ns: ns, id: clientIPPrefix(a).Addr().As16()}
+	return rateKey{ns: ns, id: clientip.Prefix(a).Addr().As16()}
 }
 
 // hashedRateKey keys opaque strings by a truncated SHA-256 of them, each
@@ -412,9 +431,9 @@ func (s *keyedStore[V]) unlockShards(set shardSet) {
 // newRateBucket makes lim a full bucket for p. A zero Limiter that last
 // changed at the zero time has been refilling since then, and advancing it
 // to any present time yields a full bucket (capped at Quota); the window
-// bound in LimitPolicy.validate keeps that true. This avoids copying a
+// bound in Policy.validate keeps that true. This avoids copying a
 // Limiter (it holds a mutex) out of rate.NewLimiter.
-func newRateBucket(lim *rate.Limiter, p LimitPolicy) {
+func newRateBucket(lim *rate.Limiter, p Policy) {
 	lim.SetLimitAt(time.Time{}, p.limit())
 	lim.SetBurstAt(time.Time{}, p.Quota)
 }
@@ -433,40 +452,40 @@ const maxRateSubjects = 4
 type rateSubject struct {
 	name   string // the policy's name in RateLimit headers
 	key    rateKey
-	policy LimitPolicy
+	policy Policy
 }
 
-// rateIdentity is who a request is, beyond its client address, as far as
+// Identity is who a request is, beyond its client address, as far as
 // the gateway knows when the limit applies. Ids are opaque (they are
 // hashed before use) and must not be emails or secrets in the clear.
-type rateIdentity struct {
+type Identity struct {
 	Account string // account id; "" when signed out
 	APIKey  string // API key id (never the secret); "" when none
 	Plan    string // the account's plan; "" or unknown means the default plan
 }
 
-// rateLimiter applies RateLimitConfig: token buckets per client address,
+// Limiter applies Config: token buckets per client address,
 // account and API key, kept in a bounded keyedStore.
-type rateLimiter struct {
-	cfg      RateLimitConfig
+type Limiter struct {
+	cfg      Config
 	now      func() time.Time
-	clientIP *clientIPResolver
+	clientIP *clientip.Resolver
 	buckets  *keyedStore[rate.Limiter]
 
 	allowed atomic.Uint64
 	refused atomic.Uint64
 }
 
-// newRateLimiter builds the limiter; now is the clock (time.Now outside
+// New builds the limiter; now is the clock (time.Now outside
 // tests).
-func newRateLimiter(cfg RateLimitConfig, clientIP *clientIPResolver, now func() time.Time) (*rateLimiter, error) {
+func New(cfg Config, clientIP *clientip.Resolver, now func() time.Time) (*Limiter, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
 	if clientIP == nil || now == nil {
 		return nil, errors.New("gateway: rate limiter needs a client IP resolver and a clock")
 	}
-	return &rateLimiter{
+	return &Limiter{
 		cfg:      cfg,
 		now:      now,
 		clientIP: clientIP,
@@ -475,7 +494,7 @@ func newRateLimiter(cfg RateLimitConfig, clientIP *clientIPResolver, now func() 
 }
 
 // subjects lists the buckets a request from addr by who is charged to.
-func (l *rateLimiter) subjects(addr netip.Addr, who rateIdentity) []rateSubject {
+func (l *Limiter) subjects(addr netip.Addr, who Identity) []rateSubject {
 	subs := make([]rateSubject, 0, 3)
 	subs = append(subs, rateSubject{name: "ip", key: addrRateKey(rateNSIP, addr), policy: l.cfg.IP})
 	if who.Account == "" && who.APIKey == "" {
@@ -515,7 +534,7 @@ type rateDecision struct {
 // take charges cost to every subject's bucket, or to none: a request one
 // bucket refuses costs the others nothing, so a refused client is not
 // drained further by its own retries.
-func (l *rateLimiter) take(subs []rateSubject, cost int) rateDecision {
+func (l *Limiter) take(subs []rateSubject, cost int) rateDecision {
 	if l.cfg.Disabled {
 		return rateDecision{allowed: true}
 	}
@@ -598,7 +617,7 @@ func chargeBuckets(store *keyedStore[rate.Limiter], now time.Time, subs []rateSu
 	return d
 }
 
-func durationForTokens(tokens float64, p LimitPolicy) time.Duration {
+func durationForTokens(tokens float64, p Policy) time.Duration {
 	if tokens <= 0 {
 		return 0
 	}
@@ -614,10 +633,10 @@ func ceilSeconds(d time.Duration) int64 {
 
 // sweep forgets every bucket that has refilled. Buckets are also forgotten
 // as new keys arrive; this returns memory after a burst of traffic ends.
-func (l *rateLimiter) sweep() int { return l.buckets.sweep(l.now()) }
+func (l *Limiter) Sweep() int { return l.buckets.sweep(l.now()) }
 
-// rateLimitStats are the limiter's counters, for /metrics.
-type rateLimitStats struct {
+// Stats are the limiter's counters, for /metrics.
+type Stats struct {
 	Keys        int    // buckets remembered now
 	Allowed     uint64 // charges allowed
 	Refused     uint64 // charges refused
@@ -625,8 +644,8 @@ type rateLimitStats struct {
 	EvictedLive uint64 // buckets forgotten at the cap while not full
 }
 
-func (l *rateLimiter) stats() rateLimitStats {
-	return rateLimitStats{
+func (l *Limiter) Stats() Stats {
+	return Stats{
 		Keys:        l.buckets.len(),
 		Allowed:     l.allowed.Load(),
 		Refused:     l.refused.Load(),
@@ -642,7 +661,7 @@ func (l *rateLimiter) stats() rateLimitStats {
 //	RateLimit-Policy: "ip";q=600;w=60, "anon";q=120;w=60
 //	RateLimit: "ip";r=596;t=1, "anon";r=116;t=2
 //
-// q and r count cost units (RateCosts), not requests. t is the time until
+// q and r count cost units (Costs), not requests. t is the time until
 // the bucket is full again: the token-bucket analogue of a window reset
 // (the draft leaves the algorithm open, §1.1). No pk parameter is sent, so
 // no client address or account id is echoed back.
@@ -680,7 +699,7 @@ func (d rateDecision) setHeaders(c *fiber.Ctx) {
 
 // rateLimited is the 429 for a refused decision; the error handler adds
 // Retry-After.
-func rateLimited(d rateDecision) *apiError {
+func rateLimited(d rateDecision) *apierror.Error {
 	who := "this client address"
 	switch d.refusedBy {
 	case "acct":
@@ -688,7 +707,7 @@ func rateLimited(d rateDecision) *apiError {
 	case "key":
 		who = "this API key"
 	}
-	return &apiError{
+	return &apierror.Error{
 		Status:     fiber.StatusTooManyRequests,
 		Type:       "rate_limit_error",
 		Code:       "rate_limited",
@@ -697,32 +716,32 @@ func rateLimited(d rateDecision) *apiError {
 	}
 }
 
-// rateChargeLocal is the fiber.Ctx Locals key of a request's *rateCharge.
+// rateChargeLocal is the fiber.Ctx Locals key of a request's *Charge.
 type rateChargeLocal struct{}
 
-// rateCharge is a limited request's account with its buckets, for charges
+// Charge is a limited request's account with its buckets, for charges
 // it learns of later. It holds no fiber.Ctx, so a handler may use it from
-// the goroutine that calls the GPU. A nil *rateCharge (route not limited,
+// the goroutine that calls the GPU. A nil *Charge (route not limited,
 // or limits off) allows everything.
-type rateCharge struct {
-	l    *rateLimiter
+type Charge struct {
+	l    *Limiter
 	subs []rateSubject
 
 	mu   sync.Mutex
 	last rateDecision // what the response's headers will say
 }
 
-// rateChargeOf returns the request's charge, or nil if the route is not
+// ChargeOf returns the request's charge, or nil if the route is not
 // limited.
-func rateChargeOf(c *fiber.Ctx) *rateCharge {
-	ch, _ := c.Locals(rateChargeLocal{}).(*rateCharge)
+func ChargeOf(c *fiber.Ctx) *Charge {
+	ch, _ := c.Locals(rateChargeLocal{}).(*Charge)
 	return ch
 }
 
 // extra charges cost more units to the request's buckets, all or none,
-// and returns a 429 *apiError when they cannot pay — call it before the
+// and returns a 429 *apierror.Error when they cannot pay — call it before the
 // work the cost stands for (the GPU call on a cache miss).
-func (ch *rateCharge) extra(cost int) error {
+func (ch *Charge) Extra(cost int) error {
 	if ch == nil || cost <= 0 {
 		return nil
 	}
@@ -741,16 +760,16 @@ func (ch *rateCharge) extra(cost int) error {
 // request is anonymous. Allowed or refused, the response carries the
 // RateLimit headers of every bucket charged, as they stand when it is
 // sent (after any extra charge).
-func (l *rateLimiter) limit(cost int, who func(*fiber.Ctx) rateIdentity) fiber.Handler {
+func (l *Limiter) Limit(cost int, who func(*fiber.Ctx) Identity) fiber.Handler {
 	if l.cfg.Disabled {
 		return func(c *fiber.Ctx) error { return c.Next() }
 	}
 	return func(c *fiber.Ctx) error {
-		var id rateIdentity
+		var id Identity
 		if who != nil {
 			id = who(c)
 		}
-		ch := &rateCharge{l: l, subs: l.subjects(l.clientIP.addr(c), id)}
+		ch := &Charge{l: l, subs: l.subjects(l.clientIP.Addr(c), id)}
 		ch.last = l.take(ch.subs, cost)
 		if !ch.last.allowed {
 			ch.last.setHeaders(c)

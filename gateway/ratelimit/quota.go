@@ -1,15 +1,16 @@
-package gateway
+package ratelimit
 
 import (
 	"errors"
 	"fmt"
+	"net/http"
 	"net/netip"
 	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
 
-	"github.com/gofiber/fiber/v2"
+	"github.com/imagegate/imagegate/gateway/apierror"
 )
 
 // FreeImages is how many images a signed-out visitor may generate per
@@ -79,8 +80,8 @@ func (f *FreeImages) Set(s string) error {
 	return nil
 }
 
-// DailyQuotaConfig sets the anonymous daily allowance of generations.
-type DailyQuotaConfig struct {
+// QuotaConfig sets the anonymous daily allowance of generations.
+type QuotaConfig struct {
 	// FreeImagesPerDay per client address block (/32, /64); the zero
 	// value is 10.
 	FreeImagesPerDay FreeImages
@@ -96,7 +97,7 @@ type DailyQuotaConfig struct {
 const defaultFreeQuotaMaxKeys = 1 << 19
 
 // Validate fills defaults and reports every problem at once.
-func (c *DailyQuotaConfig) Validate() error {
+func (c *QuotaConfig) Validate() error {
 	if c.MaxKeys == 0 {
 		c.MaxKeys = defaultFreeQuotaMaxKeys
 	}
@@ -118,11 +119,11 @@ type quotaCount struct {
 	gen  uint32 // distinguishes this entry from a later one for the same key
 }
 
-// dailyQuota counts signed-out generations per client address block per
+// Quota counts signed-out generations per client address block per
 // UTC day. Images are reserved before the GPU call and committed or
 // released after it, so concurrent requests can never spend more than the
 // allowance between them.
-type dailyQuota struct {
+type Quota struct {
 	limit     int
 	unlimited bool
 	now       func() time.Time
@@ -130,16 +131,16 @@ type dailyQuota struct {
 	gens      atomic.Uint32 // wraps after 2^32 counts; a hold also checks the day
 }
 
-// newDailyQuota builds the quota; now is the clock (time.Now outside
+// NewQuota builds the quota; now is the clock (time.Now outside
 // tests).
-func newDailyQuota(cfg DailyQuotaConfig, now func() time.Time) (*dailyQuota, error) {
+func NewQuota(cfg QuotaConfig, now func() time.Time) (*Quota, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
 	if now == nil {
 		return nil, errors.New("gateway: daily quota needs a clock")
 	}
-	q := &dailyQuota{now: now}
+	q := &Quota{now: now}
 	q.limit, q.unlimited = cfg.FreeImagesPerDay.limit()
 	q.counts = newKeyedStore(cfg.MaxKeys, func(v *quotaCount, now time.Time) bool {
 		// A count with nothing in flight is worth nothing once its day is
@@ -159,11 +160,11 @@ func utcDay(t time.Time) int32 {
 	return int32(s / 86400)
 }
 
-// quotaHold is a reservation of n images. Settle it exactly once with
-// commit, release or settle; later calls do nothing. A nil *quotaHold
+// Hold is a reservation of n images. Settle it exactly once with
+// commit, release or settle; later calls do nothing. A nil *Hold
 // (unlimited allowance) settles as a no-op.
-type quotaHold struct {
-	q    *dailyQuota
+type Hold struct {
+	q    *Quota
 	key  rateKey
 	day  int32
 	gen  uint32
@@ -172,14 +173,14 @@ type quotaHold struct {
 }
 
 // reserve holds n images of addr's allowance for today, or refuses with an
-// *apiError: 429 with Retry-After until the next UTC midnight when the day's
+// *apierror.Error: 429 with Retry-After until the next UTC midnight when the day's
 // allowance is spent, 403 when signed-out generation is off (allowance 0).
-func (q *dailyQuota) reserve(addr netip.Addr, n int) (*quotaHold, error) {
+func (q *Quota) Reserve(addr netip.Addr, n int) (*Hold, error) {
 	if q.unlimited || n <= 0 {
 		return nil, nil
 	}
 	if q.limit == 0 {
-		return nil, &apiError{Status: fiber.StatusForbidden, Type: "invalid_request_error", Code: "sign_in_required",
+		return nil, &apierror.Error{Status: http.StatusForbidden, Type: "invalid_request_error", Code: "sign_in_required",
 			Msg: "sign in to generate images"}
 	}
 	now := q.now()
@@ -204,29 +205,29 @@ func (q *dailyQuota) reserve(addr netip.Addr, n int) (*quotaHold, error) {
 		return nil, q.exhausted(now, today, fmt.Sprintf("signed-out visitors may generate %d images a day and this address has %d left today; sign in, or retry after midnight UTC", q.limit, max(left, 0)))
 	}
 	c.held += int32(n)
-	h := &quotaHold{q: q, key: key, day: today, gen: c.gen, n: int32(n)}
+	h := &Hold{q: q, key: key, day: today, gen: c.gen, n: int32(n)}
 	sh.mu.Unlock()
 	return h, nil
 }
 
 // exhausted is the 429 until the next UTC midnight.
-func (q *dailyQuota) exhausted(now time.Time, today int32, msg string) *apiError {
+func (q *Quota) exhausted(now time.Time, today int32, msg string) *apierror.Error {
 	retry := max(1, ceilSeconds(time.Unix((int64(today)+1)*86400, 0).Sub(now)))
-	return &apiError{Status: fiber.StatusTooManyRequests, Type: "rate_limit_error", Code: "free_quota_exhausted",
+	return &apierror.Error{Status: http.StatusTooManyRequests, Type: "rate_limit_error", Code: "free_quota_exhausted",
 		Msg: msg, RetryAfter: int(retry)}
 }
 
 // commit counts every held image as generated.
-func (h *quotaHold) commit() { h.settle(int(h.nOrZero())) }
+func (h *Hold) Commit() { h.settle(int(h.nOrZero())) }
 
 // release returns every held image to the allowance (the generation
 // failed or was refused).
-func (h *quotaHold) release() { h.settle(0) }
+func (h *Hold) Release() { h.settle(0) }
 
 // settle counts used of the held images as generated and returns the rest.
 // A hold that outlives its UTC day settles into nothing: the new day's
 // allowance is already whole.
-func (h *quotaHold) settle(used int) {
+func (h *Hold) settle(used int) {
 	if h == nil || !h.done.CompareAndSwap(false, true) {
 		return
 	}
@@ -249,7 +250,7 @@ func (h *quotaHold) settle(used int) {
 	}
 }
 
-func (h *quotaHold) nOrZero() int32 {
+func (h *Hold) nOrZero() int32 {
 	if h == nil {
 		return 0
 	}
@@ -257,4 +258,4 @@ func (h *quotaHold) nOrZero() int32 {
 }
 
 // sweep forgets counts from past days, returning memory after a busy day.
-func (q *dailyQuota) sweep() int { return q.counts.sweep(q.now()) }
+func (q *Quota) Sweep() int { return q.counts.sweep(q.now()) }
