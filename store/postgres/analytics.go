@@ -76,13 +76,17 @@ func (db *DB) Analytics(from, to time.Time) ([]store.AnalyticsDay, error) {
 	})
 }
 
+// statsTimeout bounds one statistics export, a scan of all generations.
+const statsTimeout = 10 * time.Minute
+
 // ExportStats returns the k-anonymous generation statistics (promise C4),
 // aggregated by the same rule as the bbolt store.
 func (db *DB) ExportStats(k int) (store.StatsExport, error) {
 	if k < store.MinStatsK {
 		return store.StatsExport{}, fmt.Errorf("postgres: k must be at least %d", store.MinStatsK)
 	}
-	ctx, cancel := db.op()
+	// One pass over every generation: bounded by its own, longer deadline.
+	ctx, cancel := context.WithTimeout(context.Background(), statsTimeout)
 	defer cancel()
 	// Only eligible accounts: active and not opted out of model
 	// improvement; ordered so each account's rows come together.

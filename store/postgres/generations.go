@@ -305,16 +305,22 @@ func dropRef(ctx context.Context, tx pgx.Tx, now time.Time, hash, owner, id stri
 // Generations calls fn for each of the account's generations, oldest
 // first, decrypting prompts; it reads in pages of 500.
 func (db *DB) Generations(accountID string, fn func(store.Generation) error) error {
-	ctx, cancel := db.op()
-	defer cancel()
-	r, err := getAccount(ctx, db.pool, accountID, "")
+	r, err := func() (accountRow, error) {
+		ctx, cancel := db.op()
+		defer cancel()
+		return getAccount(ctx, db.pool, accountID, "")
+	}()
 	if err != nil {
 		return err
 	}
 	after := ""
 	for {
+		// Each page has its own deadline: fn may take long (an export
+		// streaming images), and the whole history may be large.
+		ctx, cancel := db.op()
 		rows, err := db.pool.Query(ctx, `SELECT id, `+genCols+` FROM generations WHERE account_id = $1 AND id > $2 ORDER BY id LIMIT 500`, accountID, after)
 		if err != nil {
+			cancel()
 			return err
 		}
 		batch, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (genRow, error) {
@@ -332,6 +338,7 @@ func (db *DB) Generations(accountID string, fn func(store.Generation) error) err
 			g.g.LastAccess, g.g.Expires = last.UTC(), exp.UTC()
 			return g, nil
 		})
+		cancel()
 		if err != nil {
 			return err
 		}
