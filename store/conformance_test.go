@@ -26,6 +26,19 @@ func TestConformance(t *testing.T) {
 			paths.Store(storetest.Store(db), path)
 			return db, path
 		},
+		Reopen: func(t *testing.T, s storetest.Store, now func() time.Time) storetest.Store {
+			p, _ := paths.Load(s)
+			if err := s.(*store.DB).Close(); err != nil {
+				t.Fatal(err)
+			}
+			db, err := store.Open(store.Config{Path: p.(string), Now: now})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { db.Close() })
+			paths.Store(storetest.Store(db), p)
+			return db
+		},
 		Contains: func(t *testing.T, s storetest.Store, needle []byte) bool {
 			t.Helper()
 			p, _ := paths.Load(s)

@@ -35,6 +35,18 @@ func TestConformance(t *testing.T) {
 			dbs.Store(storetest.Store(db), opened{url, keyPath})
 			return db, keyPath
 		},
+		Reopen: func(t *testing.T, s storetest.Store, now func() time.Time) storetest.Store {
+			v, _ := dbs.Load(s)
+			o := v.(opened)
+			s.(*postgres.DB).Close()
+			db, err := postgres.Open(t.Context(), postgres.Config{URL: o.url, KeyPath: o.keyPath, Now: now})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { db.Close() })
+			dbs.Store(storetest.Store(db), o)
+			return db
+		},
 		Contains: func(t *testing.T, s storetest.Store, needle []byte) bool {
 			t.Helper()
 			v, _ := dbs.Load(s)

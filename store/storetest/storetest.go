@@ -134,6 +134,9 @@ type Harness struct {
 	// Contains reports whether needle is readable anywhere s keeps data:
 	// its files or database and its key files.
 	Contains func(t *testing.T, s Store, needle []byte) bool
+	// Reopen closes s and opens its data again, as a restarted process
+	// would (on PostgreSQL: as another gateway on the same database).
+	Reopen func(t *testing.T, s Store, now func() time.Time) Store
 
 	keyPaths *sync.Map
 }
@@ -190,6 +193,9 @@ func Run(t *testing.T, h Harness) {
 		{"RecordPageViewConcurrent", testRecordPageViewConcurrent},
 		{"ExportStatsIsKAnonymousAndExcludesOptOuts", testExportStatsIsKAnonymousAndExcludesOptOuts},
 		{"SweepRemovesOnlyWhatIsDue", testSweepRemovesOnlyWhatIsDue},
+		{"NotifyResumesWithoutDuplicates", testNotifyResumesWithoutDuplicates},
+		{"ErasureResumesInAnotherProcess", testErasureResumesInAnotherProcess},
+		{"DataSurvivesReopen", testDataSurvivesReopen},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -204,6 +210,15 @@ func (h Harness) open(t *testing.T) (Store, *testpeer.Clock) {
 	s, keyPath := h.Open(t, clock.Now)
 	h.keyPaths.Store(s, keyPath)
 	return s, clock
+}
+
+// reopen is Harness.Reopen, keeping track of the key files.
+func (h Harness) reopen(t *testing.T, s Store, clock *testpeer.Clock) Store {
+	t.Helper()
+	p, _ := h.keyPaths.Load(s)
+	s2 := h.Reopen(t, s, clock.Now)
+	h.keyPaths.Store(s2, p)
+	return s2
 }
 
 // keyring opens s's key files a second time, to check which keys exist.
