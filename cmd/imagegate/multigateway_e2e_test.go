@@ -313,3 +313,27 @@ func TestStoreCopyMovesADeployment(t *testing.T) {
 		t.Errorf("the history on PostgreSQL lacks the moved generation's prompt: %s", hist)
 	}
 }
+
+// TestCacheHitsNeedNoDatabase stops PostgreSQL under a running gateway: a
+// cache hit is still served, since it never waits on the database, while a
+// miss (which records its output's owner before answering) is not.
+func TestCacheHitsNeedNoDatabase(t *testing.T) {
+	t.Parallel()
+	pg := testpeer.StartPostgres(t)
+	g := start(t, "--addr", "127.0.0.1:0", "--data-dir", t.TempDir(), "--database-url", pg.NewDatabase(t))
+	waitReady(t, g.url)
+	const body = `{"prompt":"a lighthouse served without a database","size":"256x256"}`
+	resp, first := generate(t, g.url, body)
+	if resp.StatusCode != 200 {
+		t.Fatalf("miss with the database up: %d %v", resp.StatusCode, first)
+	}
+	pg.Stop(t)
+	resp, again := generate(t, g.url, body)
+	path := func(u string) string { p, _, _ := strings.Cut(u, "?"); return p }
+	if resp.StatusCode != 200 || path(firstURL(t, again)) != path(firstURL(t, first)) {
+		t.Errorf("hit with the database down: %d %v, want 200 and the same output", resp.StatusCode, again)
+	}
+	if resp, out := generate(t, g.url, `{"prompt":"a harbour nobody asked for yet","size":"256x256"}`); resp.StatusCode == 200 {
+		t.Errorf("a miss succeeded with the database down (%v): the test would not see a hit touching it", out)
+	}
+}

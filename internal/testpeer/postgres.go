@@ -30,6 +30,8 @@ const postgresHow = "apt-get install postgresql"
 type Postgres struct {
 	port int
 	n    atomic.Int64
+	cmd  *exec.Cmd
+	done chan struct{}
 }
 
 // StartPostgres starts a cluster for t and its subtests. As root it runs
@@ -97,7 +99,7 @@ func StartPostgres(t testing.TB) *Postgres {
 		}
 	})
 
-	p := &Postgres{port: port}
+	p := &Postgres{port: port, cmd: cmd, done: done}
 	ctx, cancel := context.WithTimeout(context.Background(), startTimeout)
 	defer cancel()
 	tick := time.NewTicker(50 * time.Millisecond)
@@ -116,6 +118,16 @@ func StartPostgres(t testing.TB) *Postgres {
 		case <-tick.C:
 		}
 	}
+}
+
+// Stop shuts the server down (fast shutdown: connections are cut) and
+// waits for it, so a test can check what still works without it.
+func (p *Postgres) Stop(t testing.TB) {
+	t.Helper()
+	if err := p.cmd.Process.Signal(syscall.SIGINT); err != nil {
+		t.Fatal(err)
+	}
+	<-p.done
 }
 
 func (p *Postgres) url(db string) string {
