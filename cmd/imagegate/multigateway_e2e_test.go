@@ -206,6 +206,11 @@ func TestThreeGatewaysOnOnePostgres(t *testing.T) {
 		if mm, err := db.Reconcile(false); err != nil || len(mm) != 0 {
 			t.Errorf("Reconcile = %+v, %v", mm, err)
 		}
+		// The operator's check runs beside the live gateways.
+		out, err := exec.Command(binary, "billing", "reconcile", "--database-url", dbURL, "--key-dir", keyDir).CombinedOutput()
+		if err != nil || !strings.Contains(string(out), "ok: every balance equals its ledger") {
+			t.Errorf("billing reconcile on PostgreSQL: %v\n%s", err, out)
+		}
 	})
 
 	t.Run("an erasure cut off by SIGKILL is finished by another gateway", func(t *testing.T) {
