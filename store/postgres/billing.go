@@ -33,6 +33,7 @@ func (db *DB) ApplyStripeEvent(ev store.StripeEvent, changes ...store.BillingCha
 		return false, errors.New("postgres: a Stripe event needs an id and a time")
 	}
 	err = db.inTx(func(ctx context.Context, tx pgx.Tx) error {
+		applied = false
 		now := db.now().UTC()
 		tag, err := tx.Exec(ctx, `INSERT INTO webhook_events (id, type, created, received) VALUES ($1, $2, $3, $4)
 			ON CONFLICT (id) DO NOTHING`, ev.ID, ev.Type, ev.Created.UTC(), now)

@@ -141,11 +141,26 @@ func (db *DB) op() (context.Context, context.CancelFunc) {
 }
 
 // inTx runs fn in one READ COMMITTED transaction. Money and identity
-// changes lock the rows they read (SELECT … FOR UPDATE), see doc.go.
+// changes lock the rows they read (SELECT … FOR UPDATE), see doc.go. A
+// transaction PostgreSQL aborts as a deadlock victim (two gateways
+// locking the same rows in different orders) runs again, up to three
+// times: fn must set its results afresh on each run.
 func (db *DB) inTx(fn func(ctx context.Context, tx pgx.Tx) error) error {
 	ctx, cancel := db.op()
 	defer cancel()
-	return pgx.BeginFunc(ctx, db.pool, func(tx pgx.Tx) error { return fn(ctx, tx) })
+	for attempt := 1; ; attempt++ {
+		err := pgx.BeginFunc(ctx, db.pool, func(tx pgx.Tx) error { return fn(ctx, tx) })
+		if attempt == 3 || !isRetryable(err) {
+			return err
+		}
+	}
+}
+
+// isRetryable reports a deadlock or serialization failure: nothing was
+// written, and the same transaction may succeed when run again.
+func isRetryable(err error) bool {
+	var pe *pgconn.PgError
+	return errors.As(err, &pe) && (pe.Code == "40P01" || pe.Code == "40001")
 }
 
 func (db *DB) lookupKey(kind, value string) []byte { return store.LookupKey(db.indexKey, kind, value) }

@@ -421,6 +421,7 @@ func (db *DB) ExpireOutputs(batch int) (int, error) {
 	now := db.now().UTC()
 	n := 0
 	err := db.inTx(func(ctx context.Context, tx pgx.Tx) error {
+		n = 0
 		type due struct {
 			at              time.Time
 			gen             bool

@@ -94,6 +94,7 @@ func (db *DB) LedgerEntryByRef(accountID, ref string) (store.LedgerEntry, error)
 func (db *DB) ApplyGrant(accountID, period string, amount int64) (bool, error) {
 	var applied bool
 	err := db.inTx(func(ctx context.Context, tx pgx.Tx) error {
+		applied = false
 		r, err := getAccount(ctx, tx, accountID, "FOR UPDATE")
 		if err != nil {
 			return err
@@ -212,6 +213,7 @@ func (db *DB) Ledger(accountID string) ([]store.LedgerEntry, error) {
 func (db *DB) Reconcile(fix bool) ([]store.Mismatch, error) {
 	var out []store.Mismatch
 	err := db.inTx(func(ctx context.Context, tx pgx.Tx) error {
+		out = nil
 		lock := ""
 		if fix {
 			lock = "FOR UPDATE OF a"

@@ -151,6 +151,7 @@ func (db *DB) consumeEmailToken(token, purpose string, fn func(ctx context.Conte
 	var accountID string
 	expired := false
 	err := db.inTx(func(ctx context.Context, tx pgx.Tx) error {
+		expired = false
 		t, err := db.liveToken(ctx, tx, hash, purpose, "FOR UPDATE")
 		if errors.Is(err, store.ErrExpired) {
 			expired = true
