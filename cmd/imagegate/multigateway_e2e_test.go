@@ -223,8 +223,11 @@ func TestThreeGatewaysOnOnePostgres(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if n := db.GenerationCount(acct.ID); n != 1 {
-			t.Fatalf("%d generations recorded, want 1", n)
+		for deadline := time.Now().Add(30 * time.Second); db.GenerationCount(acct.ID) != 1; {
+			if time.Now().After(deadline) {
+				t.Fatalf("%d generations recorded, want 1", db.GenerationCount(acct.ID))
+			}
+			time.Sleep(20 * time.Millisecond) // polling the history writer
 		}
 		u.expect(t, "DELETE", gws[0].url+"/v1/account", `{"password":"`+password+`"}`, 202)
 		select {
@@ -340,5 +343,139 @@ func TestCacheHitsNeedNoDatabase(t *testing.T) {
 	}
 	if resp, out := generate(t, g.url, `{"prompt":"a harbour nobody asked for yet","size":"256x256"}`); resp.StatusCode == 200 {
 		t.Errorf("a miss succeeded with the database down (%v): the test would not see a hit touching it", out)
+	}
+}
+
+// TestObjectGCWithThreeGateways runs three gateways on one PostgreSQL and
+// one S3 bucket. An output two accounts made through different gateways
+// survives one owner deleting it through a third, because the reference
+// count is the database's, not a gateway's; once the last owner deletes
+// it, a gateway's lifecycle pass removes it from the bucket and the
+// deletion queue.
+func TestObjectGCWithThreeGateways(t *testing.T) {
+	t.Parallel()
+	const password = "a long enough passphrase"
+	s3 := testpeer.Versitygw(t)
+	bucket := s3.NewBucket(t)
+	pg := testpeer.StartPostgres(t)
+	dbURL := pg.NewDatabase(t)
+	keyDir := t.TempDir()
+	var cmds []*exec.Cmd
+	for range 3 {
+		cmd := exec.Command(binary, "--addr", "127.0.0.1:0", "--data-dir", t.TempDir(), "--key-dir", keyDir,
+			"--database-url", dbURL, "--rate-limits", "off", "--lifecycle-interval", "200ms",
+			"--signing-key", "a-signing-key-shared-by-the-fleet-0123456789",
+			"--s3-endpoint", s3.Endpoint, "--s3-bucket", bucket, "--s3-access-key-id", s3.AccessKey,
+			"--s3-secret-access-key", s3.SecretKey, "--s3-region", s3.Region)
+		cmd.Env = append(os.Environ(), "IMAGEGATE_LOG_LEVEL=warn")
+		cmds = append(cmds, cmd)
+	}
+	gws := startAll(t, cmds)
+	for _, g := range gws {
+		waitReady(t, g.url)
+	}
+	db, err := postgres.Open(t.Context(), postgres.Config{URL: dbURL, KeyPath: filepath.Join(keyDir, "imagegate.db")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	inBucket := func(name string) bool {
+		t.Helper()
+		found := false
+		filepath.WalkDir(filepath.Join(s3.Dir, bucket), func(p string, d os.DirEntry, err error) error {
+			if err == nil && !d.IsDir() && d.Name() == name {
+				found = true
+			}
+			return nil
+		})
+		return found
+	}
+	type owner struct {
+		jar *jarClient
+		id  string
+	}
+	signUp := func(email string, g *proc) owner {
+		u := newJarClient(t)
+		u.expect(t, "POST", g.url+"/v1/auth/signup", `{"email":"`+email+`","password":"`+password+`","over_18":true}`, 202)
+		u.expect(t, "POST", g.url+"/v1/auth/login", `{"email":"`+email+`","password":"`+password+`"}`, 200)
+		a, err := db.AccountByEmail(email)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return owner{u, a.ID}
+	}
+	generation := func(o owner, g *proc, prompt string) (name, genID string) {
+		raw := o.jar.expect(t, "POST", g.url+"/v1/images/generations", `{"prompt":"`+prompt+`","size":"256x256"}`, 200)
+		var out struct {
+			Data []struct{ URL string } `json:"data"`
+		}
+		if err := json.Unmarshal(raw, &out); err != nil || len(out.Data) != 1 {
+			t.Fatalf("generation: %v %s", err, raw)
+		}
+		p, _, _ := strings.Cut(out.Data[0].URL, "?")
+		// A generation is recorded in the history off the request path.
+		deadline := time.Now().Add(30 * time.Second)
+		for genID == "" {
+			if err := db.Generations(o.id, func(gen store.Generation) error {
+				if strings.Contains(p, gen.Object) {
+					genID = gen.ID
+				}
+				return nil
+			}); err != nil {
+				t.Fatal(err)
+			}
+			if genID == "" && time.Now().After(deadline) {
+				t.Fatalf("no generation of %s in the history", p)
+			}
+			if genID == "" {
+				time.Sleep(20 * time.Millisecond) // polling the history writer
+			}
+		}
+		return filepath.Base(p), genID
+	}
+	waitGone := func(name string) {
+		t.Helper()
+		deadline := time.Now().Add(60 * time.Second)
+		for inBucket(name) {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s is still in the bucket", name)
+			}
+			time.Sleep(20 * time.Millisecond) // polling the gateways' lifecycle passes
+		}
+	}
+
+	alice, bob, carol := signUp("alice@example.com", gws[0]), signUp("bob@example.com", gws[1]), signUp("carol@example.com", gws[2])
+	shared, aliceGen := generation(alice, gws[0], "a lighthouse two people asked for")
+	sharedAgain, bobGen := generation(bob, gws[1], "a lighthouse two people asked for")
+	if shared != sharedAgain || !inBucket(shared) {
+		t.Fatalf("the two accounts' outputs are %s and %s (in the bucket: %v), want one shared output", shared, sharedAgain, inBucket(shared))
+	}
+	alice.jar.expect(t, "DELETE", gws[2].url+"/v1/account/generations/"+aliceGen, "", 204)
+	// A lifecycle pass after Alice's deletion provably ran once Carol's
+	// own deleted output is gone from the bucket.
+	own, carolGen := generation(carol, gws[2], "a harbour only carol asked for")
+	carol.jar.expect(t, "DELETE", gws[0].url+"/v1/account/generations/"+carolGen, "", 204)
+	waitGone(own)
+	if !inBucket(shared) {
+		t.Fatalf("the output Bob still has was deleted when Alice deleted hers")
+	}
+	if owners, err := db.ObjectOwners(strings.TrimSuffix(shared, filepath.Ext(shared))); err != nil || len(owners) != 1 || owners[0] != bob.id {
+		t.Errorf("owners of the shared output = %v, %v; want Bob alone", owners, err)
+	}
+	bob.jar.expect(t, "DELETE", gws[2].url+"/v1/account/generations/"+bobGen, "", 204)
+	waitGone(shared)
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		queued, err := db.DoomedObjects("", 10)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(queued) == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("still queued for deletion: %+v", queued)
+		}
+		time.Sleep(20 * time.Millisecond) // polling the lifecycle pass that removes the queue entry
 	}
 }
