@@ -14,19 +14,22 @@ TOOLS_BIN           := $(CURDIR)/.tools/bin
 VERSITYGW_VERSION   := v1.8.0
 STRIPE_MOCK_VERSION := v0.203.0
 SYSTEM_PYTHON       := /usr/bin/python3
+CHROMIUM            := /usr/bin/chromium
+AXE_CORE_VERSION    := 4.14.1
+AXE_JS              := $(CURDIR)/.tools/node_modules/axe-core/axe.min.js
 SUDO                := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: test vet tools bench generate check-generated fuzz run clean
 
 ## test: install the test peers, vet, then the whole suite with the race
 ## detector (fuzz seed corpora included). A test whose peer is missing fails
-## here instead of skipping.
+## here instead of skipping, and internal/noskip fails the run on any skip.
 test: tools vet
-	IMAGEGATE_TEST_REQUIRE_PEERS=1 IMAGEGATE_TEST_TOOLS=$(TOOLS_BIN) \
-	  $(GO) test -race -count=1 -timeout 30m ./...
+	IMAGEGATE_TEST_REQUIRE_PEERS=1 IMAGEGATE_TEST_TOOLS=$(TOOLS_BIN) GO=$(GO) \
+	  $(GO) run ./internal/noskip -race -count=1 -timeout 30m ./...
 
 ## tools: install what the tests need when it is missing (idempotent)
-tools: $(TOOLS_BIN)/versitygw $(TOOLS_BIN)/stripe-mock smtp-server postgresql
+tools: $(TOOLS_BIN)/versitygw $(TOOLS_BIN)/stripe-mock smtp-server postgresql chromium $(AXE_JS)
 
 $(TOOLS_BIN)/versitygw:
 	GOBIN=$(TOOLS_BIN) $(GO) install github.com/versity/versitygw/cmd/versitygw@$(VERSITYGW_VERSION)
@@ -48,6 +51,17 @@ postgresql:
 	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null || { \
 	  $(SUDO) apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends postgresql; }
+
+# The browser tests drive Debian's chromium through chromedp
+# (internal/browsertest) and run axe-core from npm inside the pages.
+.PHONY: chromium
+chromium:
+	@[ -x $(CHROMIUM) ] || { \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends chromium; }
+
+$(AXE_JS):
+	npm install --prefix $(CURDIR)/.tools --no-save --no-audit --no-fund axe-core@$(AXE_CORE_VERSION)
 
 vet:
 	$(GO) vet ./...

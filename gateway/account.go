@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"errors"
+	"slices"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -38,28 +39,55 @@ func (g *Gateway) getAccount(c *fiber.Ctx) error {
 }
 
 type apiKeyJSON struct {
-	ID       string `json:"id"`
-	Name     string `json:"name"`
-	Hint     string `json:"hint"`
-	Key      string `json:"key,omitempty"` // only in the creation response
-	Created  int64  `json:"created"`
-	LastUsed int64  `json:"last_used,omitempty"`
+	ID       string   `json:"id"`
+	Name     string   `json:"name"`
+	Hint     string   `json:"hint"`
+	Key      string   `json:"key,omitempty"` // only in the creation response
+	Scopes   []string `json:"scopes"`
+	Created  int64    `json:"created"`
+	LastUsed int64    `json:"last_used,omitempty"`
+	// Flagged is when a password change or reset kept the key working
+	// for review; FlaggedBy names it ("password_change", "password_reset").
+	Flagged   int64  `json:"flagged,omitempty"`
+	FlaggedBy string `json:"flagged_by,omitempty"`
 }
 
 func apiKeyView(k store.APIKey) apiKeyJSON {
-	v := apiKeyJSON{ID: k.ID, Name: k.Name, Hint: k.Hint + "…", Created: k.Created.Unix()}
+	v := apiKeyJSON{ID: k.ID, Name: k.Name, Hint: k.Hint + "…", Scopes: k.Scopes, Created: k.Created.Unix(), FlaggedBy: k.FlaggedBy}
 	if !k.LastUsed.IsZero() {
 		v.LastUsed = k.LastUsed.Unix()
+	}
+	if !k.Flagged.IsZero() {
+		v.Flagged = k.Flagged.Unix()
 	}
 	return v
 }
 
-// errSessionOnly keeps key management in the browser: a leaked API key
-// must not be able to mint or revoke keys.
-var errSessionOnly = &apiError{Status: fiber.StatusForbidden, Type: "permission_error", Code: "session_required", Msg: "manage API keys from a signed-in browser session, not with an API key"}
-
 type newKeyJSON struct {
 	Name string `json:"name"`
+	// Scopes the key may use; absent: store.DefaultAPIKeyScopes
+	// (images:write only).
+	Scopes *[]string `json:"scopes"`
+}
+
+// keyScopes validates the scopes a key is asked for: nil (the default)
+// or a non-empty list of known scopes.
+func keyScopes(asked *[]string) ([]string, error) {
+	if asked == nil {
+		return nil, nil
+	}
+	known := strings.Join(store.Scopes, ", ")
+	if len(*asked) == 0 {
+		return nil, badRequest("invalid_scope", "scopes: name at least one of "+known)
+	}
+	out := make([]string, 0, len(*asked))
+	for _, s := range *asked {
+		if !slices.Contains(store.Scopes, s) {
+			return nil, badRequest("invalid_scope", "scopes: each must be one of "+known)
+		}
+		out = append(out, strings.Clone(s))
+	}
+	return out, nil
 }
 
 // maxAPIKeys bounds the keys of one account.
@@ -67,14 +95,15 @@ const maxAPIKeys = 20
 
 func (g *Gateway) createAPIKey(c *fiber.Ctx) error {
 	p := principalOf(c)
-	if p.session == "" {
-		return errSessionOnly
-	}
 	var req newKeyJSON
 	if len(c.Body()) > 0 {
 		if err := decodeJSON(c.Body(), &req); err != nil {
 			return err
 		}
+	}
+	scopes, err := keyScopes(req.Scopes)
+	if err != nil {
+		return err
 	}
 	name := strings.TrimSpace(req.Name)
 	if name == "" {
@@ -90,7 +119,7 @@ func (g *Gateway) createAPIKey(c *fiber.Ctx) error {
 	if len(keys) >= maxAPIKeys {
 		return badRequest("too_many_keys", "this account already has 20 API keys; delete one first")
 	}
-	secret, k, err := g.store.CreateAPIKey(p.account.ID, strings.Clone(name))
+	secret, k, err := g.store.CreateAPIKey(p.account.ID, strings.Clone(name), scopes)
 	if err != nil {
 		return err
 	}
@@ -115,9 +144,6 @@ func (g *Gateway) listAPIKeys(c *fiber.Ctx) error {
 
 func (g *Gateway) deleteAPIKey(c *fiber.Ctx) error {
 	p := principalOf(c)
-	if p.session == "" {
-		return errSessionOnly
-	}
 	id := strings.Clone(c.Params("id"))
 	err := g.store.DeleteAPIKey(p.account.ID, id)
 	if errors.Is(err, store.ErrNotFound) {

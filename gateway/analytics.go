@@ -112,10 +112,11 @@ func (g *Gateway) pageView(c *fiber.Ctx) error {
 }
 
 // analyticsAllowed reports whether this request may be counted: analytics
-// consent for the policy in force, no GPC signal, and no opt-out on the
+// consent for the policy in force, no GPC or DNT signal, and no opt-out on the
 // signed-in account.
 func (g *Gateway) analyticsAllowed(c *fiber.Ctx) bool {
-	if !consentOf(c).allowedBy(categoryAnalytics, g.cfg.CookiePolicyRevision) {
+	// Do Not Track is honoured like GPC, for browsers that send only it.
+	if c.Get("DNT") == "1" || !consentOf(c).allowedBy(categoryAnalytics, g.cfg.CookiePolicyRevision) {
 		return false
 	}
 	p := principalOf(c)

@@ -142,6 +142,11 @@ func TestAnalyticsCountOnlyWithConsent(t *testing.T) {
 	if diff := cmp.Diff(want, total()); diff != "" {
 		t.Errorf("counted under GPC (-want +got):\n%s", diff)
 	}
+	// So does Do Not Track, for browsers that send only that.
+	view(b, "/pricing", "DNT", "1")
+	if diff := cmp.Diff(want, total()); diff != "" {
+		t.Errorf("counted under DNT (-want +got):\n%s", diff)
+	}
 
 	// A signed-in account is counted until it switches analytics off.
 	b2 := newConsentBrowser(t)

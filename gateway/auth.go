@@ -201,16 +201,37 @@ func (g *Gateway) logoutAll(c *fiber.Ctx) error {
 type passwordJSON struct {
 	CurrentPassword string `json:"current_password"`
 	NewPassword     string `json:"new_password"`
+	// APIKeys: "revoke" (default) or "flag"; see apiKeyAction.
+	APIKeys string `json:"api_keys"`
 }
 
-// changePassword re-checks the current password, stores the new one and
-// ends every other session.
+// apiKeyAction reads what a password change or reset should do to the
+// account's API keys. Revoking is the default: a change of password often
+// answers a suspected compromise, and a key the intruder made would
+// otherwise outlive it. "flag" keeps the keys working (an integration the
+// owner trusts keeps running) and marks them in the key list.
+func apiKeyAction(v string) (store.APIKeyAction, error) {
+	switch v {
+	case "", string(store.RevokeAPIKeys):
+		return store.RevokeAPIKeys, nil
+	case string(store.FlagAPIKeys):
+		return store.FlagAPIKeys, nil
+	}
+	return "", badRequest("invalid_api_keys", `api_keys: "revoke" (the default) or "flag"`)
+}
+
+// changePassword re-checks the current password, stores the new one, ends
+// every other session and revokes or flags the API keys as asked.
 func (g *Gateway) changePassword(c *fiber.Ctx) error {
 	var req passwordJSON
 	if err := decodeJSON(c.Body(), &req); err != nil {
 		return err
 	}
 	if err := checkPassword("new_password", req.NewPassword); err != nil {
+		return err
+	}
+	keys, err := apiKeyAction(req.APIKeys)
+	if err != nil {
 		return err
 	}
 	p := principalOf(c)
@@ -235,13 +256,13 @@ func (g *Gateway) changePassword(c *fiber.Ctx) error {
 	if err != nil {
 		return hashError(err)
 	}
-	n, err := g.store.SetPassword(p.account.ID, hash, p.session)
+	ch, err := g.store.SetPassword(p.account.ID, hash, p.session, keys)
 	if err != nil {
 		return err
 	}
-	g.securityEvent(c, eventPasswordChanged, p.account.ID, "")
-	g.mail.send("password_changed", passwordChangedMail(p.account.Email))
-	return c.JSON(fiber.Map{"sessions_ended": n})
+	g.securityEvent(c, eventPasswordChanged, p.account.ID, keysDetail(ch))
+	g.mail.send("password_changed", passwordChangedMail(p.account.Email, ch, false))
+	return c.JSON(fiber.Map{"sessions_ended": ch.SessionsEnded, "api_keys_revoked": ch.KeysRevoked, "api_keys_flagged": ch.KeysFlagged})
 }
 
 type resetJSON struct {
@@ -295,21 +316,28 @@ func (g *Gateway) sendReset(email, site string, cl client) {
 type resetConfirmJSON struct {
 	Token       string `json:"token"`
 	NewPassword string `json:"new_password"`
+	// APIKeys: "revoke" (default) or "flag"; see apiKeyAction.
+	APIKeys string `json:"api_keys"`
 }
 
 var errBadToken = badRequest("invalid_token", "token: the link is invalid, used or expired; ask for a new one")
 
-// confirmReset spends a reset token: new password, every session ended.
-// It accepts JSON, or the form posted by the /reset-password page.
+// confirmReset spends a reset token: new password, every session ended,
+// the API keys revoked or flagged as asked. It accepts JSON, or the form
+// posted by the /reset-password page.
 func (g *Gateway) confirmReset(c *fiber.Ctx) error {
 	var req resetConfirmJSON
 	form := isForm(c)
 	if form {
-		req.Token, req.NewPassword = c.FormValue("token"), c.FormValue("new_password")
+		req.Token, req.NewPassword, req.APIKeys = c.FormValue("token"), c.FormValue("new_password"), c.FormValue("api_keys")
 	} else if err := decodeJSON(c.Body(), &req); err != nil {
 		return err
 	}
 	if err := checkPassword("new_password", req.NewPassword); err != nil {
+		return err
+	}
+	keys, err := apiKeyAction(req.APIKeys)
+	if err != nil {
 		return err
 	}
 	if req.Token == "" || len(req.Token) > 128 {
@@ -327,17 +355,17 @@ func (g *Gateway) confirmReset(c *fiber.Ctx) error {
 	if err != nil {
 		return hashError(err)
 	}
-	id, err := g.store.ConsumePasswordReset(token, hash)
+	ch, err := g.store.ConsumePasswordReset(token, hash, keys)
 	if err := resetTokenError(err); err != nil {
 		return err
 	}
-	g.securityEvent(c, eventPasswordReset, id, "")
-	if acct, err := g.store.Account(id); err == nil {
-		g.mail.send("password_changed", passwordChangedMail(acct.Email))
+	g.securityEvent(c, eventPasswordReset, ch.AccountID, keysDetail(ch))
+	if acct, err := g.store.Account(ch.AccountID); err == nil {
+		g.mail.send("password_changed", passwordChangedMail(acct.Email, ch, true))
 	}
 	clearCookie(c, cookieSession)
 	if form {
-		return g.page(c, "Password changed", "Your password was changed and every session was signed out. Sign in with the new password.")
+		return g.page(c, "Password changed", "Your password was changed and every session was signed out. "+keysSentence(ch)+" Sign in with the new password.")
 	}
 	return c.SendStatus(fiber.StatusNoContent)
 }

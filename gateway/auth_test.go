@@ -339,7 +339,7 @@ func TestPasswordResetThroughTheOutbox(t *testing.T) {
 	// The page the link opens changes nothing; the form posts the token.
 	page := e.browser().call("GET", "/reset-password?token="+url.QueryEscape(token), "", nil)
 	want(t, page, 200)
-	if html, _ := io.ReadAll(page.Body); !bytes.Contains(html, []byte(`action="/v1/auth/password-reset/confirm"`)) {
+	if html, _ := io.ReadAll(page.Body); !bytes.Contains(html, []byte(`action="/reset-password/confirm"`)) {
 		t.Errorf("reset page has no form posting to confirm: %s", html)
 	}
 	const newPassword = "a brand new passphrase"
@@ -398,8 +398,14 @@ func TestAPIKeys(t *testing.T) {
 		t.Fatalf("created key %+v", created)
 	}
 	api := &browser{t: t, e: e, client: &http.Client{Timeout: 60 * time.Second}, header: http.Header{"Authorization": {"Bearer " + created.Key}}}
+	// A key gets images:write only unless account:read is asked for.
+	if !slices.Equal(created.Scopes, []string{"images:write"}) {
+		t.Errorf("default scopes %q", created.Scopes)
+	}
+	want(t, api.call("GET", "/v1/account", "", nil), 403)
+	reader, _ := e.keyClient(b, `["account:read"]`)
 	var view accountJSON
-	want(t, api.call("GET", "/v1/account", "", &view), 200)
+	want(t, reader.call("GET", "/v1/account", "", &view), 200)
 	if view.ID != acct.ID {
 		t.Errorf("API key acts for %s, want %s", view.ID, acct.ID)
 	}
@@ -410,11 +416,11 @@ func TestAPIKeys(t *testing.T) {
 
 	var list struct{ Data []apiKeyJSON }
 	want(t, b.call("GET", "/v1/account/api-keys", "", &list), 200)
-	if len(list.Data) != 1 || list.Data[0].Key != "" || list.Data[0].ID != created.ID {
+	if len(list.Data) != 2 || list.Data[0].Key != "" || list.Data[0].ID != created.ID {
 		t.Errorf("listing %+v (the secret must not be listed)", list.Data)
 	}
 	want(t, b.call("DELETE", "/v1/account/api-keys/"+created.ID, "", nil), 204)
-	want(t, api.call("GET", "/v1/account", "", nil), 401)
+	want(t, api.call("POST", "/v1/images/generations", `{"prompt":"api key picture","size":"256x256"}`, nil), 401)
 
 	bad := &browser{t: t, e: e, client: &http.Client{}, header: http.Header{"Authorization": {"Bearer sk_forged"}}}
 	var got errorBody

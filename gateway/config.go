@@ -56,6 +56,9 @@ type Config struct {
 	RateLimits RateLimitConfig
 	// LoginGuard limits sign-in attempts.
 	LoginGuard LoginGuardConfig
+	// Credentials limits lookups of API keys and session cookies not yet
+	// seen to work; off with RateLimits.Disabled.
+	Credentials ratelimit.CredentialGuardConfig
 	// FreeQuota is signed-out visitors' daily allowance of images.
 	FreeQuota DailyQuotaConfig
 	// Plans price generations and say what each plan may do.
@@ -209,7 +212,7 @@ func (c *Config) Validate() error {
 			errs = append(errs, fmt.Errorf("gateway: trusted origin %q must be scheme://host[:port]", o))
 		}
 	}
-	errs = append(errs, c.ClientIP.Validate(), c.RateLimits.Validate(), c.LoginGuard.Validate(),
+	errs = append(errs, c.ClientIP.Validate(), c.RateLimits.Validate(), c.LoginGuard.Validate(), c.Credentials.Validate(),
 		c.FreeQuota.Validate(), c.Plans.validate(), c.Google.validate(), c.Billing.Validate(), c.Peers.validate(), c.Moderation.Validate(), c.Retention.validate())
 	if c.Billing.SecretKey != "" {
 		errs = append(errs, c.Billing.checkPlans(c.Plans))

@@ -2,6 +2,8 @@ package gateway
 
 import (
 	"bytes"
+	"context"
+	"crypto/rand"
 	"encoding/binary"
 	"encoding/json"
 	"hash/crc32"
@@ -11,8 +13,14 @@ import (
 	"image/png"
 	"mime/multipart"
 	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
+
+	"github.com/imagegate/imagegate/edge"
 )
 
 // testImage draws a deterministic gradient.
@@ -221,26 +229,145 @@ func FuzzCheckReference(f *testing.F) {
 	})
 }
 
-// TestEditKeepsNoReference checks promise C2: the reference image is used
-// for the task and stored nowhere — not in the object store, the cache
-// files or anywhere else under the data directory.
-func TestEditKeepsNoReference(t *testing.T) {
-	t.Parallel()
-	e := newEnv(t, envOptions{})
-	ref := testPNG(t, 128, 96)
-	resp, raw := e.edit(t, editOptions{prompt: "pixel", image: ref, fields: map[string]string{"size": "256x256"}})
-	if resp.StatusCode != 200 {
-		t.Fatalf("status %d: %s", resp.StatusCode, raw)
+// recordingObjects is the object store with every write recorded, so a
+// test can say exactly what an operation stored.
+type recordingObjects struct {
+	envObjects
+	mu   sync.Mutex
+	puts []recordedPut
+}
+
+type recordedPut struct {
+	name string
+	data []byte
+}
+
+func (r *recordingObjects) Put(ctx context.Context, name string, data []byte, contentType string) (bool, error) {
+	r.mu.Lock()
+	r.puts = append(r.puts, recordedPut{name, bytes.Clone(data)})
+	r.mu.Unlock()
+	return r.envObjects.Put(ctx, name, data, contentType)
+}
+
+func (r *recordingObjects) written() []recordedPut {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Clone(r.puts)
+}
+
+// paddedPNG is testPNG(w, h) with a private ancillary chunk of pad bytes
+// before IEND: a valid reference of any size, whose padding is its own.
+func paddedPNG(t testing.TB, w, h int, pad []byte) []byte {
+	t.Helper()
+	p := testPNG(t, w, h)
+	iend := len(p) - 12
+	if string(p[iend+4:iend+8]) != "IEND" {
+		t.Fatalf("no IEND at the end of the test PNG")
 	}
-	e.close()
-	// The decoded pixels are what the tier saw; look for a long run of the
-	// encoded upload and of its raw pixel rows alike.
-	needle := ref[len(ref)/2 : len(ref)/2+64]
-	row := testImage(128, 96).Pix[40*128*4 : 40*128*4+256]
-	for _, f := range filesUnder(t, e.dir) {
-		data := readFile(t, f)
-		if bytes.Contains(data, needle) || bytes.Contains(data, row) {
-			t.Errorf("%s holds reference image bytes", f)
-		}
+	var chunk bytes.Buffer
+	binary.Write(&chunk, binary.BigEndian, uint32(len(pad)))
+	body := append([]byte("prVt"), pad...)
+	chunk.Write(body)
+	binary.Write(&chunk, binary.BigEndian, crc32.ChecksumIEEE(body))
+	return slices.Concat(p[:iend], chunk.Bytes(), p[iend:])
+}
+
+// TestEditKeepsNoReference checks promise C2: the reference image is used
+// for the task and stored nowhere. The object store is wrapped in a
+// recorder: an edit writes only its outputs (named by the hash of the
+// bytes written, and returned to the caller) and their manifests, and no
+// write holds the reference. No file under the data directory (object
+// store, L2 cache file, store) holds its bytes or pixel rows, and the
+// process's temporary directory is left empty. A reference above the
+// multipart parser's 16 MiB in-memory limit runs with TMPDIR pointing
+// nowhere, so spooling it to a temporary file would fail the edit.
+//
+// Not parallel: it sets TMPDIR for the process.
+func TestEditKeepsNoReference(t *testing.T) {
+	spool := filepath.Join(t.TempDir(), "tmp")
+	if err := os.Mkdir(spool, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	pad := make([]byte, 17<<20)
+	rand.Read(pad)
+	for _, c := range []struct {
+		name   string
+		ref    []byte
+		tmpdir string
+		needle []byte // a run of the upload's bytes no output can hold
+	}{
+		{"small", testPNG(t, 128, 96), spool, nil},
+		{"larger than in-memory multipart", paddedPNG(t, 128, 96, pad), filepath.Join(spool, "missing"), pad[len(pad)/2 : len(pad)/2+64]},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			dir := t.TempDir() // before TMPDIR moves
+			t.Setenv("TMPDIR", c.tmpdir)
+			rec := &recordingObjects{}
+			e := newEnv(t, envOptions{dir: dir, objects: func(l *edge.Local) envObjects { rec.envObjects = l; return rec }})
+			resp, raw := e.edit(t, editOptions{prompt: "pixel", image: c.ref, fields: map[string]string{"size": "256x256"}})
+			if resp.StatusCode != 200 {
+				t.Fatalf("status %d: %s\n%s", resp.StatusCode, raw, e.logs)
+			}
+			outputs := map[string]bool{}
+			for _, d := range decodeImages(t, raw).Data {
+				outputs[strings.TrimSuffix(strings.TrimPrefix(pathOf(t, d.URL), "/o/"), ".png")] = true
+			}
+			e.close()
+
+			// The decoded pixels are what the tier saw; look for a long run
+			// of the encoded upload and of its raw pixel rows alike.
+			needles := [][]byte{c.ref[len(c.ref)/2 : len(c.ref)/2+64], testImage(128, 96).Pix[40*128*4 : 40*128*4+256]}
+			if c.needle != nil {
+				needles = append(needles, c.needle)
+			}
+			holdsReference := func(data []byte) bool {
+				for _, n := range needles {
+					if bytes.Contains(data, n) {
+						return true
+					}
+				}
+				return false
+			}
+
+			var stored, manifests int
+			for _, p := range rec.written() {
+				if holdsReference(p.data) {
+					t.Errorf("object %s holds reference image bytes", p.name)
+				}
+				switch {
+				case strings.HasPrefix(p.name, "o/"):
+					hash, ext, ok := strings.Cut(strings.TrimPrefix(p.name, "o/"), ".")
+					if !ok || ext != "png" || hash != edge.HashHex(p.data) {
+						t.Errorf("object %s is not named by the SHA-256 of its bytes", p.name)
+					}
+					if !outputs[hash] {
+						t.Errorf("object %s is not an output of the edit (outputs %v)", p.name, outputs)
+					}
+					stored++
+				case strings.HasPrefix(p.name, "k/") && strings.HasSuffix(p.name, ".json"):
+					var m struct {
+						Object string `json:"object"`
+					}
+					if err := json.Unmarshal(p.data, &m); err != nil || !outputs[m.Object] {
+						t.Errorf("manifest %s (%v) names %q, not an output of the edit", p.name, err, m.Object)
+					}
+					manifests++
+				default:
+					t.Errorf("the edit wrote %s (%d bytes): neither an output nor a manifest", p.name, len(p.data))
+				}
+			}
+			if stored != len(outputs) || manifests == 0 {
+				t.Errorf("the edit stored %d outputs and %d manifests; want its %d outputs and their manifests", stored, manifests, len(outputs))
+			}
+			for _, f := range filesUnder(t, e.dir) {
+				if holdsReference(readFile(t, f)) {
+					t.Errorf("%s holds reference image bytes", f)
+				}
+			}
+			left, err := os.ReadDir(spool)
+			if err != nil || len(left) != 0 {
+				t.Errorf("the temporary directory holds %v (%v), want nothing", left, err)
+			}
+		})
 	}
 }

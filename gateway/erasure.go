@@ -17,40 +17,25 @@ const (
 	eventAdminErasure     = "admin_erasure"
 )
 
-// googleReconfirm is how recent a Google-only account's sign-in must be to
-// delete it: it has no password to re-enter, so signing in again is the
-// re-authentication.
-const googleReconfirm = 10 * time.Minute
-
 type deleteAccountJSON struct {
 	Password string `json:"password"`
 }
 
-// deleteAccount erases the signed-in account (promise R3): re-authenticated
-// by its password (Google-only accounts: by a sign-in in the last ten
-// minutes), then started as a durable job that finishes even if the
-// process restarts. The answer comes at once; a confirmation email follows
-// when everything is gone.
+// deleteAccount erases the signed-in account (promise R3): only from a
+// browser session signed in within recentSignIn (authorize), and an
+// account with a password must enter it too; then it starts a durable job
+// that finishes even if the process restarts. The answer comes at once; a
+// confirmation email follows when everything is gone.
 func (g *Gateway) deleteAccount(c *fiber.Ctx) error {
 	p := principalOf(c)
-	if p.session == "" {
-		return &apiError{Status: fiber.StatusForbidden, Type: "permission_error", Code: "session_required", Msg: "delete the account from a signed-in browser session"}
-	}
 	var req deleteAccountJSON
 	if err := decodeJSON(c.Body(), &req); err != nil {
 		return err
 	}
 	acct := p.account
-	if acct.PasswordHash == "" {
-		s, err := g.store.ValidateSession(p.session)
-		if err != nil {
-			return err
-		}
-		if g.now().Sub(s.Created) > googleReconfirm {
-			return &apiError{Status: fiber.StatusForbidden, Type: "authentication_error", Code: "reauthentication_required",
-				Msg: "sign in with Google again, then delete the account within ten minutes"}
-		}
-	} else {
+	// A Google-only account has no password to re-enter: its recent
+	// sign-in is the re-authentication.
+	if acct.PasswordHash != "" {
 		ip, who := g.ips.Addr(c), guardKey(acct.Email)
 		if ok, wait := g.logins.Attempt(ip, who); !ok {
 			return ratelimit.LoginThrottled(wait)

@@ -10,16 +10,15 @@ import (
 	"time"
 
 	"github.com/gofiber/fiber/v2"
-	"github.com/gofiber/fiber/v2/middleware/adaptor"
 	"github.com/gofiber/fiber/v2/middleware/recover"
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/imagegate/imagegate/cache"
 	"github.com/imagegate/imagegate/edge"
 	"github.com/imagegate/imagegate/gateway/clientip"
 	"github.com/imagegate/imagegate/gateway/moderation"
 	"github.com/imagegate/imagegate/gateway/ratelimit"
+	"github.com/imagegate/imagegate/gateway/web"
 	"github.com/imagegate/imagegate/inference"
 )
 
@@ -47,9 +46,10 @@ type Deps struct {
 	// OwnerTags names each account's outputs to the CDN (Cache-Tag) with a
 	// tag the CDN cannot link to the account; nil: no owner tags.
 	OwnerTags *edge.OwnerTagger
-	// Registry receives the gateway's metrics; Gatherer serves /metrics.
+	// Registry receives the gateway's metrics. The gateway never serves
+	// them: /metrics belongs on a listener of its own (imagegate serve
+	// --metrics-addr), never on the public port, whatever the settings.
 	Registry prometheus.Registerer
-	Gatherer prometheus.Gatherer
 	Logger   *slog.Logger
 	// Now is the clock (time.Now); tests pass a fake one.
 	Now func() time.Time
@@ -79,6 +79,7 @@ type Gateway struct {
 	ips        *clientip.Resolver
 	limiter    rateLimiter
 	logins     loginGuard
+	creds      credentialGuard // nil when rate limits are off
 	quota      freeQuota
 	resetMails throttle
 	// refusals throttles security-log rows for refused admin tokens;
@@ -94,6 +95,7 @@ type Gateway struct {
 	owners     *edge.OwnerTagger
 	tags       tagCache // recent Cache-Tag values of outputs
 	life       *lifecycle
+	site       *web.Site // the website's templates and assets
 
 	stop context.CancelFunc
 	done chan struct{}
@@ -160,6 +162,13 @@ func New(cfg Config, deps Deps) (*Gateway, error) {
 	if g.logins, err = ratelimit.NewLoginGuard(cfg.LoginGuard, now); err != nil {
 		return nil, err
 	}
+	if !cfg.RateLimits.Disabled {
+		creds, err := ratelimit.NewCredentialGuard(cfg.Credentials, now)
+		if err != nil {
+			return nil, err
+		}
+		g.creds = creds
+	}
 	if g.quota, err = ratelimit.NewQuota(cfg.FreeQuota, now); err != nil {
 		return nil, err
 	}
@@ -167,6 +176,9 @@ func New(cfg Config, deps Deps) (*Gateway, error) {
 		return nil, err
 	}
 	g.history = newHistorian(deps.Store, logger, now)
+	if g.site, err = web.New(); err != nil {
+		return nil, err
+	}
 	mod, err := moderation.New(cfg.Moderation, deps.Store, logger, g.httpClient, now)
 	if err != nil {
 		return nil, err
@@ -190,8 +202,13 @@ func New(cfg Config, deps Deps) (*Gateway, error) {
 		ErrorHandler: errorHandler(logger),
 		// Image bytes are already compressed; JSON is small.
 		CompressedFileSuffix: "",
+		// fasthttp would otherwise parse a multipart body while reading it
+		// and spool any file over 16 MiB to a temporary file: reference
+		// images must stay in request memory (promise C2). Parsed from
+		// the body instead, every part stays in memory.
+		DisablePreParseMultipartForm: true,
 	})
-	g.routes(deps.Gatherer)
+	g.routes()
 
 	ctx, cancel := context.WithCancel(context.Background())
 	g.stop = cancel
@@ -221,6 +238,9 @@ func (g *Gateway) sweepLimits(ctx context.Context) {
 			g.limiter.Sweep()
 			g.logins.Sweep()
 			g.quota.Sweep()
+			if g.creds != nil {
+				g.creds.Sweep()
+			}
 		}
 	}
 }
@@ -234,7 +254,7 @@ func rateIdentityOf(c *fiber.Ctx) ratelimit.Identity {
 	return ratelimit.Identity{Account: p.account.ID, APIKey: p.apiKeyID, Plan: p.account.Plan}
 }
 
-func (g *Gateway) routes(gatherer prometheus.Gatherer) {
+func (g *Gateway) routes() {
 	app := g.app
 	app.Use(recover.New())
 	app.Use(g.securityHeaders)
@@ -245,20 +265,23 @@ func (g *Gateway) routes(gatherer prometheus.Gatherer) {
 
 	app.Get("/healthz", g.healthz)
 	app.Get("/readyz", g.readyz)
-	if gatherer != nil {
-		app.Get("/metrics", adaptor.HTTPHandler(promhttp.HandlerFor(gatherer, promhttp.HandlerOpts{})))
-	}
 
 	costs := g.cfg.RateLimits.Costs
 	limit := func(cost int) fiber.Handler { return g.limiter.Limit(cost, rateIdentityOf) }
 	std := []fiber.Handler{g.smallBody, g.identify, limit(costs.Default), g.gpcOptOut}
 	with := func(hs ...fiber.Handler) []fiber.Handler { return append(append([]fiber.Handler{}, std...), hs...) }
+	// Account routes: reads take a session or an account:read key,
+	// changes a browser session (see authorize); recent a fresh sign-in.
 	account := func(hs ...fiber.Handler) []fiber.Handler {
-		return with(append([]fiber.Handler{requireAccount}, hs...)...)
+		return with(append([]fiber.Handler{g.authorize(accessAccount)}, hs...)...)
 	}
+	recent := func(hs ...fiber.Handler) []fiber.Handler {
+		return with(append([]fiber.Handler{g.authorize(accessRecent)}, hs...)...)
+	}
+	images := g.authorize(accessImages)
 
-	app.Post("/v1/images/generations", g.identify, limit(costs.GenerationHit), g.gpcOptOut, g.generations)
-	app.Post("/v1/images/edits", g.identify, limit(costs.GenerationHit), g.gpcOptOut, g.edits)
+	app.Post("/v1/images/generations", g.identify, limit(costs.GenerationHit), images, g.gpcOptOut, g.generations)
+	app.Post("/v1/images/edits", g.identify, limit(costs.GenerationHit), images, g.gpcOptOut, g.edits)
 	app.Get("/o/:name", limit(costs.Object), g.object)
 
 	app.Post("/v1/auth/signup", with(g.signup)...)
@@ -273,8 +296,8 @@ func (g *Gateway) routes(gatherer prometheus.Gatherer) {
 	app.Get("/v1/auth/google/callback", with(g.googleCallback)...)
 
 	app.Get("/v1/account", account(g.getAccount)...)
-	app.Delete("/v1/account", account(g.deleteAccount)...)
-	app.Get("/v1/account/export", account(g.export)...)
+	app.Delete("/v1/account", recent(g.deleteAccount)...)
+	app.Get("/v1/account/export", recent(g.export)...)
 	app.Get("/v1/account/generations", account(g.listGenerations)...)
 	app.Delete("/v1/account/generations/:id", account(g.deleteGeneration)...)
 	app.Get("/v1/account/api-keys", account(g.listAPIKeys)...)
@@ -301,11 +324,9 @@ func (g *Gateway) routes(gatherer prometheus.Gatherer) {
 	g.complianceRoutes(admin)
 	g.analyticsRoutes(app, with, account, limit(costs.Default))
 
-	app.Get("/cookies", limit(costs.Default), g.cookiesPage)
-	app.Get("/reset-password", limit(costs.Default), g.resetPage)
-	app.Get("/verify-email", limit(costs.Default), g.verifyPage)
+	g.webRoutes(app, with, limit)
 
-	app.Use(func(c *fiber.Ctx) error { return fiber.ErrNotFound })
+	app.Use(g.notFound)
 }
 
 // App exposes the Fiber app for in-process tests (app.Test).

@@ -81,7 +81,7 @@ func TestWholeJourneyLeavesNoMarkerInLogsMetricsOrAnalytics(t *testing.T) {
 	if !bytes.Contains(analyticsBody, []byte(`"/"`)) {
 		t.Fatalf("the journey's page views were not counted: %s", analyticsBody)
 	}
-	_, metrics := e.get(e.url + "/metrics")
+	_, metrics := e.get(e.metricsURL)
 	logs := e.logs.String()
 
 	for _, marker := range []string{emailMarker, passMarker, promptMarker, markerUA, markerIP} {

@@ -276,7 +276,13 @@ func TestErasureResumesAfterRestart(t *testing.T) {
 func TestRetentionAfter31Days(t *testing.T) {
 	t.Parallel()
 	clock := newTestClock()
-	e := newEnv(t, envOptions{now: clock.Now, cfg: Config{LifecycleInterval: time.Hour}})
+	const token, zone = "cf-token-0123456789", "0123456789abcdef0123456789abcdef"
+	cdn := cftest.NewServer(t, cftest.Config{Token: token, ZoneID: zone})
+	p, err := edge.NewPurger(edge.PurgerConfig{APIToken: token, ZoneID: zone, BaseURL: cdn.URL, Rate: 100}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := newEnv(t, envOptions{now: clock.Now, purger: p, cfg: Config{CDNURL: "https://cdn.example.com", LifecycleInterval: time.Hour}})
 	free, _ := e.signedIn("free@example.com")
 	pro, proAcct := e.signedIn("pro@example.com")
 	if err := e.db.SetPlan(proAcct.ID, "pro"); err != nil {
@@ -296,15 +302,41 @@ func TestRetentionAfter31Days(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	purged := cdn.Purged()
+	manifests, _ := filepath.Glob(filepath.Join(e.dir, "objects", "k", "*"))
 	for h, wantKept := range map[string]bool{due: false, anon: false, kept: true, fresh: true} {
 		if got := exists(e.objectFile(h, "png")); got != wantKept {
 			t.Errorf("output %s: kept %v, want %v", h[:8], got, wantKept)
+		}
+		// Every tier lets a due output go, and only a due one: L1 (the
+		// object store no longer has it, so bytes would come from memory),
+		// L2's index, the manifests, and the CDN by URL and object tag.
+		_, err := e.cache.Object(t.Context(), h, "png")
+		if inL1 := err == nil; inL1 != wantKept {
+			t.Errorf("output %s: cached %v (%v), want %v", h[:8], inL1, err, wantKept)
+		} else if !wantKept && !errors.Is(err, fs.ErrNotExist) {
+			t.Errorf("output %s: %v, want not found", h[:8], err)
+		}
+		if _, _, inL2 := e.cache.ObjectModel(h); inL2 != wantKept {
+			t.Errorf("output %s: in L2 %v, want %v", h[:8], inL2, wantKept)
+		}
+		manifested := false
+		for _, m := range manifests {
+			manifested = manifested || bytes.Contains(readFile(t, m), []byte(h))
+		}
+		if manifested != wantKept {
+			t.Errorf("output %s: a manifest names it %v, want %v", h[:8], manifested, wantKept)
+		}
+		byURL := slices.Contains(purged.Files, "https://cdn.example.com/o/"+h+".png")
+		byTag := slices.Contains(purged.Tags, edge.ObjectTag(h))
+		if byURL == wantKept || byTag == wantKept {
+			t.Errorf("output %s: CDN purged by URL %v, by object tag %v; want %v", h[:8], byURL, byTag, !wantKept)
 		}
 	}
 	if rep.SecurityEvents == 0 {
 		t.Errorf("no security-log rows were due after 31 days")
 	}
-	_, metrics := e.get(e.url + "/metrics")
+	_, metrics := e.get(e.metricsURL)
 	for _, want := range []string{"imagegate_retention_objects_deleted_total 2", "imagegate_retention_references_expired_total 2"} {
 		if !strings.Contains(string(metrics), want) {
 			t.Errorf("/metrics lacks %q", want)

@@ -26,6 +26,16 @@ type loginGuard interface {
 	Sweep() int
 }
 
+// credentialGuard brakes lookups of API keys and session cookies not seen
+// to work (a *ratelimit.CredentialGuard).
+type credentialGuard interface {
+	Lookup(addr netip.Addr, credential string) (ok bool, retryAfter time.Duration)
+	Validated(credential string)
+	Failed(credential string)
+	Sweep() int
+	Refused() uint64
+}
+
 // freeQuota holds anonymous visitors' free images a day (a *ratelimit.Quota).
 type freeQuota interface {
 	Reserve(addr netip.Addr, n int) (*ratelimit.Hold, error)

@@ -164,6 +164,12 @@ func (g *Gateway) registerWorkerMetrics(reg prometheus.Registerer) error {
 			func() float64 { return float64(g.limiter.Stats().Keys) }),
 		counter("imagegate_ratelimit_refused_total", "Requests refused by a rate limit.", func() uint64 { return g.limiter.Stats().Refused }),
 		counter("imagegate_ratelimit_evicted_live_total", "Rate-limit buckets forgotten at the memory cap before they refilled.", func() uint64 { return g.limiter.Stats().EvictedLive }),
+		counter("imagegate_credential_lookups_refused_total", "Requests whose API key or session cookie was refused before the store lookup: too many unknown credentials from their address.", func() uint64 {
+			if g.creds == nil {
+				return 0
+			}
+			return g.creds.Refused()
+		}),
 	} {
 		if err := reg.Register(col); err != nil {
 			return err

@@ -3,11 +3,12 @@ package gateway
 import (
 	"context"
 	"fmt"
-	"net"
 	"net/netip"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/gofiber/fiber/v2"
 
@@ -87,15 +88,39 @@ func (g *Gateway) siteURL(c *fiber.Ctx) (string, error) {
 	if g.cfg.PublicURL != "" {
 		return strings.TrimSuffix(g.cfg.PublicURL, "/"), nil
 	}
-	host := string(c.Request().Host())
-	name := host
-	if h, _, err := net.SplitHostPort(host); err == nil {
-		name = h
-	}
-	if ip, err := netip.ParseAddr(strings.Trim(name, "[]")); (err == nil && ip.IsLoopback()) || strings.EqualFold(name, "localhost") {
-		return "http://" + host, nil
+	if site, ok := loopbackSite(string(c.Request().Host())); ok {
+		return site, nil
 	}
 	return "", errNoPublicURL
+}
+
+// loopbackSite returns http://host when host (a request's Host header) is
+// a loopback name or address with an optional numeric port, checked here
+// rather than trusted to the HTTP server's parsing: a Host such as
+// "localhost:x.evil.example" would otherwise put a stranger's host in an
+// emailed link.
+func loopbackSite(host string) (string, bool) {
+	name, port := host, ""
+	if i := strings.LastIndexByte(host, ':'); i >= 0 && !strings.HasSuffix(host, "]") {
+		name, port = host[:i], host[i+1:]
+		if n, err := strconv.ParseUint(port, 10, 16); err != nil || n == 0 || strconv.FormatUint(n, 10) != port {
+			return "", false
+		}
+	}
+	switch {
+	case strings.EqualFold(name, "localhost"):
+	case strings.HasPrefix(name, "[") && strings.HasSuffix(name, "]"):
+		ip, err := netip.ParseAddr(name[1 : len(name)-1])
+		if err != nil || !ip.Is6() || ip.Zone() != "" || !ip.IsLoopback() {
+			return "", false
+		}
+	default:
+		ip, err := netip.ParseAddr(name)
+		if err != nil || !ip.Is4() || !ip.IsLoopback() {
+			return "", false
+		}
+	}
+	return "http://" + host, true
 }
 
 // Account emails. Each is essential (CategoryAccount or CategorySecurity):
@@ -124,21 +149,68 @@ func existingAccountMail(to, resetLink string) mail.Message {
 			"If it was not you, you can ignore this email.\n"}
 }
 
-func passwordChangedMail(to string) mail.Message {
+// passwordChangedMail tells the owner their password changed (reset: by
+// an emailed link) and what happened to their API keys.
+func passwordChangedMail(to string, ch store.PasswordChange, reset bool) mail.Message {
+	how, sessions := "was just changed", "every other session was signed out"
+	if reset {
+		how, sessions = "was just reset with an emailed link", "every session was signed out"
+	}
 	return mail.Message{To: to, Category: mail.CategorySecurity, Subject: "Your password was changed",
-		Text: "The password of your account was just changed, and every other session was signed out.\n\n" +
-			"If this was not you, reset your password at once and contact us.\n"}
+		Text: "The password of your account " + how + ", and " + sessions + ".\n\n" + keysSentence(ch) + "\n\n" +
+			"If this was not you, reset your password at once, revoke your API keys and contact us.\n"}
+}
+
+// keysSentence says what a password change did to the API keys.
+func keysSentence(ch store.PasswordChange) string {
+	keys := func(n int) string {
+		if n == 1 {
+			return "Your API key was"
+		}
+		return fmt.Sprintf("Your %d API keys were", n)
+	}
+	switch {
+	case ch.KeysRevoked > 0:
+		return keys(ch.KeysRevoked) + " revoked: programs that sign requests with a revoked key stop working until you give them a new one."
+	case ch.KeysFlagged > 0:
+		return keys(ch.KeysFlagged) + " kept working, as you chose, and flagged in your key list: delete any you do not recognise."
+	}
+	return "Your account has no API keys."
+}
+
+// keysDetail records a password change's effect on API keys in the
+// security log.
+func keysDetail(ch store.PasswordChange) string {
+	return fmt.Sprintf("api_keys_revoked=%d api_keys_flagged=%d", ch.KeysRevoked, ch.KeysFlagged)
 }
 
 // client is who a security event comes from, copied out of the request.
 type client struct{ ip, userAgent string }
 
 func (g *Gateway) clientOf(c *fiber.Ctx) client {
-	ua := c.Get(fiber.HeaderUserAgent)
-	if len(ua) > 256 {
-		ua = ua[:256]
+	return client{ip: g.ips.Addr(c).String(), userAgent: cutUserAgent(c.Get(fiber.HeaderUserAgent))}
+}
+
+// securityLogUA bounds the user agent kept in the security log, in bytes.
+const securityLogUA = 256
+
+// cutUserAgent is the user agent as the security log keeps it: valid
+// UTF-8 (invalid bytes become U+FFFD), at most securityLogUA bytes, cut on
+// a character boundary so the row never ends in half a character. The
+// result is a copy, safe to keep after the request.
+func cutUserAgent(ua string) string {
+	if len(ua) > 4*securityLogUA {
+		ua = ua[:4*securityLogUA]
 	}
-	return client{ip: g.ips.Addr(c).String(), userAgent: strings.Clone(ua)}
+	ua = strings.ToValidUTF8(ua, "\uFFFD")
+	if len(ua) > securityLogUA {
+		n := securityLogUA
+		for n > 0 && !utf8.RuneStart(ua[n]) {
+			n--
+		}
+		ua = ua[:n]
+	}
+	return strings.Clone(ua)
 }
 
 // securityEvent appends to the security log (promise S1): the event, the

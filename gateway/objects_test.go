@@ -39,23 +39,34 @@ func TestObjectLinks(t *testing.T) {
 		t.Errorf("If-None-Match: %d with %d bytes", resp.StatusCode, len(body))
 	}
 
-	// Another key, an expired link, another path, a tampered MAC, no token.
+	// Another key, an expired link, another path, a tampered MAC, no token:
+	// for an object that exists and for one that does not, the same 403
+	// and the same bytes, so a bad link cannot tell whether an object
+	// exists (the signature is checked before the lookup).
 	other, _ := edge.NewSigner(edge.SignerConfig{Current: []byte(strings.Repeat("k", 32)), TTL: time.Hour}, time.Now)
 	old, _ := edge.LoadOrCreateKey(e.dir + "/signing.key")
 	past, _ := edge.NewSigner(edge.SignerConfig{Current: old, TTL: time.Hour}, func() time.Time { return time.Now().Add(-2 * time.Hour) })
 	otherPath := "/o/" + strings.Repeat("0", 64) + ".png"
-	flip := "A"
-	if strings.HasSuffix(link, "A") {
-		flip = "B"
+	missingPath := "/o/" + strings.Repeat("1", 64) + ".png"
+	badLinks := func(p string) map[string]string {
+		signed := e.url + e.signer.Sign(p)
+		flip := "A"
+		if strings.HasSuffix(signed, "A") {
+			flip = "B"
+		}
+		return map[string]string{
+			"other key":  e.url + other.Sign(p),
+			"expired":    e.url + past.Sign(p),
+			"other path": e.url + p + "?" + strings.SplitN(e.signer.Sign(otherPath), "?", 2)[1],
+			"tampered":   signed[:len(signed)-1] + flip,
+			"unsigned":   e.url + p,
+		}
 	}
-	tampered := link[:len(link)-1] + flip
-	for name, u := range map[string]string{
-		"other key":  e.url + other.Sign(path),
-		"expired":    e.url + past.Sign(path),
-		"other path": e.url + path + "?" + strings.SplitN(e.signer.Sign(otherPath), "?", 2)[1],
-		"tampered":   tampered,
-		"unsigned":   e.url + path,
-	} {
+	existing, missing := badLinks(path), badLinks(missingPath)
+	if tampered := existing["tampered"]; tampered[:len(tampered)-1] != link[:len(link)-1] {
+		t.Fatalf("the tampered link %s is not the served link %s with its last character changed", tampered, link)
+	}
+	for name, u := range existing {
 		resp, body := e.get(u)
 		if resp.StatusCode != 403 {
 			t.Errorf("%s: status %d, want 403", name, resp.StatusCode)
@@ -63,15 +74,29 @@ func TestObjectLinks(t *testing.T) {
 		if strings.Contains(string(body), "\x89PNG") {
 			t.Errorf("%s: image bytes served", name)
 		}
+		mResp, mBody := e.get(missing[name])
+		if mResp.StatusCode != 403 {
+			t.Errorf("%s, object that does not exist: status %d, want 403", name, mResp.StatusCode)
+		}
+		if string(mBody) != string(body) {
+			t.Errorf("%s: the body tells whether the object exists:\nexisting: %s\nmissing:  %s", name, body, mBody)
+		}
+		for _, h := range []string{"Content-Type", "Content-Length", "Cache-Control", "ETag", "Cache-Tag"} {
+			if got, want := mResp.Header.Get(h), resp.Header.Get(h); got != want {
+				t.Errorf("%s: %s %q for a missing object, %q for an existing one", name, h, got, want)
+			}
+		}
 	}
 
 	// A valid signature for an object that does not exist is a 404.
 	if resp, _ := e.get(e.url + e.signer.Sign(otherPath)); resp.StatusCode != 404 {
 		t.Errorf("missing object: %d, want 404", resp.StatusCode)
 	}
-	// A signed path that is not an object name is a 404 too.
-	if resp, _ := e.get(e.url + e.signer.Sign("/o/../../etc/passwd")); resp.StatusCode != 404 && resp.StatusCode != 403 {
-		t.Errorf("traversal: %d", resp.StatusCode)
+	// A signed path that is not an object name is a 404 too, exactly, and
+	// nothing outside the object store is read.
+	resp, body = e.get(e.url + e.signer.Sign("/o/../../etc/passwd"))
+	if resp.StatusCode != 404 || !strings.Contains(string(body), `"code":"not_found"`) || strings.Contains(string(body), "root:") {
+		t.Errorf("traversal: %d %s, want 404 not_found", resp.StatusCode, body)
 	}
 }
 

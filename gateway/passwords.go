@@ -33,6 +33,10 @@ type passwordHasher struct {
 	params *argon2id.Params
 	slots  chan struct{}
 	wait   time.Duration
+	// create and compare are argon2id's; a test wraps them to count the
+	// hashes that run at once.
+	create  func(password string, params *argon2id.Params) (string, error)
+	compare func(password, phc string) (bool, error)
 	// dummy is verified when an email is unknown, so that "no such
 	// account" takes as long as "wrong password".
 	dummy string
@@ -46,7 +50,10 @@ func newPasswordHasher(params *argon2id.Params, concurrency int, wait time.Durat
 	if concurrency <= 0 {
 		concurrency = max(2, runtime.NumCPU())
 	}
-	h := &passwordHasher{params: params, slots: make(chan struct{}, concurrency), wait: wait}
+	h := &passwordHasher{
+		params: params, slots: make(chan struct{}, concurrency), wait: wait,
+		create: argon2id.CreateHash, compare: argon2id.ComparePasswordAndHash,
+	}
 	h.dummy, _ = argon2id.CreateHash("imagegate dummy password", params)
 	return h
 }
@@ -72,7 +79,7 @@ func (h *passwordHasher) hash(ctx context.Context, password string) (string, err
 		return "", err
 	}
 	defer h.release()
-	return argon2id.CreateHash(password, h.params)
+	return h.create(password, h.params)
 }
 
 // verify reports whether password matches phc. An empty phc (an account
@@ -83,10 +90,10 @@ func (h *passwordHasher) verify(ctx context.Context, password, phc string) (bool
 	}
 	defer h.release()
 	if phc == "" {
-		argon2id.ComparePasswordAndHash(password, h.dummy)
+		h.compare(password, h.dummy)
 		return false, nil
 	}
-	return argon2id.ComparePasswordAndHash(password, phc)
+	return h.compare(password, phc)
 }
 
 // checkPassword enforces the password policy on a new password; the error

@@ -2,7 +2,6 @@ package gateway
 
 import (
 	"fmt"
-	"html/template"
 	"slices"
 	"strings"
 	"time"
@@ -179,51 +178,7 @@ func (g *Gateway) privacyJSON(c *fiber.Ctx) error {
 	return c.JSON(g.privacyPolicy())
 }
 
-var privacyPageTemplate = template.Must(template.New("privacy").Parse(`<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
-<title>Privacy policy</title></head>
-<body>
-<h1>Privacy policy</h1>
-<p>Last updated {{.Updated}}. The periods below are generated from the configuration the service runs on, so they are the periods it enforces.</p>
-
-<h2>How long we keep what</h2>
-<table>
-<thead><tr><th>Data</th><th>Kept</th></tr></thead>
-<tbody>{{range .Retention}}
-<tr id="{{.Data}}"><td>{{.Description}}</td><td>{{.Period}}</td></tr>{{end}}
-</tbody></table>
-
-<h2>Cookies</h2>
-<p>Our <a href="{{.CookiePolicy.URL}}">cookie policy</a> (revision {{.CookiePolicy.Revision}}, last updated {{.CookiePolicy.Updated}}) lists every cookie we can set. Without your consent we set only strictly necessary ones. We use no third-party or advertising cookies, and our pages load no third-party scripts.</p>
-
-<h2>Analytics</h2>
-<p>Our analytics are first-party and aggregated. We count:</p>
-<ul>{{range .Analytics.Collected}}<li>{{.}}</li>{{end}}</ul>
-<p>We never store:</p>
-<ul>{{range .Analytics.Never}}<li>{{.}}</li>{{end}}</ul>
-<p>{{.Analytics.Consent}}</p>
-
-<h2>Your choices</h2>
-<ul>{{range .OptOuts}}<li><code>{{.Setting}}</code> (default: {{.Default}}): {{.What}}</li>{{end}}</ul>
-{{if .GPC}}<p>We honour Global Privacy Control: a browser that sends <code>Sec-GPC: 1</code> is opted out of analytics and, when signed in, of model improvement.</p>{{end}}
-
-<h2>Your rights</h2>
-<ul>{{range .Rights}}<li>{{.Right}}: {{.How}}</li>{{end}}</ul>
-{{if .Contact}}<p>Send rights requests and privacy questions to {{.Contact}}.</p>{{end}}
-
-<h2>Changes to this policy</h2>
-<p>{{.Changes}}</p>
-</body></html>
-`))
-
-// privacyPage renders the policy as a page with no script at all.
+// privacyPage renders the policy as a page of the website.
 func (g *Gateway) privacyPage(c *fiber.Ctx) error {
-	var b strings.Builder
-	if err := privacyPageTemplate.Execute(&b, g.privacyPolicy()); err != nil {
-		return err
-	}
-	c.Set("Content-Security-Policy", pageCSP)
-	c.Set(fiber.HeaderCacheControl, "no-cache")
-	c.Set(fiber.HeaderContentType, fiber.MIMETextHTMLCharsetUTF8)
-	return c.SendString(b.String())
+	return g.renderPage(c, fiber.StatusOK, "privacy", g.layout(c, "Privacy policy"), g.privacyPolicy())
 }

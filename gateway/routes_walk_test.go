@@ -143,14 +143,21 @@ func walkSimple(method, path, body string, fresh, signedIn int) walkRecipe {
 	}}
 }
 
+// walkForm posts a form the way the website's pages do.
+func walkForm(path, form string, fresh, signedIn int) walkRecipe {
+	return walkRecipe{fresh: fresh, signedIn: signedIn, run: func(t *testing.T, v *walkVisitor) *http.Response {
+		resp, _ := v.req("POST", path, form, "Content-Type", "application/x-www-form-urlencoded")
+		return resp
+	}}
+}
+
 // walkRecipes has a recipe for every route the gateway registers; the walk
 // fails if a route has none.
 func walkRecipes() map[string]walkRecipe {
-	const ok, unauth = http.StatusOK, http.StatusUnauthorized
+	const ok, unauth, see = http.StatusOK, http.StatusUnauthorized, http.StatusSeeOther
 	recipes := map[string]walkRecipe{
 		"GET /healthz":              walkSimple("GET", "/healthz", "", ok, ok),
 		"GET /readyz":               walkSimple("GET", "/readyz", "", ok, ok),
-		"GET /metrics":              walkSimple("GET", "/metrics", "", ok, ok),
 		"GET /cookies":              walkSimple("GET", "/cookies", "", ok, ok),
 		"GET /v1/cookies":           walkSimple("GET", "/v1/cookies", "", ok, ok),
 		"GET /.well-known/gpc.json": walkSimple("GET", "/.well-known/gpc.json", "", ok, ok),
@@ -230,7 +237,7 @@ func walkRecipes() map[string]walkRecipe {
 		"DELETE /v1/account/api-keys/:id": {fresh: unauth, signedIn: http.StatusNoContent, run: func(t *testing.T, v *walkVisitor) *http.Response {
 			id := "key_missing"
 			if v.acct != nil {
-				_, k, err := v.f.e.db.CreateAPIKey(v.acct.ID, "walk")
+				_, k, err := v.f.e.db.CreateAPIKey(v.acct.ID, "walk", nil)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -254,6 +261,90 @@ func walkRecipes() map[string]walkRecipe {
 				id = g.ID
 			}
 			resp, _ := v.req("DELETE", "/v1/account/generations/"+id, "")
+			return resp
+		}},
+
+		// The website: pages, and the forms that call the API's handlers.
+		"GET /":                     walkSimple("GET", "/", "", ok, ok),
+		"GET /assets/:name":         walkSimple("GET", "/assets/app.css", "", ok, ok),
+		"GET /signup":               walkSimple("GET", "/signup", "", ok, ok),
+		"GET /signin":               walkSimple("GET", "/signin", "", ok, ok),
+		"GET /terms":                walkSimple("GET", "/terms", "", ok, ok),
+		"GET /pricing":              walkSimple("GET", "/pricing", "", ok, ok),
+		"GET /gallery":              walkSimple("GET", "/gallery", "", see, ok),
+		"GET /account":              walkSimple("GET", "/account", "", see, ok),
+		"POST /signout":             walkForm("/signout", "", see, see),
+		"POST /cookies":             walkForm("/cookies", "choice=reject&return=/", see, see),
+		"POST /reset-password":      walkForm("/reset-password", "email=nobody%40example.com", ok, ok),
+		"POST /account/profile":     walkForm("/account/profile", "display_name=Walker", see, see),
+		"POST /account/email":       walkForm("/account/email", "new_email=moved%40example.com&password="+consentPassword, see, see),
+		"POST /account/password":    walkForm("/account/password", "current_password=wrong&new_password=a+brand+new+passphrase", see, http.StatusForbidden),
+		"POST /account/signout-all": walkForm("/account/signout-all", "", see, see),
+		"POST /account/settings":    walkForm("/account/settings", "product_email=on", see, see),
+		"POST /account/api-keys":    walkForm("/account/api-keys", "name=walk", see, ok),
+		"POST /account/delete":      walkForm("/account/delete", "confirm=yes&password=wrong", see, http.StatusForbidden),
+		"POST /pricing/checkout":    walkForm("/pricing/checkout", "plan=pro", see, see),
+		"POST /pricing/portal":      walkForm("/pricing/portal", "", see, see),
+		"POST /signup": {fresh: ok, signedIn: ok, run: func(t *testing.T, v *walkVisitor) *http.Response {
+			resp, _ := v.req("POST", "/signup", fmt.Sprintf("email=page%d%%40example.com&password=%s&over_18=on", v.f.unique(), consentPassword),
+				"Content-Type", "application/x-www-form-urlencoded")
+			return resp
+		}},
+		"POST /signin": {fresh: see, signedIn: see, run: func(t *testing.T, v *walkVisitor) *http.Response {
+			resp, _ := v.req("POST", "/signin", "email="+strings.ReplaceAll(v.self(t).Email, "@", "%40")+"&password="+consentPassword,
+				"Content-Type", "application/x-www-form-urlencoded")
+			return resp
+		}},
+		"POST /reset-password/confirm": {fresh: ok, signedIn: ok, run: func(t *testing.T, v *walkVisitor) *http.Response {
+			token, err := v.f.e.db.CreatePasswordReset(v.self(t).ID, time.Hour)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp, _ := v.req("POST", "/reset-password/confirm", "token="+token+"&new_password=a+brand+new+passphrase",
+				"Content-Type", "application/x-www-form-urlencoded")
+			return resp
+		}},
+		"POST /verify-email": {fresh: ok, signedIn: ok, run: func(t *testing.T, v *walkVisitor) *http.Response {
+			token, err := v.f.e.db.CreateEmailVerification(v.self(t).ID, "", time.Hour)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp, _ := v.req("POST", "/verify-email", "token="+token, "Content-Type", "application/x-www-form-urlencoded")
+			return resp
+		}},
+		"POST /generate": {fresh: ok, signedIn: ok, run: func(t *testing.T, v *walkVisitor) *http.Response {
+			var body bytes.Buffer
+			mw := multipart.NewWriter(&body)
+			mw.WriteField("prompt", "walk the generator page")
+			mw.WriteField("size", "256x256")
+			mw.WriteField("seed", "")
+			mw.CreateFormFile("image", "")
+			mw.Close()
+			resp, _ := v.req("POST", "/generate", body.String(), "Content-Type", mw.FormDataContentType())
+			return resp
+		}},
+		"POST /gallery/:id/delete": {fresh: see, signedIn: see, run: func(t *testing.T, v *walkVisitor) *http.Response {
+			id := "gen_missing"
+			if v.acct != nil {
+				g, _, err := v.f.e.db.RecordGeneration(v.acct.ID, store.Generation{Prompt: "walk", Object: strings.Repeat("8", 64), Ext: "png", ContentKey: "walk-page-" + v.acct.ID}, time.Hour)
+				if err != nil {
+					t.Fatal(err)
+				}
+				id = g.ID
+			}
+			resp, _ := v.req("POST", "/gallery/"+id+"/delete", "", "Content-Type", "application/x-www-form-urlencoded")
+			return resp
+		}},
+		"POST /account/api-keys/:id/delete": {fresh: see, signedIn: see, run: func(t *testing.T, v *walkVisitor) *http.Response {
+			id := "key_missing"
+			if v.acct != nil {
+				_, k, err := v.f.e.db.CreateAPIKey(v.acct.ID, "walk", nil)
+				if err != nil {
+					t.Fatal(err)
+				}
+				id = k.ID
+			}
+			resp, _ := v.req("POST", "/account/api-keys/"+id+"/delete", "", "Content-Type", "application/x-www-form-urlencoded")
 			return resp
 		}},
 

@@ -136,9 +136,9 @@ func TestSettingsRoundTripAndGPC(t *testing.T) {
 		t.Errorf("opt-in without GPC (-want +got):\n%s", diff)
 	}
 
-	// An API key reads the same settings; a visitor without an account
-	// has none.
-	secret, _, err := e.db.CreateAPIKey(acct.ID, "ci")
+	// An API key with account:read reads the same settings; a visitor
+	// without an account has none.
+	secret, _, err := e.db.CreateAPIKey(acct.ID, "ci", []string{store.ScopeAccountRead})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -187,7 +187,7 @@ func TestEmailChange(t *testing.T) {
 	}
 
 	// Refusals: none sends mail.
-	secret, _, err := e.db.CreateAPIKey(acct.ID, "ci")
+	secret, _, err := e.db.CreateAPIKey(acct.ID, "ci", nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -16,6 +16,7 @@ import (
 
 	"github.com/alexedwards/argon2id"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/imagegate/imagegate/cache"
 	"github.com/imagegate/imagegate/edge"
@@ -30,18 +31,21 @@ import (
 // store in a temp dir, the retro backend behind a real Connect server on
 // loopback, and the gateway on a real listener.
 type env struct {
-	t       testing.TB
-	dir     string
-	url     string
-	gw      *Gateway
-	cache   *cache.Cache
-	db      *store.DB
-	tierReg *prometheus.Registry
-	gwReg   *prometheus.Registry
-	logs    *testpeer.Buffer
-	client  *http.Client
-	signer  *edge.Signer
-	outbox  *mail.Outbox
+	t   testing.TB
+	dir string
+	url string
+	// metricsURL serves the gateway's registry the way imagegate serve
+	// does, on a listener of its own: the gateway never serves /metrics.
+	metricsURL string
+	gw         *Gateway
+	cache      *cache.Cache
+	db         *store.DB
+	tierReg    *prometheus.Registry
+	gwReg      *prometheus.Registry
+	logs       *testpeer.Buffer
+	client     *http.Client
+	signer     *edge.Signer
+	outbox     *mail.Outbox
 }
 
 type envOptions struct {
@@ -56,6 +60,18 @@ type envOptions struct {
 	// realHashing hashes passwords at production cost; by default tests
 	// use cheap argon2id parameters (the code path is the same).
 	realHashing bool
+	// objects wraps the object store the cache and the gateway use (nil:
+	// the local store itself), e.g. in a recorder.
+	objects func(*edge.Local) envObjects
+	// wrapStore, if set, wraps the real store the gateway is given (to
+	// count the calls it makes).
+	wrapStore func(Store) Store
+}
+
+// envObjects is what the cache and the gateway need of the object store.
+type envObjects interface {
+	cache.ObjectStore
+	objectDeleter
 }
 
 func newEnv(t testing.TB, opts envOptions) *env {
@@ -90,9 +106,13 @@ func newEnv(t testing.TB, opts envOptions) *env {
 	}
 	t.Cleanup(pool.Close)
 
-	objects, err := edge.NewLocal(filepath.Join(e.dir, "objects"))
+	local, err := edge.NewLocal(filepath.Join(e.dir, "objects"))
 	if err != nil {
 		t.Fatal(err)
+	}
+	var objects envObjects = local
+	if opts.objects != nil {
+		objects = opts.objects(local)
 	}
 	e.cache, err = cache.New(cache.Config{Path: filepath.Join(e.dir, "cache.db")}, objects, logger)
 	if err != nil {
@@ -121,10 +141,14 @@ func newEnv(t testing.TB, opts envOptions) *env {
 		opts.cfg.RateLimits.Disabled = true
 		opts.cfg.FreeQuota.FreeImagesPerDay = UnlimitedFreeImages()
 	}
+	var st Store = e.db
+	if opts.wrapStore != nil {
+		st = opts.wrapStore(st)
+	}
 	e.gw, err = New(opts.cfg, Deps{
-		Cache: e.cache, Signer: e.signer, Inference: pool, Store: e.db, Mailer: e.outbox, Objects: objects, Purger: opts.purger,
+		Cache: e.cache, Signer: e.signer, Inference: pool, Store: st, Mailer: e.outbox, Objects: objects, Purger: opts.purger,
 		OwnerTags: testOwnerTags,
-		Registry:  e.gwReg, Gatherer: e.gwReg, Logger: logger, Now: opts.now,
+		Registry:  e.gwReg, Logger: logger, Now: opts.now,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -138,6 +162,9 @@ func newEnv(t testing.TB, opts envOptions) *env {
 	}
 	go e.gw.Serve(ln)
 	e.url = "http://" + ln.Addr().String()
+	ms := httptest.NewServer(promhttp.HandlerFor(e.gwReg, promhttp.HandlerOpts{}))
+	t.Cleanup(ms.Close)
+	e.metricsURL = ms.URL + "/metrics"
 	t.Cleanup(e.close)
 	return e
 }

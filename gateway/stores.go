@@ -17,7 +17,7 @@ type accountStore interface {
 	AccountByEmail(email string) (store.Account, error)
 	AccountByGoogle(subject string) (store.Account, error)
 	LinkGoogle(id, subject string) error
-	SetPassword(id, hash, keepSession string) (int, error)
+	SetPassword(id, hash, keepSession string, keys store.APIKeyAction) (store.PasswordChange, error)
 }
 
 type sessionStore interface {
@@ -30,13 +30,13 @@ type sessionStore interface {
 type emailTokenStore interface {
 	CreatePasswordReset(accountID string, ttl time.Duration) (string, error)
 	CheckPasswordReset(token string) error
-	ConsumePasswordReset(token, newHash string) (string, error)
+	ConsumePasswordReset(token, newHash string, keys store.APIKeyAction) (store.PasswordChange, error)
 	CreateEmailVerification(accountID, newEmail string, ttl time.Duration) (string, error)
 	ConfirmEmail(token string) (string, error)
 }
 
 type apiKeyStore interface {
-	CreateAPIKey(accountID, name string) (string, store.APIKey, error)
+	CreateAPIKey(accountID, name string, scopes []string) (string, store.APIKey, error)
 	ValidateAPIKey(secret string) (store.APIKey, error)
 	APIKeys(accountID string) ([]store.APIKey, error)
 	DeleteAPIKey(accountID, keyID string) error

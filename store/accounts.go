@@ -235,18 +235,24 @@ func (db *DB) LinkGoogle(id, subject string) error {
 	})
 }
 
-// SetPassword replaces the password hash and ends every session of the
+// SetPassword replaces the password hash, ends every session of the
 // account except keep (the caller's own, when it changed its password;
-// nil ends them all). It returns how many sessions ended.
-func (db *DB) SetPassword(id, hash string, keep string) (int, error) {
-	var ended int
+// empty ends them all) and revokes or flags the API keys as keys says.
+func (db *DB) SetPassword(id, hash, keep string, keys APIKeyAction) (PasswordChange, error) {
+	ch := PasswordChange{AccountID: id}
 	err := db.updateAccount(id, func(tx *bolt.Tx, rec *accountRecord, _ []byte) error {
 		rec.PasswordHash = hash
+		if err := applyKeyAction(tx, &ch, keys, "password_change", db.now().UTC()); err != nil {
+			return err
+		}
 		var err error
-		ended, err = deleteSessions(tx, id, keep)
+		ch.SessionsEnded, err = deleteSessions(tx, id, keep)
 		return err
 	})
-	return ended, err
+	if err != nil {
+		return PasswordChange{}, err
+	}
+	return ch, nil
 }
 
 // SetEmail changes the account's email address (already verified by the

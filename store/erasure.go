@@ -54,7 +54,7 @@ func (db *DB) BeginErasure(accountID, reason string) (ErasureJob, error) {
 		if _, err := deleteSessions(tx, accountID, ""); err != nil {
 			return err
 		}
-		if err := deleteAPIKeys(tx, accountID); err != nil {
+		if _, err := deleteAPIKeys(tx, accountID); err != nil {
 			return err
 		}
 		if err := deleteTokens(tx, accountID, ""); err != nil {

@@ -78,7 +78,7 @@ func TestErasureIsCompleteAndResumable(t *testing.T) {
 	db.AddCredit(gone.ID, Credit{Kind: KindPurchase, Amount: 10, Ref: "pi_1", MoneyMinor: 500, Currency: "usd"})
 	db.Reserve(gone.ID, 2, "in flight")
 	db.CreateSession(gone.ID, SessionPolicy{Idle: time.Hour, Absolute: time.Hour})
-	db.CreateAPIKey(gone.ID, "k")
+	db.CreateAPIKey(gone.ID, "k", nil)
 
 	if _, err := db.BeginErasure(gone.ID, ErasureByUser); err != nil {
 		t.Fatal(err)

@@ -70,29 +70,39 @@ func (db *DB) createEmailToken(accountID, purpose, newEmail string, ttl time.Dur
 
 // ConsumePasswordReset spends a reset token: in one transaction it sets the
 // new password hash, deletes every reset token of the account (so a second
-// emailed link dies too) and ends every session. It returns the account id.
-// An unknown or used token is ErrNotFound; an old one ErrExpired.
+// emailed link dies too), ends every session and revokes or flags the API
+// keys as keys says. An unknown or used token is ErrNotFound; an old one
+// ErrExpired.
 //
 // The link proves the address, so an account that never verified it
 // becomes verified; and since whoever signed up with the address may not
-// own it, that account's API keys die too.
-func (db *DB) ConsumePasswordReset(token, newHash string) (string, error) {
-	return db.consumeEmailToken(token, purposeReset, func(tx *bolt.Tx, rec *accountRecord, _ emailToken, _ []byte) error {
+// own it, that account's API keys die whatever keys says.
+func (db *DB) ConsumePasswordReset(token, newHash string, keys APIKeyAction) (PasswordChange, error) {
+	var ch PasswordChange
+	id, err := db.consumeEmailToken(token, purposeReset, func(tx *bolt.Tx, rec *accountRecord, _ emailToken, _ []byte) error {
 		rec.PasswordHash = newHash
+		ch.AccountID = rec.ID
 		if !rec.EmailVerified {
 			rec.EmailVerified = true
-			if err := deleteAPIKeys(tx, rec.ID); err != nil {
-				return err
-			}
+			keys = RevokeAPIKeys
+		}
+		if err := applyKeyAction(tx, &ch, keys, "password_reset", db.now().UTC()); err != nil {
+			return err
 		}
 		// A pending change of address dies too: whoever reset the
 		// password may be undoing a takeover that started it.
 		if err := deleteTokens(tx, rec.ID, purposeVerify); err != nil {
 			return err
 		}
-		_, err := deleteSessions(tx, rec.ID, "")
+		var err error
+		ch.SessionsEnded, err = deleteSessions(tx, rec.ID, "")
 		return err
 	})
+	if err != nil {
+		return PasswordChange{}, err
+	}
+	ch.AccountID = id
+	return ch, nil
 }
 
 // CheckPasswordReset reports whether token is a live reset token of an
@@ -189,7 +199,7 @@ func revokeCredentials(tx *bolt.Tx, accountID string) error {
 	if _, err := deleteSessions(tx, accountID, ""); err != nil {
 		return err
 	}
-	if err := deleteAPIKeys(tx, accountID); err != nil {
+	if _, err := deleteAPIKeys(tx, accountID); err != nil {
 		return err
 	}
 	return deleteTokens(tx, accountID, "")

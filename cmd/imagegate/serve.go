@@ -94,7 +94,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	gw := &cfg.Gateway
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
 	fs.StringVar(&cfg.Addr, "addr", ":8080", "listen address")
-	fs.StringVar(&cfg.MetricsAddr, "metrics-addr", "", "serve /metrics on this address only, not on --addr (keep Prometheus figures off the public port)")
+	fs.StringVar(&cfg.MetricsAddr, "metrics-addr", "", "serve /metrics on this address (e.g. 127.0.0.1:9091); never on --addr, whose port it must not share (empty: /metrics off)")
 	fs.StringVar(&cfg.DataDir, "data-dir", "./data", "bbolt files, local objects, keys and the mail outbox")
 	fs.StringVar(&cfg.DatabaseURL, "database-url", "", "PostgreSQL URL of an account store shared by several gateways, e.g. postgres://user:pass@host/imagegate (empty: the embedded bbolt file in --data-dir); key files stay in --data-dir")
 	fs.StringVar(&cfg.KeyDir, "key-dir", "", "with --database-url: directory of the key files sealing personal data, the same files for every gateway on the database (default --data-dir)")
@@ -348,15 +348,22 @@ func newSystem(ctx context.Context, cfg serveConfig, logger *slog.Logger) (_ *sy
 	}
 	deps := gateway.Deps{
 		Cache: c, Signer: signer, Inference: pool, Store: db, Mailer: mailer, Objects: objects, OwnerTags: owners,
-		Registry: reg, Gatherer: reg, Logger: logger,
+		Registry: reg, Logger: logger,
 	}
+	// The gateway has no /metrics route at all: the figures are served
+	// only here, on a listener of their own, so no flag can put them on
+	// the public port.
 	if cfg.MetricsAddr != "" {
-		deps.Gatherer = nil // not on the public listener
+		if sharesPort(cfg.MetricsAddr, cfg.Addr) {
+			return nil, fmt.Errorf("--metrics-addr %s: must not share the public --addr %s (its port is public)", cfg.MetricsAddr, cfg.Addr)
+		}
 		stop, err := serveMetrics(cfg.MetricsAddr, reg, logger)
 		if err != nil {
 			return nil, err
 		}
 		s.closers = append(s.closers, stop)
+	} else {
+		logger.Info("metrics off (no --metrics-addr)")
 	}
 	if cfg.Cloudflare.APIToken != "" || cfg.Cloudflare.ZoneID != "" {
 		p, err := edge.NewPurger(cfg.Cloudflare, logger.With("component", "cdn-purge"))
@@ -389,6 +396,21 @@ func newSystem(ctx context.Context, cfg serveConfig, logger *slog.Logger) (_ *sy
 	}()
 	s.closers = append(s.closers, func(context.Context) error { stopSweeper(); <-sweeperDone; return nil })
 	return s, nil
+}
+
+// sharesPort reports whether listening on a would take b's port: same
+// port, and a host that is the same or unspecified on either side.
+func sharesPort(a, b string) bool {
+	ah, ap, errA := net.SplitHostPort(a)
+	bh, bp, errB := net.SplitHostPort(b)
+	if errA != nil || errB != nil || ap != bp || ap == "0" {
+		return false
+	}
+	unspecified := func(h string) bool {
+		ip := net.ParseIP(h)
+		return h == "" || (ip != nil && ip.IsUnspecified())
+	}
+	return ah == bh || unspecified(ah) || unspecified(bh)
 }
 
 // serveMetrics serves /metrics alone on addr.

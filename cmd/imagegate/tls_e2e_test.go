@@ -10,7 +10,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -150,18 +149,8 @@ func TestInferenceServesTLSAndRequiresToken(t *testing.T) {
 	}
 }
 
-// requireServeFlag skips until `imagegate serve` has the named flag.
-func requireServeFlag(t *testing.T, name string) {
-	t.Helper()
-	out, _ := exec.Command(binary, "serve", "-h").CombinedOutput()
-	if !strings.Contains(string(out), "--"+name+" (") {
-		t.Skipf("imagegate serve has no --%s yet: this test starts running once serve.go has it", name)
-	}
-}
-
 func TestGatewayReachesTierOverTLS(t *testing.T) {
 	t.Parallel()
-	requireServeFlag(t, "inference-ca-file")
 	pki := newTestPKI(t)
 	const token = "gateway-to-tier-0123456789"
 	tier := start(t, "inference", "--addr", "127.0.0.1:0",

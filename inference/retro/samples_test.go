@@ -1,3 +1,5 @@
+//go:build retrosamples
+
 package retro
 
 import (
@@ -9,13 +11,16 @@ import (
 	"github.com/imagegate/imagegate/inference"
 )
 
-// TestWriteSamples renders a gallery for eyeballing the art. It only runs
-// when RETRO_SAMPLES names an output directory; RETRO_SAMPLE_REF may name
-// a reference image for edit samples.
+// TestWriteSamples renders a gallery for eyeballing the art into the
+// directory RETRO_SAMPLES names; RETRO_SAMPLE_REF may name a reference
+// image for edit samples. It is a tool, not a check, so it is built only
+// with its tag (`make test` fails on any skip):
+//
+//	RETRO_SAMPLES=/tmp/retro go test -tags retrosamples -run TestWriteSamples ./inference/retro/
 func TestWriteSamples(t *testing.T) {
 	dir := os.Getenv("RETRO_SAMPLES")
 	if dir == "" {
-		t.Skip("set RETRO_SAMPLES=/some/dir to write sample images")
+		t.Fatal("set RETRO_SAMPLES=/some/dir to write sample images")
 	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		t.Fatal(err)

@@ -5,14 +5,14 @@
 // The peers are installed by `make tools` (which `make test` runs) into
 // .tools/bin at the module root. When a peer is missing, a test that needs
 // it is skipped under a plain `go test`, and fails under `make test`, which
-// sets IMAGEGATE_TEST_REQUIRE_PEERS=1: CI must never pass by skipping.
+// sets IMAGEGATE_TEST_REQUIRE_PEERS=1 and fails the run on any skip: CI
+// must never pass by skipping.
 package testpeer
 
 import (
 	"bytes"
 	"context"
 	"errors"
-	"fmt"
 	"net"
 	"os"
 	"os/exec"
@@ -36,11 +36,19 @@ const startTimeout = 60 * time.Second
 // installed; how says what installs it.
 func Missing(t testing.TB, what, how string) {
 	t.Helper()
-	msg := fmt.Sprintf("%s is not installed (%s); `make tools` installs it", what, how)
+	Unavailable(t, "%s is not installed (%s); `make tools` installs it", what, how)
+}
+
+// Unavailable skips t under a plain `go test` because something it needs
+// here (a peer, a privilege, a second loopback address) is not, and fails
+// it under `make test` ($RequireEnv), where every test must run. Tests call
+// it instead of t.Skip: `make test` fails on any skip (internal/noskip).
+func Unavailable(t testing.TB, format string, args ...any) {
+	t.Helper()
 	if os.Getenv(RequireEnv) == "1" {
-		t.Fatal(msg)
+		t.Fatalf(format+" (%s=1: every test must run)", append(args, RequireEnv)...)
 	}
-	t.Skip(msg)
+	t.Skipf(format, args...)
 }
 
 // Tool returns the path of an installed peer binary: first in $ToolsEnv,
@@ -66,6 +74,10 @@ func Tool(t testing.TB, name, how string) string {
 	Missing(t, name, how)
 	return ""
 }
+
+// ModuleRoot is the directory holding go.mod, for harnesses that find
+// installed tools relative to it.
+func ModuleRoot() (string, error) { return moduleRoot() }
 
 // moduleRoot walks up from the working directory (a package directory
 // under `go test`) to the directory holding go.mod.

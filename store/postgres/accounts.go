@@ -192,17 +192,25 @@ func (db *DB) LinkGoogle(id, subject string) error {
 	})
 }
 
-// SetPassword replaces the password hash and ends every session of the
-// account except keep (empty ends them all). It returns how many ended.
-func (db *DB) SetPassword(id, hash, keep string) (int, error) {
-	var ended int
+// SetPassword replaces the password hash, ends every session of the
+// account except keep (empty ends them all) and revokes or flags its API
+// keys as keys says.
+func (db *DB) SetPassword(id, hash, keep string, keys store.APIKeyAction) (store.PasswordChange, error) {
+	var ch store.PasswordChange
 	err := db.updateAccount(id, func(ctx context.Context, tx pgx.Tx, r *accountRow, _ []byte) error {
+		ch = store.PasswordChange{AccountID: id}
 		r.PasswordHash = hash
+		if err := applyKeyAction(ctx, tx, &ch, keys, "password_change", db.now().UTC()); err != nil {
+			return err
+		}
 		var err error
-		ended, err = deleteSessions(ctx, tx, id, keep)
+		ch.SessionsEnded, err = deleteSessions(ctx, tx, id, keep)
 		return err
 	})
-	return ended, err
+	if err != nil {
+		return store.PasswordChange{}, err
+	}
+	return ch, nil
 }
 
 // SetEmail changes the account's email address (already verified by the

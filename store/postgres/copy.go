@@ -291,8 +291,12 @@ func (c *copier) put(r rawRecord) error {
 		if err := json.Unmarshal(v, &a); err != nil {
 			return err
 		}
-		return c.exec("api_keys", `INSERT INTO api_keys (hash, `+apiKeyCols+`) VALUES ($1, $2, $3, $4, $5, $6, $7)`,
-			k, a.ID, a.AccountID, a.Name, a.Hint, a.Created, a.LastUsed)
+		scopes := a.Scopes
+		if scopes == nil {
+			scopes = []string{} // an old record: reads as the default scopes
+		}
+		return c.exec("api_keys", `INSERT INTO api_keys (hash, `+apiKeyCols+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)`,
+			k, a.ID, a.AccountID, a.Name, a.Hint, a.Created, a.LastUsed, scopes, nullTime(a.Flagged), a.FlaggedBy)
 	case "ledger":
 		parts, err := splitKey(k, 2)
 		if err != nil {

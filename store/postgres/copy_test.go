@@ -128,7 +128,9 @@ func TestCopyFromBolt(t *testing.T) {
 	must(src.LinkGoogle(ada, "google-ada"))
 	session, _, err := src.CreateSession(ada, store.SessionPolicy{Idle: time.Hour, Absolute: 24 * time.Hour})
 	must(err)
-	secret, _, err := src.CreateAPIKey(bob, "ci")
+	secret, _, err := src.CreateAPIKey(bob, "ci", []string{store.ScopeImagesWrite, store.ScopeAccountRead})
+	must(err)
+	_, err = src.SetPassword(bob, "$argon2id$changed", "", store.FlagAPIKeys) // the key stays, flagged
 	must(err)
 	reset, err := src.CreatePasswordReset(bob, time.Hour)
 	must(err)

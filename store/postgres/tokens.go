@@ -105,24 +105,34 @@ func (db *DB) CheckPasswordReset(token string) error {
 }
 
 // ConsumePasswordReset spends a reset token: the new password hash, every
-// reset and verification token of the account gone, every session ended;
-// an unverified account becomes verified and loses its API keys. It
-// returns the account id.
-func (db *DB) ConsumePasswordReset(token, newHash string) (string, error) {
-	return db.consumeEmailToken(token, purposeReset, func(ctx context.Context, tx pgx.Tx, r *accountRow, _ tokenRow, _ []byte) error {
+// reset and verification token of the account gone, every session ended,
+// the API keys revoked or flagged as keys says; an unverified account
+// becomes verified and loses its API keys whatever keys says.
+func (db *DB) ConsumePasswordReset(token, newHash string, keys store.APIKeyAction) (store.PasswordChange, error) {
+	var ch store.PasswordChange
+	id, err := db.consumeEmailToken(token, purposeReset, func(ctx context.Context, tx pgx.Tx, r *accountRow, _ tokenRow, _ []byte) error {
+		ch = store.PasswordChange{AccountID: r.ID}
+		action := keys
 		r.PasswordHash = newHash
 		if !r.EmailVerified {
 			r.EmailVerified = true
-			if _, err := tx.Exec(ctx, `DELETE FROM api_keys WHERE account_id = $1`, r.ID); err != nil {
-				return err
-			}
+			action = store.RevokeAPIKeys
+		}
+		if err := applyKeyAction(ctx, tx, &ch, action, "password_reset", db.now().UTC()); err != nil {
+			return err
 		}
 		if err := deleteTokens(ctx, tx, r.ID, purposeVerify); err != nil {
 			return err
 		}
-		_, err := deleteSessions(ctx, tx, r.ID, "")
+		var err error
+		ch.SessionsEnded, err = deleteSessions(ctx, tx, r.ID, "")
 		return err
 	})
+	if err != nil {
+		return store.PasswordChange{}, err
+	}
+	ch.AccountID = id
+	return ch, nil
 }
 
 // ConfirmEmail spends a verification token: the address is marked

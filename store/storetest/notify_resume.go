@@ -83,7 +83,7 @@ func testErasureResumesInAnotherProcess(t *testing.T, h Harness) {
 	db.Reserve(gone.ID, 2, "in flight")
 	db.SetProfile(gone.ID, store.Profile{DisplayName: "Gone"})
 	sess, _, _ := db.CreateSession(gone.ID, store.SessionPolicy{Idle: time.Hour, Absolute: time.Hour})
-	key, _, _ := db.CreateAPIKey(gone.ID, "k")
+	key, _, _ := db.CreateAPIKey(gone.ID, "k", nil)
 
 	job, err := db.BeginErasure(gone.ID, store.ErasureByUser)
 	if err != nil {

@@ -27,7 +27,7 @@ type Store interface {
 	AccountByEmail(email string) (store.Account, error)
 	AccountByGoogle(subject string) (store.Account, error)
 	LinkGoogle(id, subject string) error
-	SetPassword(id, hash, keep string) (int, error)
+	SetPassword(id, hash, keep string, keys store.APIKeyAction) (store.PasswordChange, error)
 	SetEmail(id, email string) error
 	SetSettings(id string, s store.Settings) error
 	SetStatus(id string, status store.AccountStatus) error
@@ -41,12 +41,12 @@ type Store interface {
 
 	CreatePasswordReset(accountID string, ttl time.Duration) (string, error)
 	CheckPasswordReset(token string) error
-	ConsumePasswordReset(token, newHash string) (string, error)
+	ConsumePasswordReset(token, newHash string, keys store.APIKeyAction) (store.PasswordChange, error)
 	CreateEmailVerification(accountID, newEmail string, ttl time.Duration) (string, error)
 	ConfirmEmail(token string) (string, error)
 	CancelEmailChange(accountID string) (bool, error)
 
-	CreateAPIKey(accountID, name string) (string, store.APIKey, error)
+	CreateAPIKey(accountID, name string, scopes []string) (string, store.APIKey, error)
 	ValidateAPIKey(secret string) (store.APIKey, error)
 	APIKeys(accountID string) ([]store.APIKey, error)
 	DeleteAPIKey(accountID, keyID string) error
@@ -152,6 +152,8 @@ func Run(t *testing.T, h Harness) {
 		{"Sessions", testSessions},
 		{"SignOutIsImmediate", testSignOutIsImmediate},
 		{"APIKeys", testAPIKeys},
+		{"APIKeyScopes", testAPIKeyScopes},
+		{"PasswordChangeRevokesOrFlagsAPIKeys", testPasswordChangeRevokesOrFlagsAPIKeys},
 		{"PasswordReset", testPasswordReset},
 		{"ConsentsAreAppendOnly", testConsentsAreAppendOnly},
 		{"EmailVerificationAndChange", testEmailVerificationAndChange},
@@ -548,8 +550,8 @@ func testSessions(t *testing.T, h Harness) {
 		}
 	}
 	// A password change ends the rest too.
-	if ended, err := db.SetPassword(a.ID, "$argon2id$new", ""); err != nil || ended != 1 {
-		t.Errorf("SetPassword ended %d, %v; want 1", ended, err)
+	if ch, err := db.SetPassword(a.ID, "$argon2id$new", "", store.RevokeAPIKeys); err != nil || ch.SessionsEnded != 1 {
+		t.Errorf("SetPassword ended %d, %v; want 1", ch.SessionsEnded, err)
 	}
 	if db.SessionCount(a.ID) != 0 {
 		t.Errorf("sessions left after password change")
@@ -566,7 +568,7 @@ func testSessions(t *testing.T, h Harness) {
 func testAPIKeys(t *testing.T, h Harness) {
 	db, clock := h.open(t)
 	a := mustAccount(t, db, "k@example.com")
-	secret, k, err := db.CreateAPIKey(a.ID, "ci")
+	secret, k, err := db.CreateAPIKey(a.ID, "ci", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -616,9 +618,9 @@ func testPasswordReset(t *testing.T, h Harness) {
 	if err := db.CheckPasswordReset("not-a-token"); !errors.Is(err, store.ErrNotFound) {
 		t.Errorf("CheckPasswordReset(unknown) = %v, want ErrNotFound", err)
 	}
-	id, err := db.ConsumePasswordReset(second, "$argon2id$reset")
-	if err != nil || id != a.ID {
-		t.Fatalf("Consume = %q, %v", id, err)
+	ch, err := db.ConsumePasswordReset(second, "$argon2id$reset", store.RevokeAPIKeys)
+	if err != nil || ch.AccountID != a.ID || ch.SessionsEnded != 1 {
+		t.Fatalf("Consume = %+v, %v", ch, err)
 	}
 	if got, _ := db.Account(a.ID); got.PasswordHash != "$argon2id$reset" {
 		t.Errorf("password not changed")
@@ -627,7 +629,7 @@ func testPasswordReset(t *testing.T, h Harness) {
 		t.Errorf("session survived a reset: %v", err)
 	}
 	for _, tok := range []string{second, first} {
-		if _, err := db.ConsumePasswordReset(tok, "$argon2id$again"); !errors.Is(err, store.ErrNotFound) {
+		if _, err := db.ConsumePasswordReset(tok, "$argon2id$again", store.RevokeAPIKeys); !errors.Is(err, store.ErrNotFound) {
 			t.Errorf("reused/sibling token: %v, want ErrNotFound", err)
 		}
 	}
@@ -636,7 +638,7 @@ func testPasswordReset(t *testing.T, h Harness) {
 	if err := db.CheckPasswordReset(late); !errors.Is(err, store.ErrExpired) {
 		t.Errorf("CheckPasswordReset(expired) = %v, want ErrExpired", err)
 	}
-	if _, err := db.ConsumePasswordReset(late, "$argon2id$late"); !errors.Is(err, store.ErrExpired) {
+	if _, err := db.ConsumePasswordReset(late, "$argon2id$late", store.RevokeAPIKeys); !errors.Is(err, store.ErrExpired) {
 		t.Errorf("expired token: %v, want ErrExpired", err)
 	}
 	if got, _ := db.Account(a.ID); got.PasswordHash != "$argon2id$reset" {
@@ -725,7 +727,7 @@ func testProvingAnAddressRevokesTheSquattersCredentials(t *testing.T, h Harness)
 		if err != nil {
 			t.Fatal(err)
 		}
-		key, _, err := db.CreateAPIKey(a.ID, "squatter")
+		key, _, err := db.CreateAPIKey(a.ID, "squatter", nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -753,7 +755,7 @@ func testProvingAnAddressRevokesTheSquattersCredentials(t *testing.T, h Harness)
 			t.Fatal(err)
 		}
 		assertRevoked(t, db, sess, key)
-		if _, err := db.ConsumePasswordReset(reset, "$argon2id$squatter"); !errors.Is(err, store.ErrNotFound) {
+		if _, err := db.ConsumePasswordReset(reset, "$argon2id$squatter", store.FlagAPIKeys); !errors.Is(err, store.ErrNotFound) {
 			t.Errorf("the squatter's reset link still works: %v", err)
 		}
 		got, _ := db.Account(a.ID)
@@ -766,7 +768,9 @@ func testProvingAnAddressRevokesTheSquattersCredentials(t *testing.T, h Harness)
 		t.Parallel()
 		db, _ := h.open(t)
 		a, sess, key, reset := squat(t, db, "victim@example.com")
-		if _, err := db.ConsumePasswordReset(reset, "$argon2id$owner"); err != nil {
+		// Flagging is the owner's choice, but the squatter's key dies
+		// whatever the choice.
+		if _, err := db.ConsumePasswordReset(reset, "$argon2id$owner", store.FlagAPIKeys); err != nil {
 			t.Fatal(err)
 		}
 		assertRevoked(t, db, sess, key)
@@ -775,16 +779,16 @@ func testProvingAnAddressRevokesTheSquattersCredentials(t *testing.T, h Harness)
 		}
 	})
 
-	t.Run("a proven account keeps its keys", func(t *testing.T) {
+	t.Run("a proven account keeps its keys when it asks to", func(t *testing.T) {
 		t.Parallel()
 		db, _ := h.open(t)
 		a := mustAccount(t, db, "owner@example.com")
 		if err := db.LinkGoogle(a.ID, "google-owner"); err != nil {
 			t.Fatal(err)
 		}
-		key, _, _ := db.CreateAPIKey(a.ID, "mine")
+		key, _, _ := db.CreateAPIKey(a.ID, "mine", nil)
 		reset, _ := db.CreatePasswordReset(a.ID, time.Hour)
-		if _, err := db.ConsumePasswordReset(reset, "$argon2id$new"); err != nil {
+		if _, err := db.ConsumePasswordReset(reset, "$argon2id$new", store.FlagAPIKeys); err != nil {
 			t.Fatal(err)
 		}
 		if _, err := db.ValidateAPIKey(key); err != nil {
