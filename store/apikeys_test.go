@@ -9,7 +9,6 @@ import (
 	bolt "go.etcd.io/bbolt"
 )
 
-
 // A key written before scopes existed has no scopes field: it reads as
 // images:write only, whether validated or listed, and stays that way after
 // a validation writes its last-used time back.
@@ -46,4 +45,3 @@ func TestAPIKeyWithoutScopesReadsAsImagesOnly(t *testing.T) {
 		t.Errorf("listed legacy key %+v, %v", keys, err)
 	}
 }
-
