@@ -146,6 +146,24 @@ func (s *l2) deleteObject(hash string) ([]Key, error) {
 	return keys, err
 }
 
+// objectKeys returns the keys of the index rows naming hash.
+func (s *l2) objectKeys(hash string) ([]Key, error) {
+	var keys []Key
+	err := s.db.View(func(tx *bolt.Tx) error {
+		prefix := []byte(hash)
+		c := tx.Bucket(bucketByObject).Cursor()
+		for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Next() {
+			if len(k) == len(prefix)+len(Key{}) {
+				var key Key
+				copy(key[:], k[len(prefix):])
+				keys = append(keys, key)
+			}
+		}
+		return nil
+	})
+	return keys, err
+}
+
 // objectModel returns the model of the first entry pointing at hash.
 func (s *l2) objectModel(hash string) (model, version string, ok bool) {
 	s.db.View(func(tx *bolt.Tx) error {
@@ -174,7 +192,9 @@ func indexKey(hash string, key Key) []byte {
 const recordVersion = 1
 
 // appendEntry appends e's L2 encoding: the version byte, then the strings
-// length-prefixed (uvarint) and the numbers as varints.
+// length-prefixed (uvarint) and the numbers as varints. The policy version
+// comes last and only when set, so records written before it existed
+// still decode (with policy 0, which every caller judges again).
 func appendEntry(b []byte, e Entry) []byte {
 	b = append(b, recordVersion)
 	for _, s := range []string{e.Object, e.Ext, e.ContentType, e.Model, e.ModelVersion} {
@@ -189,7 +209,11 @@ func appendEntry(b []byte, e Entry) []byte {
 	if !e.Created.IsZero() {
 		created = e.Created.UnixNano()
 	}
-	return binary.AppendVarint(b, created)
+	b = binary.AppendVarint(b, created)
+	if e.Policy != 0 {
+		b = binary.AppendUvarint(b, e.Policy)
+	}
+	return b
 }
 
 // decodeEntry is the inverse of appendEntry. It rejects anything that is
@@ -228,12 +252,19 @@ func decodeEntry(b []byte) (Entry, error) {
 	}
 	b = b[w:]
 	created, w := binary.Varint(b)
-	if w <= 0 || w != len(b) {
+	if w <= 0 {
 		return Entry{}, errCorrupt
+	}
+	b = b[w:]
+	var policy uint64
+	if len(b) > 0 {
+		if policy, w = binary.Uvarint(b); w <= 0 || w != len(b) || policy == 0 {
+			return Entry{}, errCorrupt
+		}
 	}
 	e := Entry{
 		Object: strs[0], Ext: strs[1], ContentType: strs[2], Model: strs[3], ModelVersion: strs[4],
-		Width: int(ints[0]), Height: int(ints[1]), Seed: seed, Size: size,
+		Width: int(ints[0]), Height: int(ints[1]), Seed: seed, Size: size, Policy: policy,
 	}
 	if created != 0 {
 		e.Created = time.Unix(0, created).UTC()

@@ -112,10 +112,16 @@ func DeriveSeed(r Request) uint64 {
 // caseInsensitive. Case is lowered, not folded (ß and ss stay distinct),
 // because that is what case-insensitive tokenizers do; folding further would
 // merge prompts the model tells apart. Each run of invalid UTF-8 becomes
-// U+FFFD (encoding/json has already replaced it in JSON input). Backends of models that are sent the raw
+// U+FFFD (the gateway refuses such prompts before they get here, so this
+// only keeps the form total). Backends of models that are sent the raw
 // prompt must treat prompts with equal canonical forms identically.
 func CanonicalPrompt(s string, caseInsensitive bool) string {
-	return string(appendCanonicalText(nil, s, caseInsensitive))
+	var buf [256]byte
+	b := appendCanonicalText(buf[:0], s, caseInsensitive)
+	if string(b) == s {
+		return s // already canonical, the usual case: no copy
+	}
+	return string(b)
 }
 
 // appendCanonical appends the unambiguous canonical encoding of r: a version

@@ -30,6 +30,8 @@ type manifest struct {
 	ModelVersion string    `json:"model_version"`
 	Size         int64     `json:"size"`
 	Created      time.Time `json:"created"`
+	// Policy is Entry.Policy; absent in manifests written before it.
+	Policy uint64 `json:"policy,omitempty"`
 }
 
 var errBadManifest = errors.New("cache: bad manifest")
@@ -47,7 +49,7 @@ func encodeManifest(key Key, e Entry) ([]byte, error) {
 		Object: e.Object, Ext: e.Ext, ContentType: e.ContentType,
 		Width: e.Width, Height: e.Height, Seed: e.Seed,
 		Model: e.Model, ModelVersion: e.ModelVersion,
-		Size: e.Size, Created: e.Created,
+		Size: e.Size, Created: e.Created, Policy: e.Policy,
 	})
 }
 
@@ -67,7 +69,7 @@ func decodeManifest(key Key, data []byte) (Entry, error) {
 		Object: m.Object, Ext: m.Ext, ContentType: m.ContentType,
 		Width: m.Width, Height: m.Height, Seed: m.Seed,
 		Model: m.Model, ModelVersion: m.ModelVersion,
-		Size: m.Size, Created: m.Created.UTC(),
+		Size: m.Size, Created: m.Created.UTC(), Policy: m.Policy,
 	}, nil
 }
 

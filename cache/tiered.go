@@ -75,6 +75,9 @@ type Generated struct {
 	Seed        uint64
 	// Model and ModelVersion are what actually ran.
 	Model, ModelVersion string
+	// Policy is the version of the content policy the image was judged
+	// under (see Entry.Policy).
+	Policy uint64
 }
 
 // Loader produces the image for a key on a miss. It runs once for all the
@@ -96,6 +99,11 @@ type Entry struct {
 	Size int64
 	// Created is when the output was first made, in UTC.
 	Created time.Time
+	// Policy is the version of the content policy (moderation rule set)
+	// the output was last judged under; 0 means before versions were
+	// recorded. A caller serving a hit compares it with its own version
+	// and judges the output again when they differ (see Rejudged).
+	Policy uint64
 }
 
 // Tier names where a Get's answer came from. Tiers are ordered: a larger
@@ -378,7 +386,7 @@ func (c *Cache) load(ctx context.Context, key Key, load Loader, token uint64) (*
 		Object: hash, Ext: g.Ext, ContentType: g.ContentType,
 		Width: g.Width, Height: g.Height, Seed: g.Seed,
 		Model: g.Model, ModelVersion: g.ModelVersion,
-		Size: int64(len(g.Data)), Created: c.now().UTC().Round(0),
+		Size: int64(len(g.Data)), Created: c.now().UTC().Round(0), Policy: g.Policy,
 	}
 	// Without the manifest other nodes cannot find this output, but the
 	// image is made and stored: serve it rather than fail the request.
@@ -559,10 +567,55 @@ func (c *Cache) Invalidate(key Key) error {
 	return nil
 }
 
+// Rejudged records that key's output was judged again and passed under
+// content policy version policy, in this node's tiers (L1 and L2), so its
+// next hits need no judging. Other nodes judge it for themselves.
+func (c *Cache) Rejudged(key Key, policy uint64) error {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	if c.closed.Load() {
+		return ErrClosed
+	}
+	e, ok := c.l1.entry(key)
+	if !ok {
+		var err error
+		if e, ok, err = c.l2.get(key); err != nil || !ok {
+			return err
+		}
+	}
+	e.Policy = policy
+	c.l1.setEntry(key, e)
+	if err := c.l2.put(key, e); err != nil {
+		return fmt.Errorf("cache: rejudged: %w", err)
+	}
+	return nil
+}
+
+// ObjectKeys returns the keys of this node's L2 entries that point at the
+// output hash: the names (ManifestName) of the L3 manifests a purge of the
+// output must delete, so nothing about it remains in the object store.
+// Call it before InvalidateObject, which forgets them.
+func (c *Cache) ObjectKeys(hash string) ([]Key, error) {
+	if !isLowerHex(hash) || len(hash) != 64 {
+		return nil, errInvalidObjectName
+	}
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	if c.closed.Load() {
+		return nil, ErrClosed
+	}
+	keys, err := c.l2.objectKeys(hash)
+	if err != nil {
+		return nil, fmt.Errorf("cache: object keys: %w", err)
+	}
+	return keys, nil
+}
+
 // InvalidateObject removes an output's bytes from L1 and every entry
 // pointing at it from L1 and L2, so this node stops answering with it.
-// Manifests naming it stay in the object store; once the output itself is
-// deleted there, they are misses.
+// Manifests naming it stay in the object store (a purge deletes them:
+// see ObjectKeys); once the output itself is deleted there, they are
+// misses.
 func (c *Cache) InvalidateObject(hash string) error {
 	if !isLowerHex(hash) || len(hash) != 64 {
 		return errInvalidObjectName

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io/fs"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -676,6 +677,21 @@ func TestInvalidateObject(t *testing.T) {
 	}
 	other, _ := get(t, c, k3, false, countingLoader("other bytes", &calls))
 
+	// The purge asks which manifests name the output: exactly k1's and k2's.
+	keys, err := c.ObjectKeys(shared.Object)
+	if err != nil {
+		t.Fatal(err)
+	}
+	slices.SortFunc(keys, func(a, b Key) int { return bytes.Compare(a[:], b[:]) })
+	want := []Key{k1, k2}
+	slices.SortFunc(want, func(a, b Key) int { return bytes.Compare(a[:], b[:]) })
+	if !slices.Equal(keys, want) {
+		t.Errorf("ObjectKeys = %v, want %v", keys, want)
+	}
+	if _, err := c.ObjectKeys("../etc"); err == nil {
+		t.Error("ObjectKeys accepted a bad hash")
+	}
+
 	// An operator purge: the output leaves the object store, then every
 	// node forgets it.
 	store.del(outputName(shared.Object, shared.Ext))
@@ -1083,5 +1099,53 @@ func BenchmarkObjectL1(b *testing.B) {
 		if _, err := c.Object(ctx, hash, "png"); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// TestPolicyVersionTravelsWithTheEntry pins that the content-policy
+// version an output was judged under is kept in every tier (L1, L2 across
+// a restart, the L3 manifest another node reads), that records written
+// before versions existed read as 0, and that Rejudged updates this
+// node's tiers.
+func TestPolicyVersionTravelsWithTheEntry(t *testing.T) {
+	t.Parallel()
+	store := newMemStore()
+	path := filepath.Join(t.TempDir(), "cache.db")
+	c := newTestCache(t, path, store, Config{})
+	key := testKey(31)
+	e, _ := get(t, c, key, false, func(context.Context) (Generated, error) {
+		g := generated("judged bytes")
+		g.Policy = 7
+		return g, nil
+	})
+	if e.Policy != 7 {
+		t.Fatalf("entry policy %d, want 7", e.Policy)
+	}
+	// Another node finds it through the manifest.
+	other := newTestCache(t, "", store, Config{})
+	if e, o := get(t, other, key, false, failLoader(t)); o.Tier != TierL3 || e.Policy != 7 {
+		t.Errorf("L3 hit: tier %v policy %d, want l3 and 7", o.Tier, e.Policy)
+	}
+	if err := c.Rejudged(key, 9); err != nil {
+		t.Fatal(err)
+	}
+	if e, _, _ := c.Peek(key); e.Policy != 9 {
+		t.Errorf("L1 after Rejudged: policy %d, want 9", e.Policy)
+	}
+	c.Close()
+	c = newTestCache(t, path, store, Config{})
+	if e, o, _ := c.Peek(key); o.Tier != TierL2 || e.Policy != 9 {
+		t.Errorf("L2 after restart: tier %v policy %d, want l2 and 9", o.Tier, e.Policy)
+	}
+
+	// A record from before policy versions decodes with policy 0.
+	e.Policy = 0
+	old := appendEntry(nil, e)
+	e.Policy = 5
+	if got := appendEntry(nil, e); !bytes.HasPrefix(got, old) || len(got) == len(old) {
+		t.Fatal("the policy is not an optional trailing field")
+	}
+	if d, err := decodeEntry(old); err != nil || d.Policy != 0 {
+		t.Errorf("old record: %+v %v", d, err)
 	}
 }

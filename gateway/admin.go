@@ -8,6 +8,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -247,6 +248,11 @@ func (g *Gateway) purge(ctx context.Context, req purgeJSON) purgeResult {
 			}
 			res.ObjectsDeleted = append(res.ObjectsDeleted, name)
 		}
+		names, err := g.purgeManifests(ctx, h)
+		res.ObjectsDeleted = append(res.ObjectsDeleted, names...)
+		if err != nil {
+			res.Nodes = append(res.Nodes, nodeResult{Node: "object-store", Error: err.Error()})
+		}
 	}
 	n, err := g.invalidateLocal(req)
 	self := nodeResult{Node: "self", OK: err == nil, Entries: n}
@@ -278,12 +284,62 @@ func (g *Gateway) adminInvalidate(c *fiber.Ctx) error {
 	if err := g.checkPurge(req); err != nil {
 		return err
 	}
+	// This node may know keys of the purged outputs that the purging
+	// node does not: their manifests go too.
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	var errs []error
+	for _, h := range req.Objects {
+		_, err := g.purgeManifests(ctx, h)
+		errs = append(errs, err)
+	}
+	if err := errors.Join(errs...); err != nil {
+		return err
+	}
 	n, err := g.invalidateLocal(req)
 	if err != nil {
 		return err
 	}
 	g.securityEvent(c, eventAdminInvalidate, "", fmt.Sprintf("entries=%d", n))
 	return c.JSON(nodeResult{Node: "self", OK: true, Entries: n})
+}
+
+// purgeStore knows which content keys mapped to an output.
+type purgeStore interface {
+	ObjectKeys(hash string) ([]string, error)
+}
+
+// purgeManifests deletes from the object store the L3 manifest of every
+// content key known to map to the output hash, in the store or in this
+// node's cache, so nothing about a purged output remains there (a
+// manifest alone would be a miss, but it still says what was asked). It
+// must run before the node's tiers forget the output. It returns the
+// names it deleted.
+func (g *Gateway) purgeManifests(ctx context.Context, hash string) ([]string, error) {
+	keys, err := g.store.ObjectKeys(hash)
+	if err != nil {
+		return nil, err
+	}
+	local, err := g.cache.ObjectKeys(hash)
+	if err != nil {
+		return nil, err
+	}
+	for _, k := range local {
+		if ks := k.String(); !slices.Contains(keys, ks) {
+			keys = append(keys, ks)
+		}
+	}
+	var names []string
+	var errs []error
+	for _, k := range keys {
+		name := cache.ManifestName(k)
+		if err := g.objects.Delete(ctx, name); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		names = append(names, name)
+	}
+	return names, errors.Join(errs...)
 }
 
 // invalidateLocal drops what req names from this node's L1 and L2.

@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/url"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -61,10 +63,28 @@ func TestAdminPurge(t *testing.T) {
 		t.Fatalf("dry run: %d %+v, %d CDN calls", resp.StatusCode, res, len(cdn.Requests()))
 	}
 
+	manifests := 0
+	filepath.Walk(filepath.Join(e.dir, "objects"), func(p string, fi os.FileInfo, err error) error {
+		if err == nil && !fi.IsDir() && strings.Contains(string(readFile(t, p)), hash) {
+			manifests++
+		}
+		return nil
+	})
+	if manifests == 0 {
+		t.Fatal("no manifest names the output before the purge: the check below would prove nothing")
+	}
 	resp, res = e.admin(testAdminToken, "/v1/admin/purge", body)
-	if resp.StatusCode != 200 || len(res.ObjectsDeleted) != 3 || res.CDN == nil || len(res.CDN.Failed()) != 0 {
+	if resp.StatusCode != 200 || len(res.ObjectsDeleted) != 3+manifests || res.CDN == nil || len(res.CDN.Failed()) != 0 {
 		t.Fatalf("purge: %d %+v", resp.StatusCode, res)
 	}
+	// Nothing about the purged output remains in the object store: not
+	// the output, not a manifest naming it.
+	filepath.Walk(filepath.Join(e.dir, "objects"), func(p string, fi os.FileInfo, err error) error {
+		if err == nil && !fi.IsDir() && (strings.Contains(p, hash) || strings.Contains(string(readFile(t, p)), hash)) {
+			t.Errorf("%s survived the purge of %s", p, hash)
+		}
+		return nil
+	})
 	if !slices.Contains(cdn.Purged().Files, "https://cdn.example.com/o/"+hash+".png") || !slices.Contains(cdn.Purged().Tags, edge.ObjectTag(hash)) {
 		t.Errorf("CDN purge %+v lacks the object's URL or tag", cdn.Purged())
 	}

@@ -1,20 +1,15 @@
 package gateway
 
 import (
-	"context"
 	"errors"
 	"fmt"
-	"net"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
-	"unicode/utf8"
 
 	"github.com/gofiber/fiber/v2"
-	"golang.org/x/time/rate"
 
-	"github.com/imagegate/imagegate/gateway/mail"
+	"github.com/imagegate/imagegate/gateway/compliance"
 	"github.com/imagegate/imagegate/store"
 )
 
@@ -34,14 +29,6 @@ type dsarStore interface {
 type notifyJobStore interface {
 	CreateNotifyJob(store.NewNotifyJob) (store.NotifyJob, error)
 	NotifyJob(id string) (store.NotifyJob, error)
-	UnfinishedNotifyJobs() ([]store.NotifyJob, error)
-}
-
-// notifyRecipientStore hands out a job's recipients, each at most once.
-type notifyRecipientStore interface {
-	ListNotifyRecipients(jobID string, batch int) (done bool, err error)
-	NextNotifyRecipient(jobID string) (store.NotifyRecipient, error)
-	FinishNotifyRecipient(jobID, accountID string, outcome store.NotifyOutcome) error
 }
 
 // statsStore exports the model-improvement statistics.
@@ -52,7 +39,7 @@ type statsStore interface {
 type complianceStore interface {
 	dsarStore
 	notifyJobStore
-	notifyRecipientStore
+	compliance.NotifyStore
 	statsStore
 }
 
@@ -64,18 +51,8 @@ const (
 	eventAdminStats     = "admin_stats_export"
 )
 
-// Retention of closed rights requests: the requester's email and the
-// notes stay readable for follow-up questions for dsarKeepPersonal after
-// closing, then their key is destroyed; the bare record (kind and dates)
-// stays as evidence of compliance for dsarKeepRecord.
-const (
-	dsarKeepPersonal = store.DefaultDSARPersonal
-	dsarKeepRecord   = store.DefaultDSARRecord
-)
-
 // Limits of the operator's input.
 const (
-	maxDSARNote       = 2000     // characters
 	maxNotifyTemplate = 64 << 10 // bytes
 	maxNotifyAccounts = 100_000
 	maxNotifyRate     = 1000 // messages per second
@@ -94,8 +71,8 @@ func (g *Gateway) complianceRoutes(admin fiber.Router) {
 	admin.Get("/dsar", g.listDSARs)
 	admin.Post("/dsar/:id/close", g.closeDSAR)
 
-	n := g.newNotifier()
-	n.resume()
+	n := compliance.NewNotifier(g.notifierConfig())
+	n.Resume()
 	admin.Post("/notify", func(c *fiber.Ctx) error { return g.startNotify(c, n) })
 	admin.Get("/notify/:id", g.notifyProgress)
 
@@ -139,22 +116,14 @@ func toDSARJSON(r store.DSAR, now time.Time) dsarJSON {
 	return j
 }
 
-type addDSARRequest struct {
-	Email string `json:"email"`
-	Kind  string `json:"kind"`
-	// Received is the day the request arrived, YYYY-MM-DD; empty: today.
-	Received string `json:"received"`
-	Note     string `json:"note"`
-}
-
 // addDSAR records a rights request received by email (POST
 // /v1/admin/dsar) and answers it with its deadline.
 func (g *Gateway) addDSAR(c *fiber.Ctx) error {
-	var req addDSARRequest
+	var req compliance.DSARRequest
 	if err := decodeJSON(c.Body(), &req); err != nil {
 		return err
 	}
-	n, err := parseDSAR(req, g.now())
+	n, err := compliance.ParseDSAR(req, g.now())
 	if err != nil {
 		return err
 	}
@@ -166,55 +135,11 @@ func (g *Gateway) addDSAR(c *fiber.Ctx) error {
 	return c.Status(fiber.StatusCreated).JSON(toDSARJSON(r, g.now()))
 }
 
-// parseDSAR checks an operator's request, reporting every problem at once.
-func parseDSAR(req addDSARRequest, now time.Time) (store.NewDSAR, error) {
-	var problems []string
-	n := store.NewDSAR{Email: strings.TrimSpace(req.Email), Kind: store.DSARKind(req.Kind), Note: req.Note}
-	if err := mail.CheckAddress(store.NormalizeEmail(n.Email)); err != nil {
-		problems = append(problems, "email: "+strings.TrimPrefix(err.Error(), "mail: invalid address: "))
-	}
-	if !n.Kind.Valid() {
-		var kinds []string
-		for _, k := range store.DSARKinds {
-			kinds = append(kinds, string(k))
-		}
-		problems = append(problems, "kind: must be one of "+strings.Join(kinds, ", "))
-	}
-	if req.Received != "" {
-		d, err := time.Parse(time.DateOnly, req.Received)
-		switch {
-		case err != nil:
-			problems = append(problems, "received: must be a date YYYY-MM-DD")
-		case d.After(now.UTC()):
-			problems = append(problems, "received: must not be in the future")
-		default:
-			n.Received = d
-		}
-	}
-	if reason := noteProblem(req.Note); reason != "" {
-		problems = append(problems, "note: "+reason)
-	}
-	if len(problems) > 0 {
-		return store.NewDSAR{}, badRequest("invalid_dsar", strings.Join(problems, "; "))
-	}
-	return n, nil
-}
-
-func noteProblem(s string) string {
-	switch {
-	case !utf8.ValidString(s) || strings.ContainsRune(s, 0):
-		return "must be UTF-8 text"
-	case utf8.RuneCountInString(s) > maxDSARNote:
-		return fmt.Sprintf("at most %d characters", maxDSARNote)
-	}
-	return ""
-}
-
 // listDSARs lists open rights requests, overdue first, then by deadline
 // (GET /v1/admin/dsar; ?closed=true adds the closed ones). It first
 // applies the retention of closed requests.
 func (g *Gateway) listDSARs(c *fiber.Ctx) error {
-	if _, _, err := g.store.ExpireDSARs(dsarKeepPersonal, dsarKeepRecord); err != nil {
+	if _, _, err := g.store.ExpireDSARs(compliance.DSARKeepPersonal, compliance.DSARKeepRecord); err != nil {
 		g.logger.Error("rights-request retention failed", "err", err)
 	}
 	rs, err := g.store.DSARs(c.QueryBool("closed"))
@@ -243,7 +168,7 @@ func (g *Gateway) closeDSAR(c *fiber.Ctx) error {
 			return err
 		}
 	}
-	if reason := noteProblem(req.Note); reason != "" {
+	if reason := compliance.NoteProblem(req.Note); reason != "" {
 		return badRequest("invalid_dsar", "note: "+reason)
 	}
 	id := strings.Clone(c.Params("id"))
@@ -261,80 +186,6 @@ func (g *Gateway) closeDSAR(c *fiber.Ctx) error {
 }
 
 // --- Incident notifications (promise S5) ---
-
-// notifyTemplate is the text of an incident notice with placeholders,
-// written {{name}}:
-//
-//	{{email}}            the recipient's address
-//	{{account_created}}  the day the recipient's account was created
-//	{{date}}             the day the notification job started
-//	{{site_url}}         the site's base URL
-//
-// Any other {{…}} is an error, so a typo never reaches users.
-type notifyTemplate []templatePart
-
-type templatePart struct {
-	text  string // literal text, or
-	field string // a placeholder's name
-}
-
-// notifyFields are the placeholders a template may use.
-var notifyFields = []string{"email", "account_created", "date", "site_url"}
-
-// parseNotifyTemplate parses an operator's template.
-func parseNotifyTemplate(s string) (notifyTemplate, error) {
-	var t notifyTemplate
-	for {
-		i := strings.Index(s, "{{")
-		if i < 0 {
-			if s != "" {
-				t = append(t, templatePart{text: s})
-			}
-			return t, nil
-		}
-		if i > 0 {
-			t = append(t, templatePart{text: s[:i]})
-		}
-		j := strings.Index(s[i+2:], "}}")
-		if j < 0 {
-			return nil, errors.New("template: {{ without a closing }}")
-		}
-		name := strings.TrimSpace(s[i+2 : i+2+j])
-		known := false
-		for _, f := range notifyFields {
-			known = known || f == name
-		}
-		if !known {
-			return nil, fmt.Errorf("template: unknown placeholder {{%.40s}}: use %s", name, "{{"+strings.Join(notifyFields, "}}, {{")+"}}")
-		}
-		t = append(t, templatePart{field: name})
-		s = s[i+2+j+2:]
-	}
-}
-
-// render fills the template's placeholders from vars.
-func (t notifyTemplate) render(vars map[string]string) string {
-	var b strings.Builder
-	for _, p := range t {
-		if p.field != "" {
-			b.WriteString(vars[p.field])
-		} else {
-			b.WriteString(p.text)
-		}
-	}
-	return b.String()
-}
-
-// notifyMail is the message a recipient of job gets.
-func notifyMail(job store.NotifyJob, tpl notifyTemplate, r store.NotifyRecipient) mail.Message {
-	return mail.Message{
-		To: r.Email, Category: mail.CategorySecurity, Subject: job.Subject,
-		Text: tpl.render(map[string]string{
-			"email": r.Email, "account_created": r.Created.UTC().Format(time.DateOnly),
-			"date": job.Created.UTC().Format(time.DateOnly), "site_url": job.SiteURL,
-		}),
-	}
-}
 
 type startNotifyRequest struct {
 	Subject  string   `json:"subject"`
@@ -368,7 +219,7 @@ func toNotifyJSON(j store.NotifyJob) notifyJSON {
 // startNotify starts mailing an incident notice (POST /v1/admin/notify)
 // and answers 202 with the job, whose progress GET
 // /v1/admin/notify/:id shows.
-func (g *Gateway) startNotify(c *fiber.Ctx, n *notifier) error {
+func (g *Gateway) startNotify(c *fiber.Ctx, n notifier) error {
 	var req startNotifyRequest
 	if err := decodeJSON(c.Body(), &req); err != nil {
 		return err
@@ -399,7 +250,7 @@ func (g *Gateway) startNotify(c *fiber.Ctx, n *notifier) error {
 	if !(req.Rate > 0 && req.Rate <= maxNotifyRate) {
 		problems = append(problems, fmt.Sprintf("rate: must be above 0 and at most %d messages per second", maxNotifyRate))
 	}
-	tpl, err := parseNotifyTemplate(req.Template)
+	tpl, err := compliance.ParseTemplate(req.Template)
 	switch {
 	case strings.TrimSpace(req.Template) == "":
 		problems = append(problems, "template: is empty")
@@ -411,7 +262,7 @@ func (g *Gateway) startNotify(c *fiber.Ctx, n *notifier) error {
 		// Render for a sample recipient: what the mailer would refuse is
 		// refused now, not once per recipient.
 		sample := store.NotifyJob{Subject: req.Subject, SiteURL: site, Created: g.now()}
-		msg := notifyMail(sample, tpl, store.NotifyRecipient{Email: "recipient@example.com", Created: g.now()})
+		msg := compliance.Notice(sample, tpl, store.NotifyRecipient{Email: "recipient@example.com", Created: g.now()})
 		if err := msg.Validate(); err != nil {
 			problems = append(problems, strings.ReplaceAll(err.Error(), "\n", "; "))
 		}
@@ -431,7 +282,7 @@ func (g *Gateway) startNotify(c *fiber.Ctx, n *notifier) error {
 		return err
 	}
 	g.securityEvent(c, eventAdminNotify, "", fmt.Sprintf("job=%s all=%t accounts=%d rate=%g", job.ID, job.All, len(accounts), job.Rate))
-	n.launch(job.ID)
+	n.Launch(job.ID)
 	return c.Status(fiber.StatusAccepted).JSON(toNotifyJSON(job))
 }
 
@@ -447,196 +298,22 @@ func (g *Gateway) notifyProgress(c *fiber.Ctx) error {
 	return c.JSON(toNotifyJSON(job))
 }
 
-// notifier mails notification jobs, each in its own goroutine, paced at
-// the job's rate. The store hands out each recipient once and records it
-// before the mail goes out, so a job resumed after a crash never mails
-// anyone twice (a recipient whose mail was in flight at the crash is
-// counted as interrupted instead). A stopping gateway lets the mail in
-// flight finish and leaves the rest for the next start.
-type notifier struct {
-	st interface {
-		notifyJobStore
-		notifyRecipientStore
-	}
-	m      mailer
-	logger interface {
-		Info(string, ...any)
-		Error(string, ...any)
-	}
-	// quit closes when the gateway stops; wg is waited for by Shutdown.
-	quit <-chan struct{}
-	wg   *sync.WaitGroup
-	// clock and wait pace the jobs (time.Now and a timer; tests pass a
-	// fake clock and a wait that moves it).
-	clock func() time.Time
-	wait  func(ctx context.Context, d time.Duration) error
-	// retryAfter is the first pause after the mail system failed; it
-	// doubles up to 10 minutes.
-	retryAfter time.Duration
-
-	mu      sync.Mutex
-	running map[string]bool
+// notifier mails incident notification jobs in the background (a
+// *compliance.Notifier).
+type notifier interface {
+	Launch(jobID string)
+	Resume()
 }
 
-// newNotifier builds the gateway's notifier. Its goroutines count as mail
-// in flight, so Shutdown waits for the mail they are handing over; they
-// stop when g.done closes, which Shutdown's g.stop brings about (the
-// background goroutine ends and closes it).
-func (g *Gateway) newNotifier() *notifier {
-	return &notifier{
-		st: g.store, m: g.mail.m, logger: g.logger, quit: g.done, wg: &g.mail.wg,
-		clock: time.Now, wait: sleepCtx, retryAfter: 30 * time.Second, running: map[string]bool{},
+// notifierConfig is what the gateway's notifier runs on. Its jobs count
+// as mail in flight, so Shutdown waits for the mail they are handing
+// over; they stop when g.done closes, which Shutdown's g.stop brings
+// about (the background goroutine ends and closes it).
+func (g *Gateway) notifierConfig() compliance.NotifierConfig {
+	return compliance.NotifierConfig{
+		Store: g.store, Mailer: g.mail.m, Logger: g.logger, Quit: g.done, InFlight: &g.mail.wg,
+		SendTimeout: mailTimeout,
 	}
-}
-
-func sleepCtx(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
-}
-
-// resume starts every job a previous process left unfinished.
-func (n *notifier) resume() {
-	jobs, err := n.st.UnfinishedNotifyJobs()
-	if err != nil {
-		n.logger.Error("notification jobs not resumed", "err", err)
-		return
-	}
-	for _, j := range jobs {
-		n.logger.Info("resuming notification", "job", j.ID, "pending", j.Counts.Pending)
-		n.launch(j.ID)
-	}
-}
-
-// launch runs the job in the background unless it runs already.
-func (n *notifier) launch(id string) {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	if n.running[id] {
-		return
-	}
-	n.running[id] = true
-	n.wg.Add(1)
-	go func() {
-		defer n.wg.Done()
-		defer func() {
-			n.mu.Lock()
-			delete(n.running, id)
-			n.mu.Unlock()
-		}()
-		ctx, cancel := context.WithCancel(context.Background())
-		defer cancel()
-		go func() {
-			select {
-			case <-n.quit:
-				cancel()
-			case <-ctx.Done():
-			}
-		}()
-		if err := n.run(ctx, id); err != nil && ctx.Err() == nil {
-			n.logger.Error("notification stopped", "job", id, "err", err)
-		}
-	}()
-}
-
-// run mails the job's recipients until none is left or ctx ends.
-func (n *notifier) run(ctx context.Context, id string) error {
-	job, err := n.st.NotifyJob(id)
-	if err != nil {
-		return err
-	}
-	tpl, err := parseNotifyTemplate(job.Template)
-	if err != nil {
-		return err
-	}
-	for job.State == store.NotifyListing {
-		done, err := n.st.ListNotifyRecipients(id, 1000)
-		if err != nil {
-			return err
-		}
-		if done {
-			break
-		}
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-	}
-	lim := rate.NewLimiter(rate.Limit(job.Rate), 1)
-	pause := n.retryAfter
-	for {
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		// Pace before claiming: a stop while waiting leaves nobody
-		// claimed and unsent.
-		now := n.clock()
-		if d := lim.ReserveN(now, 1).DelayFrom(now); d > 0 {
-			if err := n.wait(ctx, d); err != nil {
-				return err
-			}
-		}
-		r, err := n.st.NextNotifyRecipient(id)
-		if errors.Is(err, store.ErrJobFinished) {
-			if job, err := n.st.NotifyJob(id); err == nil {
-				n.logger.Info("notification finished", "job", id, "sent", job.Counts.Sent, "failed", job.Counts.Failed, "interrupted", job.Counts.Interrupted)
-			}
-			return nil
-		}
-		if err != nil {
-			return err
-		}
-		// The mail in flight is handed over even if the gateway is
-		// stopping, so its outcome is known and recorded.
-		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), mailTimeout)
-		err = n.m.Send(sctx, notifyMail(job, tpl, r))
-		cancel()
-		outcome := store.NotifySent
-		switch {
-		case err == nil:
-			pause = n.retryAfter
-		case notDelivered(err):
-			outcome = store.NotifyRetry
-		default:
-			outcome = store.NotifyFailed
-		}
-		if err != nil {
-			// Never the recipient: mail errors name neither address nor
-			// body.
-			n.logger.Error("notification mail not sent", "job", id, "retry", outcome == store.NotifyRetry, "err", err)
-		}
-		if err := n.st.FinishNotifyRecipient(id, r.AccountID, outcome); err != nil {
-			return err
-		}
-		if outcome == store.NotifyRetry {
-			// The mail system is down: wait for it rather than burn
-			// through the list.
-			if err := n.wait(ctx, pause); err != nil {
-				return err
-			}
-			pause = min(2*pause, 10*time.Minute)
-		}
-	}
-}
-
-// notDelivered reports whether a send failed before the message could
-// have reached the mail server (it was unreachable, or refused our
-// credentials), so the recipient can be mailed again later without risk
-// of a duplicate.
-func notDelivered(err error) bool {
-	if errors.Is(err, mail.ErrAuth) {
-		return true
-	}
-	var op *net.OpError
-	if errors.As(err, &op) && op.Op == "dial" {
-		return true
-	}
-	var dns *net.DNSError
-	return errors.As(err, &dns)
 }
 
 // --- Model-improvement statistics (promise C5) ---

@@ -9,7 +9,6 @@ import (
 	"net"
 	"net/http"
 	"path/filepath"
-	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -17,6 +16,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/imagegate/imagegate/gateway/compliance"
 	"github.com/imagegate/imagegate/gateway/mail"
 	"github.com/imagegate/imagegate/internal/testpeer"
 	"github.com/imagegate/imagegate/store"
@@ -149,7 +149,7 @@ func TestAdminDSAR(t *testing.T) {
 	}
 
 	// 90 days after closing, the email and notes are destroyed.
-	clock.Advance(dsarKeepPersonal)
+	clock.Advance(compliance.DSARKeepPersonal)
 	later := []row{{late.ID, "overdue", -23 - 90}, {today.ID, "overdue", 30 - 90}, {soon.ID, "closed", 17 - 90}}
 	if diff := cmp.Diff(later, list("?closed=true")); diff != "" {
 		t.Errorf("after the retention (-want +got):\n%s", diff)
@@ -362,11 +362,12 @@ func downSMTP(t *testing.T) *mail.SMTP {
 }
 
 // testNotifier is the gateway's notifier with a fake clock whose wait
-// moves the clock instead of sleeping.
-func testNotifier(e *env, m mailer, clock *testpeer.Clock, waits *[]time.Duration) *notifier {
-	n := e.gw.newNotifier()
-	n.m, n.clock = m, clock.Now
-	n.wait = func(ctx context.Context, d time.Duration) error {
+// moves the clock instead of sleeping, and retryAfter as its first pause
+// after a mail failure (0: the gateway's).
+func testNotifier(e *env, m mailer, clock *testpeer.Clock, waits *[]time.Duration, retryAfter time.Duration) *compliance.Notifier {
+	cfg := e.gw.notifierConfig()
+	cfg.Mailer, cfg.Clock, cfg.RetryAfter = m, clock.Now, retryAfter
+	cfg.Wait = func(ctx context.Context, d time.Duration) error {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
@@ -374,7 +375,7 @@ func testNotifier(e *env, m mailer, clock *testpeer.Clock, waits *[]time.Duratio
 		clock.Advance(d)
 		return nil
 	}
-	return n
+	return compliance.NewNotifier(cfg)
 }
 
 // Sends are paced at the job's rate: with 4 per second, one every 250 ms
@@ -398,7 +399,7 @@ func TestNotifyIsPaced(t *testing.T) {
 	start := clock.Now()
 	m := &timedMailer{clock: clock.Now, next: e.outbox}
 	var waits []time.Duration
-	if err := testNotifier(e, m, clock, &waits).run(t.Context(), job.ID); err != nil {
+	if err := testNotifier(e, m, clock, &waits, 0).Run(t.Context(), job.ID); err != nil {
 		t.Fatal(err)
 	}
 	var offsets []time.Duration
@@ -433,9 +434,8 @@ func TestNotifyWaitsOutAnUnreachableMailServer(t *testing.T) {
 	clock := testpeer.NewClock(time.Date(2026, 11, 23, 15, 0, 0, 0, time.UTC))
 	m := &timedMailer{clock: clock.Now, next: e.outbox, failFirst: 3, failing: downSMTP(t)}
 	var waits []time.Duration
-	n := testNotifier(e, m, clock, &waits)
-	n.retryAfter = time.Minute
-	if err := n.run(t.Context(), job.ID); err != nil {
+	n := testNotifier(e, m, clock, &waits, time.Minute)
+	if err := n.Run(t.Context(), job.ID); err != nil {
 		t.Fatal(err)
 	}
 	var backoffs []time.Duration
@@ -453,22 +453,6 @@ func TestNotifyWaitsOutAnUnreachableMailServer(t *testing.T) {
 	}
 	if diff := cmp.Diff(map[string]int{"first@example.org": 1, "second@example.org": 1}, mailCounts(t, e, "first@example.org", "second@example.org")); diff != "" {
 		t.Errorf("mails (-want +got):\n%s", diff)
-	}
-}
-
-func TestNotDeliveredClassifiesRealFailures(t *testing.T) {
-	t.Parallel()
-	err := downSMTP(t).Send(t.Context(), mail.Message{To: "x@example.org", Subject: "s", Text: "t", Category: mail.CategorySecurity})
-	if err == nil || !notDelivered(err) {
-		t.Errorf("a refused connection: %v, notDelivered false", err)
-	}
-	outbox, err := mail.NewOutbox(mail.Config{OutboxDir: t.TempDir()}, slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatal(err)
-	}
-	err = outbox.Send(t.Context(), mail.Message{To: "not an address", Subject: "s", Text: "t", Category: mail.CategorySecurity})
-	if err == nil || notDelivered(err) {
-		t.Errorf("an invalid address: %v, notDelivered true: it would be retried forever", err)
 	}
 }
 
@@ -500,7 +484,7 @@ func TestNotifyResumesAfterRestartWithoutDuplicates(t *testing.T) {
 		}
 	}}
 	var waits []time.Duration
-	if err := testNotifier(e1, m, clock, &waits).run(ctx, job.ID); err != context.Canceled {
+	if err := testNotifier(e1, m, clock, &waits, 0).Run(ctx, job.ID); err != context.Canceled {
 		t.Fatalf("first run: %v", err)
 	}
 	// The crash: a recipient claimed, its mail never handed over.
@@ -624,76 +608,4 @@ func TestAdminStatsExport(t *testing.T) {
 	if resp, _ := e.get(e.url + "/v1/admin/stats"); resp.StatusCode != http.StatusUnauthorized {
 		t.Errorf("without the admin token: %d", resp.StatusCode)
 	}
-}
-
-var templateCases = []struct {
-	in      string
-	want    string // rendered with templateVars
-	wantErr string
-}{
-	{in: "plain text", want: "plain text"},
-	{in: "", want: ""},
-	{in: "Hi {{email}}!", want: "Hi a@example.com!"},
-	{in: "{{ date }} {{site_url}} {{account_created}}", want: "2026-11-23 https://x.example 2025-01-02"},
-	{in: "braces } and }} alone", want: "braces } and }} alone"},
-	{in: "{{email}}{{email}}", want: "a@example.coma@example.com"},
-	{in: "{{password}}", wantErr: "unknown placeholder {{password}}"},
-	{in: "{{}}", wantErr: "unknown placeholder"},
-	{in: "open {{email", wantErr: "without a closing"},
-	{in: "{{{email}}}", wantErr: "unknown placeholder"},
-}
-
-var templateVars = map[string]string{"email": "a@example.com", "date": "2026-11-23", "site_url": "https://x.example", "account_created": "2025-01-02"}
-
-func TestParseNotifyTemplate(t *testing.T) {
-	t.Parallel()
-	for _, tc := range templateCases {
-		t.Run(tc.in, func(t *testing.T) {
-			t.Parallel()
-			tpl, err := parseNotifyTemplate(tc.in)
-			if tc.wantErr != "" {
-				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
-					t.Errorf("error %v, want one mentioning %q", err, tc.wantErr)
-				}
-				return
-			}
-			if err != nil {
-				t.Fatal(err)
-			}
-			if got := tpl.render(templateVars); got != tc.want {
-				t.Errorf("render = %q, want %q", got, tc.want)
-			}
-		})
-	}
-}
-
-// FuzzParseNotifyTemplate: whatever the operator's text, parsing either
-// refuses it or yields literal text free of "{{" and known placeholders
-// only, and rendering each placeholder as itself parses back the same.
-func FuzzParseNotifyTemplate(f *testing.F) {
-	for _, tc := range templateCases {
-		f.Add(tc.in)
-	}
-	self := map[string]string{}
-	for _, name := range notifyFields {
-		self[name] = "{{" + name + "}}"
-	}
-	f.Fuzz(func(t *testing.T, in string) {
-		tpl, err := parseNotifyTemplate(in)
-		if err != nil {
-			return
-		}
-		for _, p := range tpl {
-			if strings.Contains(p.text, "{{") || (p.field != "" && !slices.Contains(notifyFields, p.field)) {
-				t.Fatalf("part %+v of %q", p, in)
-			}
-		}
-		again, err := parseNotifyTemplate(tpl.render(self))
-		if err != nil {
-			t.Fatalf("re-parse of %q: %v", tpl.render(self), err)
-		}
-		if again.render(templateVars) != tpl.render(templateVars) {
-			t.Errorf("round trip of %q changed the rendering", in)
-		}
-	})
 }

@@ -40,6 +40,10 @@ type Config struct {
 	// RequestTimeout bounds one generation request end to end (90 s, under
 	// Cloudflare's 100 s origin limit).
 	RequestTimeout time.Duration
+	// ReadTimeout bounds reading one request, headers and body together
+	// (30 s), so a client trickling bytes (slowloris) holds a connection
+	// no longer than that; it is then answered 408.
+	ReadTimeout time.Duration
 	// HSTS adds Strict-Transport-Security to every response. Turn it on
 	// only when the site is served over HTTPS.
 	HSTS bool
@@ -91,6 +95,10 @@ type Config struct {
 	// PasswordHashers bounds concurrent argon2id hashes, 19 MiB each
 	// (default: CPUs, at least 2).
 	PasswordHashers int
+	// writeTimeout overrides the server's write timeout (RequestTimeout
+	// plus 10 s); only tests set it, to show that long responses push
+	// their own deadline.
+	writeTimeout time.Duration
 	// passwordParams overrides the argon2id parameters; only tests set it,
 	// to keep hundreds of sign-ups fast. Production always uses OWASP's.
 	passwordParams *argon2id.Params
@@ -130,6 +138,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.RequestTimeout == 0 {
 		c.RequestTimeout = 90 * time.Second
+	}
+	if c.ReadTimeout == 0 {
+		c.ReadTimeout = 30 * time.Second
 	}
 	if c.ModelRefresh == 0 {
 		c.ModelRefresh = 30 * time.Second
@@ -192,6 +203,9 @@ func (c *Config) Validate() error {
 	if c.RequestTimeout < time.Second {
 		errs = append(errs, errors.New("gateway: request timeout must be at least 1s"))
 	}
+	if c.ReadTimeout < 0 {
+		errs = append(errs, errors.New("gateway: read timeout must be positive"))
+	}
 	if c.SessionIdle < time.Minute || c.SessionAbsolute < c.SessionIdle {
 		errs = append(errs, errors.New("gateway: session idle timeout must be at least 1m and at most the absolute timeout"))
 	}
@@ -215,7 +229,7 @@ func (c *Config) Validate() error {
 	errs = append(errs, c.ClientIP.Validate(), c.RateLimits.Validate(), c.LoginGuard.Validate(), c.Credentials.Validate(),
 		c.FreeQuota.Validate(), c.Plans.validate(), c.Google.validate(), c.Billing.Validate(), c.Peers.validate(), c.Moderation.Validate(), c.Retention.validate())
 	if c.Billing.SecretKey != "" {
-		errs = append(errs, c.Billing.checkPlans(c.Plans))
+		errs = append(errs, c.Billing.CheckPlans(c.Plans.accountPlan))
 	}
 	if len(c.Peers.Peers) > 0 && c.AdminToken == "" {
 		errs = append(errs, errors.New("gateway: peers need an admin token to authenticate invalidations"))

@@ -3,7 +3,6 @@ package gateway
 import (
 	"crypto/rand"
 	"encoding/base32"
-	"html/template"
 	"strconv"
 	"strings"
 	"time"
@@ -260,34 +259,4 @@ func (g *Gateway) gpcJSON(c *fiber.Ctx) error {
 // cookiesJSON serves the cookie registry (promise K6).
 func (g *Gateway) cookiesJSON(c *fiber.Ctx) error {
 	return c.JSON(cookieRegistry)
-}
-
-var cookiePolicyPage = template.Must(template.New("cookies").Parse(`<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
-<title>Cookie policy</title></head>
-<body>
-<h1>Cookie policy</h1>
-<p>Last updated {{.Updated}} (revision {{.Revision}}). This list is generated from the code that sets the cookies, so it is always complete.</p>
-<p>Without your consent we set only strictly necessary cookies. Preference and analytics cookies are set only after you allow them, and you can withdraw that at any time as easily as you gave it. A <code>Sec-GPC: 1</code> (Global Privacy Control) signal from your browser is honoured as an opt-out of analytics. We use no third-party or advertising cookies.</p>
-<table>
-<thead><tr><th>Cookie</th><th>Category</th><th>Purpose</th><th>Lifetime</th></tr></thead>
-<tbody>{{range .Cookies}}
-<tr><td><code>{{.Name}}</code></td><td>{{.Category}}</td><td>{{.Purpose}}</td><td>{{.Lifetime}}</td></tr>{{end}}
-</tbody></table>
-</body></html>
-`))
-
-// cookiesPage renders the cookie policy from the registry.
-func (g *Gateway) cookiesPage(c *fiber.Ctx) error {
-	var b strings.Builder
-	err := cookiePolicyPage.Execute(&b, struct {
-		Updated  string
-		Revision int
-		Cookies  []cookieSpec
-	}{g.cfg.CookiePolicyUpdated, g.cfg.CookiePolicyRevision, cookieRegistry})
-	if err != nil {
-		return err
-	}
-	c.Set(fiber.HeaderContentType, fiber.MIMETextHTMLCharsetUTF8)
-	return c.SendString(b.String())
 }

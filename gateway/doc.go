@@ -15,7 +15,7 @@
 //
 // Package gateway is the composition root: routes, middleware order, the
 // error handler, and the HTTP glue of accounts, sessions, generations,
-// edits, objects, export, erasure and credits. New wires the engines
+// edits, objects, export, erasure, credits and billing. New wires the engines
 // below through small interfaces it declares itself:
 //
 //   - apierror: the public face of an error (status, type, code, message)
@@ -27,5 +27,12 @@
 //     and reports of apparent CSAM.
 //   - analytics: what a consented page view is reduced to before it is
 //     counted.
+//   - billing: payments through Stripe — the catalogue, Checkout, the
+//     customer portal and the verified, exactly-once webhook.
+//   - compliance: incident notifications (the notice template and the
+//     paced, resumable notifier) and the checks of a rights request
+//     received by email.
 //   - mail: SMTP and the outbox.
+//   - web: the website's templates, embedded assets and page CSP; the
+//     gateway gathers each page's data (web_routes.go).
 package gateway

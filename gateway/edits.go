@@ -29,25 +29,50 @@ func (g *Gateway) edits(c *fiber.Ctx) error {
 		return badRequest("invalid_multipart", "request body: malformed multipart form")
 	}
 
-	for name := range form.Value {
+	r, image, err := editRequest(form)
+	if err != nil {
+		return err
+	}
+	ref, err := readUpload(image, g.cfg.MaxUploadBytes)
+	if err != nil {
+		return err
+	}
+	p, err := g.validate(r)
+	if err != nil {
+		return err
+	}
+	if !p.Model.SupportsEdits {
+		return badRequest("invalid_model", fmt.Sprintf("model: %s does not support edits", p.Model.Name))
+	}
+	sum, err := g.checkReference(ref)
+	if err != nil {
+		return err
+	}
+	p.Reference = ref
+	p.ReferenceSHA256 = sum
+	return g.respond(c, p)
+}
+
+// editRequest reads the fields of an edit form, refusing unknown and
+// repeated ones by name, and returns them with the one image file.
+func editRequest(form *multipart.Form) (raw, *multipart.FileHeader, error) {
+	for name, vs := range form.Value {
 		if !editFields[name] {
-			return badRequest("unknown_field", fmt.Sprintf("%s: unknown field", name))
+			return raw{}, nil, badRequest("unknown_field", fmt.Sprintf("%s: unknown field", name))
+		}
+		if len(vs) > 1 { // ignored fields too: one body, one reading
+			return raw{}, nil, badRequest("invalid_field", fmt.Sprintf("%s: given more than once", name))
 		}
 	}
 	for name := range form.File {
 		if name != "image" {
-			return badRequest("unknown_field", fmt.Sprintf("%s: unknown file field (only image)", name))
+			return raw{}, nil, badRequest("unknown_field", fmt.Sprintf("%s: unknown file field (only image)", name))
 		}
 	}
 	files := form.File["image"]
 	if len(files) != 1 {
-		return badRequest("invalid_image", "image: exactly one file required")
+		return raw{}, nil, badRequest("invalid_image", "image: exactly one file required")
 	}
-	ref, err := readUpload(files[0], g.cfg.MaxUploadBytes)
-	if err != nil {
-		return err
-	}
-
 	r := raw{}
 	// Values from the form are copies owned by us (mime/multipart), so no
 	// Fiber buffer outlives the handler through them.
@@ -111,24 +136,11 @@ func (g *Gateway) edits(c *fiber.Ctx) error {
 	}
 	for _, err := range errs {
 		if err != nil {
-			return err
+			return raw{}, nil, err
 		}
 	}
+	return r, files[0], nil
 
-	p, err := g.validate(r)
-	if err != nil {
-		return err
-	}
-	if !p.Model.SupportsEdits {
-		return badRequest("invalid_model", fmt.Sprintf("model: %s does not support edits", p.Model.Name))
-	}
-	sum, err := g.checkReference(ref)
-	if err != nil {
-		return err
-	}
-	p.Reference = ref
-	p.ReferenceSHA256 = sum
-	return g.respond(c, p)
 }
 
 // readUpload reads one uploaded file, refusing more than limit bytes.

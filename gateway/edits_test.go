@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"encoding/binary"
 	"encoding/json"
+	"errors"
 	"hash/crc32"
 	"image"
 	"image/color"
@@ -178,6 +179,12 @@ func TestBadEditsChangeNothing(t *testing.T) {
 		{"unknown size", editOptions{prompt: "x", image: good, fields: map[string]string{"size": "640x480"}}, 400, "size"},
 		{"n too big", editOptions{prompt: "x", image: good, fields: map[string]string{"n": "9"}}, 400, "n:"},
 		{"bad format", editOptions{prompt: "x", image: good, fields: map[string]string{"response_format": "gif"}}, 400, "response_format"},
+		{"invalid UTF-8 prompt", editOptions{prompt: "cat \xff", image: good}, 400, "prompt"},
+		{"NUL-only prompt", editOptions{prompt: "\x00\x00", image: good}, 400, "prompt"},
+		{"control negative prompt", editOptions{prompt: "x", image: good, fields: map[string]string{"negative_prompt": "\x1b\x07"}}, 400, "negative_prompt"},
+		{"thousands of parts", editOptions{rawBody: manyParts(5000, false, good), rawType: "multipart/form-data; boundary=flood"}, 400, "multipart"},
+		{"thousands of files", editOptions{rawBody: manyParts(3000, true, good), rawType: "multipart/form-data; boundary=flood"}, 400, "multipart"},
+		{"repeated field", editOptions{rawBody: manyParts(2, false, good), rawType: "multipart/form-data; boundary=flood"}, 400, "user"},
 	}
 	objects := e.objectCount()
 	for _, tc := range cases {
@@ -198,6 +205,60 @@ func TestBadEditsChangeNothing(t *testing.T) {
 	if e.generations() != 0 || e.objectCount() != objects || e.cache.Stats().Loads != 0 {
 		t.Errorf("bad edits changed state: generations %v, objects %d→%d", e.generations(), objects, e.objectCount())
 	}
+}
+
+// manyParts is a multipart body (boundary "flood") with n "user" fields, or
+// n image files when files, and one image.
+func manyParts(n int, files bool, image []byte) []byte {
+	var b bytes.Buffer
+	b.WriteString("--flood\r\nContent-Disposition: form-data; name=\"prompt\"\r\n\r\ncat\r\n")
+	for range n {
+		if files {
+			b.WriteString("--flood\r\nContent-Disposition: form-data; name=\"image\"; filename=\"a.png\"\r\n\r\nx\r\n")
+		} else {
+			b.WriteString("--flood\r\nContent-Disposition: form-data; name=\"user\"\r\n\r\nu\r\n")
+		}
+	}
+	b.WriteString("--flood\r\nContent-Disposition: form-data; name=\"image\"; filename=\"ref.png\"\r\nContent-Type: image/png\r\n\r\n")
+	b.Write(image)
+	b.WriteString("\r\n--flood--\r\n")
+	return b.Bytes()
+}
+
+// FuzzEditForm feeds arbitrary multipart bodies through the form reader,
+// editRequest and validation: nothing panics and every refusal is a clean
+// 4xx naming what is wrong.
+func FuzzEditForm(f *testing.F) {
+	good := testPNG(f, 8, 8)
+	f.Add(manyParts(0, false, good))
+	f.Add(manyParts(2, false, good))
+	f.Add(manyParts(3, true, good))
+	f.Add([]byte("--flood\r\nContent-Disposition: form-data; name=\"prompt\"\r\n\r\n\xff\x00\r\n--flood--\r\n"))
+	f.Add([]byte("--flood\r\nContent-Disposition: form-data; name=\"seed\"\r\n\r\n99999999999999999999999\r\n--flood--\r\n"))
+	f.Add([]byte("--flood\r\nContent-Disposition: form-data; name=\"guidance\"\r\n\r\nNaN\r\n--flood--\r\n"))
+	f.Add([]byte("--flood\r\n\r\n--flood--"))
+	g := paramsGateway()
+	f.Fuzz(func(t *testing.T, body []byte) {
+		form, err := multipart.NewReader(bytes.NewReader(body), "flood").ReadForm(1 << 20)
+		if err != nil {
+			return // the handler answers this with invalid_multipart
+		}
+		defer form.RemoveAll()
+		r, image, err := editRequest(form)
+		if err == nil {
+			if image == nil {
+				t.Fatal("accepted a form without its image")
+			}
+			_, err = g.validate(r)
+			if err == nil {
+				return
+			}
+		}
+		var ae *apiError
+		if !errors.As(err, &ae) || ae.Status != 400 || ae.Msg == "" || strings.Contains(ae.Msg, "\n") {
+			t.Fatalf("refusal %v is not a clean 400", err)
+		}
+	})
 }
 
 func FuzzCheckReference(f *testing.F) {

@@ -10,6 +10,7 @@ import (
 
 	"github.com/imagegate/imagegate/gateway/apierror"
 	"github.com/imagegate/imagegate/inference"
+	"github.com/imagegate/imagegate/store"
 )
 
 // apiError is an error with a public face (see package apierror): the
@@ -51,6 +52,10 @@ func classify(err error) *apiError {
 		return &apiError{Status: fiber.StatusBadRequest, Type: "invalid_request_error", Code: "invalid_argument", Msg: "the inference tier refused the request parameters", Err: err}
 	case errors.Is(err, inference.ErrUnavailable):
 		return unavailable("the inference tier is unavailable; retry shortly", 2, err)
+	case errors.Is(err, store.ErrOutputGone):
+		// Another node is deleting this very output; it can be made again
+		// in a moment.
+		return unavailable("this image is being replaced; retry", 1, err)
 	case errors.Is(err, context.DeadlineExceeded):
 		return unavailable("generation did not finish in time; retry shortly", 5, err)
 	case errors.Is(err, context.Canceled):

@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"log/slog"
@@ -86,7 +87,7 @@ type Gateway struct {
 	// gpcRecords the GPC consent rows of cookie-less visitors.
 	refusals   throttle
 	gpcRecords throttle
-	billing    *billing // nil when payments are not configured
+	billing    *payments // nil when payments are not configured
 	objects    objectDeleter
 	purger     purger
 	peers      *peerSet
@@ -172,7 +173,7 @@ func New(cfg Config, deps Deps) (*Gateway, error) {
 	if g.quota, err = ratelimit.NewQuota(cfg.FreeQuota, now); err != nil {
 		return nil, err
 	}
-	if g.billing, err = newBilling(cfg.Billing, deps.Store, logger, now); err != nil {
+	if g.billing, err = newPayments(cfg, deps.Store, logger, now); err != nil {
 		return nil, err
 	}
 	g.history = newHistorian(deps.Store, logger, now)
@@ -196,8 +197,8 @@ func New(cfg Config, deps Deps) (*Gateway, error) {
 		// The multipart edit route is the largest body we accept; JSON
 		// routes check their own, smaller limit.
 		BodyLimit:    cfg.MaxUploadBytes + 64<<10,
-		ReadTimeout:  30 * time.Second,
-		WriteTimeout: cfg.RequestTimeout + 10*time.Second,
+		ReadTimeout:  cfg.ReadTimeout,
+		WriteTimeout: cmp.Or(cfg.writeTimeout, cfg.RequestTimeout+10*time.Second),
 		IdleTimeout:  120 * time.Second,
 		ErrorHandler: errorHandler(logger),
 		// Image bytes are already compressed; JSON is small.
@@ -320,6 +321,7 @@ func (g *Gateway) routes() {
 	admin.Post("/purge", g.adminPurge)
 	admin.Post("/accounts/delete", g.adminDeleteAccount)
 	admin.Get("/accounts/erasures", g.adminErasures)
+	g.suspensionRoutes(admin)
 	g.moderationRoutes(admin)
 	g.complianceRoutes(admin)
 	g.analyticsRoutes(app, with, account, limit(costs.Default))

@@ -266,13 +266,20 @@ func (g *Gateway) generate(ctx context.Context, p params, py payer, refresh bool
 		}
 		misses = append(misses, i)
 	}
+	regen := make([]bool, p.N) // hits on outputs being reaped: generated again
 	for i := range p.N {
 		if !slices.Contains(misses, i) {
 			ks := keys[i].String()
+			if err := g.rejudge(ctx, py, p, keys[i], &results[i]); err != nil {
+				return nil, err
+			}
 			if err := g.chargeHit(py, ks); err != nil {
 				return nil, err
 			}
-			g.remember(py, p, ks, results[i].entry, results[i].outcome, time.Since(start))
+			if err := g.remember(py, p, ks, results[i].entry, results[i].outcome, time.Since(start)); err != nil {
+				regen[i] = true
+				misses = append(misses, i)
+			}
 		}
 	}
 	if len(misses) == 0 {
@@ -301,7 +308,7 @@ func (g *Gateway) generate(ctx context.Context, p params, py payer, refresh bool
 	var wg sync.WaitGroup
 	for j, i := range misses {
 		wg.Go(func() {
-			results[i], errs[j] = g.one(ctx, p, py, keys[i], refs[j], uint64(seed+uint32(i)), refresh, tickets[j], start)
+			results[i], errs[j] = g.one(ctx, p, py, keys[i], refs[j], uint64(seed+uint32(i)), refresh || regen[i], tickets[j], start)
 		})
 	}
 	wg.Wait()
@@ -318,10 +325,13 @@ func (g *Gateway) one(ctx context.Context, p params, py payer, key cache.Key, ks
 	}
 	g.releaseUnlessLoading(t)
 	if err == nil && r.outcome.Tier != cache.TierMiss {
+		err = g.rejudge(ctx, py, p, key, &r)
+	}
+	if err == nil && r.outcome.Tier != cache.TierMiss {
 		err = g.chargeHit(py, ks)
 	}
 	if err == nil {
-		g.remember(py, p, ks, r.entry, r.outcome, time.Since(start))
+		err = g.remember(py, p, ks, r.entry, r.outcome, time.Since(start))
 	}
 	return r, err
 }
@@ -371,24 +381,60 @@ func (g *Gateway) resolve(ctx context.Context, p params, py payer, key cache.Key
 		}
 		// Checked before the cache stores anything: a flagged output is
 		// never written to the object store (promise C6).
-		if err := g.moderator.CheckOutput(ctx, moderationSubject(py), moderationRequest(p), res.Image, res.ContentType); err != nil {
+		policy, err := g.moderator.JudgeOutput(ctx, moderationSubject(py), moderationRequest(p), res.Image, res.ContentType)
+		if err != nil {
 			return cache.Generated{}, err
 		}
 		// Referenced before it is stored: whatever becomes of the request
 		// (it gives up, fails, its account is being erased), the output
 		// expires with this reference rather than being kept forever.
-		if err := g.store.PendingObject(edge.HashHex(res.Image), ext, m.Name, info.Version, ks, g.now().Add(pendingFor)); err != nil {
+		// Under life.deleting: this node's reaper is never midway through
+		// deleting the same bytes (equal requests make equal images).
+		g.life.deleting.Lock()
+		err = g.store.PendingObject(edge.HashHex(res.Image), ext, m.Name, info.Version, ks, g.now().Add(pendingFor))
+		g.life.deleting.Unlock()
+		if err != nil {
 			return cache.Generated{}, err
 		}
 		produced = true
 		return cache.Generated{
 			Data: res.Image, ContentType: res.ContentType, Ext: ext,
 			Width: res.Width, Height: res.Height, Seed: seed,
-			Model: m.Name, ModelVersion: info.Version,
+			Model: m.Name, ModelVersion: info.Version, Policy: policy,
 		}, nil
 	}
 	e, o, err := g.cache.Get(ctx, key, refresh, load)
 	return result{entry: e, outcome: o}, err
+}
+
+// rejudge judges a cached output again when it was judged under another
+// content policy than this gateway's (a rule added since it was made),
+// before it is served or charged: a refusal is the same 400 a fresh
+// output would get. A pass is recorded, so the next hit costs only the
+// version comparison.
+func (g *Gateway) rejudge(ctx context.Context, py payer, p params, key cache.Key, r *result) error {
+	version := g.moderator.Version()
+	if r.entry.Policy == version {
+		return nil
+	}
+	octx, cancel := context.WithTimeout(ctx, g.cfg.RequestTimeout)
+	defer cancel()
+	data, err := g.cache.Object(octx, r.entry.Object, r.entry.Ext)
+	if err != nil {
+		return err
+	}
+	policy, err := g.moderator.JudgeOutput(octx, moderationSubject(py), moderationRequest(p), data, r.entry.ContentType)
+	if err != nil {
+		return err
+	}
+	if policy == 0 {
+		return nil // passed with a classifier unheard (fail open): judged again next time
+	}
+	r.entry.Policy = policy
+	if err := g.cache.Rejudged(key, policy); err != nil {
+		g.logger.Warn("re-judged output not recorded", "err", err)
+	}
+	return nil
 }
 
 func extFor(contentType string) (string, error) {

@@ -268,6 +268,19 @@ func TestBadGenerationRequestsChangeNothing(t *testing.T) {
 		{"steps", `{"prompt":"x","steps":1000}`, 400, "steps"},
 		{"guidance", `{"prompt":"x","guidance":-1}`, 400, "guidance"},
 		{"body too large", `{"prompt":"x","user":"` + strings.Repeat("u", 70<<10) + `"}`, 413, ""},
+		{"invalid UTF-8 prompt", "{\"prompt\":\"cat \xff\xfe\"}", 400, "prompt"},
+		{"invalid UTF-8 negative prompt", "{\"prompt\":\"cat\",\"negative_prompt\":\"\xc3\x28\"}", 400, "negative_prompt"},
+		{"NUL prompt", `{"prompt":"\u0000\u0000"}`, 400, "prompt"},
+		{"control-only prompt", `{"prompt":"\u0001\u001b\u007f\u0085"}`, 400, "prompt"},
+		{"invisible-only prompt", `{"prompt":"\u200b\u2060\ufeff"}`, 400, "prompt"},
+		{"control negative prompt", `{"prompt":"cat","negative_prompt":"\u0007"}`, 400, "negative_prompt"},
+		{"duplicate prompt", `{"prompt":"cat","prompt":"explicit"}`, 400, "prompt"},
+		{"duplicate in another case", `{"n":1,"N":4,"prompt":"cat"}`, 400, "N"},
+		{"deep nesting", `{"prompt":` + strings.Repeat("[", 30000) + strings.Repeat("]", 30000) + `}`, 400, ""},
+		{"deeper than encoding/json goes", `{"prompt":"x","user":` + strings.Repeat(`{"a":`, 10000) + `1` + strings.Repeat("}", 10000) + `}`, 400, "malformed"},
+		{"deep nesting in an ignored field", `{"prompt":"x","user":` + strings.Repeat(`{"a":`, 9000) + `1` + strings.Repeat("}", 9000) + `}`, 400, "user"},
+		{"huge n", `{"prompt":"x","n":` + strings.Repeat("9", 5000) + `}`, 400, "n"},
+		{"huge exponent", `{"prompt":"x","guidance":1e999999999}`, 400, "guidance"},
 	}
 	objects := e.objectCount()
 	for _, tc := range cases {

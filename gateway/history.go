@@ -6,6 +6,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/gofiber/fiber/v2"
 
@@ -26,6 +28,7 @@ type historyItem struct {
 	accountID string // "" for visitors without an account
 	gen       store.Generation
 	retention time.Duration
+	flushed   chan struct{} // set only on flush markers
 }
 
 // historian keeps each account's generation history and, for every output
@@ -67,6 +70,10 @@ func newHistorian(st historyStore, logger interface{ Error(string, ...any) }, no
 	go func() {
 		defer h.wg.Done()
 		for it := range h.queue {
+			if it.flushed != nil {
+				close(it.flushed)
+				continue
+			}
 			h.write(it)
 		}
 	}()
@@ -106,6 +113,26 @@ func (h *historian) enqueue(it historyItem) {
 	h.write(it)
 }
 
+// flush returns once everything queued before it was written.
+func (h *historian) flush() {
+	done := make(chan struct{})
+	h.qmu.RLock()
+	if h.closed {
+		h.qmu.RUnlock()
+		return // close wrote everything
+	}
+	h.queue <- historyItem{flushed: done}
+	h.qmu.RUnlock()
+	<-done
+}
+
+// forget drops it from the recent records, so it is recorded again.
+func (h *historian) forget(it historyItem) {
+	h.mu.Lock()
+	delete(h.recent, it.accountID+"\x00"+it.gen.ContentKey)
+	h.mu.Unlock()
+}
+
 // close stops the worker after it has written everything queued.
 func (h *historian) close() {
 	h.qmu.Lock()
@@ -117,20 +144,32 @@ func (h *historian) close() {
 	h.wg.Wait()
 }
 
-func (h *historian) write(it historyItem) {
+// write records it; the error is logged, and returned only when it says
+// the output is being deleted (store.ErrOutputGone).
+func (h *historian) write(it historyItem) error {
 	var err error
 	if it.accountID == "" {
 		err = h.st.TouchAnonymousOutput(it.gen.Object, it.gen.Ext, it.gen.Model, it.gen.ModelVersion, it.gen.ContentKey, it.retention)
 	} else {
 		_, _, err = h.st.RecordGeneration(it.accountID, it.gen, it.retention)
 	}
-	if err != nil && !errors.Is(err, store.ErrAccountInactive) {
+	switch {
+	case errors.Is(err, store.ErrOutputGone):
+		// Only a reference queued on another node, or before its reap,
+		// gets here: the request that made it already answered.
+		h.forget(it)
+		return err
+	case err != nil && !errors.Is(err, store.ErrAccountInactive):
 		h.logger.Error("generation not recorded", "err", err)
 	}
+	return nil
 }
 
 // remember records that py was served e for request p.
-func (g *Gateway) remember(py payer, p params, key string, e cache.Entry, o cache.Outcome, latency time.Duration) {
+//
+// It returns store.ErrOutputGone only for a hit on an output a reaper on
+// this node has begun deleting: the caller must generate it again.
+func (g *Gateway) remember(py payer, p params, key string, e cache.Entry, o cache.Outcome, latency time.Duration) error {
 	it := historyItem{
 		accountID: py.accountID,
 		retention: time.Duration(py.plan.RetentionDays) * 24 * time.Hour,
@@ -149,12 +188,63 @@ func (g *Gateway) remember(py payer, p params, key string, e cache.Entry, o cach
 	if o.Tier == cache.TierMiss {
 		g.history.write(it)
 		g.history.fresh(it)
-		return
+		return nil
 	}
-	if g.history.fresh(it) {
-		return
+	g.life.gate.RLock()
+	if !g.life.reaping {
+		// The common case: the output is referenced already, so the
+		// reference is renewed off the request path.
+		if !g.history.fresh(it) {
+			g.history.enqueue(it)
+		}
+		g.life.gate.RUnlock()
+		return nil
 	}
-	g.history.enqueue(it)
+	g.life.gate.RUnlock()
+	g.life.step(reapStepReferencing, e.Object)
+	// A reap is under way, and this output may be the one going: record
+	// the reference before answering, so the reaper's claim sees it, or
+	// learn that the bytes are gone and generate them again.
+	g.life.deleting.Lock()
+	var err error
+	if k, perr := cache.ParseKey(key); perr == nil && !g.stillCached(k, e) {
+		// Dropped from the tiers since it was found: the reaper deleted
+		// it (and may have finished). Referencing it would keep a link to
+		// nothing.
+		err = store.ErrOutputGone
+	} else {
+		err = g.history.write(it)
+	}
+	g.life.deleting.Unlock()
+	if err != nil {
+		return err
+	}
+	g.history.fresh(it)
+	return nil
+}
+
+// stillCached reports whether this node's tiers still map k to e's output.
+func (g *Gateway) stillCached(k cache.Key, e cache.Entry) bool {
+	now, _, ok := g.cache.Peek(k)
+	return ok && now.Object == e.Object
+}
+
+// parseHistoryQuery reads ?limit= (1–100, default 50) and ?before= (a
+// generation id, or empty) of the history route. before is copied: it
+// outlives the request's buffers.
+func parseHistoryQuery(limit, before string) (int, string, error) {
+	n := 50
+	if limit != "" {
+		v, err := strconv.Atoi(limit)
+		if err != nil || v < 1 || v > 100 {
+			return 0, "", badRequest("invalid_limit", "limit: a number from 1 to 100")
+		}
+		n = v
+	}
+	if len(before) > 64 || !utf8.ValidString(before) || strings.ContainsFunc(before, unicode.IsControl) {
+		return 0, "", badRequest("invalid_before", "before: a generation id")
+	}
+	return n, strings.Clone(before), nil
 }
 
 // historyEntryJSON is one entry of GET /v1/account/generations.
@@ -166,17 +256,12 @@ type historyEntryJSON struct {
 // listGenerations returns the signed-in account's history, newest first,
 // with fresh signed links: ?limit= (1–100, default 50) and ?before=<id>.
 func (g *Gateway) listGenerations(c *fiber.Ctx) error {
-	limit := 50
-	if v := c.Query("limit"); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 1 || n > 100 {
-			return badRequest("invalid_limit", "limit: a number from 1 to 100")
-		}
-		limit = n
+	limit, before, err := parseHistoryQuery(c.Query("limit"), c.Query("before"))
+	if err != nil {
+		return err
 	}
-	before := c.Query("before")
 	var all []store.Generation
-	err := g.store.Generations(principalOf(c).account.ID, func(gen store.Generation) error {
+	err = g.store.Generations(principalOf(c).account.ID, func(gen store.Generation) error {
 		if before == "" || gen.ID < before {
 			all = append(all, gen)
 		}

@@ -7,13 +7,21 @@ import (
 	"fmt"
 	"io"
 	"reflect"
+	"slices"
 	"strings"
 	"sync"
+	"unicode/utf8"
 )
 
 // decodeJSON decodes exactly one JSON object into v (a pointer to a flat
-// struct), refusing unknown fields and trailing data, with errors that
-// name the field.
+// struct), refusing unknown fields, duplicate fields, invalid UTF-8 and
+// trailing data, with errors that name the field. Duplicates are refused
+// because encoding/json keeps the last silently, so two parsers (a proxy's
+// and ours, or a moderator's) could read one body two ways; invalid UTF-8
+// because encoding/json replaces it with U+FFFD, so what was sent is not
+// what would be used. Nesting and huge numbers need no check of their
+// own: every field is a scalar, so encoding/json refuses both (its depth
+// limit bounds the work).
 //
 // Well-formed bodies take a fast path: json.Unmarshal (no Decoder to
 // allocate) and then a scan of the object's keys against v's fields. Any
@@ -26,10 +34,69 @@ func decodeJSON(body []byte, v any) error {
 	if err := json.Unmarshal(body, v); err != nil {
 		return decodeJSONError(body, v)
 	}
-	if key, ok := unknownKey(body, knownFields(reflect.TypeOf(v))); ok {
-		return badRequest("unknown_field", fmt.Sprintf("%s: unknown field", key))
+	return checkKeys(body, knownFields(reflect.TypeOf(v)))
+}
+
+// checkKeys refuses the first key of the top-level object in body (which
+// decoded) that is unknown, repeats an earlier key (encoding/json matches
+// names case-insensitively, so "n" and "N" are one field) or holds invalid
+// UTF-8 in its name or value. Keys are all known and distinct when it
+// gets past them, so its work is bounded by the field count.
+func checkKeys(body []byte, known fieldSet) error {
+	validUTF8 := utf8.Valid(body)
+	var buf [16][]byte // every field known and distinct: at most the field count
+	seen := buf[:0]
+	ks := keyScanner{b: body}
+	for {
+		key, raw, value, ok := ks.next()
+		if !ok {
+			return nil
+		}
+		switch {
+		case !known.hasBytes(key):
+			return badRequest("unknown_field", fmt.Sprintf("%s: unknown field", key))
+		case slices.ContainsFunc(seen, func(s []byte) bool { return equalFoldBytes(s, key) }):
+			return badRequest("duplicate_field", fmt.Sprintf("%s: given more than once", key))
+		case !validUTF8 && (!utf8.Valid(raw) || !utf8.Valid(value)):
+			return badRequest("invalid_encoding", fmt.Sprintf("%s: not valid UTF-8", key))
+		}
+		seen = append(seen, key)
 	}
-	return nil
+}
+
+// equalFoldBytes is strings.EqualFold for byte slices, without copying
+// ASCII ones (field names nearly always are).
+func equalFoldBytes(a, b []byte) bool {
+	if !isASCIIBytes(a) || !isASCIIBytes(b) {
+		return strings.EqualFold(string(a), string(b))
+	}
+	return len(a) == len(b) && asciiEqualFold(a, b)
+}
+
+// asciiEqualFold compares ASCII s and b of equal length, ignoring case.
+func asciiEqualFold[S string | []byte](s S, b []byte) bool {
+	for i := range len(b) {
+		x, y := s[i], b[i]
+		if 'A' <= x && x <= 'Z' {
+			x += 'a' - 'A'
+		}
+		if 'A' <= y && y <= 'Z' {
+			y += 'a' - 'A'
+		}
+		if x != y {
+			return false
+		}
+	}
+	return true
+}
+
+func isASCIIBytes(b []byte) bool {
+	for _, c := range b {
+		if c >= utf8.RuneSelf {
+			return false
+		}
+	}
+	return true
 }
 
 // decodeJSONError explains why body does not decode into v.
@@ -44,8 +111,8 @@ func decodeJSONError(body []byte, v any) error {
 		if !json.Valid(body) {
 			return badRequest("invalid_json", "request body: malformed JSON")
 		}
-		if key, ok := unknownKey(body, knownFields(reflect.TypeOf(v))); ok {
-			return badRequest("unknown_field", fmt.Sprintf("%s: unknown field", key))
+		if err := checkKeys(body, knownFields(reflect.TypeOf(v))); err != nil {
+			return err
 		}
 		return badRequest("invalid_json", "request body: malformed JSON")
 	}
@@ -62,6 +129,19 @@ type fieldSet []string
 func (f fieldSet) has(key string) bool {
 	for _, name := range f {
 		if strings.EqualFold(name, key) {
+			return true
+		}
+	}
+	return false
+}
+
+// hasBytes is has for a key still in the request's bytes.
+func (f fieldSet) hasBytes(key []byte) bool {
+	if !isASCIIBytes(key) {
+		return f.has(string(key))
+	}
+	for _, name := range f {
+		if len(name) == len(key) && asciiEqualFold(name, key) {
 			return true
 		}
 	}
@@ -105,41 +185,56 @@ func knownFields(t reflect.Type) fieldSet {
 	return names
 }
 
-// unknownKey returns the first key of the top-level JSON object in b that
-// known lacks. b must be valid JSON (it decoded); for anything but an
-// object it reports nothing.
-func unknownKey(b []byte, known fieldSet) (string, bool) {
-	i := skipSpace(b, 0)
-	if i >= len(b) || b[i] != '{' {
-		return "", false
+// keyScanner walks the keys of the top-level JSON object in b, which must
+// be valid JSON (it decoded); for anything but an object it finds none.
+type keyScanner struct {
+	b       []byte
+	i       int
+	started bool
+}
+
+// next returns the next key (unescaped), its raw quoted form and its raw
+// value. key aliases b unless the key had escapes.
+func (ks *keyScanner) next() (key, raw, value []byte, ok bool) {
+	b := ks.b
+	i := ks.i
+	if !ks.started {
+		ks.started = true
+		i = skipSpace(b, 0)
+		if i >= len(b) || b[i] != '{' {
+			ks.i = len(b)
+			return nil, nil, nil, false
+		}
+		i++
 	}
-	i++
-	for {
-		i = skipSpace(b, i)
-		if i >= len(b) || b[i] == '}' {
-			return "", false
-		}
-		if b[i] == ',' {
-			i = skipSpace(b, i+1)
-		}
-		if i >= len(b) || b[i] != '"' {
-			return "", false // not valid JSON after all: nothing to say
-		}
-		end := stringEnd(b, i)
-		if end-i < 2 {
-			return "", false
-		}
-		raw := b[i:end]
-		key := string(raw[1 : len(raw)-1])
-		if bytes.IndexByte(raw, '\\') >= 0 {
-			json.Unmarshal(raw, &key) // escapes: let encoding/json read them
-		}
-		if !known.has(key) {
-			return key, true
-		}
-		i = skipSpace(b, end)
-		i = skipValue(b, skipSpace(b, i+1)) // past ':' and the value
+	i = skipSpace(b, i)
+	if i >= len(b) || b[i] == '}' {
+		ks.i = len(b)
+		return nil, nil, nil, false
 	}
+	if b[i] == ',' {
+		i = skipSpace(b, i+1)
+	}
+	if i >= len(b) || b[i] != '"' {
+		ks.i = len(b)
+		return nil, nil, nil, false // not valid JSON after all: nothing to say
+	}
+	end := stringEnd(b, i)
+	if end-i < 2 {
+		ks.i = len(b)
+		return nil, nil, nil, false
+	}
+	raw = b[i:end]
+	key = raw[1 : len(raw)-1]
+	if bytes.IndexByte(raw, '\\') >= 0 {
+		var k string
+		json.Unmarshal(raw, &k) // escapes: let encoding/json read them
+		key = []byte(k)
+	}
+	i = skipSpace(b, end)
+	start := skipSpace(b, i+1) // past ':'
+	ks.i = skipValue(b, start)
+	return key, raw, b[start:ks.i], true
 }
 
 func skipSpace(b []byte, i int) int {

@@ -5,16 +5,22 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"strings"
 	"testing"
+	"unicode/utf8"
 
 	"github.com/google/go-cmp/cmp"
 )
 
 // decodeJSONReference is the straightforward decoder decodeJSON must agree
-// with: a Decoder refusing unknown fields, then a check for trailing data.
+// with: a Decoder refusing unknown fields, then a check for trailing data,
+// and a token walk refusing repeated keys and invalid UTF-8.
 func decodeJSONReference(body []byte, v any) error {
 	if len(bytes.TrimSpace(body)) == 0 {
 		return errors.New("empty")
+	}
+	if err := referenceKeys(body); err != nil {
+		return err
 	}
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
@@ -27,7 +33,48 @@ func decodeJSONReference(body []byte, v any) error {
 	return nil
 }
 
+// referenceKeys refuses a top-level object with a key given twice (compared
+// as encoding/json matches names, case-insensitively) or invalid UTF-8.
+func referenceKeys(body []byte) error {
+	if !utf8.Valid(body) {
+		return errors.New("invalid UTF-8")
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
+	if tok, err := dec.Token(); err != nil || tok != json.Delim('{') {
+		return nil // not an object: the decode says why
+	}
+	var seen []string
+	for dec.More() {
+		tok, err := dec.Token()
+		if err != nil {
+			return nil
+		}
+		key, _ := tok.(string)
+		for _, s := range seen {
+			if strings.EqualFold(s, key) {
+				return errors.New("duplicate key")
+			}
+		}
+		seen = append(seen, key)
+		var skip json.RawMessage
+		if err := dec.Decode(&skip); err != nil {
+			return nil
+		}
+	}
+	return nil
+}
+
 var jsonBodySeeds = []string{
+	`{"prompt":"a","PROMPT":"b"}`,
+	`{"n":1,"size":"256x256","n":2}`,
+	"{\"prompt\":\"bad \xff byte\"}",
+	"{\"user\":\"\xc3\x28\",\"prompt\":\"a\"}",
+	"{\"prompt\xff\":\"a\"}",
+	`{"prompt":"a","n":` + strings.Repeat("9", 400) + `}`,
+	`{"prompt":"a","guidance":1e999999}`,
+	`{"prompt":"a","seed":-0.0000000000000000000001}`,
+	`{"prompt":` + strings.Repeat("[", 20000) + strings.Repeat("]", 20000) + `}`,
+	strings.Repeat(`{"a":`, 5000) + `1` + strings.Repeat(`}`, 5000),
 	`{"prompt":"a","size":"256x256"}`,
 	`{"prompt":"a","sise":"256x256"}`,
 	`{"PROMPT":"a","Size":"256x256"}`,

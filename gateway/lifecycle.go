@@ -20,6 +20,8 @@ type lifecycleStore interface {
 	ObjectReferenced(hash string) (bool, error)
 	PendingObject(hash, ext, model, version, contentKey string, until time.Time) error
 	ObjectDeleted(hash string) error
+	ClaimDoomed(hash string) (bool, error)
+	DoomedGone(hash string) error
 	ObjectOwners(hash string) ([]string, error)
 	BeginErasure(accountID, reason string) (store.ErasureJob, error)
 	PendingErasures() ([]store.ErasureJob, error)
@@ -48,6 +50,44 @@ type lifecycle struct {
 	mu    sync.Mutex // one pass at a time
 	kick  chan struct{}
 	stats lifecycleStats
+
+	// gate orders hit references against the reaper: while reaping is
+	// set, hits record their reference before answering (see remember),
+	// and the reaper sets it under the write lock, so every hit that chose
+	// the queue instead has queued before the reaper flushes the queue
+	// and claims. deleting is held from a claim until the output's bytes
+	// are gone, and by every reference made while reaping, so a request
+	// never meets an output half deleted by this node.
+	gate     sync.RWMutex
+	reaping  bool
+	deleting sync.Mutex
+
+	// hook, for tests only, is called at each step of a reap with the
+	// output's hash, to force interleavings.
+	hook atomic.Pointer[func(step, hash string)]
+}
+
+// Steps of a reap that lifecycle.hook sees.
+const (
+	reapStepBeforeClaim = "before-claim"
+	reapStepClaimed     = "claimed"
+	reapStepGone        = "gone"
+	// reapStepReferencing is a request about to reference an output
+	// while a reap is under way.
+	reapStepReferencing = "referencing"
+)
+
+func (l *lifecycle) step(step, hash string) {
+	if h := l.hook.Load(); h != nil {
+		(*h)(step, hash)
+	}
+}
+
+// setReaping switches hits between queued and immediate references.
+func (l *lifecycle) setReaping(on bool) {
+	l.gate.Lock()
+	l.reaping = on
+	l.gate.Unlock()
 }
 
 func newLifecycle() *lifecycle { return &lifecycle{kick: make(chan struct{}, 1)} }
@@ -215,23 +255,18 @@ func (g *Gateway) reapBatch(ctx context.Context, doomed []store.DoomedObject) er
 	var errs []error
 	var hashes []string
 	cdn := edge.PurgeRequest{}
+	// From here on hits reference synchronously; those queued before now
+	// reach the store before any claim.
+	g.life.setReaping(true)
+	defer g.life.setReaping(false)
+	g.history.flush()
 	for _, d := range doomed {
-		used, err := g.store.ObjectReferenced(d.Hash)
+		g.life.step(reapStepBeforeClaim, d.Hash)
+		err := g.reapOne(ctx, d)
+		if errors.Is(err, errStillUsed) {
+			continue
+		}
 		if err != nil {
-			errs = append(errs, err) // unknown: leave it queued
-			continue
-		}
-		if used {
-			// Used again since it was queued; it stays.
-			errs = append(errs, g.store.ObjectDeleted(d.Hash))
-			continue
-		}
-		if err := g.deleteStored(ctx, d); err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		g.tags.forget(d.Hash)
-		if err := g.cache.InvalidateObject(d.Hash); err != nil {
 			errs = append(errs, err)
 			continue
 		}
@@ -267,6 +302,40 @@ func (g *Gateway) reapBatch(ctx context.Context, doomed []store.DoomedObject) er
 		g.life.stats.objectsDeleted.Add(1)
 	}
 	return errors.Join(errs...)
+}
+
+// errStillUsed reports an output referenced again before its claim: the
+// reference won and the output stays.
+var errStillUsed = errors.New("gateway: output referenced again")
+
+// reapOne claims an output and deletes it from the object store and this
+// node's tiers. The claim and the deletion happen under life.deleting, so
+// no reference made on this node sees an output half deleted: it either
+// committed before the claim (and the output stays) or comes after the
+// bytes are gone (and its request generates them again).
+func (g *Gateway) reapOne(ctx context.Context, d store.DoomedObject) error {
+	g.life.deleting.Lock()
+	defer g.life.deleting.Unlock()
+	claimed, err := g.store.ClaimDoomed(d.Hash)
+	if err != nil {
+		return err // unknown: leave it queued
+	}
+	if !claimed {
+		return errStillUsed
+	}
+	g.life.step(reapStepClaimed, d.Hash)
+	if err := g.deleteStored(ctx, d); err != nil {
+		return err // still claimed: the next pass deletes again
+	}
+	g.tags.forget(d.Hash)
+	if err := g.cache.InvalidateObject(d.Hash); err != nil {
+		return err
+	}
+	if err := g.store.DoomedGone(d.Hash); err != nil {
+		return err
+	}
+	g.life.step(reapStepGone, d.Hash)
+	return nil
 }
 
 // deleteStored removes an output and its cache manifests from the object

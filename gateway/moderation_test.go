@@ -473,3 +473,22 @@ func TestModerationClassifierDown(t *testing.T) {
 		t.Errorf("listed term with the classifier down (fail open): %d, want 400", resp.StatusCode)
 	}
 }
+
+// TestNegativePromptIsModerated refuses a request whose negative prompt
+// the policy blocks, before anything is reserved or generated.
+func TestNegativePromptIsModerated(t *testing.T) {
+	t.Parallel()
+	e := moderationEnv(t, ClassifierConfig{})
+	b, acct := e.signedIn("negative@example.com")
+	before, _ := e.db.Account(acct.ID)
+	resp := b.call("POST", "/v1/images/generations", `{"prompt":"a harmless lighthouse","negative_prompt":"forbidden things","size":"256x256"}`, nil)
+	want(t, resp, 400)
+	raw, _ := io.ReadAll(resp.Body)
+	if got := apiErrorOf(t, raw); got.Code != "content_policy_violation" || !strings.HasPrefix(got.Message, "negative_prompt:") {
+		t.Errorf("refusal %+v, want content_policy_violation naming negative_prompt", got)
+	}
+	after, _ := e.db.Account(acct.ID)
+	if e.generations() != 0 || after.Credits != before.Credits || after.Held != 0 {
+		t.Errorf("the refused request generated (%v) or charged (%d→%d credits)", e.generations(), before.Credits, after.Credits)
+	}
+}

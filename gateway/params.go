@@ -7,7 +7,10 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"unicode"
 	"unicode/utf8"
+
+	"github.com/imagegate/imagegate/cache"
 )
 
 // Limits of the public contract (DESIGN.md, external contract v1).
@@ -78,21 +81,15 @@ type raw struct {
 // in every error.
 func (g *Gateway) validate(r raw) (params, error) {
 	var p params
-	p.Prompt = strings.TrimSpace(r.Prompt)
-	switch {
-	case p.Prompt == "":
+	var err error
+	if p.Prompt, err = g.promptField("prompt", r.Prompt); err != nil {
+		return p, err
+	}
+	if p.Prompt == "" {
 		return p, badRequest("invalid_prompt", "prompt: required")
-	case len(r.Prompt) > g.cfg.MaxPromptBytes:
-		return p, badRequest("prompt_too_long", fmt.Sprintf("prompt: longer than %d bytes", g.cfg.MaxPromptBytes))
-	case !utf8.ValidString(r.Prompt):
-		return p, badRequest("invalid_prompt", "prompt: not valid UTF-8")
 	}
-	p.NegativePrompt = strings.TrimSpace(r.NegativePrompt)
-	if len(r.NegativePrompt) > g.cfg.MaxPromptBytes {
-		return p, badRequest("prompt_too_long", fmt.Sprintf("negative_prompt: longer than %d bytes", g.cfg.MaxPromptBytes))
-	}
-	if !utf8.ValidString(r.NegativePrompt) {
-		return p, badRequest("invalid_prompt", "negative_prompt: not valid UTF-8")
+	if p.NegativePrompt, err = g.promptField("negative_prompt", r.NegativePrompt); err != nil {
+		return p, err
 	}
 
 	p.N = 1
@@ -167,6 +164,35 @@ func (g *Gateway) validate(r raw) (params, error) {
 	}
 	p.Private = r.Private
 	return p, nil
+}
+
+// promptField checks one prompt field and returns its canonical form
+// (cache.CanonicalPrompt without case folding): the text the content key
+// hashes, the moderator reads and the backend is sent, so what was
+// validated is exactly what is used. It refuses invalid UTF-8 (which
+// canonicalisation would silently turn into U+FFFD) and text with nothing
+// visible in it: only NUL, other control or format characters and spaces.
+// Control characters among visible text are kept (and reach the
+// moderator, which must still see and report such a prompt). An empty
+// result means the field was blank.
+func (g *Gateway) promptField(name, s string) (string, error) {
+	if len(s) > g.cfg.MaxPromptBytes {
+		return "", badRequest("prompt_too_long", fmt.Sprintf("%s: longer than %d bytes", name, g.cfg.MaxPromptBytes))
+	}
+	if !utf8.ValidString(s) {
+		return "", badRequest("invalid_prompt", name+": not valid UTF-8")
+	}
+	c := cache.CanonicalPrompt(s, false)
+	if c != "" && !strings.ContainsFunc(c, visible) {
+		return "", badRequest("invalid_prompt", name+": has no visible text (only control, format or space characters)")
+	}
+	return c, nil
+}
+
+// visible reports whether r shows as text: not a control (Cc), format
+// (Cf: zero-width spaces and joiners, BOM) or space character.
+func visible(r rune) bool {
+	return !unicode.In(r, unicode.Cc, unicode.Cf) && !unicode.IsSpace(r)
 }
 
 var errNoModels = errors.New("gateway: no model catalogue yet")

@@ -5,6 +5,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/imagegate/imagegate/cache"
+
 	"github.com/imagegate/imagegate/inference"
 )
 
@@ -28,6 +30,26 @@ func TestNoCacheDirectives(t *testing.T) {
 	} {
 		if got := noCache(cc); got != want {
 			t.Errorf("noCache(%q) = %v, want %v", cc, got, want)
+		}
+	}
+}
+
+// TestValidatedPromptIsTheCanonicalOne pins that validation hands on the
+// canonical form the content key hashes, so what was checked is what is
+// keyed, moderated and generated.
+func TestValidatedPromptIsTheCanonicalOne(t *testing.T) {
+	t.Parallel()
+	g := paramsGateway()
+	p, err := g.validate(raw{Prompt: " Cafe\u0301\u00a0\u3000au\tlait ", NegativePrompt: "  blurry\n\nugly "})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.Prompt != "Café au lait" || p.NegativePrompt != "blurry ugly" {
+		t.Errorf("validated prompts %q / %q, want the canonical forms", p.Prompt, p.NegativePrompt)
+	}
+	for _, bad := range []raw{{Prompt: "\x00"}, {Prompt: "a\xffb"}, {Prompt: "\u200b\u200d"}, {Prompt: "\x00 \x01\u2028"}, {Prompt: "ok", NegativePrompt: "\x1b"}} {
+		if _, err := g.validate(bad); err == nil {
+			t.Errorf("validate(%+q) accepted", bad.Prompt+"|"+bad.NegativePrompt)
 		}
 	}
 }
@@ -59,6 +81,8 @@ func FuzzGenerationRequest(f *testing.F) {
 		`{"prompt":"x","n":0}`, `{"prompt":"x","sise":"1"}`, `{"prompt":`, `[]`, `null`, `{"prompt":"x"} {}`,
 		`{"prompt":"x","seed":-1}`, `{"prompt":"x","guidance":1e400}`, `{"prompt":"\u0000"}`,
 		`{"prompt":"x","size":"512x512x1"}`, `{"prompt":"x","size":"-512x-512"}`,
+		"{\"prompt\":\"\xff\"}", `{"prompt":"a\u0000"}`, `{"prompt":"\u200b"}`, `{"prompt":"x","negative_prompt":"\u001b[31m"}`,
+		`{"prompt":"Cafe\u0301  \u3000 au\tlait"}`, `{"prompt":"x","prompt":"y"}`,
 	} {
 		f.Add([]byte(s))
 	}
@@ -79,12 +103,39 @@ func FuzzGenerationRequest(f *testing.F) {
 					(p.Format != "url" && p.Format != "b64_json") {
 					t.Fatalf("accepted out-of-contract request %+v", p)
 				}
+				for _, text := range []string{p.Prompt, p.NegativePrompt} {
+					if text != cache.CanonicalPrompt(text, false) || (text != "" && !strings.ContainsFunc(text, visible)) {
+						t.Fatalf("accepted prompt %q is not canonical, or has nothing visible", text)
+					}
+				}
 				return
 			}
 		}
 		var ae *apiError
 		if !errors.As(err, &ae) || ae.Status < 400 || ae.Status >= 500 || ae.Msg == "" || strings.Contains(ae.Msg, "\n") {
 			t.Fatalf("refusal %v is not a clean 4xx", err)
+		}
+	})
+}
+
+// FuzzNoCache feeds arbitrary Cache-Control headers to noCache: nothing
+// panics, directives are case-insensitive and independent of their
+// neighbours, and an added no-cache always forces a fresh generation.
+func FuzzNoCache(f *testing.F) {
+	for _, s := range []string{"", "no-cache", "No-Store", "max-age=0", "max-age=000", "max-age=60", "public, no-cache",
+		"max-age=-0", "max-age=", ",,,,", "no-cache=\"x\"", strings.Repeat("max-age=1,", 1000), "max-age=99999999999999999999"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, cc string) {
+		got := noCache(cc)
+		if noCache(strings.ToUpper(cc)) != got && strings.ToLower(strings.ToUpper(cc)) == strings.ToLower(cc) {
+			t.Fatalf("noCache(%q) depends on case", cc)
+		}
+		if noCache("public, "+cc) != got {
+			t.Fatalf("noCache(%q) changed with a public directive before it", cc)
+		}
+		if !noCache(cc + ", no-cache") {
+			t.Fatalf("noCache(%q + no-cache) = false", cc)
 		}
 	})
 }

@@ -89,6 +89,13 @@ func (c *PlansConfig) plan(name string) Plan {
 	return c.Plans[c.Default]
 }
 
+// accountPlan reports whether name is a plan accounts can be on: defined,
+// and not the plan of visitors without an account.
+func (c *PlansConfig) accountPlan(name string) bool {
+	_, ok := c.Plans[name]
+	return ok && name != planAnonymous
+}
+
 // imageCost is the price of one image whose largest side is side: the
 // price of the smallest listed side that is at least as large.
 func (c *PlansConfig) imageCost(side int) int64 {

@@ -33,7 +33,7 @@ func TestInferenceRequestCarriesNoIdentity(t *testing.T) {
 		got = append(got, string(fields.Get(i).Name()))
 	}
 	slices.Sort(got)
-	want := []string{"guidance", "height", "model", "negative_prompt", "output_format", "prompt", "reference_image", "seed", "steps", "strength", "style", "width"}
+	want := []string{"guidance", "height", "model", "negative_prompt", "output_format", "prompt", "reference_image", "scheduling", "seed", "steps", "strength", "style", "width"}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("GenerateRequest fields changed (-want +got); a new field must not identify the requester:\n%s", diff)
 	}

@@ -27,7 +27,12 @@ type (
 // anything is stored (a *moderation.Moderator, promise C6).
 type moderator interface {
 	CheckPrompt(ctx context.Context, who moderation.Subject, req moderation.Request) error
-	CheckOutput(ctx context.Context, who moderation.Subject, req moderation.Request, image []byte, contentType string) error
+	// JudgeOutput checks an output and returns the policy version it
+	// passed under (0: judged only in part, fail open).
+	JudgeOutput(ctx context.Context, who moderation.Subject, req moderation.Request, image []byte, contentType string) (uint64, error)
+	// Version numbers the policy; cached outputs judged under another
+	// are judged again before they are served.
+	Version() uint64
 }
 
 // moderationSubject is who a request's payer is, as moderation sees it.

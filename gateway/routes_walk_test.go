@@ -365,6 +365,18 @@ func walkRecipes() map[string]walkRecipe {
 			resp, _ := v.do("POST", v.f.e.url+"/v1/admin/accounts/delete", `{"account":"`+a.ID+`"}`, "Authorization", "Bearer "+walkAdminToken)
 			return resp
 		}},
+		"GET /v1/admin/suspensions": {fresh: ok, signedIn: ok, run: func(t *testing.T, v *walkVisitor) *http.Response {
+			resp, _ := v.do("GET", v.f.e.url+"/v1/admin/suspensions", "", "Authorization", "Bearer "+walkAdminToken)
+			return resp
+		}},
+		"POST /v1/admin/suspensions/lift": {fresh: ok, signedIn: ok, run: func(t *testing.T, v *walkVisitor) *http.Response {
+			a := v.f.account(t)
+			if err := v.f.e.db.SetStatus(a.ID, store.StatusSuspended); err != nil {
+				t.Fatal(err)
+			}
+			resp, _ := v.do("POST", v.f.e.url+"/v1/admin/suspensions/lift", `{"account":"`+a.ID+`"}`, "Authorization", "Bearer "+walkAdminToken)
+			return resp
+		}},
 		"GET /v1/admin/accounts/erasures": {fresh: ok, signedIn: ok, run: func(t *testing.T, v *walkVisitor) *http.Response {
 			resp, _ := v.do("GET", v.f.e.url+"/v1/admin/accounts/erasures", "", "Authorization", "Bearer "+walkAdminToken)
 			return resp

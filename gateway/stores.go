@@ -74,4 +74,6 @@ type Store interface {
 	historyStore
 	lifecycleStore
 	exportStore
+	suspensionStore
+	purgeStore
 }

@@ -13,6 +13,7 @@ import (
 
 	"github.com/stripe/stripe-go/v76"
 
+	"github.com/imagegate/imagegate/gateway/billing"
 	"github.com/imagegate/imagegate/internal/testpeer"
 )
 
@@ -107,7 +108,7 @@ func (r *stripeRecorder) serve(w http.ResponseWriter, req *http.Request) {
 	var obj map[string]any
 	switch req.URL.Path {
 	case "/v1/customers":
-		obj = map[string]any{"id": fmt.Sprintf("cus_rec%d", n), "object": "customer", "metadata": map[string]string{metaAccount: form.Get("metadata[" + metaAccount + "]")}}
+		obj = map[string]any{"id": fmt.Sprintf("cus_rec%d", n), "object": "customer", "metadata": map[string]string{billing.MetaAccount: form.Get("metadata[" + billing.MetaAccount + "]")}}
 	case "/v1/checkout/sessions":
 		id := fmt.Sprintf("cs_test_rec%d", n)
 		obj = map[string]any{"id": id, "object": "checkout.session", "mode": form.Get("mode"), "customer": form.Get("customer"), "url": "https://checkout.stripe.com/c/pay/" + id}

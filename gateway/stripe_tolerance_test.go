@@ -9,6 +9,7 @@ import (
 
 	"github.com/stripe/stripe-go/v76"
 
+	"github.com/imagegate/imagegate/gateway/billing"
 	"github.com/imagegate/imagegate/internal/testpeer"
 )
 
@@ -31,8 +32,8 @@ func TestWebhookToleranceBoundaries(t *testing.T) {
 	}{
 		{"300 s old", -300 * time.Second, ""},
 		{"301 s old", -301 * time.Second, "signature_too_old"},
-		{"30 s ahead", webhookFutureSkew, ""},
-		{"31 s ahead", webhookFutureSkew + time.Second, "signature_in_future"},
+		{"30 s ahead", billing.WebhookFutureSkew, ""},
+		{"31 s ahead", billing.WebhookFutureSkew + time.Second, "signature_in_future"},
 		{"300 s ahead", 300 * time.Second, "signature_in_future"},
 		{"301 s ahead", 301 * time.Second, "signature_in_future"},
 	} {

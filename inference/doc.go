@@ -14,7 +14,13 @@
 // same popular prompt missing the cache on several gateways at once) into one
 // backend call. The shared call is detached from every caller's context and
 // bounded by its own timeout, so one caller hanging up never cancels a
-// generation others wait for. Image bytes are never compressed on the wire:
+// generation others wait for; when the last one leaves, the generation is
+// canceled (dequeued, or interrupted on the GPU), since the tier keeps no
+// results. Generations queue in package sched's fair, admission-controlled
+// scheduler, which places them on workers: the local one for in-process
+// backends such as retro, and the GPU servers of Placed backends
+// (inference/comfyui, inference/openaiimg), retrying on another worker when
+// one fails. Image bytes are never compressed on the wire:
 // they are PNGs already.
 //
 // # Pool

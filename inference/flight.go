@@ -1,10 +1,13 @@
 package inference
 
 import (
+	"context"
 	"crypto/sha256"
 	"fmt"
 	"math"
 	"sync"
+
+	"github.com/imagegate/imagegate/inference/sched"
 )
 
 // progressSteps is how finely progress is reported: a generation announces
@@ -34,19 +37,38 @@ type flight struct {
 	res  Result
 	err  error
 
+	key     flightKey
+	waiters int                // callers waiting, guarded by the group's mu
+	abandon context.CancelFunc // ends the work when the last waiter leaves
+	// promote carries a heavier class to the queued work when a caller of
+	// that class joins (sched.Job.Promote); weight is the heaviest so far.
+	promote chan sched.Job
+
 	mu       sync.Mutex
 	step     int // progress step last announced, -1 before any
 	fraction float32
 	stage    string
 	changed  chan struct{} // closed and replaced on every announcement
+	// The backend's latest preview, numbered from 1; waiters get it with
+	// the next announcement, so previews cost no more events than
+	// progress does.
+	previewSeq  int
+	previewImg  []byte
+	previewType string
+	weight      int
 }
 
 // do returns the flight in progress for key, or starts one running work in
 // a new goroutine. joined reports whether the flight already existed.
 // work receives the flight's progress reporter.
-func (g *flightGroup) do(key flightKey, work func(progress ProgressFunc) (Result, error)) (f *flight, joined bool) {
+//
+// work runs under ctx, which the group cancels when every waiter has left
+// (see leave): a generation nobody waits for is worth no GPU time, and the
+// tier keeps no results.
+func (g *flightGroup) do(ctx context.Context, key flightKey, weight int, work func(ctx context.Context, progress ProgressFunc, preview PreviewFunc, promote <-chan sched.Job) (Result, error)) (f *flight, joined bool) {
 	g.mu.Lock()
 	if f, ok := g.flights[key]; ok {
+		f.waiters++
 		hook := g.joined
 		g.mu.Unlock()
 		if hook != nil {
@@ -54,7 +76,9 @@ func (g *flightGroup) do(key flightKey, work func(progress ProgressFunc) (Result
 		}
 		return f, true
 	}
-	f = &flight{done: make(chan struct{}), step: -1, changed: make(chan struct{})}
+	ctx, abandon := context.WithCancel(ctx)
+	f = &flight{done: make(chan struct{}), step: -1, changed: make(chan struct{}), key: key, waiters: 1, abandon: abandon,
+		promote: make(chan sched.Job, 1), weight: weight}
 	if g.flights == nil {
 		g.flights = make(map[flightKey]*flight)
 	}
@@ -68,15 +92,57 @@ func (g *flightGroup) do(key flightKey, work func(progress ProgressFunc) (Result
 			}
 			// Forget the flight before announcing it: a request arriving
 			// after this point starts a fresh generation rather than
-			// receiving a result that may be an error.
+			// receiving a result that may be an error. An abandoned
+			// flight may have been replaced already.
 			g.mu.Lock()
-			delete(g.flights, key)
+			if g.flights[key] == f {
+				delete(g.flights, key)
+			}
 			g.mu.Unlock()
+			abandon()
 			close(f.done)
 		}()
-		f.res, f.err = work(f.report)
+		f.res, f.err = work(ctx, f.report, f.showPreview, f.promote)
 	}()
 	return f, false
+}
+
+// offer queues the flight's work as job's class and key if that class
+// (of the given weight) weighs more than any caller's so far.
+func (f *flight) offer(job sched.Job, weight int) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if weight <= f.weight {
+		return
+	}
+	f.weight = weight
+	select {
+	case <-f.promote: // replaced by the heavier one
+	default:
+	}
+	f.promote <- sched.Job{Class: job.Class, Key: job.Key}
+}
+
+// leave records that one waiter of f stopped waiting. When it was the
+// last, the flight is forgotten (a request arriving later starts afresh)
+// and its work canceled: dequeued if it still waits for a worker,
+// interrupted on the GPU if it runs.
+func (g *flightGroup) leave(f *flight) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	f.waiters--
+	if f.waiters > 0 {
+		return
+	}
+	select {
+	case <-f.done:
+		return // finished: nothing to cancel
+	default:
+	}
+	if g.flights[f.key] == f {
+		delete(g.flights, f.key)
+	}
+	f.abandon()
 }
 
 // report is the flight's ProgressFunc. It keeps progress monotonic and
@@ -97,6 +163,24 @@ func (f *flight) report(fraction float32, stage string) {
 	f.step, f.fraction, f.stage = step, fraction, stage
 	close(f.changed)
 	f.changed = make(chan struct{})
+}
+
+// showPreview is the flight's PreviewFunc: it keeps the latest preview.
+func (f *flight) showPreview(img []byte, contentType string) {
+	if len(img) == 0 {
+		return
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.previewSeq++
+	f.previewImg, f.previewType = img, contentType
+}
+
+// latestPreview returns the latest preview and its number (0: none yet).
+func (f *flight) latestPreview() (seq int, img []byte, contentType string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.previewSeq, f.previewImg, f.previewType
 }
 
 // progress returns the latest announcement (step -1 before the first) and a

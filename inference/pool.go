@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -209,6 +210,70 @@ func (p *Pool) generate(ctx context.Context, model string, req Request) (Result,
 	return res, info, nil
 }
 
+// Progress is one progress event of a streamed generation.
+type Progress struct {
+	Fraction float32
+	Stage    string
+	// PartialImage is the backend's latest preview, when it makes them
+	// and it changed since the last event; PartialImageType is its media
+	// type.
+	PartialImage     []byte
+	PartialImageType string
+}
+
+// GenerateStream is Generate, calling progress for each progress event
+// the tier streams before the image. A retry on another server starts the
+// stream again; progress never sees the fraction go back. Errors are as
+// for Generate.
+func (p *Pool) GenerateStream(ctx context.Context, model string, req Request, progress func(Progress)) (Result, ModelInfo, error) {
+	began := time.Now()
+	res, info, err := p.generateStream(ctx, model, req, progress)
+	p.metrics.duration.WithLabelValues(outcome(ctx, err)).Observe(time.Since(began).Seconds())
+	return res, info, err
+}
+
+func (p *Pool) generateStream(ctx context.Context, model string, req Request, progress func(Progress)) (Result, ModelInfo, error) {
+	msg, err := requestToProto(model, req)
+	if err != nil {
+		return Result{}, ModelInfo{}, err
+	}
+	if progress == nil {
+		progress = func(Progress) {}
+	}
+	var highest float32
+	var out *inferencev1.GenerateResponse
+	err = p.call(ctx, p.pickLeastBusy, func(ctx context.Context, e *endpoint) error {
+		stream, err := e.client.GenerateStream(ctx, withToken(connect.NewRequest(msg), p.cfg.Token))
+		if err != nil {
+			return err
+		}
+		defer stream.Close()
+		for stream.Receive() {
+			switch ev := stream.Msg().GetEvent().(type) {
+			case *inferencev1.GenerateStreamResponse_Progress:
+				pr := ev.Progress
+				highest = max(highest, pr.GetFraction())
+				progress(Progress{Fraction: highest, Stage: pr.GetStage(),
+					PartialImage: pr.GetPartialImage(), PartialImageType: pr.GetPartialImageContentType()})
+			case *inferencev1.GenerateStreamResponse_Result:
+				out = ev.Result
+			}
+		}
+		if err := stream.Err(); err != nil {
+			return err
+		}
+		if out == nil {
+			return connect.NewError(connect.CodeUnavailable, errors.New("stream ended without an image"))
+		}
+		return nil
+	})
+	if err != nil {
+		return Result{}, ModelInfo{}, err
+	}
+	res, info := resultFromProto(out)
+	return res, info, nil
+}
+
 // Models lists the backends of the first healthy server (servers run the
 // same backends). Errors are as for Generate.
 func (p *Pool) Models(ctx context.Context) ([]ModelInfo, error) {
@@ -262,6 +327,7 @@ func (p *Pool) call(ctx context.Context, pick func(tried []bool) *endpoint, fn f
 	attempts := max(len(p.endpoints), 2)
 	tried := make([]bool, len(p.endpoints))
 	var last error
+	var wait time.Duration // the longest Retry-After a busy tier asked for
 	for attempt := range attempts {
 		if err := ctx.Err(); err != nil {
 			return err
@@ -290,6 +356,9 @@ func (p *Pool) call(ctx context.Context, pick func(tried []bool) *endpoint, fn f
 			e.setUp(p.logger, false, err)
 		case connect.CodeResourceExhausted, connect.CodeAborted:
 			// Busy, not broken: retry elsewhere but keep the endpoint.
+			if d := retryAfterOf(err); d > wait {
+				wait = d
+			}
 		case connect.CodeUnauthenticated, connect.CodePermissionDenied:
 			p.logger.Error("inference endpoint refused the token", "endpoint", e.name)
 			return fmt.Errorf("inference: %s: %w", e.name, err)
@@ -300,7 +369,47 @@ func (p *Pool) call(ctx context.Context, pick func(tried []bool) *endpoint, fn f
 	}
 	// The last error is text only: it must not make errors.Is match, say,
 	// context.DeadlineExceeded of an attempt when the caller has time left.
-	return fmt.Errorf("%w: %d attempts failed, last: %v", ErrUnavailable, attempts, last)
+	return &UnavailableError{
+		msg:        fmt.Sprintf("%v: %d attempts failed, last: %v", ErrUnavailable, attempts, last),
+		RetryAfter: wait,
+	}
+}
+
+// UnavailableError is the error Generate returns when no server could
+// serve the call; errors.Is(err, ErrUnavailable) holds. RetryAfter, when
+// not zero, is how long the busiest tier asked callers to wait (its queue
+// and expected wait were too long); answer 503 with that Retry-After.
+type UnavailableError struct {
+	msg        string
+	RetryAfter time.Duration
+}
+
+func (e *UnavailableError) Error() string { return e.msg }
+
+// Is makes errors.Is(err, ErrUnavailable) true.
+func (e *UnavailableError) Is(target error) bool { return target == ErrUnavailable }
+
+// RetryAfter returns the wait a tier asked for in err, if any.
+func RetryAfter(err error) (time.Duration, bool) {
+	var ue *UnavailableError
+	if errors.As(err, &ue) && ue.RetryAfter > 0 {
+		return ue.RetryAfter, true
+	}
+	return 0, false
+}
+
+// retryAfterOf reads the Retry-After seconds a tier put in a
+// ResourceExhausted error's metadata.
+func retryAfterOf(err error) time.Duration {
+	var cerr *connect.Error
+	if !errors.As(err, &cerr) {
+		return 0
+	}
+	secs, convErr := strconv.Atoi(cerr.Meta().Get(retryAfterHeader))
+	if convErr != nil || secs <= 0 || secs > 3600 {
+		return 0
+	}
+	return time.Duration(secs) * time.Second
 }
 
 func (p *Pool) attempt(ctx context.Context, e *endpoint, fn func(context.Context, *endpoint) error) error {

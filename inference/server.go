@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"runtime"
 	"runtime/debug"
+	"strconv"
 	"time"
 
 	"connectrpc.com/connect"
@@ -17,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/imagegate/imagegate/inference/sched"
 	inferencev1 "github.com/imagegate/imagegate/internal/gen/imagegate/inference/v1"
 	"github.com/imagegate/imagegate/internal/gen/imagegate/inference/v1/inferencev1connect"
 )
@@ -39,6 +41,33 @@ type ServerConfig struct {
 	// included. It is the generation's own deadline, independent of any
 	// caller's: coalesced callers share it. Zero means two minutes.
 	GenerateTimeout time.Duration
+	// Queue configures scheduling: plan classes, admission limits, retries
+	// and the watchdog. The zero value is one class and sched's defaults.
+	Queue QueueConfig
+	// Terms by model name: catalogue prices and defaults ListModels
+	// publishes.
+	Terms map[string]ModelTerms
+}
+
+// QueueConfig configures the tier's scheduler (see package sched).
+// MaxConcurrent sets the slots of the local worker that runs in-process
+// backends such as retro; backends that run on workers of their own
+// (Placed) bring their slots with them.
+type QueueConfig struct {
+	// Classes by plan class name, with their weights and caps; requests
+	// naming another class, or none, are in DefaultClass.
+	Classes      map[string]sched.Class
+	DefaultClass string
+	// MaxQueue caps waiting generations; MaxWait refuses generations
+	// expected to wait longer. Zero means sched's defaults.
+	MaxQueue int
+	MaxWait  time.Duration
+	// MaxAttempts bounds tries of one generation on workers of Placed
+	// backends; in-process backends are tried once.
+	MaxAttempts int
+	// StallTimeout ends an attempt whose backend reports no progress for
+	// that long, to retry it elsewhere.
+	StallTimeout time.Duration
 }
 
 // Validate reports every problem with the configuration at once.
@@ -53,8 +82,44 @@ func (c ServerConfig) Validate() error {
 	if err := validateToken(c.Token); err != nil {
 		errs = append(errs, err)
 	}
+	if err := c.schedConfig(nil).ValidateQueue(); err != nil {
+		errs = append(errs, fmt.Errorf("inference: %w", err))
+	}
 	return errors.Join(errs...)
 }
+
+// schedConfig is the scheduler's configuration for workers.
+func (c ServerConfig) schedConfig(workers []sched.Worker) sched.Config {
+	q := c.Queue
+	return sched.Config{
+		Workers: workers, Classes: q.Classes, DefaultClass: q.DefaultClass,
+		MaxQueue: q.MaxQueue, MaxWait: q.MaxWait, MaxAttempts: q.MaxAttempts, StallTimeout: q.StallTimeout,
+		Retryable: func(err error) bool { return !errors.As(err, new(permanent)) },
+	}
+}
+
+// Placed is a backend whose generations run on workers of its own (GPU
+// servers it reaches over the network), which the tier's scheduler chooses
+// between. Backends that are not Placed run in-process on the local worker.
+type Placed interface {
+	Workers() []Worker
+	// GenerateOn runs req on worker, reporting progress and, when the
+	// backend makes them, previews of the image in progress.
+	GenerateOn(ctx context.Context, worker string, req Request, progress ProgressFunc, preview PreviewFunc) (Result, error)
+}
+
+// localWorker is the worker in-process backends run on.
+const localWorker = "local"
+
+// permanent marks an attempt's error as not worth retrying elsewhere.
+type permanent struct{ err error }
+
+func (p permanent) Error() string { return p.err.Error() }
+func (p permanent) Unwrap() error { return p.err }
+
+// errWorkersFailed wraps the last error of a generation every attempt of
+// which failed on a Placed backend's workers.
+var errWorkersFailed = errors.New("inference: generation failed on every worker tried")
 
 func (c ServerConfig) withDefaults() ServerConfig {
 	if c.MaxConcurrent == 0 {
@@ -74,7 +139,7 @@ type Server struct {
 	backends []Backend
 	models   []ModelInfo    // models[i] describes backends[i]; index 0 is the default
 	byName   map[string]int // index by model name
-	sem      chan struct{}
+	sched    *sched.Scheduler
 	flights  flightGroup
 	metrics  serverMetrics
 	handler  http.Handler
@@ -101,7 +166,6 @@ func NewServer(cfg ServerConfig, backends []Backend, reg prometheus.Registerer, 
 		cfg:    cfg,
 		logger: logger,
 		byName: make(map[string]int, len(backends)),
-		sem:    make(chan struct{}, cfg.MaxConcurrent),
 	}
 	for i, b := range backends {
 		if b == nil {
@@ -124,6 +188,13 @@ func NewServer(cfg ServerConfig, backends []Backend, reg prometheus.Registerer, 
 			return nil, err
 		}
 	}
+	scfg := cfg.schedConfig(workersOf(s.backends, cfg.MaxConcurrent))
+	scfg.Observer = schedObserver{s}
+	sc, err := sched.New(scfg)
+	if err != nil {
+		return nil, fmt.Errorf("inference: %w", err)
+	}
+	s.sched = sc
 
 	// Image bytes are PNGs already: never compress responses, whatever the
 	// client accepts. Compressed requests are still understood.
@@ -141,6 +212,37 @@ func NewServer(cfg ServerConfig, backends []Backend, reg prometheus.Registerer, 
 	return s, nil
 }
 
+// workersOf lists the scheduler's workers: the local one, with slots
+// slots, for in-process backends, and the workers Placed backends bring;
+// backends naming the same worker ID share it (at the most slots any
+// names).
+func workersOf(backends []Backend, slots int) []sched.Worker {
+	var out []sched.Worker
+	index := map[string]int{}
+	add := func(id string, n int, model string) {
+		i, ok := index[id]
+		if !ok {
+			i = len(out)
+			index[id] = i
+			out = append(out, sched.Worker{ID: id})
+		}
+		out[i].Slots = max(out[i].Slots, n)
+		out[i].Models = append(out[i].Models, model)
+	}
+	for _, b := range backends {
+		name := b.Info().Name
+		p, ok := b.(Placed)
+		if !ok {
+			add(localWorker, slots, name)
+			continue
+		}
+		for _, w := range p.Workers() {
+			add(w.ID, max(w.Slots, 1), name)
+		}
+	}
+	return out
+}
+
 // Handler returns the HTTP handler serving the inference service and gRPC
 // health checks, and nothing else. Serve it over HTTP/2 (TLS, or h2c on a
 // private network) so streams and concurrent calls share connections.
@@ -155,6 +257,7 @@ func (h service) Generate(ctx context.Context, req *connect.Request[inferencev1.
 	if err != nil {
 		return nil, h.s.fail(info.Name, err)
 	}
+	defer h.s.flights.leave(f)
 	select {
 	case <-ctx.Done():
 		return nil, h.s.fail(info.Name, ctx.Err())
@@ -171,15 +274,19 @@ func (h service) GenerateStream(ctx context.Context, req *connect.Request[infere
 	if err != nil {
 		return h.s.fail(info.Name, err)
 	}
-	sent := -1
+	defer h.s.flights.leave(f)
+	sent, sentPreview := -1, 0
 	for {
 		step, fraction, stage, changed := f.progress()
 		if step > sent {
 			sent = step
+			p := &inferencev1.Progress{Fraction: fraction, Stage: stage}
+			if seq, img, ct := f.latestPreview(); seq > sentPreview {
+				sentPreview = seq
+				p.PartialImage, p.PartialImageContentType = img, ct
+			}
 			err := stream.Send(&inferencev1.GenerateStreamResponse{
-				Event: &inferencev1.GenerateStreamResponse_Progress{
-					Progress: &inferencev1.Progress{Fraction: fraction, Stage: stage},
-				},
+				Event: &inferencev1.GenerateStreamResponse_Progress{Progress: p},
 			})
 			if err != nil {
 				return h.s.fail(info.Name, err)
@@ -205,7 +312,7 @@ func (h service) GenerateStream(ctx context.Context, req *connect.Request[infere
 func (h service) ListModels(context.Context, *connect.Request[inferencev1.ListModelsRequest]) (*connect.Response[inferencev1.ListModelsResponse], error) {
 	res := &inferencev1.ListModelsResponse{}
 	for _, info := range h.s.models {
-		res.Models = append(res.Models, modelToProto(info))
+		res.Models = append(res.Models, modelToProto(info, h.s.cfg.Terms[info.Name]))
 	}
 	return connect.NewResponse(res), nil
 }
@@ -223,7 +330,19 @@ func (s *Server) start(ctx context.Context, msg *inferencev1.GenerateRequest) (*
 		return nil, info, err
 	}
 	// Normalize before hashing so spelled-out defaults coalesce with
-	// omitted ones. The message is this call's own, so editing it is safe.
+	// omitted ones. Scheduling is not part of what is generated: identical
+	// requests from different gateways and accounts share one generation,
+	// queued as the first of them. The message is this call's own, so
+	// editing it is safe.
+	job := sched.Job{
+		Model: info.Name,
+		Key:   string(msg.GetScheduling().GetFairnessKey()),
+		Class: msg.GetScheduling().GetPlanClass(),
+	}
+	if deadline, ok := ctx.Deadline(); ok {
+		job.AdmitBy = deadline
+	}
+	msg.Scheduling = nil
 	msg.Model = info.Name
 	if msg.OutputFormat == "" {
 		msg.OutputFormat = "png"
@@ -233,10 +352,15 @@ func (s *Server) start(ctx context.Context, msg *inferencev1.GenerateRequest) (*
 		return nil, info, err
 	}
 	req := requestFromProto(msg)
-	f, joined := s.flights.do(key, func(progress ProgressFunc) (Result, error) {
-		return s.run(context.WithoutCancel(ctx), b, info.Name, req, progress)
+	weight := s.sched.Weight(job.Class)
+	f, joined := s.flights.do(context.WithoutCancel(ctx), key, weight, func(ctx context.Context, progress ProgressFunc, preview PreviewFunc, promote <-chan sched.Job) (Result, error) {
+		queued := job
+		queued.Promote = promote
+		return s.run(ctx, b, queued, req, progress, preview)
 	})
 	if joined {
+		// A heavier class joining moves the shared work up the queue.
+		f.offer(job, weight)
 		s.metrics.coalesced.WithLabelValues(info.Name).Inc()
 	}
 	return f, info, nil
@@ -263,25 +387,50 @@ func (s *Server) backend(model string) (ModelInfo, Backend, bool) {
 	return s.models[i], s.backends[i], true
 }
 
-// run is one shared generation. detached carries no caller's cancellation;
-// the generation timeout is its only deadline.
-func (s *Server) run(detached context.Context, b Backend, model string, req Request, progress ProgressFunc) (res Result, err error) {
+// run is one shared generation: queued by the scheduler, tried on one
+// worker after another while attempts fail retryably. detached carries no
+// caller's cancellation; the generation timeout is its only deadline.
+func (s *Server) run(detached context.Context, b Backend, job sched.Job, req Request, progress ProgressFunc, preview PreviewFunc) (Result, error) {
 	ctx, cancel := context.WithTimeout(detached, s.cfg.GenerateTimeout)
 	defer cancel()
-	select {
-	case s.sem <- struct{}{}:
-	default:
-		if s.queued != nil {
-			s.queued()
+	placed, isPlaced := b.(Placed)
+	var res Result
+	err := s.sched.Do(ctx, job, func(ctx context.Context, a sched.Attempt) error {
+		beat := func(fraction float32, stage string) {
+			a.Beat()
+			if progress != nil {
+				progress(fraction, stage)
+			}
 		}
-		select {
-		case s.sem <- struct{}{}:
-		case <-ctx.Done():
-			return Result{}, fmt.Errorf("inference: waiting for a generation slot: %w", ctx.Err())
+		r, err := s.attempt(ctx, b, placed, a.Worker, job.Model, req, beat, preview)
+		switch {
+		case err == nil:
+			res = r
+			return nil
+		case !isPlaced || errors.Is(err, ErrInvalidArgument) || errors.Is(err, ErrBackendConfig):
+			// In-process backends fail the same way twice; bad requests
+			// and bad deployments fail on every worker.
+			return permanent{err}
 		}
+		return err
+	})
+	abandoned := errors.Is(ctx.Err(), context.Canceled)
+	if err != nil && !abandoned && !errors.Is(err, ErrInvalidArgument) && !errors.Is(err, sched.ErrOverloaded) {
+		// Logged once per generation, not per waiter. Never the request:
+		// it holds the prompt.
+		s.logger.Error("generation failed", "model", job.Model, "err", err)
 	}
-	defer func() { <-s.sem }()
+	var p permanent
+	switch {
+	case err == nil, errors.As(err, &p), errors.Is(err, sched.ErrOverloaded), errors.Is(err, sched.ErrNoWorker), ctx.Err() != nil:
+	default:
+		err = fmt.Errorf("%w: %w", errWorkersFailed, err)
+	}
+	return res, err
+}
 
+// attempt is one try of a generation on one worker.
+func (s *Server) attempt(ctx context.Context, b Backend, placed Placed, worker, model string, req Request, progress ProgressFunc, preview PreviewFunc) (res Result, err error) {
 	s.metrics.inFlight.Inc()
 	defer s.metrics.inFlight.Dec()
 	s.metrics.generations.WithLabelValues(model).Inc()
@@ -289,16 +438,15 @@ func (s *Server) run(detached context.Context, b Backend, model string, req Requ
 	defer func() {
 		if r := recover(); r != nil {
 			s.logger.Error("backend panicked", "model", model, "panic", r, "stack", string(debug.Stack()))
-			res, err = Result{}, fmt.Errorf("inference: backend %s panicked", model)
+			res, err = Result{}, permanent{fmt.Errorf("inference: backend %s panicked", model)}
 		}
 		s.metrics.duration.WithLabelValues(model).Observe(time.Since(began).Seconds())
-		if err != nil && !errors.Is(err, ErrInvalidArgument) {
-			// Logged once per generation, not per waiter. Never the request:
-			// it holds the prompt.
-			s.logger.Error("generation failed", "model", model, "err", err)
-		}
 	}()
-	res, err = b.Generate(ctx, req, progress)
+	if placed != nil {
+		res, err = placed.GenerateOn(ctx, worker, req, progress, preview)
+	} else {
+		res, err = b.Generate(ctx, req, progress)
+	}
 	if err == nil && len(res.Image) == 0 {
 		err = fmt.Errorf("inference: backend %s returned no image", model)
 	}
@@ -309,10 +457,18 @@ func (s *Server) run(detached context.Context, b Backend, model string, req Requ
 // failures get a generic message: details stay in the server's log.
 func (s *Server) fail(model string, err error) error {
 	var cerr *connect.Error
+	var overload *sched.OverloadError
 	switch {
 	case errors.As(err, &cerr):
 	case errors.Is(err, ErrInvalidArgument):
 		cerr = connect.NewError(connect.CodeInvalidArgument, err)
+	case errors.As(err, &overload):
+		// Busy, not broken: the pool tries another tier and, when all are
+		// busy, the gateway answers 503 with this Retry-After.
+		cerr = connect.NewError(connect.CodeResourceExhausted, fmt.Errorf("tier busy (%s)", overload.Reason))
+		cerr.Meta().Set(retryAfterHeader, strconv.Itoa(int(overload.RetryAfter.Round(time.Second)/time.Second)))
+	case errors.Is(err, errWorkersFailed):
+		cerr = connect.NewError(connect.CodeAborted, errors.New("generation failed on every worker tried"))
 	case errors.Is(err, context.DeadlineExceeded):
 		cerr = connect.NewError(connect.CodeDeadlineExceeded, errors.New("generation timed out"))
 	case errors.Is(err, context.Canceled):
@@ -334,6 +490,7 @@ type serverMetrics struct {
 	duration    *prometheus.HistogramVec
 	errors      *prometheus.CounterVec
 	inFlight    prometheus.Gauge
+	queue       queueMetrics
 }
 
 func newServerMetrics(models []ModelInfo) serverMetrics {
@@ -359,6 +516,7 @@ func newServerMetrics(models []ModelInfo) serverMetrics {
 			Name: "imagegate_inference_in_flight",
 			Help: "Backend generations running now.",
 		}),
+		queue: newQueueMetrics(),
 	}
 	// Export zeros for every model so rates work from the first scrape.
 	for _, info := range models {
@@ -369,7 +527,7 @@ func newServerMetrics(models []ModelInfo) serverMetrics {
 }
 
 func (m serverMetrics) register(reg prometheus.Registerer) error {
-	for _, c := range []prometheus.Collector{m.generations, m.coalesced, m.duration, m.errors, m.inFlight} {
+	for _, c := range append([]prometheus.Collector{m.generations, m.coalesced, m.duration, m.errors, m.inFlight}, m.queue.collectors()...) {
 		if err := reg.Register(c); err != nil {
 			return fmt.Errorf("inference: register metrics: %w", err)
 		}

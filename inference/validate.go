@@ -36,6 +36,10 @@ func validateRequest(m *inferencev1.GenerateRequest) error {
 		"guidance %v is not a finite number", m.GetGuidance())
 	check(m.GetOutputFormat() == "" || m.GetOutputFormat() == "png",
 		"output format %q not supported", m.GetOutputFormat())
+	check(len(m.GetScheduling().GetFairnessKey()) <= maxFairnessKeyBytes,
+		"fairness key longer than %d bytes", maxFairnessKeyBytes)
+	check(len(m.GetScheduling().GetPlanClass()) <= maxPlanClassBytes,
+		"plan class longer than %d bytes", maxPlanClassBytes)
 	if len(problems) == 0 {
 		return nil
 	}

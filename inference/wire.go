@@ -13,6 +13,9 @@ const (
 	maxImageSide      = 4096
 	maxPromptBytes    = 4000
 	maxReferenceBytes = 20 << 20
+	// A fairness key is a digest; a plan class a short configured name.
+	maxFairnessKeyBytes = 32
+	maxPlanClassBytes   = 64
 	// maxRequestBytes bounds one request message on the wire: a maximal
 	// reference plus generous room for every other field. Larger messages
 	// are refused before they are decoded.
@@ -48,6 +51,10 @@ func requestToProto(model string, r Request) (*inferencev1.GenerateRequest, erro
 		OutputFormat:   "png",
 		ReferenceImage: r.Reference,
 		Strength:       r.Strength,
+		Scheduling: &inferencev1.Scheduling{
+			FairnessKey: r.Scheduling.FairnessKey,
+			PlanClass:   r.Scheduling.PlanClass,
+		},
 	}, nil
 }
 
@@ -59,6 +66,7 @@ func toUint32(field string, v int) (uint32, error) {
 }
 
 // requestFromProto converts a request the server has already validated.
+// Scheduling stays zero: backends never see it.
 func requestFromProto(m *inferencev1.GenerateRequest) Request {
 	return Request{
 		Prompt:         m.GetPrompt(),
@@ -98,7 +106,7 @@ func resultFromProto(m *inferencev1.GenerateResponse) (Result, ModelInfo) {
 		}
 }
 
-func modelToProto(info ModelInfo) *inferencev1.Model {
+func modelToProto(info ModelInfo, terms ModelTerms) *inferencev1.Model {
 	sizes := make([]uint32, 0, len(info.Sizes))
 	for _, s := range info.Sizes {
 		sizes = append(sizes, clampUint32(s))
@@ -112,6 +120,9 @@ func modelToProto(info ModelInfo) *inferencev1.Model {
 		Sizes:           sizes,
 		SupportsEdits:   info.SupportsEdits,
 		CaseInsensitive: info.CaseInsensitive,
+		PriceCredits:    terms.PriceCredits,
+		DefaultSteps:    clampUint32(terms.DefaultSteps),
+		DefaultGuidance: terms.DefaultGuidance,
 	}
 }
 

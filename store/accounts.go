@@ -112,13 +112,18 @@ func (db *DB) CreateAccount(n NewAccount) (Account, error) {
 	}
 	var acct Account
 	err = db.bolt.Update(func(tx *bolt.Tx) error {
-		emailIdx := db.lookupKey("email", email)
+		emailIdx, err := db.lookupKey(tx, "email", email)
+		if err != nil {
+			return err
+		}
 		if tx.Bucket(bucketAccountEmails).Get(emailIdx) != nil {
 			return ErrConflict
 		}
 		var googleIdx []byte
 		if n.GoogleSubject != "" {
-			googleIdx = db.lookupKey("google", n.GoogleSubject)
+			if googleIdx, err = db.lookupKey(tx, "google", n.GoogleSubject); err != nil {
+				return err
+			}
 			if tx.Bucket(bucketAccountGoogle).Get(googleIdx) != nil {
 				return ErrConflict
 			}
@@ -173,17 +178,21 @@ func (db *DB) Account(id string) (Account, error) {
 
 // AccountByEmail returns the account registered under email.
 func (db *DB) AccountByEmail(email string) (Account, error) {
-	return db.accountByIndex(bucketAccountEmails, db.lookupKey("email", NormalizeEmail(email)))
+	return db.accountByIndex(bucketAccountEmails, "email", NormalizeEmail(email))
 }
 
 // AccountByGoogle returns the account linked to a Google subject.
 func (db *DB) AccountByGoogle(subject string) (Account, error) {
-	return db.accountByIndex(bucketAccountGoogle, db.lookupKey("google", subject))
+	return db.accountByIndex(bucketAccountGoogle, "google", subject)
 }
 
-func (db *DB) accountByIndex(bucket, idx []byte) (Account, error) {
+func (db *DB) accountByIndex(bucket []byte, kind, value string) (Account, error) {
 	var acct Account
 	err := db.bolt.View(func(tx *bolt.Tx) error {
+		idx, err := db.lookupKey(tx, kind, value)
+		if err != nil {
+			return err
+		}
 		id := tx.Bucket(bucket).Get(idx)
 		if id == nil {
 			return ErrNotFound
@@ -209,7 +218,10 @@ func (db *DB) accountByIndex(bucket, idx []byte) (Account, error) {
 // API key and every emailed token.
 func (db *DB) LinkGoogle(id, subject string) error {
 	return db.updateAccount(id, func(tx *bolt.Tx, rec *accountRecord, key []byte) error {
-		idx := db.lookupKey("google", subject)
+		idx, err := db.lookupKey(tx, "google", subject)
+		if err != nil {
+			return err
+		}
 		if owner := tx.Bucket(bucketAccountGoogle).Get(idx); owner != nil {
 			if string(owner) == id {
 				return nil
@@ -268,7 +280,10 @@ func (db *DB) setEmail(tx *bolt.Tx, rec *accountRecord, key []byte, email string
 	if email == "" {
 		return errors.New("store: empty email")
 	}
-	idx := db.lookupKey("email", email)
+	idx, err := db.lookupKey(tx, "email", email)
+	if err != nil {
+		return err
+	}
 	emails := tx.Bucket(bucketAccountEmails)
 	if owner := emails.Get(idx); owner != nil {
 		if string(owner) == rec.ID {

@@ -122,6 +122,17 @@ type Billing struct {
 	CustomerID string `json:"customer,omitempty"`
 	// Subscriptions are every subscription imagegate heard of, by id.
 	Subscriptions []Subscription `json:"subscriptions,omitempty"`
+	// Checkout is the subscription checkout opened last, while it can
+	// still be completed (see OpenSubscriptionCheckout).
+	Checkout *SubscriptionCheckout `json:"checkout,omitempty"`
+}
+
+// SubscriptionCheckout is an open subscription checkout: its price, the
+// nonce of its idempotency key, and when its session expires.
+type SubscriptionCheckout struct {
+	PriceID string    `json:"price"`
+	Nonce   string    `json:"nonce"`
+	Expires time.Time `json:"expires"`
 }
 
 // Current is the subscription that decides the account's plan: the newest
@@ -485,6 +496,39 @@ func (db *DB) LinkStripeCustomer(accountID, customerID string) (string, error) {
 		return putBilling(tx, rec)
 	})
 	return linked, err
+}
+
+// OpenSubscriptionCheckout lets one subscription checkout per account be
+// open at a time, so two racing checkouts cannot both end in a
+// subscription. With none open (or the open one expired) it records c and
+// returns it. With one open for the same price it returns that one: the
+// caller reuses its nonce, so Stripe answers with the same session. With
+// one open for another price it is ErrConflict until that one expires.
+func (db *DB) OpenSubscriptionCheckout(accountID string, c SubscriptionCheckout) (SubscriptionCheckout, error) {
+	if c.PriceID == "" || c.Nonce == "" || c.Expires.IsZero() {
+		return SubscriptionCheckout{}, errors.New("store: subscription checkout needs a price, a nonce and an expiry")
+	}
+	var out SubscriptionCheckout
+	err := db.bolt.Update(func(tx *bolt.Tx) error {
+		if _, err := getActiveAccount(tx, accountID); err != nil {
+			return err
+		}
+		rec, err := getBilling(tx, accountID)
+		if err != nil {
+			return err
+		}
+		if open := rec.Checkout; open != nil && db.now().Before(open.Expires) {
+			if open.PriceID != c.PriceID {
+				return ErrConflict
+			}
+			out = *open
+			return nil
+		}
+		c.Expires = c.Expires.UTC()
+		rec.Checkout, out = &c, c
+		return putBilling(tx, rec)
+	})
+	return out, err
 }
 
 // UnlinkStripeCustomer forgets the account's Stripe customer and

@@ -3,10 +3,12 @@ package store
 import (
 	"crypto/hmac"
 	"crypto/sha256"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -133,8 +135,11 @@ type DB struct {
 	keys       *keyFile // per-account keys
 	dayKeys    *keyFile // security-log keys, one per UTC day
 	reportKeys *keyFile // one key per report under legal hold
-	indexKey   []byte
-	now        func() time.Time
+	// indexKeys holds the lookup-index key of each slot in use (slot →
+	// []byte): the current one, and the previous one while a rotation
+	// commits. Transactions read the current slot from meta.
+	indexKeys sync.Map
+	now       func() time.Time
 }
 
 // Open opens (creating if needed) the store described by cfg. It fails
@@ -195,43 +200,76 @@ func (db *DB) migrate() error {
 	})
 }
 
-var keyIndexFingerprint = []byte("index_key_fingerprint")
+var (
+	keyIndexFingerprint = []byte("index_key_fingerprint")
+	// keyIndexSlot names the key-file slot of the current lookup-index key
+	// (absent: indexKeySlot); keyIndexRetired one a rotation replaced and
+	// has yet to destroy.
+	keyIndexSlot    = []byte("index_key_slot")
+	keyIndexRetired = []byte("index_key_retired")
+)
+
+// indexTag labels every lookup-index key in the key file.
+func indexTag() [tagLen]byte {
+	var tag [tagLen]byte
+	copy(tag[:], "lookup-index-key")
+	return tag
+}
 
 // openIndexKey loads the lookup-index key from the key file, creating it
 // for a new store. The store remembers a fingerprint of it: a key file
 // that is missing or belongs to another store (a restore of the bbolt file
 // alone) is refused, rather than silently keyed afresh — which would lose
-// every account's lookup and key.
+// every account's lookup and key. A key retired by a rotation that was
+// cut short is destroyed now.
 func (db *DB) openIndexKey(path string) error {
-	var tag [tagLen]byte
-	copy(tag[:], "lookup-index-key")
 	var want []byte
+	slot, retired := uint64(indexKeySlot), uint64(0)
+	hasRetired := false
 	if err := db.bolt.View(func(tx *bolt.Tx) error {
-		want = append([]byte(nil), tx.Bucket(bucketMeta).Get(keyIndexFingerprint)...)
+		meta := tx.Bucket(bucketMeta)
+		want = append([]byte(nil), meta.Get(keyIndexFingerprint)...)
+		if v := meta.Get(keyIndexSlot); len(v) == 8 {
+			slot = binary.BigEndian.Uint64(v)
+		}
+		if v := meta.Get(keyIndexRetired); len(v) == 8 {
+			retired, hasRetired = binary.BigEndian.Uint64(v), true
+		}
 		return nil
 	}); err != nil {
 		return err
 	}
 	if len(want) > 0 {
-		key, err := db.keys.get(indexKeySlot, tag)
+		key, err := db.keys.get(slot, indexTag())
 		if err != nil {
 			return fmt.Errorf("store: the key file %s.keys is missing or damaged (%w); restore it with the database", path, err)
 		}
 		if got := sha256.Sum256(key); !hmac.Equal(got[:8], want) {
 			return fmt.Errorf("store: the key file %s.keys belongs to another database; restore the matching one", path)
 		}
-		db.indexKey = key
+		db.indexKeys.Store(slot, key)
+		if hasRetired {
+			return db.destroyRetiredIndexKey(retired)
+		}
 		return nil
 	}
-	key, err := db.keys.create(indexKeySlot, tag)
+	key, err := db.keys.create(indexKeySlot, indexTag())
 	if err != nil {
 		return err
 	}
-	db.indexKey = key
+	db.indexKeys.Store(uint64(indexKeySlot), key)
 	sum := sha256.Sum256(key)
 	return db.bolt.Update(func(tx *bolt.Tx) error {
 		return tx.Bucket(bucketMeta).Put(keyIndexFingerprint, sum[:8])
 	})
+}
+
+// indexSlot is the current lookup-index key's slot as tx sees it.
+func indexSlot(tx *bolt.Tx) uint64 {
+	if v := tx.Bucket(bucketMeta).Get(keyIndexSlot); len(v) == 8 {
+		return binary.BigEndian.Uint64(v)
+	}
+	return indexKeySlot
 }
 
 // Close releases the files.
@@ -250,13 +288,120 @@ func (db *DB) Close() error {
 }
 
 // lookupKey turns an identifier that must be findable but not readable
-// from the file (an email, a Google subject) into its index key.
-func (db *DB) lookupKey(kind, value string) []byte {
-	m := hmac.New(sha256.New, db.indexKey)
+// from the file (an email, a Google subject) into its index key, under the
+// lookup-index key current in tx.
+func (db *DB) lookupKey(tx *bolt.Tx, kind, value string) ([]byte, error) {
+	k, ok := db.indexKeys.Load(indexSlot(tx))
+	if !ok {
+		return nil, errors.New("store: lookup-index key not loaded")
+	}
+	return lookupKeyWith(k.([]byte), kind, value), nil
+}
+
+func lookupKeyWith(key []byte, kind, value string) []byte {
+	m := hmac.New(sha256.New, key)
 	m.Write([]byte(kind))
 	m.Write([]byte{0})
 	m.Write([]byte(value))
 	return m.Sum(nil)
+}
+
+// RotateIndexKey re-keys the lookup indexes (emails and Google subjects)
+// under a fresh key and destroys the old one. Index entries of erased
+// accounts linger in bbolt's freed pages, and with the key that made them
+// anyone holding the files could test an address against them ("did this
+// email ever have an account?"); once that key is destroyed the leftovers
+// match nothing. It runs after every erasure and reads every account, in
+// one transaction: a crash leaves either the old index and key, or the new
+// ones with the old key destroyed at the next Open.
+func (db *DB) RotateIndexKey() error {
+	slot, err := db.reserveSlot(bucketAccounts)
+	if err != nil {
+		return err
+	}
+	key, err := db.keys.create(slot, indexTag())
+	if err != nil {
+		return err
+	}
+	db.indexKeys.Store(slot, key)
+	var old uint64
+	err = db.bolt.Update(func(tx *bolt.Tx) error {
+		old = indexSlot(tx)
+		for _, name := range [][]byte{bucketAccountEmails, bucketAccountGoogle} {
+			if err := tx.DeleteBucket(name); err != nil {
+				return err
+			}
+			if _, err := tx.CreateBucket(name); err != nil {
+				return err
+			}
+		}
+		emails, google := tx.Bucket(bucketAccountEmails), tx.Bucket(bucketAccountGoogle)
+		accounts := tx.Bucket(bucketAccounts)
+		var recs []accountRecord
+		if err := accounts.ForEach(func(_, v []byte) error {
+			var rec accountRecord
+			if err := decodeRecord(v, &rec); err != nil {
+				return err
+			}
+			recs = append(recs, rec)
+			return nil
+		}); err != nil {
+			return err
+		}
+		for _, rec := range recs {
+			acctKey, err := db.keys.get(rec.Slot, ownerTag(rec.ID))
+			if err != nil {
+				return fmt.Errorf("store: rotate index: account %s: %w", rec.ID, err)
+			}
+			email, err := unseal(acctKey, "email:"+rec.ID, rec.EmailSealed)
+			if err != nil {
+				return fmt.Errorf("store: rotate index: account %s: %w", rec.ID, err)
+			}
+			rec.EmailIndex = lookupKeyWith(key, "email", string(email))
+			if err := emails.Put(rec.EmailIndex, []byte(rec.ID)); err != nil {
+				return err
+			}
+			if rec.GoogleIndex != nil {
+				subject, err := unseal(acctKey, "google:"+rec.ID, rec.GoogleSealed)
+				if err != nil {
+					return fmt.Errorf("store: rotate index: account %s: %w", rec.ID, err)
+				}
+				rec.GoogleIndex = lookupKeyWith(key, "google", string(subject))
+				if err := google.Put(rec.GoogleIndex, []byte(rec.ID)); err != nil {
+					return err
+				}
+			}
+			if err := putJSON(accounts, []byte(rec.ID), rec); err != nil {
+				return err
+			}
+		}
+		meta := tx.Bucket(bucketMeta)
+		sum := sha256.Sum256(key)
+		if err := meta.Put(keyIndexFingerprint, sum[:8]); err != nil {
+			return err
+		}
+		if err := meta.Put(keyIndexRetired, u64(old)); err != nil {
+			return err
+		}
+		return meta.Put(keyIndexSlot, u64(slot))
+	})
+	if err != nil {
+		db.indexKeys.Delete(slot)
+		return errors.Join(err, db.keys.destroy(slot))
+	}
+	return db.destroyRetiredIndexKey(old)
+}
+
+// destroyRetiredIndexKey destroys the lookup-index key a rotation
+// replaced, then forgets that it has to.
+func (db *DB) destroyRetiredIndexKey(slot uint64) error {
+	if err := db.keys.destroy(slot); err != nil {
+		return err
+	}
+	db.indexKeys.Delete(slot)
+	return db.bolt.Update(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketMeta).Delete(keyIndexRetired)
+	})
 }
 
 // putJSON encodes v under key in bucket b.

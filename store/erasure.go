@@ -236,6 +236,12 @@ func (db *DB) FinishErasure(accountID string) error {
 	if err := db.keys.destroy(job.Slot); err != nil {
 		return err
 	}
+	// The account's index entries linger in freed pages under the current
+	// lookup-index key: a new key, and the old one destroyed, make them
+	// match nothing. Before the job goes, so a failure is retried.
+	if err := db.RotateIndexKey(); err != nil {
+		return err
+	}
 	return db.bolt.Update(func(tx *bolt.Tx) error {
 		return tx.Bucket(bucketErasures).Delete([]byte(accountID))
 	})

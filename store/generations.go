@@ -78,7 +78,22 @@ type DoomedObject struct {
 	Since time.Time `json:"since"`
 	// Keys are content keys whose cache manifests point at the output.
 	Keys []string `json:"keys,omitempty"`
+	// State is where the deletion is: "" queued (nothing deleted yet),
+	// DoomedDeleting (claimed by a reaper: the bytes may be going) or
+	// DoomedDeleted (the bytes are gone from the object store).
+	State string `json:"state,omitempty"`
 }
+
+// Deletion states of a DoomedObject (see ClaimDoomed).
+const (
+	DoomedDeleting = "deleting"
+	DoomedDeleted  = "deleted"
+)
+
+// ErrOutputGone reports a reference to an output whose deletion has begun:
+// nothing was recorded, and the caller must generate the output again
+// (its bytes may be gone) rather than hand out a link to it.
+var ErrOutputGone = errors.New("store: output being deleted")
 
 // anonOwner owns the outputs of visitors without an account: one
 // reference per output, living for the anonymous plan's retention.
@@ -283,6 +298,17 @@ func addRef(tx *bolt.Tx, now time.Time, hash, ext, model, version, contentKey, o
 	rk := refKey(hash, owner, id)
 	if refs.Get(rk) != nil {
 		return nil
+	}
+	if v := tx.Bucket(bucketDoomed).Get([]byte(hash)); v != nil {
+		var d DoomedObject
+		if err := decodeRecord(v, &d); err != nil {
+			return err
+		}
+		if d.State != "" {
+			// A reaper claimed it: the reference cannot win any more, so
+			// the caller must regenerate (see ClaimDoomed).
+			return ErrOutputGone
+		}
 	}
 	if value == nil {
 		value = []byte{1} // never empty: Get tells presence by non-nil
@@ -526,6 +552,20 @@ func (db *DB) ObjectOwners(hash string) ([]string, error) {
 	return owners, err
 }
 
+// ObjectKeys returns the content keys seen mapping to an output (at most
+// maxObjectKeys), whose cache manifests must go when the output does; none
+// for an output the store does not know.
+func (db *DB) ObjectKeys(hash string) ([]string, error) {
+	var obj objectRecord
+	err := db.bolt.View(func(tx *bolt.Tx) error {
+		return getJSON(tx.Bucket(bucketObjects), []byte(hash), &obj)
+	})
+	if errors.Is(err, ErrNotFound) {
+		return nil, nil
+	}
+	return obj.Keys, err
+}
+
 // ObjectReferenced reports whether anyone references an output. An error
 // means "unknown": callers must not delete on it.
 func (db *DB) ObjectReferenced(hash string) (bool, error) {
@@ -576,6 +616,9 @@ func (db *DB) PendingObject(hash, ext, model, version, contentKey string, until 
 	now := db.now().UTC()
 	id := contentKey + "\x00" + hash
 	return db.bolt.Update(func(tx *bolt.Tx) error {
+		if err := reviveGone(tx, hash); err != nil {
+			return err
+		}
 		rk := refKey(hash, pendingOwner, contentKey)
 		if v := tx.Bucket(bucketObjectRefs).Get(rk); len(v) == 8 {
 			old := time.Unix(0, int64(binary.BigEndian.Uint64(v)))
@@ -590,6 +633,25 @@ func (db *DB) PendingObject(hash, ext, model, version, contentKey string, until 
 		}
 		return tx.Bucket(bucketExpiry).Put(expiryKey(until, pendingOwner, id), nil)
 	})
+}
+
+// reviveGone lets hash be referenced again if its bytes are already gone
+// (DoomedDeleted): the caller holds them anew and stores them next.
+func reviveGone(tx *bolt.Tx, hash string) error {
+	doomed := tx.Bucket(bucketDoomed)
+	v := doomed.Get([]byte(hash))
+	if v == nil {
+		return nil
+	}
+	var d DoomedObject
+	if err := decodeRecord(v, &d); err != nil {
+		return err
+	}
+	if d.State != DoomedDeleted {
+		return nil
+	}
+	d.State = "" // back to queued: addRef revives it, keeping its keys
+	return putJSON(doomed, []byte(hash), d)
 }
 
 // claimPending ends the pending reference of hash reached through
@@ -607,10 +669,73 @@ func claimPending(tx *bolt.Tx, now time.Time, hash, contentKey string) error {
 	return dropRef(tx, now, hash, pendingOwner, contentKey)
 }
 
+// ClaimDoomed is the reaper's last word before deleting an output: in one
+// transaction it checks that nobody references the output and marks it
+// DoomedDeleting, after which every new reference is refused with
+// ErrOutputGone. So a reference made at the same moment either commits
+// first (the claim sees it, reports false and takes the output off the
+// queue: the reference wins) or is refused (its request regenerates).
+func (db *DB) ClaimDoomed(hash string) (bool, error) {
+	claimed := false
+	err := db.bolt.Update(func(tx *bolt.Tx) error {
+		doomed := tx.Bucket(bucketDoomed)
+		if tx.Bucket(bucketObjects).Get([]byte(hash)) != nil {
+			return doomed.Delete([]byte(hash)) // referenced again: it stays
+		}
+		var d DoomedObject
+		if err := getJSON(doomed, []byte(hash), &d); err != nil {
+			if errors.Is(err, ErrNotFound) {
+				return nil
+			}
+			return err
+		}
+		if d.State == "" {
+			d.State = DoomedDeleting
+			if err := putJSON(doomed, []byte(hash), d); err != nil {
+				return err
+			}
+		}
+		claimed = true
+		return nil
+	})
+	return claimed, err
+}
+
+// DoomedGone records that a claimed output's bytes are gone from the
+// object store. From then on a regeneration (PendingObject) may bring the
+// output back: its bytes are in hand and stored after it. Plain
+// references stay refused until it is back.
+func (db *DB) DoomedGone(hash string) error {
+	return db.bolt.Update(func(tx *bolt.Tx) error {
+		doomed := tx.Bucket(bucketDoomed)
+		var d DoomedObject
+		if err := getJSON(doomed, []byte(hash), &d); err != nil {
+			if errors.Is(err, ErrNotFound) {
+				return nil
+			}
+			return err
+		}
+		d.State = DoomedDeleted
+		return putJSON(doomed, []byte(hash), d)
+	})
+}
+
 // ObjectDeleted takes an output off the deletion queue once it is gone
-// from the object store, the caches and the CDN.
+// from the object store, the caches and the CDN. An output regenerated in
+// the meantime (no longer DoomedDeleted) is left alone.
 func (db *DB) ObjectDeleted(hash string) error {
 	return db.bolt.Update(func(tx *bolt.Tx) error {
-		return tx.Bucket(bucketDoomed).Delete([]byte(hash))
+		doomed := tx.Bucket(bucketDoomed)
+		var d DoomedObject
+		if err := getJSON(doomed, []byte(hash), &d); err != nil {
+			if errors.Is(err, ErrNotFound) {
+				return nil
+			}
+			return err
+		}
+		if d.State != DoomedDeleted {
+			return nil
+		}
+		return doomed.Delete([]byte(hash))
 	})
 }

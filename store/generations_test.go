@@ -67,6 +67,23 @@ func TestErasureIsCompleteAndResumable(t *testing.T) {
 	}
 	gone := mustAccount(t, db, "erase-me@example.com")
 	kept := mustAccount(t, db, "kept@example.com")
+	if err := db.LinkGoogle(gone.ID, "google-subject-erase-marker"); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.LinkGoogle(kept.ID, "google-subject-kept"); err != nil {
+		t.Fatal(err)
+	}
+	// The lookup-index key, with which whoever holds the files could
+	// test an address against the index entries.
+	var indexKey []byte
+	db.bolt.View(func(tx *bolt.Tx) error {
+		k, _ := db.indexKeys.Load(indexSlot(tx))
+		indexKey = k.([]byte)
+		return nil
+	})
+	if !fileContains(t, path, lookupKeyWith(indexKey, "email", "erase-me@example.com")) || !fileContains(t, path, indexKey) {
+		t.Fatal("the index entry or its key is not in the files before erasure: the search below would prove nothing")
+	}
 	shared, private := hash64('1'), hash64('2')
 	for i := range 5 {
 		db.RecordGeneration(gone.ID, testGeneration(fmt.Sprintf("erase-marker %d", i), private), time.Hour)
@@ -141,5 +158,36 @@ func TestErasureIsCompleteAndResumable(t *testing.T) {
 	}
 	if mm, _ := db.Reconcile(false); len(mm) != 0 {
 		t.Errorf("reconcile after erasure: %+v", mm)
+	}
+
+	// The erased account's index entries may linger in freed pages, but
+	// the key that made them is gone from every file, and under the keys
+	// the files do hold its email and Google subject match nothing.
+	if fileContains(t, path, indexKey) {
+		t.Error("the lookup-index key that indexed the erased account survives in the store's files")
+	}
+	db.indexKeys.Range(func(_, k any) bool {
+		for _, v := range []struct{ kind, value string }{{"email", "erase-me@example.com"}, {"google", "google-subject-erase-marker"}} {
+			if fileContains(t, path, lookupKeyWith(k.([]byte), v.kind, v.value)) {
+				t.Errorf("the erased account's %s index entry is readable under the current key", v.kind)
+			}
+		}
+		return true
+	})
+	// The other account is still found, by email and Google, after a restart.
+	db.Close()
+	db, err = Open(Config{Path: path, Now: clock.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if a, err := db.AccountByEmail("kept@example.com"); err != nil || a.ID != kept.ID {
+		t.Errorf("the kept account by email after rotation: %+v %v", a, err)
+	}
+	if a, err := db.AccountByGoogle("google-subject-kept"); err != nil || a.ID != kept.ID {
+		t.Errorf("the kept account by Google after rotation: %+v %v", a, err)
+	}
+	if _, err := db.AccountByEmail("erase-me@example.com"); !errors.Is(err, ErrNotFound) {
+		t.Errorf("the erased email after restart: %v", err)
 	}
 }

@@ -19,6 +19,8 @@ Usage:
   imagegate admin delete-account (--account ID | --email ADDRESS) [--reason admin|minor]
   imagegate admin erasures            list erasures not yet finished
   imagegate admin reports [--json]    list reports of apparent CSAM under legal hold, newest first
+  imagegate admin suspensions         list suspended accounts, with when and why
+  imagegate admin lift-suspension --account ID   make a suspended account active again (security-logged)
   imagegate admin dsar add --email ADDRESS --kind access|deletion|correction|objection|other [--received DATE] [--note …]
   imagegate admin dsar list [--closed] [--json]      rights requests by email, overdue first
   imagegate admin dsar close --id ID [--note …]
@@ -32,11 +34,13 @@ Every command takes --gateway URL (default http://localhost:8080) and
 // runAdmin dispatches the admin subcommands.
 func runAdmin(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	return dispatch(ctx, "admin", adminUsage, map[string]command{
-		"delete-account": runAdminDeleteAccount,
-		"erasures":       runAdminErasures,
-		"reports":        runAdminReports,
-		"dsar":           runAdminDSAR,
-		"notify":         runAdminNotify,
+		"delete-account":  runAdminDeleteAccount,
+		"erasures":        runAdminErasures,
+		"reports":         runAdminReports,
+		"suspensions":     runAdminSuspensions,
+		"lift-suspension": runAdminLiftSuspension,
+		"dsar":            runAdminDSAR,
+		"notify":          runAdminNotify,
 	}, args, stdout, stderr)
 }
 

@@ -54,6 +54,10 @@ type fileConfig struct {
 	// Moderation: term lists, patterns, blocked categories and the
 	// optional external classifier (see gateway.ModerationConfig).
 	Moderation gateway.ModerationConfig `toml:"moderation"`
+
+	// Inference: the model catalogue, its backends and the tier's queue,
+	// read by `imagegate inference` and by serve's in-process tier.
+	Inference inferenceFileConfig `toml:"inference"`
 }
 
 type policyConfig struct {
@@ -84,16 +88,17 @@ func (d *duration) UnmarshalText(b []byte) error {
 	return nil
 }
 
-// loadConfigFile reads path into the gateway and store configuration.
-func loadConfigFile(path string, gw *gateway.Config, ret *store.Retention) error {
+// decodeConfigFile reads and decodes the file at path, refusing unknown
+// keys.
+func decodeConfigFile(path string) (fileConfig, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
-		return fmt.Errorf("--config: %w", err)
+		return fileConfig{}, fmt.Errorf("--config: %w", err)
 	}
 	var fc fileConfig
 	md, err := toml.Decode(string(data), &fc)
 	if err != nil {
-		return fmt.Errorf("--config %s: %w", path, err)
+		return fileConfig{}, fmt.Errorf("--config %s: %w", path, err)
 	}
 	if undecoded := md.Undecoded(); len(undecoded) > 0 {
 		keys := make([]string, len(undecoded))
@@ -101,7 +106,17 @@ func loadConfigFile(path string, gw *gateway.Config, ret *store.Retention) error
 			keys[i] = k.String()
 		}
 		sort.Strings(keys)
-		return fmt.Errorf("--config %s: unknown keys: %s", path, strings.Join(keys, ", "))
+		return fileConfig{}, fmt.Errorf("--config %s: unknown keys: %s", path, strings.Join(keys, ", "))
+	}
+	return fc, nil
+}
+
+// loadConfigFile reads path into the gateway and store configuration. The
+// [inference] section is the tier's (loadTierConfig).
+func loadConfigFile(path string, gw *gateway.Config, ret *store.Retention) error {
+	fc, err := decodeConfigFile(path)
+	if err != nil {
+		return err
 	}
 	var errs []error
 	gw.Plans.Default = fc.DefaultPlan

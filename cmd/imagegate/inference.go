@@ -23,7 +23,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/imagegate/imagegate/inference"
-	"github.com/imagegate/imagegate/inference/retro"
 )
 
 // runInference runs the inference tier alone: the Connect service, gRPC
@@ -37,6 +36,7 @@ func runInference(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	keyFile := fs.String("tls-key-file", "", "PEM private key of --tls-cert-file")
 	maxConc := fs.Int("max-concurrent", 0, "concurrent generations before requests queue (0: 2×CPUs)")
 	genTimeout := fs.Duration("generate-timeout", 2*time.Minute, "upper bound on one generation; also how long shutdown waits for generations in flight")
+	configFile := fs.String("config", "", "TOML file whose [inference] section lists models, backends (comfyui, openai) and queue classes (see README; empty: retro alone)")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	logFormat := fs.String("log-format", "text", "text or json")
 	if err := parseFlags(fs, args, stderr); err != nil {
@@ -57,7 +57,11 @@ func runInference(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	tier, err := newTier(inference.ServerConfig{Token: *token, MaxConcurrent: *maxConc, GenerateTimeout: *genTimeout}, reg, logger)
+	setup, err := loadTierConfig(*configFile)
+	if err != nil {
+		return err
+	}
+	tier, err := newTier(inference.ServerConfig{Token: *token, MaxConcurrent: *maxConc, GenerateTimeout: *genTimeout}, setup, reg, logger)
 	if err != nil {
 		return err
 	}
@@ -81,12 +85,12 @@ func runInference(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		warnIfExposed(logger, ln.Addr(), *token)
 		srv := newH2CServer(mux)
 		fmt.Fprintf(stdout, "imagegate inference listening on http://%s\n", ln.Addr())
-		logger.Info("inference tier listening", "addr", ln.Addr().String(), "tls", false, "backends", "retro")
+		logger.Info("inference tier listening", "addr", ln.Addr().String(), "tls", false, "models", setup.names())
 		return serveUntil(ctx, srv, func() error { return srv.Serve(ln) }, grace)
 	}
 	srv := newTLSServer(mux, certs)
 	fmt.Fprintf(stdout, "imagegate inference listening on https://%s\n", ln.Addr())
-	logger.Info("inference tier listening", "addr", ln.Addr().String(), "tls", true, "backends", "retro")
+	logger.Info("inference tier listening", "addr", ln.Addr().String(), "tls", true, "models", setup.names())
 	return serveUntil(ctx, srv, func() error { return srv.ServeTLS(ln, "", "") }, grace)
 }
 
@@ -119,11 +123,21 @@ func warnIfExposed(logger *slog.Logger, a net.Addr, token string) {
 	logger.Warn("inference token crosses the network in clear text: serve TLS (--tls-cert-file) unless the network is private", "addr", a.String())
 }
 
-// newTier builds the inference service with the backends this binary ships.
-// retro is a procedural generator, not a neural model; GPU backends plug in
-// here.
-func newTier(cfg inference.ServerConfig, reg prometheus.Registerer, logger *slog.Logger) (*inference.Server, error) {
-	return inference.NewServer(cfg, []inference.Backend{retro.New()}, reg, logger)
+// newTier builds the inference service from the catalogue in setup. retro,
+// a procedural generator and not a neural model, is always among the
+// backends; comfyui and openai models come from --config.
+func newTier(cfg inference.ServerConfig, setup tierSetup, reg prometheus.Registerer, logger *slog.Logger) (*inference.Server, error) {
+	cfg.Queue, cfg.Terms = setup.queue, setup.terms
+	return inference.NewServer(cfg, setup.backends, reg, logger)
+}
+
+// names lists the models, the default first, for the startup log.
+func (t tierSetup) names() string {
+	names := make([]string, len(t.backends))
+	for i, b := range t.backends {
+		names[i] = b.Info().Name + " (" + b.Info().Kind + ")"
+	}
+	return strings.Join(names, ", ")
 }
 
 // newH2CServer serves HTTP/1.1 and cleartext HTTP/2, as Connect and gRPC

@@ -98,7 +98,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.StringVar(&cfg.DataDir, "data-dir", "./data", "bbolt files, local objects, keys and the mail outbox")
 	fs.StringVar(&cfg.DatabaseURL, "database-url", "", "PostgreSQL URL of an account store shared by several gateways, e.g. postgres://user:pass@host/imagegate (empty: the embedded bbolt file in --data-dir); key files stay in --data-dir")
 	fs.StringVar(&cfg.KeyDir, "key-dir", "", "with --database-url: directory of the key files sealing personal data, the same files for every gateway on the database (default --data-dir)")
-	fs.StringVar(&cfg.ConfigFile, "config", "", "TOML file with plans, prices, rate limits and retention (see README)")
+	fs.StringVar(&cfg.ConfigFile, "config", "", "TOML file with plans, prices, rate limits, retention and, for the in-process tier, the [inference] model catalogue (see README)")
 	fs.StringVar(&gw.PublicURL, "public-url", "", "base URL of links, e.g. https://img.example.com (empty: derived from the request; account mail then works on localhost only)")
 	fs.StringVar(&gw.CDNURL, "cdn-url", "", "base URL of output links when a CDN fronts them")
 	fs.StringVar(&inferenceURLs, "inference", "", "comma-separated inference tier URLs (empty: run the tier in-process)")
@@ -107,6 +107,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.DurationVar(&cfg.InferenceTimeout, "inference-timeout", 60*time.Second, "deadline of one inference attempt; failures are retried on another endpoint")
 	fs.DurationVar(&gw.LifecycleInterval, "lifecycle-interval", time.Minute, "how often retention and erasure work runs; with several gateways it also bounds how long one that died leaves an erasure unfinished")
 	fs.DurationVar(&gw.RequestTimeout, "request-timeout", 90*time.Second, "deadline of one generation request")
+	fs.DurationVar(&gw.ReadTimeout, "read-timeout", 30*time.Second, "deadline for reading one request's headers and body; slower clients (slowloris) get 408")
 	fs.StringVar(&cfg.SigningKey, "signing-key", "", "secret (≥32 characters, used as written: the key literal of the CDN's WAF rule) for signed output links; shared by every gateway (empty: generated once in the data dir)")
 	fs.StringVar(&cfg.SigningKeyPrev, "signing-key-previous", "", "the previous --signing-key, still accepted during a rotation")
 	fs.StringVar(&cfg.OwnerTagKey, "owner-tag-key", "", "secret (≥32 chars) deriving the CDN cache tag of each account's outputs; shared by every gateway, never rotated while outputs are cached (empty: generated once in the data dir)")
@@ -126,6 +127,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.Var(listFlag{&gw.TrustedOrigins}, "trusted-origins", "comma-separated origins (scheme://host) besides this site allowed to make state-changing browser requests")
 	fs.Var(onOff{&rateLimits}, "rate-limits", "on, or off for benchmarks and trusted internal use")
 	fs.Var(&gw.FreeQuota.FreeImagesPerDay, "free-images-per-day", "images a signed-out visitor may generate per client IP per day, or unlimited (default 10)")
+	fs.Var(&gw.FreeQuota.WideFreeImagesPerDay, "wide-free-images-per-day", "images signed-out visitors of one IPv4 /24 or IPv6 /48 may generate together per day, or unlimited (default 10 × --free-images-per-day)")
 	fs.IntVar(&gw.PasswordHashers, "password-hashers", 0, "argon2id hashes run at once, 19 MiB each (0: CPUs, at least 2)")
 	fs.DurationVar(&gw.SessionIdle, "session-idle", 7*24*time.Hour, "sign-out after this long without use")
 	fs.DurationVar(&gw.SessionAbsolute, "session-absolute", 30*24*time.Hour, "sign-out this long after sign-in")
@@ -318,7 +320,7 @@ func newSystem(ctx context.Context, cfg serveConfig, logger *slog.Logger) (_ *sy
 	if len(urls) == 0 {
 		// One code path: the in-process tier is still reached over Connect
 		// on loopback, with a token nobody else knows.
-		url, tok, closeTier, err := startLocalTier(reg, logger)
+		url, tok, closeTier, err := startLocalTier(cfg.ConfigFile, reg, logger)
 		if err != nil {
 			return nil, err
 		}
@@ -506,12 +508,17 @@ func newSigner(cfg serveConfig) (*edge.Signer, error) {
 	return edge.NewSigner(edge.SignerConfig{Current: cur, Previous: []byte(cfg.SigningKeyPrev), TTL: cfg.LinkTTL}, time.Now)
 }
 
-// startLocalTier runs the inference service on a loopback port.
-func startLocalTier(reg prometheus.Registerer, logger *slog.Logger) (url, token string, stop func(context.Context) error, err error) {
+// startLocalTier runs the inference service on a loopback port, with the
+// catalogue in the [inference] section of configFile (empty: retro alone).
+func startLocalTier(configFile string, reg prometheus.Registerer, logger *slog.Logger) (url, token string, stop func(context.Context) error, err error) {
 	var b [32]byte
 	rand.Read(b[:])
 	token = hex.EncodeToString(b[:])
-	tier, err := newTier(inference.ServerConfig{Token: token}, reg, logger.With("component", "inference"))
+	setup, err := loadTierConfig(configFile)
+	if err != nil {
+		return "", "", nil, err
+	}
+	tier, err := newTier(inference.ServerConfig{Token: token}, setup, reg, logger.With("component", "inference"))
 	if err != nil {
 		return "", "", nil, err
 	}

@@ -223,3 +223,17 @@ func Prefix(a netip.Addr) netip.Prefix {
 	p, _ := a.Prefix(64)
 	return p
 }
+
+// WidePrefix is the wider block a's holder most likely controls: the /24
+// of an IPv4 address, the /48 of an IPv6 one (a site's usual assignment).
+// Limits per Prefix are multiplied by every Prefix inside it, so the
+// anonymous quota also counts per WidePrefix.
+func WidePrefix(a netip.Addr) netip.Prefix {
+	a = a.Unmap().WithZone("")
+	if a.Is4() {
+		p, _ := a.Prefix(24)
+		return p
+	}
+	p, _ := a.Prefix(48)
+	return p
+}

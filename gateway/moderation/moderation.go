@@ -19,9 +19,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"hash/maphash"
 	"io"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"net/netip"
@@ -293,6 +295,9 @@ type Moderator struct {
 	failures *prometheus.CounterVec // classifier failures by stage and what was done
 	reports  prometheus.Counter
 
+	// version is Version's answer, fixed at New.
+	version uint64
+
 	// passed remembers prompts every classifier allowed, so a popular
 	// prompt (a cache hit, mostly) is judged once, not on every request.
 	// Only passes are remembered: a refused prompt is judged (and, for
@@ -375,6 +380,7 @@ func New(cfg Config, st Store, logger *slog.Logger, client *http.Client, now fun
 		m.blocked.WithLabelValues(cat, stagePrompt)
 		m.blocked.WithLabelValues(cat, stageOutput)
 	}
+	m.version = policyVersion(m.block, rules, cfg.Classifier)
 	if cfg.Classifier.URL != "" {
 		known := map[string]bool{categorySexualMinors: true, categorySexual: true, categoryViolence: true, categoryHate: true, categorySelfHarm: true}
 		for cat := range m.block {
@@ -415,12 +421,26 @@ func (m *Moderator) Collect(ch chan<- prometheus.Metric) {
 // put exactly the forbidden words there. Apparent CSAM is reported (with
 // the reference image, if any) and the account suspended.
 func (m *Moderator) CheckPrompt(ctx context.Context, py Subject, p Request) error {
-	c := content{text: p.Prompt, image: p.Reference}
+	if err := m.checkText(ctx, py, p, "prompt", p.Prompt, p.Reference); err != nil {
+		return err
+	}
+	if p.NegativePrompt == "" {
+		return nil
+	}
+	// The negative prompt steers the image too, and is judged (and
+	// reported) exactly like the prompt.
+	return m.checkText(ctx, py, p, "negative_prompt", p.NegativePrompt, nil)
+}
+
+// checkText judges one text field of p (with the reference image, if
+// any), naming field in a refusal.
+func (m *Moderator) checkText(ctx context.Context, py Subject, p Request, field, text string, reference []byte) error {
+	c := content{text: text, image: reference}
 	var digest uint64
-	if len(p.Reference) > 0 {
-		c.contentType = http.DetectContentType(p.Reference)
+	if len(reference) > 0 {
+		c.contentType = http.DetectContentType(reference)
 	} else {
-		digest = m.passed.digest(p.Prompt)
+		digest = m.passed.digest(text)
 		if m.passed.has(digest) {
 			return nil
 		}
@@ -431,8 +451,8 @@ func (m *Moderator) CheckPrompt(ctx context.Context, py Subject, p Request) erro
 	}
 	if cat == "" {
 		// A pass by fail-open, with a classifier unheard, is not
-		// remembered: the prompt is judged again once it answers.
-		if len(p.Reference) == 0 && whole {
+		// remembered: the text is judged again once it answers.
+		if len(reference) == 0 && whole {
 			m.passed.add(digest)
 		}
 		return nil
@@ -441,7 +461,25 @@ func (m *Moderator) CheckPrompt(ctx context.Context, py Subject, p Request) erro
 		m.report(py, p, store.ReportFromPrompt, c.image, c.contentType)
 	}
 	return &apierror.Error{Status: http.StatusBadRequest, Type: "invalid_request_error", Code: "content_policy_violation",
-		Msg: fmt.Sprintf("prompt: refused by the content policy (%s); nothing was generated or charged", cat)}
+		Msg: fmt.Sprintf("%s: refused by the content policy (%s); nothing was generated or charged", field, cat)}
+}
+
+// Version numbers the content policy this moderator applies: the block
+// list, every rule (the built-in ones included) and which classifier
+// judges. It is never 0, and changes whenever any of those does, so an
+// output judged under another version must be judged again before it is
+// served (see cache.Entry.Policy). Comparing it costs nothing.
+func (m *Moderator) Version() uint64 { return m.version }
+
+// policyVersion digests what decides a verdict, in a fixed order.
+func policyVersion(block map[string]bool, rules []Rule, cl ClassifierConfig) uint64 {
+	h := fnv.New64a()
+	cats := slices.Sorted(maps.Keys(block))
+	enc := json.NewEncoder(h)
+	enc.Encode(cats)
+	enc.Encode(rules)
+	enc.Encode([]string{cl.URL, cl.Model})
+	return max(h.Sum64(), 1)
 }
 
 // CheckOutput returns an error when a generated image must not be stored
@@ -452,14 +490,28 @@ func (m *Moderator) CheckPrompt(ctx context.Context, py Subject, p Request) erro
 // output passes. A flagged output of apparent CSAM is kept inside its
 // sealed report, never in the object store.
 func (m *Moderator) CheckOutput(ctx context.Context, py Subject, p Request, image []byte, contentType string) error {
-	cat, _, err := m.judge(ctx, stageOutput, content{image: image, contentType: contentType})
-	if err != nil || cat == "" {
-		return err
+	_, err := m.JudgeOutput(ctx, py, p, image, contentType)
+	return err
+}
+
+// JudgeOutput is CheckOutput that also returns the policy version the
+// output passed under: Version, or 0 when a failed classifier was skipped
+// (fail open), so that the output is judged again on its next hit.
+func (m *Moderator) JudgeOutput(ctx context.Context, py Subject, p Request, image []byte, contentType string) (uint64, error) {
+	cat, whole, err := m.judge(ctx, stageOutput, content{image: image, contentType: contentType})
+	if err != nil {
+		return 0, err
+	}
+	if cat == "" {
+		if !whole {
+			return 0, nil
+		}
+		return m.version, nil
 	}
 	if cat == categorySexualMinors {
 		m.report(py, p, store.ReportFromOutput, image, contentType)
 	}
-	return &apierror.Error{Status: http.StatusBadRequest, Type: "invalid_request_error", Code: "content_policy_violation",
+	return 0, &apierror.Error{Status: http.StatusBadRequest, Type: "invalid_request_error", Code: "content_policy_violation",
 		Msg: fmt.Sprintf("the generated image was refused by the content policy (%s); nothing was stored or charged", cat)}
 }
 

@@ -3,7 +3,9 @@ package moderation
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"log/slog"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -11,7 +13,9 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/imagegate/imagegate/gateway/apierror"
 	"github.com/imagegate/imagegate/internal/testpeer"
+	"github.com/imagegate/imagegate/store"
 )
 
 func TestConfigValidate(t *testing.T) {
@@ -277,5 +281,67 @@ func TestModeratorBuiltFromConfigAlone(t *testing.T) {
 	}
 	if err := m.CheckOutput(t.Context(), Subject{}, Request{}, []byte("\x89PNG\r\n\x1a\n"), "image/png"); err != nil {
 		t.Errorf("without a classifier every output passes: %v", err)
+	}
+}
+
+// TestNegativePromptIsJudgedLikeThePrompt refuses a blocked negative
+// prompt naming the field, and reports apparent CSAM in it.
+func TestNegativePromptIsJudgedLikeThePrompt(t *testing.T) {
+	t.Parallel()
+	st, err := store.Open(store.Config{Path: filepath.Join(t.TempDir(), "imagegate.db")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	m, err := New(Config{Rules: []Rule{{Category: "violence", Terms: []string{"gore*"}}}}, st, slog.New(slog.DiscardHandler), nil, time.Now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = m.CheckPrompt(t.Context(), Subject{}, Request{Prompt: "a quiet lake", NegativePrompt: "gore"})
+	var ae *apierror.Error
+	if !errors.As(err, &ae) || ae.Code != "content_policy_violation" || !strings.HasPrefix(ae.Msg, "negative_prompt:") {
+		t.Fatalf("blocked negative prompt: %v, want a refusal naming negative_prompt", err)
+	}
+	if err := m.CheckPrompt(t.Context(), Subject{}, Request{Prompt: "a quiet lake", NegativePrompt: "blurry"}); err != nil {
+		t.Errorf("harmless negative prompt: %v", err)
+	}
+	err = m.CheckPrompt(t.Context(), Subject{}, Request{Prompt: "a quiet lake", NegativePrompt: "loli"})
+	reports, _ := st.Reports()
+	if !errors.As(err, &ae) || !strings.Contains(ae.Msg, categorySexualMinors) || len(reports) != 1 || reports[0].NegativePrompt != "loli" {
+		t.Errorf("apparent CSAM in the negative prompt: %v, reports %+v", err, reports)
+	}
+}
+
+// TestPolicyVersion changes with what decides a verdict and only with it.
+func TestPolicyVersion(t *testing.T) {
+	t.Parallel()
+	version := func(cfg Config) uint64 {
+		t.Helper()
+		m, err := New(cfg, nil, slog.New(slog.DiscardHandler), nil, time.Now)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return m.Version()
+	}
+	base := Config{Rules: []Rule{{Category: "violence", Terms: []string{"gore*"}}}}
+	v := version(base)
+	if v == 0 || version(base) != v {
+		t.Fatalf("version %d is zero or unstable", v)
+	}
+	for name, cfg := range map[string]Config{
+		"another term":       {Rules: []Rule{{Category: "violence", Terms: []string{"gore*", "blood"}}}},
+		"another category":   {Rules: []Rule{{Category: "hate", Terms: []string{"gore*"}}}},
+		"another block list": {Rules: base.Rules, Block: []string{"violence"}},
+		"no built-in rules":  {Rules: base.Rules, NoBuiltinRules: true},
+		"a classifier":       {Rules: base.Rules, Classifier: ClassifierConfig{URL: "http://127.0.0.1:9/v1/moderations"}},
+	} {
+		if version(cfg) == v {
+			t.Errorf("%s: same version", name)
+		}
+	}
+	same := base
+	same.Classifier.Timeout = time.Minute // how long to wait changes no verdict
+	if version(same) != v {
+		t.Error("a classifier timeout changed the version")
 	}
 }

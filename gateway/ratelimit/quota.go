@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/imagegate/imagegate/gateway/apierror"
+	"github.com/imagegate/imagegate/gateway/clientip"
 )
 
 // FreeImages is how many images a signed-out visitor may generate per
@@ -85,6 +86,13 @@ type QuotaConfig struct {
 	// FreeImagesPerDay per client address block (/32, /64); the zero
 	// value is 10.
 	FreeImagesPerDay FreeImages
+	// WideFreeImagesPerDay caps, on top, all the blocks of one wide block
+	// together: an IPv4 /24 or an IPv6 /48, which a single site usually
+	// holds (a /48 is 65,536 /64s, each of which would otherwise get its
+	// own allowance). The zero value is 10 times FreeImagesPerDay
+	// (unlimited if that is); raise it if many of your visitors share one
+	// carrier or campus NAT.
+	WideFreeImagesPerDay FreeImages
 	// MaxKeys bounds the address blocks counted at once (524,288, under
 	// 96 MiB; see BenchmarkDailyQuotaMillionIPs). Counts from past days
 	// are forgotten as they are met. A count is never forgotten early,
@@ -95,6 +103,18 @@ type QuotaConfig struct {
 }
 
 const defaultFreeQuotaMaxKeys = 1 << 19
+
+// wideFactor is how many blocks' allowances a wide block gets by default.
+const wideFactor = 10
+
+// wideLimit is the wide-block allowance with its default applied.
+func (c QuotaConfig) wideLimit() (n int, unlimited bool) {
+	if c.WideFreeImagesPerDay.set {
+		return c.WideFreeImagesPerDay.limit()
+	}
+	n, unlimited = c.FreeImagesPerDay.limit()
+	return min(n*wideFactor, maxFreeImages), unlimited
+}
 
 // Validate fills defaults and reports every problem at once.
 func (c *QuotaConfig) Validate() error {
@@ -107,6 +127,9 @@ func (c *QuotaConfig) Validate() error {
 	}
 	if n, _ := c.FreeImagesPerDay.limit(); n < 0 || n > maxFreeImages {
 		errs = append(errs, fmt.Errorf("gateway: free images per day %d out of range [0, %d]", n, maxFreeImages))
+	}
+	if c.WideFreeImagesPerDay.set && !c.WideFreeImagesPerDay.unlimited && (c.WideFreeImagesPerDay.n < 0 || c.WideFreeImagesPerDay.n > maxFreeImages) {
+		errs = append(errs, fmt.Errorf("gateway: free images per day per wide block %d out of range [0, %d]", c.WideFreeImagesPerDay.n, maxFreeImages))
 	}
 	return errors.Join(errs...)
 }
@@ -126,9 +149,12 @@ type quotaCount struct {
 type Quota struct {
 	limit     int
 	unlimited bool
-	now       func() time.Time
-	counts    *keyedStore[quotaCount]
-	gens      atomic.Uint32 // wraps after 2^32 counts; a hold also checks the day
+	// wide is the allowance of a whole wide block (/24, /48).
+	wideLimit     int
+	wideUnlimited bool
+	now           func() time.Time
+	counts        *keyedStore[quotaCount]
+	gens          atomic.Uint32 // wraps after 2^32 counts; a hold also checks the day
 }
 
 // NewQuota builds the quota; now is the clock (time.Now outside
@@ -142,6 +168,7 @@ func NewQuota(cfg QuotaConfig, now func() time.Time) (*Quota, error) {
 	}
 	q := &Quota{now: now}
 	q.limit, q.unlimited = cfg.FreeImagesPerDay.limit()
+	q.wideLimit, q.wideUnlimited = cfg.wideLimit()
 	q.counts = newKeyedStore(cfg.MaxKeys, func(v *quotaCount, now time.Time) bool {
 		// A count with nothing in flight is worth nothing once its day is
 		// over, or if it never counted anything.
@@ -170,22 +197,52 @@ type Hold struct {
 	gen  uint32
 	n    int32
 	done atomic.Bool
+	wide *Hold // the same images held against the wide block, if limited
 }
 
 // reserve holds n images of addr's allowance for today, or refuses with an
 // *apierror.Error: 429 with Retry-After until the next UTC midnight when the day's
 // allowance is spent, 403 when signed-out generation is off (allowance 0).
 func (q *Quota) Reserve(addr netip.Addr, n int) (*Hold, error) {
-	if q.unlimited || n <= 0 {
+	if q.unlimited && q.wideUnlimited || n <= 0 {
 		return nil, nil
 	}
-	if q.limit == 0 {
+	if !q.unlimited && q.limit == 0 {
 		return nil, &apierror.Error{Status: http.StatusForbidden, Type: "invalid_request_error", Code: "sign_in_required",
 			Msg: "sign in to generate images"}
 	}
 	now := q.now()
 	today := utcDay(now)
-	key := addrRateKey(rateNSFreeQuota, addr)
+	// The wide block first: a visitor whose own block has images left is
+	// still refused once its /24 or /48 has used up the wide allowance.
+	var wide *Hold
+	if !q.wideUnlimited {
+		var err error
+		wide, err = q.hold(wideRateKey(rateNSFreeQuotaWide, addr), q.wideLimit, n, now, today, func(left int) string {
+			return fmt.Sprintf("signed-out visitors of this network (%s) may generate %d images a day together and have %d left today; sign in, or retry after midnight UTC",
+				clientip.WidePrefix(addr), q.wideLimit, max(left, 0))
+		})
+		if err != nil {
+			return nil, err
+		}
+	}
+	if q.unlimited {
+		return wide, nil
+	}
+	h, err := q.hold(addrRateKey(rateNSFreeQuota, addr), q.limit, n, now, today, func(left int) string {
+		return fmt.Sprintf("signed-out visitors may generate %d images a day and this address has %d left today; sign in, or retry after midnight UTC", q.limit, max(left, 0))
+	})
+	if err != nil {
+		wide.Release()
+		return nil, err
+	}
+	h.wide = wide
+	return h, nil
+}
+
+// hold reserves n of limit images for key today, or refuses with the 429
+// whose message says how many are left.
+func (q *Quota) hold(key rateKey, limit, n int, now time.Time, today int32, refusal func(left int) string) (*Hold, error) {
 	sh := &q.counts.shards[q.counts.shardIndex(key)]
 	sh.mu.Lock()
 	e := q.counts.get(sh, key, now, true, func(v *quotaCount) { v.day, v.gen = today, q.gens.Add(1) })
@@ -199,10 +256,10 @@ func (q *Quota) Reserve(addr netip.Addr, n int) (*Hold, error) {
 		// settles into nothing (see settle).
 		*c = quotaCount{day: today, gen: q.gens.Add(1)}
 	}
-	left := q.limit - int(c.used) - int(c.held)
+	left := limit - int(c.used) - int(c.held)
 	if n > left {
 		sh.mu.Unlock()
-		return nil, q.exhausted(now, today, fmt.Sprintf("signed-out visitors may generate %d images a day and this address has %d left today; sign in, or retry after midnight UTC", q.limit, max(left, 0)))
+		return nil, q.exhausted(now, today, refusal(left))
 	}
 	c.held += int32(n)
 	h := &Hold{q: q, key: key, day: today, gen: c.gen, n: int32(n)}
@@ -231,6 +288,7 @@ func (h *Hold) settle(used int) {
 	if h == nil || !h.done.CompareAndSwap(false, true) {
 		return
 	}
+	h.wide.settle(used)
 	used = min(max(used, 0), int(h.n))
 	q := h.q
 	sh := &q.counts.shards[q.counts.shardIndex(h.key)]

@@ -3,6 +3,7 @@ package ratelimit
 import (
 	"errors"
 	"flag"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -280,7 +281,8 @@ func TestDailyQuotaZeroAndUnlimited(t *testing.T) {
 func TestDailyQuotaMemoryBounded(t *testing.T) {
 	t.Parallel()
 	clock := testpeer.NewClock(rateTestEpoch)
-	q := mustDailyQuota(t, QuotaConfig{FreeImagesPerDay: FreeImagesPerDay(5), MaxKeys: 64}, clock)
+	// One /24: the cap, not the wide allowance, is under test.
+	q := mustDailyQuota(t, QuotaConfig{FreeImagesPerDay: FreeImagesPerDay(5), WideFreeImagesPerDay: UnlimitedFreeImages(), MaxKeys: 64}, clock)
 	addr := func(i int) netip.Addr { return netip.AddrFrom4([4]byte{10, 0, byte(i >> 8), byte(i)}) }
 	granted := 0
 	for i := range 10000 {
@@ -387,5 +389,104 @@ func BenchmarkDailyQuotaMillionIPs(b *testing.B) {
 	b.ReportMetric(heap/float64(keys), "bytes/key")
 	if keys != defaultFreeQuotaMaxKeys || heap > 96<<20 {
 		b.Errorf("%d counts in %.1f MiB; want %d in at most 96 MiB", keys, heap/(1<<20), defaultFreeQuotaMaxKeys)
+	}
+}
+
+// TestDailyQuotaPerWideBlock has one holder of an IPv6 /48 rotate through
+// its /64s, and of an IPv4 /24 through its addresses: each block gets its
+// own allowance, but together they stop at the wide allowance; a refused
+// wide reservation holds nothing, a released one gives images back, and
+// the next /48 or /24 is untouched.
+func TestDailyQuotaPerWideBlock(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name       string
+		nth, other func(i int) netip.Addr
+	}{
+		{"ipv6 /48", func(i int) netip.Addr { return netip.MustParseAddr(fmt.Sprintf("2001:db8:1:%x::1", i)) },
+			func(int) netip.Addr { return netip.MustParseAddr("2001:db8:2::1") }},
+		{"ipv4 /24", func(i int) netip.Addr { return netip.MustParseAddr(fmt.Sprintf("203.0.113.%d", i)) },
+			func(int) netip.Addr { return netip.MustParseAddr("203.0.114.1") }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			clock := testpeer.NewClock(rateTestEpoch)
+			q := mustDailyQuota(t, QuotaConfig{FreeImagesPerDay: FreeImagesPerDay(3), WideFreeImagesPerDay: FreeImagesPerDay(10)}, clock)
+			used := 0
+			for i := 1; used < 10; i++ {
+				h, err := q.Reserve(tc.nth(i), min(3, 10-used))
+				if err != nil {
+					t.Fatalf("block %d: %v after %d images", i, err, used)
+				}
+				h.Commit()
+				used += min(3, 10-used)
+			}
+			h, err := q.Reserve(tc.nth(100), 1)
+			var ae *apierror.Error
+			if !errors.As(err, &ae) || ae.Status != 429 || !strings.Contains(ae.Msg, "network") || ae.RetryAfter <= 0 {
+				t.Fatalf("a fresh block of a spent wide block: %v %v, want a 429 naming the network", h, err)
+			}
+			// The refusal held nothing in the fresh block: once the wide
+			// limit is lifted by a new day, it has its whole allowance.
+			if h, err := q.Reserve(tc.other(0), 3); err != nil {
+				t.Errorf("another wide block: %v", err)
+			} else {
+				h.Release()
+			}
+			clock.Advance(24 * time.Hour)
+			h, err = q.Reserve(tc.nth(100), 3)
+			if err != nil {
+				t.Fatalf("next day: %v", err)
+			}
+			// A released hold gives its images back to the wide block too.
+			h.Release()
+			for i := 1; i <= 3; i++ {
+				h, err := q.Reserve(tc.nth(200+i), 3)
+				if err != nil {
+					t.Fatalf("after a release, block %d: %v", i, err)
+				}
+				h.Commit()
+			}
+			if _, err := q.Reserve(tc.nth(250), 2); err == nil {
+				t.Error("more than the wide allowance after a release")
+			}
+			if h, err := q.Reserve(tc.nth(250), 1); err != nil {
+				t.Errorf("the last image of the wide allowance: %v", err)
+			} else {
+				h.Commit()
+			}
+		})
+	}
+}
+
+func TestDailyQuotaWideDefault(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		cfg       QuotaConfig
+		n         int
+		unlimited bool
+	}{
+		{QuotaConfig{}, 100, false},
+		{QuotaConfig{FreeImagesPerDay: FreeImagesPerDay(4)}, 40, false},
+		{QuotaConfig{FreeImagesPerDay: UnlimitedFreeImages()}, 0, true},
+		{QuotaConfig{FreeImagesPerDay: FreeImagesPerDay(4), WideFreeImagesPerDay: FreeImagesPerDay(7)}, 7, false},
+		{QuotaConfig{FreeImagesPerDay: UnlimitedFreeImages(), WideFreeImagesPerDay: FreeImagesPerDay(7)}, 7, false},
+	} {
+		if n, u := tc.cfg.wideLimit(); n != tc.n || u != tc.unlimited {
+			t.Errorf("%+v: wide limit %d unlimited %v, want %d %v", tc.cfg, n, u, tc.n, tc.unlimited)
+		}
+	}
+	// Only the wide limit: a per-block unlimited allowance still stops at it.
+	clock := testpeer.NewClock(rateTestEpoch)
+	q := mustDailyQuota(t, QuotaConfig{FreeImagesPerDay: UnlimitedFreeImages(), WideFreeImagesPerDay: FreeImagesPerDay(2)}, clock)
+	for i := range 2 {
+		h, err := q.Reserve(netip.MustParseAddr("192.0.2.1"), 1)
+		if err != nil {
+			t.Fatalf("image %d: %v", i, err)
+		}
+		h.Commit()
+	}
+	if _, err := q.Reserve(netip.MustParseAddr("192.0.2.200"), 1); err == nil {
+		t.Error("an unlimited per-block allowance ignored the wide one")
 	}
 }

@@ -171,15 +171,16 @@ func (c *Config) Validate() error {
 type rateNamespace uint8
 
 const (
-	rateNSIP           rateNamespace = iota + 1 // client address block, every request
-	rateNSAnon                                  // client address block, signed-out requests
-	rateNSAccount                               // account id
-	rateNSAPIKey                                // API key id
-	rateNSLoginPair                             // (account, client address block) sign-in attempts
-	rateNSLoginSource                           // client address block sign-in attempts
-	rateNSLoginAccount                          // account sign-in attempts from new sources
-	rateNSLoginKnown                            // (account, client address block) that signed in
-	rateNSFreeQuota                             // client address block free images
+	rateNSIP            rateNamespace = iota + 1 // client address block, every request
+	rateNSAnon                                   // client address block, signed-out requests
+	rateNSAccount                                // account id
+	rateNSAPIKey                                 // API key id
+	rateNSLoginPair                              // (account, client address block) sign-in attempts
+	rateNSLoginSource                            // client address block sign-in attempts
+	rateNSLoginAccount                           // account sign-in attempts from new sources
+	rateNSLoginKnown                             // (account, client address block) that signed in
+	rateNSFreeQuota                              // client address block free images
+	rateNSFreeQuotaWide                          // wide address block (/24, /48) free images
 )
 
 // rateKey names one remembered bucket: a namespace and a 128-bit identity,
@@ -194,6 +195,14 @@ type rateKey struct {
 // addrRateKey keys a client address by its block (clientip.Prefix).
 func addrRateKey(ns rateNamespace, a netip.Addr) rateKey {
 	return rateKey{ns: ns, id: clientip.Prefix(a).Addr().As16()}
+}
+
+// wideRateKey keys a client address by its wide block: the /24 of an IPv4
+// address, the /48 of an IPv6 one (a typical site's assignment, holding
+// 65,536 /64s).
+func wideRateKey(ns rateNamespace, a netip.Addr) rateKey {
+	p := clientip.WidePrefix(a)
+	return rateKey{ns: ns, id: p.Addr().As16()}
 }
 
 // hashedRateKey keys opaque strings by a truncated SHA-256 of them, each

@@ -53,7 +53,9 @@ func StripeMock(t testing.TB) *StripeServer {
 	bin := Tool(t, "stripe-mock", "go install github.com/stripe/stripe-mock@v0.203.0")
 	addr := Addr(FreePort(t))
 	s := &StripeServer{MockURL: "http://" + addr}
-	Start(t, bin, []string{"-http-addr", addr}, nil, func(ctx context.Context) error {
+	// Its HTTPS listener is put on a free port too: left alone it takes
+	// :12112, which two servers (parallel tests) cannot share.
+	Start(t, bin, []string{"-http-addr", addr, "-https-addr", Addr(FreePort(t))}, nil, func(ctx context.Context) error {
 		req, err := http.NewRequestWithContext(ctx, http.MethodGet, s.MockURL+"/v1/customers", nil)
 		if err != nil {
 			return err

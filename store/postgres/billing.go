@@ -253,3 +253,33 @@ func (b *billingTx) PutFlag(f store.BillingFlag) error {
 		ON CONFLICT (id) DO UPDATE SET flag = excluded.flag`, f.ID, v)
 	return err
 }
+
+// OpenSubscriptionCheckout lets one subscription checkout per account be
+// open at a time, as store.DB.OpenSubscriptionCheckout: the billing row is
+// locked, so racing checkouts on any gateways get one answer.
+func (db *DB) OpenSubscriptionCheckout(accountID string, c store.SubscriptionCheckout) (store.SubscriptionCheckout, error) {
+	if c.PriceID == "" || c.Nonce == "" || c.Expires.IsZero() {
+		return store.SubscriptionCheckout{}, errors.New("postgres: subscription checkout needs a price, a nonce and an expiry")
+	}
+	var out store.SubscriptionCheckout
+	err := db.inTx(func(ctx context.Context, tx pgx.Tx) error {
+		if _, err := getActiveAccount(ctx, tx, accountID, "FOR UPDATE"); err != nil {
+			return err
+		}
+		b, err := getBilling(ctx, tx, accountID, "FOR UPDATE")
+		if err != nil {
+			return err
+		}
+		if open := b.Checkout; open != nil && db.now().Before(open.Expires) {
+			if open.PriceID != c.PriceID {
+				return store.ErrConflict
+			}
+			out = *open
+			return nil
+		}
+		c.Expires = c.Expires.UTC()
+		b.Checkout, out = &c, c
+		return putBilling(ctx, tx, b)
+	})
+	return out, err
+}

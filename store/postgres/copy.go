@@ -404,7 +404,7 @@ func (c *copier) put(r rawRecord) error {
 		if keys == nil {
 			keys = []string{}
 		}
-		return c.exec("doomed_objects", `INSERT INTO doomed_objects (hash, ext, since, keys) VALUES ($1, $2, $3, $4)`, d.Hash, d.Ext, d.Since, keys)
+		return c.exec("doomed_objects", `INSERT INTO doomed_objects (hash, ext, since, keys, state) VALUES ($1, $2, $3, $4, $5)`, d.Hash, d.Ext, d.Since, keys, d.State)
 	case "erasures":
 		var j store.ErasureJob
 		if err := json.Unmarshal(v, &j); err != nil {

@@ -1,6 +1,7 @@
 package postgres_test
 
 import (
+	"errors"
 	"fmt"
 	"path/filepath"
 	"sync"
@@ -108,8 +109,19 @@ func TestFleetExpiresAndCollectsOutputsOnce(t *testing.T) {
 			t.Errorf("store %d: owners of the kept output = %v", i, owners)
 		}
 	}
-	// Collected by one store, gone for all.
-	if err := dbs[0].ObjectDeleted(fmt.Sprintf("%064x", 0)); err != nil {
+	// The reaper's steps, each on another store: claimed, bytes gone, off
+	// the queue; while claimed, no store may reference it.
+	first := fmt.Sprintf("%064x", 0)
+	if ok, err := dbs[0].ClaimDoomed(first); err != nil || !ok {
+		t.Fatalf("ClaimDoomed = %v, %v", ok, err)
+	}
+	if err := dbs[1].TouchAnonymousOutput(first, "png", "retro", "1", "ck-late", time.Hour); !errors.Is(err, store.ErrOutputGone) {
+		t.Errorf("a reference on another store to a claimed output: %v, want ErrOutputGone", err)
+	}
+	if err := dbs[1].DoomedGone(first); err != nil {
+		t.Fatal(err)
+	}
+	if err := dbs[2].ObjectDeleted(first); err != nil {
 		t.Fatal(err)
 	}
 	page, _ := dbs[2].DoomedObjects("", 1)

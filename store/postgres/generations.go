@@ -220,6 +220,11 @@ func (db *DB) HoldObject(hash, ext, model, version, holdID string, until time.Ti
 func (db *DB) PendingObject(hash, ext, model, version, contentKey string, until time.Time) error {
 	now := db.now().UTC()
 	return db.inTx(func(ctx context.Context, tx pgx.Tx) error {
+		// Bytes already gone from the object store may come back: the
+		// caller holds them anew and stores them next.
+		if _, err := tx.Exec(ctx, `UPDATE doomed_objects SET state = '' WHERE hash = $1 AND state = $2`, hash, store.DoomedDeleted); err != nil {
+			return err
+		}
 		tag, err := tx.Exec(ctx, `UPDATE object_refs SET expires = $4 WHERE hash = $1 AND owner = $2 AND ref_id = $3`,
 			hash, pendingOwner, contentKey, until)
 		if err != nil || tag.RowsAffected() > 0 {
@@ -239,6 +244,20 @@ func claimPending(ctx context.Context, tx pgx.Tx, now time.Time, hash, contentKe
 // row is locked, so references added and dropped by several gateways at
 // once keep an exact count.
 func addRef(ctx context.Context, tx pgx.Tx, now time.Time, hash, ext, model, version, contentKey, owner, id string, expires *time.Time) error {
+	var exists bool
+	if err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM object_refs WHERE hash = $1 AND owner = $2 AND ref_id = $3)`, hash, owner, id).Scan(&exists); err != nil || exists {
+		return err
+	}
+	// A reaper's claim (ClaimDoomed) locks the queue row too: either it
+	// sees this reference, or this sees its claim and is refused.
+	var state string
+	err := tx.QueryRow(ctx, `SELECT state FROM doomed_objects WHERE hash = $1 FOR UPDATE`, hash).Scan(&state)
+	if err != nil && !errors.Is(err, pgx.ErrNoRows) {
+		return err
+	}
+	if state != "" {
+		return store.ErrOutputGone
+	}
 	tag, err := tx.Exec(ctx, `INSERT INTO object_refs (hash, owner, ref_id, expires) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING`,
 		hash, owner, id, expires)
 	if err != nil || tag.RowsAffected() == 0 {
@@ -509,13 +528,13 @@ func (db *DB) ObjectReferenced(hash string) (bool, error) {
 func (db *DB) DoomedObjects(after string, limit int) ([]store.DoomedObject, error) {
 	ctx, cancel := db.op()
 	defer cancel()
-	rows, err := db.pool.Query(ctx, `SELECT hash, ext, since, keys FROM doomed_objects WHERE hash > $1 ORDER BY hash LIMIT $2`, after, limit)
+	rows, err := db.pool.Query(ctx, `SELECT hash, ext, since, keys, state FROM doomed_objects WHERE hash > $1 ORDER BY hash LIMIT $2`, after, limit)
 	if err != nil {
 		return nil, err
 	}
 	return pgx.CollectRows(rows, func(row pgx.CollectableRow) (store.DoomedObject, error) {
 		var d store.DoomedObject
-		err := row.Scan(&d.Hash, &d.Ext, &d.Since, &d.Keys)
+		err := row.Scan(&d.Hash, &d.Ext, &d.Since, &d.Keys, &d.State)
 		d.Since = d.Since.UTC()
 		if len(d.Keys) == 0 {
 			d.Keys = nil
@@ -525,10 +544,72 @@ func (db *DB) DoomedObjects(after string, limit int) ([]store.DoomedObject, erro
 }
 
 // ObjectDeleted takes an output off the deletion queue once it is gone
-// from the object store, the caches and the CDN.
+// from the object store, the caches and the CDN. An output regenerated
+// meanwhile (no longer deleted) is left alone.
 func (db *DB) ObjectDeleted(hash string) error {
 	ctx, cancel := db.op()
 	defer cancel()
-	_, err := db.pool.Exec(ctx, `DELETE FROM doomed_objects WHERE hash = $1`, hash)
+	_, err := db.pool.Exec(ctx, `DELETE FROM doomed_objects WHERE hash = $1 AND state = $2`, hash, store.DoomedDeleted)
 	return err
+}
+
+// ClaimDoomed is the reaper's last word before deleting an output: in one
+// transaction it checks nobody references it and marks it deleting, after
+// which every new reference, from any gateway, is refused with
+// store.ErrOutputGone (the queue row is locked by both sides). A
+// referenced output leaves the queue and the claim reports false.
+func (db *DB) ClaimDoomed(hash string) (bool, error) {
+	claimed := false
+	err := db.inTx(func(ctx context.Context, tx pgx.Tx) error {
+		claimed = false
+		var state string
+		err := tx.QueryRow(ctx, `SELECT state FROM doomed_objects WHERE hash = $1 FOR UPDATE`, hash).Scan(&state)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		var used bool
+		if err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM objects WHERE hash = $1)`, hash).Scan(&used); err != nil {
+			return err
+		}
+		if used {
+			_, err := tx.Exec(ctx, `DELETE FROM doomed_objects WHERE hash = $1`, hash)
+			return err
+		}
+		if state == "" {
+			if _, err := tx.Exec(ctx, `UPDATE doomed_objects SET state = $2 WHERE hash = $1`, hash, store.DoomedDeleting); err != nil {
+				return err
+			}
+		}
+		claimed = true
+		return nil
+	})
+	return claimed, err
+}
+
+// DoomedGone records that a claimed output's bytes are gone from the
+// object store: a regeneration (PendingObject) may bring it back now.
+func (db *DB) DoomedGone(hash string) error {
+	ctx, cancel := db.op()
+	defer cancel()
+	_, err := db.pool.Exec(ctx, `UPDATE doomed_objects SET state = $2 WHERE hash = $1`, hash, store.DoomedDeleted)
+	return err
+}
+
+// ObjectKeys returns the content keys seen mapping to an output; none for
+// an output the store does not know.
+func (db *DB) ObjectKeys(hash string) ([]string, error) {
+	ctx, cancel := db.op()
+	defer cancel()
+	var keys []string
+	err := db.pool.QueryRow(ctx, `SELECT keys FROM objects WHERE hash = $1`, hash).Scan(&keys)
+	if errors.Is(notFound(err), store.ErrNotFound) {
+		return nil, nil
+	}
+	if len(keys) == 0 {
+		keys = nil
+	}
+	return keys, err
 }

@@ -89,6 +89,13 @@ func testOutputsExpireByRetention(t *testing.T, h Harness) {
 	if db.GenerationCount(a.ID) != 1 {
 		t.Errorf("%d generations left, want the renewed one", db.GenerationCount(a.ID))
 	}
+	// The reaper's steps: claim, bytes gone, off the queue.
+	if ok, err := db.ClaimDoomed(anonOnly); err != nil || !ok {
+		t.Fatalf("ClaimDoomed = %v, %v", ok, err)
+	}
+	if err := db.DoomedGone(anonOnly); err != nil {
+		t.Fatal(err)
+	}
 	if err := db.ObjectDeleted(anonOnly); err != nil {
 		t.Fatal(err)
 	}

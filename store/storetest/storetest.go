@@ -100,6 +100,12 @@ type lifecycleStore interface {
 	Sweep(ctx context.Context, r store.Retention) (store.SweepReport, error)
 	Profile(accountID string) (store.Profile, error)
 	SetProfile(accountID string, p store.Profile) error
+	ClaimDoomed(hash string) (bool, error)
+	DoomedGone(hash string) error
+	ObjectKeys(hash string) ([]string, error)
+	SuspendedAccounts() ([]string, error)
+	LiftSuspension(id string) error
+	OpenSubscriptionCheckout(accountID string, c store.SubscriptionCheckout) (store.SubscriptionCheckout, error)
 }
 
 // complianceStore is rights requests, reports, notifications, analytics
@@ -198,6 +204,9 @@ func Run(t *testing.T, h Harness) {
 		{"NotifyResumesWithoutDuplicates", testNotifyResumesWithoutDuplicates},
 		{"ErasureResumesInAnotherProcess", testErasureResumesInAnotherProcess},
 		{"DataSurvivesReopen", testDataSurvivesReopen},
+		{"OneOpenSubscriptionCheckout", testOneOpenSubscriptionCheckout},
+		{"ClaimDoomedDecidesTheRace", testClaimDoomedDecidesTheRace},
+		{"LiftSuspension", testLiftSuspension},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()

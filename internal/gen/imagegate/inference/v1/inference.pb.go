@@ -44,7 +44,11 @@ type GenerateRequest struct {
 	// tier never stores it (promise C2).
 	ReferenceImage []byte `protobuf:"bytes,11,opt,name=reference_image,json=referenceImage,proto3" json:"reference_image,omitempty"`
 	// How far the output moves from the reference, 0..1.
-	Strength      float32 `protobuf:"fixed32,12,opt,name=strength,proto3" json:"strength,omitempty"`
+	Strength float32 `protobuf:"fixed32,12,opt,name=strength,proto3" json:"strength,omitempty"`
+	// How the tier queues this request among others. Not part of what is
+	// generated: identical requests with different scheduling still share one
+	// generation.
+	Scheduling    *Scheduling `protobuf:"bytes,13,opt,name=scheduling,proto3" json:"scheduling,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -163,6 +167,75 @@ func (x *GenerateRequest) GetStrength() float32 {
 	return 0
 }
 
+func (x *GenerateRequest) GetScheduling() *Scheduling {
+	if x != nil {
+		return x.Scheduling
+	}
+	return nil
+}
+
+// Scheduling carries what fair queueing needs and nothing that names anyone
+// (promise X1).
+type Scheduling struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// An opaque key the tier shares capacity fairly across: the gateway's
+	// salted HMAC of whatever it queues by (an account, a visitor's network),
+	// at most 32 bytes. The tier compares keys for equality only; it cannot
+	// invert them, and the gateway's salt never reaches it. Empty: one shared
+	// key per plan class.
+	FairnessKey []byte `protobuf:"bytes,1,opt,name=fairness_key,json=fairnessKey,proto3" json:"fairness_key,omitempty"`
+	// A plan class the tier is configured with ("anonymous", "free", "paid",
+	// ...), which sets the request's weight and caps. Unknown or empty: the
+	// tier's default class.
+	PlanClass     string `protobuf:"bytes,2,opt,name=plan_class,json=planClass,proto3" json:"plan_class,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Scheduling) Reset() {
+	*x = Scheduling{}
+	mi := &file_imagegate_inference_v1_inference_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Scheduling) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Scheduling) ProtoMessage() {}
+
+func (x *Scheduling) ProtoReflect() protoreflect.Message {
+	mi := &file_imagegate_inference_v1_inference_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Scheduling.ProtoReflect.Descriptor instead.
+func (*Scheduling) Descriptor() ([]byte, []int) {
+	return file_imagegate_inference_v1_inference_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *Scheduling) GetFairnessKey() []byte {
+	if x != nil {
+		return x.FairnessKey
+	}
+	return nil
+}
+
+func (x *Scheduling) GetPlanClass() string {
+	if x != nil {
+		return x.PlanClass
+	}
+	return ""
+}
+
 type GenerateResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Image         []byte                 `protobuf:"bytes,1,opt,name=image,proto3" json:"image,omitempty"`
@@ -178,7 +251,7 @@ type GenerateResponse struct {
 
 func (x *GenerateResponse) Reset() {
 	*x = GenerateResponse{}
-	mi := &file_imagegate_inference_v1_inference_proto_msgTypes[1]
+	mi := &file_imagegate_inference_v1_inference_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -190,7 +263,7 @@ func (x *GenerateResponse) String() string {
 func (*GenerateResponse) ProtoMessage() {}
 
 func (x *GenerateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_imagegate_inference_v1_inference_proto_msgTypes[1]
+	mi := &file_imagegate_inference_v1_inference_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -203,7 +276,7 @@ func (x *GenerateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GenerateResponse.ProtoReflect.Descriptor instead.
 func (*GenerateResponse) Descriptor() ([]byte, []int) {
-	return file_imagegate_inference_v1_inference_proto_rawDescGZIP(), []int{1}
+	return file_imagegate_inference_v1_inference_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *GenerateResponse) GetImage() []byte {
@@ -258,15 +331,20 @@ func (x *GenerateResponse) GetSeed() uint64 {
 type Progress struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// 0..1
-	Fraction      float32 `protobuf:"fixed32,1,opt,name=fraction,proto3" json:"fraction,omitempty"`
-	Stage         string  `protobuf:"bytes,2,opt,name=stage,proto3" json:"stage,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Fraction float32 `protobuf:"fixed32,1,opt,name=fraction,proto3" json:"fraction,omitempty"`
+	Stage    string  `protobuf:"bytes,2,opt,name=stage,proto3" json:"stage,omitempty"`
+	// The backend's latest preview of the image in progress, when it makes
+	// them (ComfyUI's latent previews) and it changed since the last event.
+	PartialImage []byte `protobuf:"bytes,3,opt,name=partial_image,json=partialImage,proto3" json:"partial_image,omitempty"`
+	// Its media type, e.g. "image/jpeg".
+	PartialImageContentType string `protobuf:"bytes,4,opt,name=partial_image_content_type,json=partialImageContentType,proto3" json:"partial_image_content_type,omitempty"`
+	unknownFields           protoimpl.UnknownFields
+	sizeCache               protoimpl.SizeCache
 }
 
 func (x *Progress) Reset() {
 	*x = Progress{}
-	mi := &file_imagegate_inference_v1_inference_proto_msgTypes[2]
+	mi := &file_imagegate_inference_v1_inference_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -278,7 +356,7 @@ func (x *Progress) String() string {
 func (*Progress) ProtoMessage() {}
 
 func (x *Progress) ProtoReflect() protoreflect.Message {
-	mi := &file_imagegate_inference_v1_inference_proto_msgTypes[2]
+	mi := &file_imagegate_inference_v1_inference_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -291,7 +369,7 @@ func (x *Progress) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Progress.ProtoReflect.Descriptor instead.
 func (*Progress) Descriptor() ([]byte, []int) {
-	return file_imagegate_inference_v1_inference_proto_rawDescGZIP(), []int{2}
+	return file_imagegate_inference_v1_inference_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *Progress) GetFraction() float32 {
@@ -304,6 +382,20 @@ func (x *Progress) GetFraction() float32 {
 func (x *Progress) GetStage() string {
 	if x != nil {
 		return x.Stage
+	}
+	return ""
+}
+
+func (x *Progress) GetPartialImage() []byte {
+	if x != nil {
+		return x.PartialImage
+	}
+	return nil
+}
+
+func (x *Progress) GetPartialImageContentType() string {
+	if x != nil {
+		return x.PartialImageContentType
 	}
 	return ""
 }
@@ -321,7 +413,7 @@ type GenerateStreamResponse struct {
 
 func (x *GenerateStreamResponse) Reset() {
 	*x = GenerateStreamResponse{}
-	mi := &file_imagegate_inference_v1_inference_proto_msgTypes[3]
+	mi := &file_imagegate_inference_v1_inference_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -333,7 +425,7 @@ func (x *GenerateStreamResponse) String() string {
 func (*GenerateStreamResponse) ProtoMessage() {}
 
 func (x *GenerateStreamResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_imagegate_inference_v1_inference_proto_msgTypes[3]
+	mi := &file_imagegate_inference_v1_inference_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -346,7 +438,7 @@ func (x *GenerateStreamResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GenerateStreamResponse.ProtoReflect.Descriptor instead.
 func (*GenerateStreamResponse) Descriptor() ([]byte, []int) {
-	return file_imagegate_inference_v1_inference_proto_rawDescGZIP(), []int{3}
+	return file_imagegate_inference_v1_inference_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *GenerateStreamResponse) GetEvent() isGenerateStreamResponse_Event {
@@ -398,7 +490,7 @@ type ListModelsRequest struct {
 
 func (x *ListModelsRequest) Reset() {
 	*x = ListModelsRequest{}
-	mi := &file_imagegate_inference_v1_inference_proto_msgTypes[4]
+	mi := &file_imagegate_inference_v1_inference_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -410,7 +502,7 @@ func (x *ListModelsRequest) String() string {
 func (*ListModelsRequest) ProtoMessage() {}
 
 func (x *ListModelsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_imagegate_inference_v1_inference_proto_msgTypes[4]
+	mi := &file_imagegate_inference_v1_inference_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -423,7 +515,7 @@ func (x *ListModelsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListModelsRequest.ProtoReflect.Descriptor instead.
 func (*ListModelsRequest) Descriptor() ([]byte, []int) {
-	return file_imagegate_inference_v1_inference_proto_rawDescGZIP(), []int{4}
+	return file_imagegate_inference_v1_inference_proto_rawDescGZIP(), []int{5}
 }
 
 type ListModelsResponse struct {
@@ -435,7 +527,7 @@ type ListModelsResponse struct {
 
 func (x *ListModelsResponse) Reset() {
 	*x = ListModelsResponse{}
-	mi := &file_imagegate_inference_v1_inference_proto_msgTypes[5]
+	mi := &file_imagegate_inference_v1_inference_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -447,7 +539,7 @@ func (x *ListModelsResponse) String() string {
 func (*ListModelsResponse) ProtoMessage() {}
 
 func (x *ListModelsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_imagegate_inference_v1_inference_proto_msgTypes[5]
+	mi := &file_imagegate_inference_v1_inference_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -460,7 +552,7 @@ func (x *ListModelsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListModelsResponse.ProtoReflect.Descriptor instead.
 func (*ListModelsResponse) Descriptor() ([]byte, []int) {
-	return file_imagegate_inference_v1_inference_proto_rawDescGZIP(), []int{5}
+	return file_imagegate_inference_v1_inference_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *ListModelsResponse) GetModels() []*Model {
@@ -484,13 +576,19 @@ type Model struct {
 	// Whether the backend ignores letter case in prompts; the gateway folds
 	// case in cache keys only when this is true.
 	CaseInsensitive bool `protobuf:"varint,8,opt,name=case_insensitive,json=caseInsensitive,proto3" json:"case_insensitive,omitempty"`
+	// Price of one image in credits from the tier's model catalogue; 0 means
+	// the catalogue sets none and the gateway's own prices apply.
+	PriceCredits int64 `protobuf:"varint,9,opt,name=price_credits,json=priceCredits,proto3" json:"price_credits,omitempty"`
+	// Steps and guidance used when a request leaves them zero.
+	DefaultSteps    uint32  `protobuf:"varint,10,opt,name=default_steps,json=defaultSteps,proto3" json:"default_steps,omitempty"`
+	DefaultGuidance float32 `protobuf:"fixed32,11,opt,name=default_guidance,json=defaultGuidance,proto3" json:"default_guidance,omitempty"`
 	unknownFields   protoimpl.UnknownFields
 	sizeCache       protoimpl.SizeCache
 }
 
 func (x *Model) Reset() {
 	*x = Model{}
-	mi := &file_imagegate_inference_v1_inference_proto_msgTypes[6]
+	mi := &file_imagegate_inference_v1_inference_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -502,7 +600,7 @@ func (x *Model) String() string {
 func (*Model) ProtoMessage() {}
 
 func (x *Model) ProtoReflect() protoreflect.Message {
-	mi := &file_imagegate_inference_v1_inference_proto_msgTypes[6]
+	mi := &file_imagegate_inference_v1_inference_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -515,7 +613,7 @@ func (x *Model) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Model.ProtoReflect.Descriptor instead.
 func (*Model) Descriptor() ([]byte, []int) {
-	return file_imagegate_inference_v1_inference_proto_rawDescGZIP(), []int{6}
+	return file_imagegate_inference_v1_inference_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *Model) GetName() string {
@@ -574,11 +672,32 @@ func (x *Model) GetCaseInsensitive() bool {
 	return false
 }
 
+func (x *Model) GetPriceCredits() int64 {
+	if x != nil {
+		return x.PriceCredits
+	}
+	return 0
+}
+
+func (x *Model) GetDefaultSteps() uint32 {
+	if x != nil {
+		return x.DefaultSteps
+	}
+	return 0
+}
+
+func (x *Model) GetDefaultGuidance() float32 {
+	if x != nil {
+		return x.DefaultGuidance
+	}
+	return 0
+}
+
 var File_imagegate_inference_v1_inference_proto protoreflect.FileDescriptor
 
 const file_imagegate_inference_v1_inference_proto_rawDesc = "" +
 	"\n" +
-	"&imagegate/inference/v1/inference.proto\x12\x16imagegate.inference.v1\"\xdc\x02\n" +
+	"&imagegate/inference/v1/inference.proto\x12\x16imagegate.inference.v1\"\xa0\x03\n" +
 	"\x0fGenerateRequest\x12\x14\n" +
 	"\x05model\x18\x01 \x01(\tR\x05model\x12\x16\n" +
 	"\x06prompt\x18\x02 \x01(\tR\x06prompt\x12'\n" +
@@ -592,7 +711,15 @@ const file_imagegate_inference_v1_inference_proto_rawDesc = "" +
 	"\routput_format\x18\n" +
 	" \x01(\tR\foutputFormat\x12'\n" +
 	"\x0freference_image\x18\v \x01(\fR\x0ereferenceImage\x12\x1a\n" +
-	"\bstrength\x18\f \x01(\x02R\bstrength\"\xc8\x01\n" +
+	"\bstrength\x18\f \x01(\x02R\bstrength\x12B\n" +
+	"\n" +
+	"scheduling\x18\r \x01(\v2\".imagegate.inference.v1.SchedulingR\n" +
+	"scheduling\"N\n" +
+	"\n" +
+	"Scheduling\x12!\n" +
+	"\ffairness_key\x18\x01 \x01(\fR\vfairnessKey\x12\x1d\n" +
+	"\n" +
+	"plan_class\x18\x02 \x01(\tR\tplanClass\"\xc8\x01\n" +
 	"\x10GenerateResponse\x12\x14\n" +
 	"\x05image\x18\x01 \x01(\fR\x05image\x12!\n" +
 	"\fcontent_type\x18\x02 \x01(\tR\vcontentType\x12\x14\n" +
@@ -600,17 +727,19 @@ const file_imagegate_inference_v1_inference_proto_rawDesc = "" +
 	"\x06height\x18\x04 \x01(\rR\x06height\x12\x14\n" +
 	"\x05model\x18\x05 \x01(\tR\x05model\x12#\n" +
 	"\rmodel_version\x18\x06 \x01(\tR\fmodelVersion\x12\x12\n" +
-	"\x04seed\x18\a \x01(\x04R\x04seed\"<\n" +
+	"\x04seed\x18\a \x01(\x04R\x04seed\"\x9e\x01\n" +
 	"\bProgress\x12\x1a\n" +
 	"\bfraction\x18\x01 \x01(\x02R\bfraction\x12\x14\n" +
-	"\x05stage\x18\x02 \x01(\tR\x05stage\"\xa5\x01\n" +
+	"\x05stage\x18\x02 \x01(\tR\x05stage\x12#\n" +
+	"\rpartial_image\x18\x03 \x01(\fR\fpartialImage\x12;\n" +
+	"\x1apartial_image_content_type\x18\x04 \x01(\tR\x17partialImageContentType\"\xa5\x01\n" +
 	"\x16GenerateStreamResponse\x12>\n" +
 	"\bprogress\x18\x01 \x01(\v2 .imagegate.inference.v1.ProgressH\x00R\bprogress\x12B\n" +
 	"\x06result\x18\x02 \x01(\v2(.imagegate.inference.v1.GenerateResponseH\x00R\x06resultB\a\n" +
 	"\x05event\"\x13\n" +
 	"\x11ListModelsRequest\"K\n" +
 	"\x12ListModelsResponse\x125\n" +
-	"\x06models\x18\x01 \x03(\v2\x1d.imagegate.inference.v1.ModelR\x06models\"\xeb\x01\n" +
+	"\x06models\x18\x01 \x03(\v2\x1d.imagegate.inference.v1.ModelR\x06models\"\xe0\x02\n" +
 	"\x05Model\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\tR\aversion\x12\x12\n" +
@@ -619,7 +748,11 @@ const file_imagegate_inference_v1_inference_proto_rawDesc = "" +
 	"\x06styles\x18\x05 \x03(\tR\x06styles\x12\x14\n" +
 	"\x05sizes\x18\x06 \x03(\rR\x05sizes\x12%\n" +
 	"\x0esupports_edits\x18\a \x01(\bR\rsupportsEdits\x12)\n" +
-	"\x10case_insensitive\x18\b \x01(\bR\x0fcaseInsensitive2\xd2\x02\n" +
+	"\x10case_insensitive\x18\b \x01(\bR\x0fcaseInsensitive\x12#\n" +
+	"\rprice_credits\x18\t \x01(\x03R\fpriceCredits\x12#\n" +
+	"\rdefault_steps\x18\n" +
+	" \x01(\rR\fdefaultSteps\x12)\n" +
+	"\x10default_guidance\x18\v \x01(\x02R\x0fdefaultGuidance2\xd2\x02\n" +
 	"\x10InferenceService\x12b\n" +
 	"\bGenerate\x12'.imagegate.inference.v1.GenerateRequest\x1a(.imagegate.inference.v1.GenerateResponse\"\x03\x90\x02\x01\x12p\n" +
 	"\x0eGenerateStream\x12'.imagegate.inference.v1.GenerateRequest\x1a..imagegate.inference.v1.GenerateStreamResponse\"\x03\x90\x02\x010\x01\x12h\n" +
@@ -638,31 +771,33 @@ func file_imagegate_inference_v1_inference_proto_rawDescGZIP() []byte {
 	return file_imagegate_inference_v1_inference_proto_rawDescData
 }
 
-var file_imagegate_inference_v1_inference_proto_msgTypes = make([]protoimpl.MessageInfo, 7)
+var file_imagegate_inference_v1_inference_proto_msgTypes = make([]protoimpl.MessageInfo, 8)
 var file_imagegate_inference_v1_inference_proto_goTypes = []any{
 	(*GenerateRequest)(nil),        // 0: imagegate.inference.v1.GenerateRequest
-	(*GenerateResponse)(nil),       // 1: imagegate.inference.v1.GenerateResponse
-	(*Progress)(nil),               // 2: imagegate.inference.v1.Progress
-	(*GenerateStreamResponse)(nil), // 3: imagegate.inference.v1.GenerateStreamResponse
-	(*ListModelsRequest)(nil),      // 4: imagegate.inference.v1.ListModelsRequest
-	(*ListModelsResponse)(nil),     // 5: imagegate.inference.v1.ListModelsResponse
-	(*Model)(nil),                  // 6: imagegate.inference.v1.Model
+	(*Scheduling)(nil),             // 1: imagegate.inference.v1.Scheduling
+	(*GenerateResponse)(nil),       // 2: imagegate.inference.v1.GenerateResponse
+	(*Progress)(nil),               // 3: imagegate.inference.v1.Progress
+	(*GenerateStreamResponse)(nil), // 4: imagegate.inference.v1.GenerateStreamResponse
+	(*ListModelsRequest)(nil),      // 5: imagegate.inference.v1.ListModelsRequest
+	(*ListModelsResponse)(nil),     // 6: imagegate.inference.v1.ListModelsResponse
+	(*Model)(nil),                  // 7: imagegate.inference.v1.Model
 }
 var file_imagegate_inference_v1_inference_proto_depIdxs = []int32{
-	2, // 0: imagegate.inference.v1.GenerateStreamResponse.progress:type_name -> imagegate.inference.v1.Progress
-	1, // 1: imagegate.inference.v1.GenerateStreamResponse.result:type_name -> imagegate.inference.v1.GenerateResponse
-	6, // 2: imagegate.inference.v1.ListModelsResponse.models:type_name -> imagegate.inference.v1.Model
-	0, // 3: imagegate.inference.v1.InferenceService.Generate:input_type -> imagegate.inference.v1.GenerateRequest
-	0, // 4: imagegate.inference.v1.InferenceService.GenerateStream:input_type -> imagegate.inference.v1.GenerateRequest
-	4, // 5: imagegate.inference.v1.InferenceService.ListModels:input_type -> imagegate.inference.v1.ListModelsRequest
-	1, // 6: imagegate.inference.v1.InferenceService.Generate:output_type -> imagegate.inference.v1.GenerateResponse
-	3, // 7: imagegate.inference.v1.InferenceService.GenerateStream:output_type -> imagegate.inference.v1.GenerateStreamResponse
-	5, // 8: imagegate.inference.v1.InferenceService.ListModels:output_type -> imagegate.inference.v1.ListModelsResponse
-	6, // [6:9] is the sub-list for method output_type
-	3, // [3:6] is the sub-list for method input_type
-	3, // [3:3] is the sub-list for extension type_name
-	3, // [3:3] is the sub-list for extension extendee
-	0, // [0:3] is the sub-list for field type_name
+	1, // 0: imagegate.inference.v1.GenerateRequest.scheduling:type_name -> imagegate.inference.v1.Scheduling
+	3, // 1: imagegate.inference.v1.GenerateStreamResponse.progress:type_name -> imagegate.inference.v1.Progress
+	2, // 2: imagegate.inference.v1.GenerateStreamResponse.result:type_name -> imagegate.inference.v1.GenerateResponse
+	7, // 3: imagegate.inference.v1.ListModelsResponse.models:type_name -> imagegate.inference.v1.Model
+	0, // 4: imagegate.inference.v1.InferenceService.Generate:input_type -> imagegate.inference.v1.GenerateRequest
+	0, // 5: imagegate.inference.v1.InferenceService.GenerateStream:input_type -> imagegate.inference.v1.GenerateRequest
+	5, // 6: imagegate.inference.v1.InferenceService.ListModels:input_type -> imagegate.inference.v1.ListModelsRequest
+	2, // 7: imagegate.inference.v1.InferenceService.Generate:output_type -> imagegate.inference.v1.GenerateResponse
+	4, // 8: imagegate.inference.v1.InferenceService.GenerateStream:output_type -> imagegate.inference.v1.GenerateStreamResponse
+	6, // 9: imagegate.inference.v1.InferenceService.ListModels:output_type -> imagegate.inference.v1.ListModelsResponse
+	7, // [7:10] is the sub-list for method output_type
+	4, // [4:7] is the sub-list for method input_type
+	4, // [4:4] is the sub-list for extension type_name
+	4, // [4:4] is the sub-list for extension extendee
+	0, // [0:4] is the sub-list for field type_name
 }
 
 func init() { file_imagegate_inference_v1_inference_proto_init() }
@@ -670,7 +805,7 @@ func file_imagegate_inference_v1_inference_proto_init() {
 	if File_imagegate_inference_v1_inference_proto != nil {
 		return
 	}
-	file_imagegate_inference_v1_inference_proto_msgTypes[3].OneofWrappers = []any{
+	file_imagegate_inference_v1_inference_proto_msgTypes[4].OneofWrappers = []any{
 		(*GenerateStreamResponse_Progress)(nil),
 		(*GenerateStreamResponse_Result)(nil),
 	}
@@ -680,7 +815,7 @@ func file_imagegate_inference_v1_inference_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_imagegate_inference_v1_inference_proto_rawDesc), len(file_imagegate_inference_v1_inference_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   7,
+			NumMessages:   8,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -1,4 +1,4 @@
-package gateway
+package billing
 
 import (
 	"crypto/hmac"
@@ -6,24 +6,25 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/http"
 	"strconv"
 	"strings"
 	"time"
 
-	"github.com/gofiber/fiber/v2"
 	"github.com/stripe/stripe-go/v76"
 	"github.com/stripe/stripe-go/v76/webhook"
 
+	"github.com/imagegate/imagegate/gateway/apierror"
 	"github.com/imagegate/imagegate/store"
 )
 
 const (
-	// webhookDefaultTolerance is how old a signature may be: Stripe's own
+	// DefaultWebhookTolerance is how old a signature may be: Stripe's own
 	// default, and what its retries are designed around.
-	webhookDefaultTolerance = 300 * time.Second
-	// webhookFutureSkew is how far in the future a signature may be dated
+	DefaultWebhookTolerance = 300 * time.Second
+	// WebhookFutureSkew is how far in the future a signature may be dated
 	// (clock skew between Stripe and us); anything later is refused.
-	webhookFutureSkew = 30 * time.Second
+	WebhookFutureSkew = 30 * time.Second
 	// maxWebhookBytes bounds an event body (Stripe's are a few KiB).
 	maxWebhookBytes = 1 << 20
 	// Bounds on the Stripe-Signature header, which anyone can send.
@@ -31,8 +32,8 @@ const (
 	maxSignatures           = 8
 )
 
-func webhookRefusal(code, msg string) *apiError {
-	return &apiError{Status: fiber.StatusBadRequest, Type: "invalid_request_error", Code: code, Msg: msg}
+func webhookRefusal(code, msg string) *apierror.Error {
+	return &apierror.Error{Status: http.StatusBadRequest, Type: "invalid_request_error", Code: code, Msg: msg}
 }
 
 // Why a webhook delivery is refused. Each is a 400: Stripe shows the
@@ -44,7 +45,7 @@ var (
 	errSignatureTooOld = webhookRefusal("signature_too_old", "the Stripe-Signature timestamp is older than the tolerance")
 	errSignatureFuture = webhookRefusal("signature_in_future", "the Stripe-Signature timestamp is in the future")
 	errMalformedEvent  = webhookRefusal("malformed_event", "the body is not a Stripe event")
-	errWebhookTooLarge = &apiError{Status: fiber.StatusRequestEntityTooLarge, Type: "invalid_request_error", Code: "body_too_large", Msg: "webhook body too large"}
+	errWebhookTooLarge = &apierror.Error{Status: http.StatusRequestEntityTooLarge, Type: "invalid_request_error", Code: "body_too_large", Msg: "webhook body too large"}
 )
 
 // codeAPIVersion is the refusal of an event rendered in another Stripe API
@@ -107,10 +108,10 @@ func parseSignatureHeader(h string) (signatureHeader, error) {
 // verifyWebhook authenticates a webhook body and decodes its event. The
 // body must be signed (HMAC-SHA256 over "<t>.<body>", in a v1 signature)
 // with one of secrets; the signature's timestamp must be no older than
-// tolerance and no later than now plus webhookFutureSkew (stripe-go's
+// tolerance and no later than now plus WebhookFutureSkew (stripe-go's
 // ConstructEvent lets any future time pass); and the event must be
 // rendered in stripe.APIVersion, the version stripe-go's types decode. The
-// first check that fails is returned as a 400 apiError.
+// first check that fails is returned as a 400 *apierror.Error.
 func verifyWebhook(payload []byte, header string, secrets []string, tolerance time.Duration, now time.Time) (*stripe.Event, error) {
 	sh, err := parseSignatureHeader(header)
 	if err != nil {
@@ -132,7 +133,7 @@ func verifyWebhook(payload []byte, header string, secrets []string, tolerance ti
 		return nil, errSignature
 	case now.Sub(signed) > tolerance:
 		return nil, errSignatureTooOld
-	case signed.Sub(now) > webhookFutureSkew:
+	case signed.Sub(now) > WebhookFutureSkew:
 		return nil, errSignatureFuture
 	}
 	var ev stripe.Event
@@ -147,24 +148,29 @@ func verifyWebhook(payload []byte, header string, secrets []string, tolerance ti
 	return &ev, nil
 }
 
-// stripeWebhook receives Stripe's events. A verified event is applied and
-// answered 200 — also when it was already applied, or is of a type or
-// about a customer imagegate ignores — so Stripe stops retrying. A store
-// failure is a 500, and Stripe retries later.
-func (g *Gateway) stripeWebhook(c *fiber.Ctx) error {
-	b := g.billing
-	body := c.Body()
-	if len(body) > maxWebhookBytes {
+// HandleWebhook receives one delivery of Stripe's events: payload is the
+// raw body, signature its Stripe-Signature header. A verified event is
+// applied and nil returned — also when it was already applied, or is of a
+// type or about a customer imagegate ignores — so the gateway answers 200
+// and Stripe stops retrying. A delivery that fails verification is a 400
+// (413 when too large) *apierror.Error and changes nothing; a store
+// failure is any other error, a 500, and Stripe retries later.
+func (b *Stripe) HandleWebhook(payload []byte, signature string) error {
+	if len(payload) > maxWebhookBytes {
 		return errWebhookTooLarge
 	}
-	ev, err := verifyWebhook(body, c.Get("Stripe-Signature"), b.cfg.WebhookSecrets, b.cfg.WebhookTolerance, b.now())
+	ev, err := verifyWebhook(payload, signature, b.cfg.WebhookSecrets, b.cfg.WebhookTolerance, b.now())
 	if err != nil {
-		var ae *apiError
+		var ae *apierror.Error
 		if errors.As(err, &ae) && ae.Code == codeAPIVersion {
 			// A configuration problem every event will hit: say so loudly.
 			b.logger.Error("stripe webhook endpoint is on the wrong API version", "want", stripe.APIVersion, "err", ae.Msg)
 		} else {
-			b.logger.Warn("stripe webhook refused", "reason", classify(err).Code)
+			reason := "internal_error"
+			if ae != nil {
+				reason = ae.Code
+			}
+			b.logger.Warn("stripe webhook refused", "reason", reason)
 		}
 		return err
 	}
@@ -173,7 +179,7 @@ func (g *Gateway) stripeWebhook(c *fiber.Ctx) error {
 		return err
 	}
 	b.logger.Info("stripe event", "id", ev.ID, "type", string(ev.Type), "outcome", outcome)
-	return c.JSON(fiber.Map{"received": true})
+	return nil
 }
 
 // Outcomes of handleEvent.
@@ -208,7 +214,7 @@ var handledEvents = map[stripe.EventType]bool{
 // applied: nothing changes) or eventIgnored (not an event, customer or
 // object imagegate acts on; nothing is recorded, so a later resend after a
 // configuration fix still applies). Only a store failure is an error.
-func (b *billing) handleEvent(ev *stripe.Event) (string, error) {
+func (b *Stripe) handleEvent(ev *stripe.Event) (string, error) {
 	if !handledEvents[ev.Type] {
 		return eventIgnored, nil
 	}
@@ -244,7 +250,7 @@ func (b *billing) handleEvent(ev *stripe.Event) (string, error) {
 }
 
 // changesFor reads the event's object into the store changes it causes.
-func (b *billing) changesFor(ev *stripe.Event) ([]store.BillingChange, error) {
+func (b *Stripe) changesFor(ev *stripe.Event) ([]store.BillingChange, error) {
 	switch ev.Type {
 	case stripe.EventTypeCheckoutSessionCompleted, stripe.EventTypeCheckoutSessionAsyncPaymentSucceeded:
 		var s stripe.CheckoutSession
@@ -279,7 +285,7 @@ func (b *billing) changesFor(ev *stripe.Event) ([]store.BillingChange, error) {
 			return nil, errors.New("charge without id")
 		}
 		return []store.BillingChange{store.RefundUpdate{
-			AccountID: ch.Metadata[metaAccount], CustomerID: customerIDOf(ch.Customer),
+			AccountID: ch.Metadata[MetaAccount], CustomerID: customerIDOf(ch.Customer),
 			PaymentKey: paymentKey(ch.PaymentIntent, ch.ID), ChargeID: ch.ID,
 			ChargeMinor: ch.Amount, RefundedMinor: ch.AmountRefunded, Currency: string(ch.Currency),
 		}}, nil
@@ -307,22 +313,22 @@ func (b *billing) changesFor(ev *stripe.Event) ([]store.BillingChange, error) {
 // checkouts grant nothing here: their invoices do (invoice.paid). A session
 // completed but not yet paid (a delayed payment method) waits for
 // checkout.session.async_payment_succeeded.
-func (b *billing) sessionChanges(s *stripe.CheckoutSession) []store.BillingChange {
+func (b *Stripe) sessionChanges(s *stripe.CheckoutSession) []store.BillingChange {
 	if s.Mode != stripe.CheckoutSessionModePayment || s.PaymentStatus != stripe.CheckoutSessionPaymentStatusPaid {
 		return nil
 	}
 	accountID := s.ClientReferenceID
 	if accountID == "" {
-		accountID = s.Metadata[metaAccount]
+		accountID = s.Metadata[MetaAccount]
 	}
 	if accountID == "" {
 		return nil // not one of ours
 	}
-	credits, err := strconv.ParseInt(s.Metadata[metaCredits], 10, 64)
+	credits, err := strconv.ParseInt(s.Metadata[MetaCredits], 10, 64)
 	if err != nil || credits < 1 || credits > maxPackCredits {
 		// A session made before credits travelled in metadata, or by
 		// hand: the pack's current size.
-		p, ok := b.cfg.Packs[s.Metadata[metaPack]]
+		p, ok := b.cfg.Packs[s.Metadata[MetaPack]]
 		if !ok {
 			b.logger.Warn("paid checkout session names no pack on sale", "session", s.ID)
 			return nil
@@ -341,7 +347,7 @@ func (b *billing) sessionChanges(s *stripe.CheckoutSession) []store.BillingChang
 // marks the subscription active; a failed one marks it past due (or, for
 // its first invoice, incomplete: it never started). Invoices of
 // subscriptions imagegate did not sell are ignored.
-func (b *billing) invoiceChanges(inv *stripe.Invoice, paid bool) []store.BillingChange {
+func (b *Stripe) invoiceChanges(inv *stripe.Invoice, paid bool) []store.BillingChange {
 	if inv.Subscription == nil || inv.Subscription.ID == "" || inv.ID == "" {
 		return nil
 	}
@@ -349,7 +355,7 @@ func (b *billing) invoiceChanges(inv *stripe.Invoice, paid bool) []store.Billing
 	if inv.SubscriptionDetails != nil {
 		meta = inv.SubscriptionDetails.Metadata
 	}
-	var item catalogueItem
+	var item Item
 	var quantity int64
 	if inv.Lines != nil {
 		for _, line := range inv.Lines.Data {
@@ -362,11 +368,11 @@ func (b *billing) invoiceChanges(inv *stripe.Invoice, paid bool) []store.Billing
 			}
 		}
 	}
-	if item.priceID == "" && meta[metaPlan] == "" {
+	if item.priceID == "" && meta[MetaPlan] == "" {
 		return nil
 	}
 	upd := store.SubscriptionUpdate{
-		AccountID: meta[metaAccount], CustomerID: customerIDOf(inv.Customer), DefaultPlan: b.defaultPlan,
+		AccountID: meta[MetaAccount], CustomerID: customerIDOf(inv.Customer), DefaultPlan: b.defaultPlan,
 		Subscription: store.Subscription{ID: inv.Subscription.ID},
 	}
 	if !paid {
@@ -386,7 +392,7 @@ func (b *billing) invoiceChanges(inv *stripe.Invoice, paid bool) []store.Billing
 		return changes // prorations and manual invoices grant no period
 	}
 	return append(changes, store.PaymentGrant{
-		AccountID: meta[metaAccount], CustomerID: customerIDOf(inv.Customer), PaymentKey: paymentKey(inv.PaymentIntent, inv.ID),
+		AccountID: meta[MetaAccount], CustomerID: customerIDOf(inv.Customer), PaymentKey: paymentKey(inv.PaymentIntent, inv.ID),
 		Ref: inv.ID, Kind: store.KindGrant, Credits: item.credits * quantity, MoneyMinor: inv.AmountPaid, Currency: string(inv.Currency),
 	})
 }
@@ -396,7 +402,7 @@ func (b *billing) invoiceChanges(inv *stripe.Invoice, paid bool) []store.Billing
 // Subscriptions imagegate did not sell — neither a catalogue price nor our
 // checkout's metadata — are ignored; one whose price has since left the
 // catalogue is still followed, so its end still ends the plan.
-func (b *billing) subscriptionChanges(s *stripe.Subscription) []store.BillingChange {
+func (b *Stripe) subscriptionChanges(s *stripe.Subscription) []store.BillingChange {
 	if s.ID == "" {
 		return nil
 	}
@@ -415,11 +421,11 @@ func (b *billing) subscriptionChanges(s *stripe.Subscription) []store.BillingCha
 			}
 		}
 	}
-	if sub.Plan == "" && s.Metadata[metaPlan] == "" {
+	if sub.Plan == "" && s.Metadata[MetaPlan] == "" {
 		return nil
 	}
 	return []store.BillingChange{store.SubscriptionUpdate{
-		AccountID: s.Metadata[metaAccount], CustomerID: customerIDOf(s.Customer),
+		AccountID: s.Metadata[MetaAccount], CustomerID: customerIDOf(s.Customer),
 		Subscription: sub, Full: true, DefaultPlan: b.defaultPlan,
 	}}
 }
