@@ -41,6 +41,13 @@
 //
 // # Caveats
 //
+// The lookup-index key (HMAC of emails and Google subjects) is not yet
+// rotated after an erasure, as the bbolt store now does: an erased
+// account's row is deleted, but a copy of its index entry in an old WAL
+// segment or backup could still be matched against a guessed address by
+// whoever holds both that copy and the key file. Its email itself, sealed
+// with its own destroyed key, cannot be read.
+//
 // Every gateway must open the same key files: today that means the
 // gateways share a host or a volume (the files are written under flock).
 // Multi-region gateways on separate hosts need a shared key service,
