@@ -5,6 +5,8 @@ import (
 
 	"fmt"
 	"github.com/alexedwards/argon2id"
+
+	"github.com/imagegate/imagegate/gateway/partner"
 	"net/url"
 	"strings"
 	"time"
@@ -85,6 +87,11 @@ type Config struct {
 	AdminToken string
 	// Peers are the other gateways a purge must reach.
 	Peers PeersConfig
+	// Partners signs the embed widget's tokens (an EmbedKey shared by
+	// every gateway; empty: a key of this process only); Webhooks paces
+	// partners' completion callbacks.
+	Partners partner.Config
+	Webhooks partner.WebhookConfig
 
 	// SessionIdle ends sessions unused this long (7 days); SessionAbsolute
 	// ends them this long after sign-in (30 days).

@@ -39,6 +39,16 @@ type cookieSpec struct {
 	maxAge time.Duration
 	// script marks a cookie the site's own pages may read (no HttpOnly).
 	script bool
+	// strict sends the cookie with same-site navigations only
+	// (SameSite=Strict) instead of Lax.
+	strict bool
+}
+
+func (s cookieSpec) sameSite() string {
+	if s.strict {
+		return fiber.CookieSameSiteStrictMode
+	}
+	return fiber.CookieSameSiteLaxMode
 }
 
 // cookieRegistry is every cookie imagegate can set. All are first-party,
@@ -51,6 +61,9 @@ var cookieRegistry = []cookieSpec{
 	{Name: cookieOAuth, Category: categoryNecessary,
 		Purpose:  "Protects Sign in with Google against forged requests (state and PKCE verifier).",
 		Lifetime: "10 minutes", maxAge: 10 * time.Minute},
+	{Name: cookieAdmin, Category: categoryNecessary,
+		Purpose:  "Keeps an operator signed in to the dashboard at /admin (operators only; SameSite=Strict).",
+		Lifetime: "30 minutes", maxAge: adminSessionTTL, strict: true},
 	{Name: cookieConsent, Category: categoryNecessary,
 		Purpose:  "Remembers your cookie choice and the policy revision you answered, so we do not ask again.",
 		Lifetime: "1 year", maxAge: 365 * 24 * time.Hour},
@@ -81,7 +94,7 @@ func setCookie(c *fiber.Ctx, name, value string) {
 	}
 	ck := &fiber.Cookie{
 		Name: name, Value: value, Path: "/", Secure: true, HTTPOnly: !spec.script,
-		SameSite: fiber.CookieSameSiteLaxMode, MaxAge: int(spec.maxAge / time.Second),
+		SameSite: spec.sameSite(), MaxAge: int(spec.maxAge / time.Second),
 	}
 	if spec.maxAge == 0 {
 		ck.SessionOnly = true
@@ -92,11 +105,12 @@ func setCookie(c *fiber.Ctx, name, value string) {
 // clearCookie tells the browser to delete a declared cookie. Deleting is
 // always allowed, consent or not.
 func clearCookie(c *fiber.Ctx, name string) {
-	if _, ok := cookieSpecFor(name); !ok {
+	spec, ok := cookieSpecFor(name)
+	if !ok {
 		panic("gateway: cookie " + name + " is not in the registry")
 	}
 	c.Cookie(&fiber.Cookie{Name: name, Value: "", Path: "/", Secure: true, HTTPOnly: true,
-		SameSite: fiber.CookieSameSiteLaxMode, MaxAge: -1, Expires: time.Unix(0, 0)})
+		SameSite: spec.sameSite(), MaxAge: -1, Expires: time.Unix(0, 0)})
 }
 
 // filterCookies runs after the handler and removes every Set-Cookie the

@@ -16,6 +16,7 @@ import (
 // request's fiber.Ctx is left behind.
 type payer struct {
 	accountID string // empty: an anonymous visitor, paying from the daily quota
+	partnerID string // set: a partner's visitor, paid from the partner's monthly quota
 	addr      netip.Addr
 	plan      Plan
 	// rate is the request's rate-limit charge, to which a miss adds the
@@ -28,6 +29,9 @@ func (g *Gateway) payerOf(c *fiber.Ctx) payer {
 	py := payer{addr: g.ips.Addr(c), plan: g.cfg.Plans.plan(planAnonymous), rate: ratelimit.ChargeOf(c)}
 	if p.account != nil {
 		py.accountID, py.plan = p.account.ID, g.cfg.Plans.plan(p.account.Plan)
+	}
+	if pt := partnerOf(c); pt != nil {
+		py.partnerID, py.plan = pt.ID, g.cfg.Plans.plan(pt.Plan)
 	}
 	return py
 }
@@ -87,6 +91,9 @@ func (g *Gateway) reserveAll(py payer, cost int64, refs []string) ([]*ticket, er
 }
 
 func (g *Gateway) reserve(py payer, cost int64, ref string) (*ticket, error) {
+	if py.partnerID != "" {
+		return &ticket{}, nil // paid from the partner's monthly quota (respondForPartner)
+	}
 	if py.accountID == "" {
 		h, err := g.quota.Reserve(py.addr, 1)
 		if err != nil {

@@ -25,7 +25,11 @@ func (g *Gateway) crossOrigin(c *fiber.Ctx) error {
 	case fiber.MethodGet, fiber.MethodHead, fiber.MethodOptions:
 		return c.Next()
 	}
-	if c.Get(fiber.HeaderAuthorization) != "" {
+	// Browsers attach neither Authorization nor a partner key on their
+	// own; a page on another origin can send Imagegate-Key only after a
+	// CORS preflight, which only the generation route answers, and such
+	// requests never act on cookies (partnerAuth).
+	if c.Get(fiber.HeaderAuthorization) != "" || (c.Get(headerPartnerKey) != "" && c.Path() == partnerRoute) {
 		return c.Next()
 	}
 	origin := c.Get(fiber.HeaderOrigin)

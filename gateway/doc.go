@@ -35,4 +35,8 @@
 //   - mail: SMTP and the outbox.
 //   - web: the website's templates, embedded assets and page CSP; the
 //     gateway gathers each page's data (web_routes.go).
+//   - partner: partner sites' keys, origins, rate limits, monthly quotas,
+//     embed tokens and signed completion callbacks.
+//   - widget: the embed widget as browsers get it (embed.js, the frame).
+//   - dashboard: the operator dashboard's pages and server-drawn charts.
 package gateway

@@ -17,7 +17,9 @@ import (
 	"github.com/imagegate/imagegate/cache"
 	"github.com/imagegate/imagegate/edge"
 	"github.com/imagegate/imagegate/gateway/clientip"
+	"github.com/imagegate/imagegate/gateway/dashboard"
 	"github.com/imagegate/imagegate/gateway/moderation"
+	"github.com/imagegate/imagegate/gateway/partner"
 	"github.com/imagegate/imagegate/gateway/ratelimit"
 	"github.com/imagegate/imagegate/gateway/web"
 	"github.com/imagegate/imagegate/inference"
@@ -96,7 +98,14 @@ type Gateway struct {
 	owners     *edge.OwnerTagger
 	tags       tagCache // recent Cache-Tag values of outputs
 	life       *lifecycle
-	site       *web.Site // the website's templates and assets
+	partners   *partner.Engine
+	notifier   *partner.Notifier // partners' completion callbacks
+	// The operator dashboard: its pages, its sessions, and the metrics
+	// it charts (the registry /metrics serves).
+	dash          *dashboard.Dashboard
+	adminSessions *adminSessions
+	gatherer      prometheus.Gatherer
+	site          *web.Site // the website's templates and assets
 
 	stop context.CancelFunc
 	done chan struct{}
@@ -176,6 +185,22 @@ func New(cfg Config, deps Deps) (*Gateway, error) {
 	if g.billing, err = newPayments(cfg, deps.Store, logger, now); err != nil {
 		return nil, err
 	}
+	if g.partners, err = newPartners(cfg.Partners, deps.Store, now); err != nil {
+		return nil, err
+	}
+	g.notifier = partner.NewNotifier(cfg.Webhooks, g.httpClient, partner.RealClock, logger)
+	if err := registerWebhookMetrics(reg, g.notifier); err != nil {
+		return nil, err
+	}
+	if g.dash, err = dashboard.New(); err != nil {
+		return nil, err
+	}
+	g.adminSessions = newAdminSessions(cfg.AdminToken, now)
+	// The dashboard reads the registry /metrics serves on its own
+	// listener, so both show the same figures.
+	if rg, ok := reg.(prometheus.Gatherer); ok {
+		g.gatherer = rg
+	}
 	g.history = newHistorian(deps.Store, logger, now)
 	if g.site, err = web.New(); err != nil {
 		return nil, err
@@ -219,6 +244,7 @@ func New(cfg Config, deps Deps) (*Gateway, error) {
 	workers.Go(func() { g.sweepLimits(ctx) })
 	workers.Go(func() { g.runLifecycle(ctx, cfg.LifecycleInterval) })
 	workers.Go(func() { g.catalog.run(ctx, g.gen, cfg.ModelRefresh) })
+	workers.Go(func() { g.notifier.Run(ctx) })
 	go func() {
 		workers.Wait()
 		close(g.done)
@@ -281,7 +307,8 @@ func (g *Gateway) routes() {
 	}
 	images := g.authorize(accessImages)
 
-	app.Post("/v1/images/generations", g.identify, limit(costs.GenerationHit), images, g.gpcOptOut, g.generations)
+	app.Options(partnerRoute, g.partnerPreflight)
+	app.Post("/v1/images/generations", g.partnerAuth, g.identify, limit(costs.GenerationHit), images, g.gpcOptOut, g.generations)
 	app.Post("/v1/images/edits", g.identify, limit(costs.GenerationHit), images, g.gpcOptOut, g.edits)
 	app.Get("/o/:name", limit(costs.Object), g.object)
 
@@ -324,8 +351,11 @@ func (g *Gateway) routes() {
 	g.suspensionRoutes(admin)
 	g.moderationRoutes(admin)
 	g.complianceRoutes(admin)
+	g.partnerRoutes(admin)
 	g.analyticsRoutes(app, with, account, limit(costs.Default))
 
+	g.embedRoutes(app, limit(costs.Default))
+	g.dashboardRoutes(app, limit(costs.Default))
 	g.webRoutes(app, with, limit)
 
 	app.Use(g.notFound)

@@ -75,6 +75,9 @@ func (g *Gateway) generations(c *fiber.Ctx) error {
 	if err != nil {
 		return err
 	}
+	if pt := partnerOf(c); pt != nil {
+		return g.respondForPartner(c, *pt, p)
+	}
 	return g.respond(c, p)
 }
 

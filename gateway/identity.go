@@ -56,6 +56,9 @@ var errUnauthenticated = &apiError{Status: fiber.StatusUnauthorized, Type: "auth
 // ratelimit.CredentialGuardConfig), so guessing keys or replaying ended
 // sessions is limited before it costs a lookup.
 func (g *Gateway) identify(c *fiber.Ctx) error {
+	if partnerOf(c) != nil {
+		return c.Next() // a partner's visitor: anonymous here (partnerAuth)
+	}
 	auth, token := c.Get(fiber.HeaderAuthorization), c.Cookies(cookieSession)
 	if auth == "" && token == "" {
 		return c.Next() // anonymous: nothing to look up or remember

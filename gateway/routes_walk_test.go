@@ -442,6 +442,8 @@ func walkRecipes() map[string]walkRecipe {
 		}},
 	}
 	maps.Copy(recipes, analyticsWalkRecipes())
+	maps.Copy(recipes, partnerWalkRecipes())
+	maps.Copy(recipes, dashboardWalkRecipes())
 	return recipes
 }
 
@@ -544,7 +546,11 @@ func walkCheckSetCookie(t *testing.T, request, line string) (string, bool) {
 	if spec.Category != categoryNecessary {
 		t.Errorf("%s: set the %s cookie %s without consent", request, spec.Category, c.Name)
 	}
-	if !c.Secure || c.Path != "/" || c.Domain != "" || c.SameSite != http.SameSiteLaxMode || c.HttpOnly == spec.script ||
+	sameSite := http.SameSiteLaxMode
+	if spec.strict {
+		sameSite = http.SameSiteStrictMode
+	}
+	if !c.Secure || c.Path != "/" || c.Domain != "" || c.SameSite != sameSite || c.HttpOnly == spec.script ||
 		c.MaxAge != int(spec.maxAge/time.Second) || c.Value == "" {
 		got := fmt.Sprintf("Secure=%v Path=%q Domain=%q SameSite=%v HttpOnly=%v Max-Age=%d empty=%v",
 			c.Secure, c.Path, c.Domain, c.SameSite, c.HttpOnly, c.MaxAge, c.Value == "")

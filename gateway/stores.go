@@ -76,4 +76,6 @@ type Store interface {
 	exportStore
 	suspensionStore
 	purgeStore
+	partnerStore
+	dashboardStore
 }

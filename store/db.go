@@ -77,6 +77,12 @@ var (
 	bucketDSAR             = []byte("dsar_requests")
 	bucketNotifyJobs       = []byte("notify_jobs")
 	bucketNotifyRecipients = []byte("notify_recipients")
+	// Partners (store/partners.go): records, the publishable-key and
+	// hashed-secret indexes, images per partner per UTC day.
+	bucketPartners       = []byte("partners")
+	bucketPartnerPK      = []byte("partner_publishable")
+	bucketPartnerSecrets = []byte("partner_secrets")
+	bucketPartnerUsage   = []byte("partner_usage")
 
 	allBuckets = [][]byte{
 		bucketMeta, bucketAccounts, bucketAccountEmails, bucketAccountGoogle,
@@ -88,6 +94,7 @@ var (
 		bucketErasures, bucketProfiles, bucketAnalytics,
 		bucketReports,
 		bucketDSAR, bucketNotifyJobs, bucketNotifyRecipients,
+		bucketPartners, bucketPartnerPK, bucketPartnerSecrets, bucketPartnerUsage,
 	}
 
 	keySchema = []byte("schema")

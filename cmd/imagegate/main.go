@@ -43,6 +43,7 @@ Usage:
   imagegate store copy --from bolt:DIR --to postgres://…   move the embedded account store to PostgreSQL
   imagegate purge [flags]       purge outputs from the CDN and every gateway (--object, --tag, --prefix, --everything)
   imagegate admin <command>     operator commands: delete-account, erasures, reports, dsar, notify (run "imagegate admin help")
+  imagegate partner <command>   partner sites embedding the generator: add, list, update, disable
   imagegate stats export [--out FILE] [--k 10]   aggregated, anonymized generation statistics
   imagegate version             print the version
 
@@ -69,6 +70,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return runPurge(ctx, args, stdout, stderr)
 	case "admin":
 		return runAdmin(ctx, args, stdout, stderr)
+	case "partner":
+		return runPartner(ctx, args, stdout, stderr)
 	case "stats":
 		return runStats(ctx, args, stdout, stderr)
 	case "version":

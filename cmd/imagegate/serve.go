@@ -43,6 +43,7 @@ type serveConfig struct {
 	SigningKey       string
 	SigningKeyPrev   string
 	OwnerTagKey      string
+	EmbedKey         string
 	LinkTTL          time.Duration
 	L1Bytes          int64
 	ConfigFile       string
@@ -110,6 +111,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.DurationVar(&gw.ReadTimeout, "read-timeout", 30*time.Second, "deadline for reading one request's headers and body; slower clients (slowloris) get 408")
 	fs.StringVar(&cfg.SigningKey, "signing-key", "", "secret (≥32 characters, used as written: the key literal of the CDN's WAF rule) for signed output links; shared by every gateway (empty: generated once in the data dir)")
 	fs.StringVar(&cfg.SigningKeyPrev, "signing-key-previous", "", "the previous --signing-key, still accepted during a rotation")
+	fs.StringVar(&cfg.EmbedKey, "embed-key", "", "secret (≥32 chars) signing the partner widget's embed tokens; shared by every gateway (empty: generated once in the data dir)")
 	fs.StringVar(&cfg.OwnerTagKey, "owner-tag-key", "", "secret (≥32 chars) deriving the CDN cache tag of each account's outputs; shared by every gateway, never rotated while outputs are cached (empty: generated once in the data dir)")
 	fs.DurationVar(&cfg.LinkTTL, "link-ttl", 24*time.Hour, "lifetime of signed output links")
 	fs.Int64Var(&cfg.L1Bytes, "l1-bytes", 256<<20, "memory cache size in bytes")
@@ -348,6 +350,13 @@ func newSystem(ctx context.Context, cfg serveConfig, logger *slog.Logger) (_ *sy
 	if err != nil {
 		return nil, fmt.Errorf("--owner-tag-key: %w", err)
 	}
+	embedKey := []byte(cfg.EmbedKey)
+	if cfg.EmbedKey == "" {
+		if embedKey, err = edge.LoadOrCreateKey(filepath.Join(cfg.DataDir, "embed.key")); err != nil {
+			return nil, err
+		}
+	}
+	cfg.Gateway.Partners.EmbedKey = embedKey
 	deps := gateway.Deps{
 		Cache: c, Signer: signer, Inference: pool, Store: db, Mailer: mailer, Objects: objects, OwnerTags: owners,
 		Registry: reg, Logger: logger,
