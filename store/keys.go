@@ -121,6 +121,17 @@ func NewToken(prefix string, n int) (token string, hash []byte) { return newToke
 // HashToken is how secrets are stored and looked up.
 func HashToken(token string) []byte { return hashToken(token) }
 
+// CheckPartner validates (and canonicalises) a partner record before it
+// is written, as CreatePartner and UpdatePartner do.
+func CheckPartner(p *Partner) error { return checkPartner(p) }
+
+// ApplyPartnerChange is UpdatePartner's change to a record, before
+// CheckPartner.
+func ApplyPartnerChange(p *Partner, ch PartnerChange) { applyPartnerChange(p, ch) }
+
+// NewWebhookSecret returns a fresh whsec_ signing secret.
+func NewWebhookSecret() string { return newWebhookSecret() }
+
 // CreateDSARKey makes the key of a rights request in slot of the account
 // key file (idempotent); DSARKey returns it; DestroyDSARKey destroys it.
 func (k *Keyring) CreateDSARKey(slot uint64, id string) ([]byte, error) {
