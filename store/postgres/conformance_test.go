@@ -47,6 +47,17 @@ func TestConformance(t *testing.T) {
 			dbs.Store(storetest.Store(db), o)
 			return db
 		},
+		Share: func(t *testing.T, s storetest.Store, now func() time.Time) storetest.Store {
+			v, _ := dbs.Load(s)
+			o := v.(opened)
+			db, err := postgres.Open(t.Context(), postgres.Config{URL: o.url, KeyPath: o.keyPath, Now: now})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { db.Close() })
+			dbs.Store(storetest.Store(db), o)
+			return db
+		},
 		Contains: func(t *testing.T, s storetest.Store, needle []byte) bool {
 			t.Helper()
 			v, _ := dbs.Load(s)

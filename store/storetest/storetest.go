@@ -74,6 +74,7 @@ type Store interface {
 
 	billingStore
 	lifecycleStore
+	partnerStore
 	complianceStore
 }
 
@@ -143,6 +144,11 @@ type Harness struct {
 	// Reopen closes s and opens its data again, as a restarted process
 	// would (on PostgreSQL: as another gateway on the same database).
 	Reopen func(t *testing.T, s Store, now func() time.Time) Store
+	// Share opens s's data a second time while s stays open, as another
+	// gateway on the same database would; nil when the implementation is
+	// one process's alone (bbolt locks its file). It closes the store
+	// when t ends.
+	Share func(t *testing.T, s Store, now func() time.Time) Store
 
 	keyPaths *sync.Map
 }
@@ -207,6 +213,13 @@ func Run(t *testing.T, h Harness) {
 		{"OneOpenSubscriptionCheckout", testOneOpenSubscriptionCheckout},
 		{"ClaimDoomedDecidesTheRace", testClaimDoomedDecidesTheRace},
 		{"LiftSuspension", testLiftSuspension},
+		{"PartnerKeysAndLookup", testPartnerKeysAndLookup},
+		{"PartnerValidation", testPartnerValidation},
+		{"PartnersOldestFirst", testPartnersOldestFirst},
+		{"UpdatePartner", testUpdatePartner},
+		{"PartnerQuotaAndUsage", testPartnerQuotaAndUsage},
+		{"PartnerQuotaConcurrent", testPartnerQuotaConcurrent},
+		{"CreditSalesDays", testCreditSalesDays},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -228,6 +241,19 @@ func (h Harness) reopen(t *testing.T, s Store, clock *testpeer.Clock) Store {
 	t.Helper()
 	p, _ := h.keyPaths.Load(s)
 	s2 := h.Reopen(t, s, clock.Now)
+	h.keyPaths.Store(s2, p)
+	return s2
+}
+
+// reopenShared is Harness.Share, or s itself when the store cannot be
+// shared.
+func (h Harness) reopenShared(t *testing.T, s Store, clock *testpeer.Clock) Store {
+	t.Helper()
+	if h.Share == nil {
+		return s
+	}
+	p, _ := h.keyPaths.Load(s)
+	s2 := h.Share(t, s, clock.Now)
 	h.keyPaths.Store(s2, p)
 	return s2
 }
