@@ -127,7 +127,7 @@ var copyTables = []string{
 	"accounts", "sessions", "email_tokens", "api_keys", "ledger", "holds", "consents", "security_log",
 	"billing", "stripe_payments", "webhook_events", "billing_flags", "generations", "objects", "object_refs",
 	"doomed_objects", "erasures", "profiles", "analytics_days", "reports", "dsar_requests", "notify_jobs",
-	"notify_recipients", "meta",
+	"notify_recipients", "partners", "partner_usage", "meta",
 }
 
 // CopyFromBolt copies every record of the bbolt store src into this empty
@@ -161,11 +161,14 @@ func (db *DB) CopyFromBolt(ctx context.Context, src *store.DB) (CopyReport, erro
 		if _, err := tx.Exec(ctx, `DELETE FROM meta`); err != nil {
 			return err
 		}
-		c := &copier{ctx: ctx, tx: tx, counts: want.Counts, sums: sums}
+		c := &copier{ctx: ctx, tx: tx, counts: want.Counts, sums: sums, partnerSecrets: map[string][]byte{}}
 		for _, r := range recs {
 			if err := c.put(r); err != nil {
 				return fmt.Errorf("postgres: copy %s record %q: %w", r.bucket, printable(r.key), err)
 			}
+		}
+		if err := c.putPartners(); err != nil {
+			return fmt.Errorf("postgres: copy partners: %w", err)
 		}
 		return c.setSequences(seqs)
 	})
@@ -218,6 +221,54 @@ type copier struct {
 	tx     pgx.Tx
 	counts map[string]int
 	sums   *checksums
+	// A partner row needs its secret's hash (bbolt's partner_secrets
+	// index) and comes before its usage (the foreign key): the three
+	// buckets are gathered and written by putPartners.
+	partners       []store.Partner
+	partnerSecrets map[string][]byte // partner id → secret hash
+	partnerUsage   []rawRecord
+}
+
+// putPartners writes the gathered partner records and their usage.
+func (c *copier) putPartners() error {
+	for _, p := range c.partners {
+		hash, ok := c.partnerSecrets[p.ID]
+		if !ok {
+			return fmt.Errorf("partner %s has no secret key", p.ID)
+		}
+		origins := p.Origins
+		if origins == nil {
+			origins = []string{}
+		}
+		c.sums.add("partners", p.ID, p.PublishableKey, hex.EncodeToString(hash), strings.Join(origins, " "),
+			fmt.Sprint(p.MonthlyQuota, p.RateLimit, p.Disabled), p.Plan, p.WebhookURL, p.WebhookSecret)
+		if err := c.exec("partners", `INSERT INTO partners (`+partnerCols+`, secret_hash)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)`,
+			p.ID, p.Name, origins, p.MonthlyQuota, p.RateLimit, p.Plan, p.Disabled, p.PublishableKey,
+			p.SecretHint, p.WebhookURL, p.WebhookSecret, p.Created, p.Updated, hash); err != nil {
+			return err
+		}
+	}
+	for _, r := range c.partnerUsage {
+		parts, err := splitKey(r.key, 2)
+		if err != nil {
+			return err
+		}
+		if len(r.value) != 8 {
+			return fmt.Errorf("partner usage %q: bad count", printable(r.key))
+		}
+		day, err := time.Parse(time.DateOnly, parts[1])
+		if err != nil {
+			return fmt.Errorf("partner usage %q: %w", printable(r.key), err)
+		}
+		images := binary.BigEndian.Uint64(r.value)
+		c.sums.add("partner_usage", parts[0], parts[1], fmt.Sprint(images))
+		if err := c.exec("partner_usage", `INSERT INTO partner_usage (partner_id, day, images) VALUES ($1, $2, $3)`,
+			parts[0], day, int64(images)); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func (c *copier) exec(table, sql string, args ...any) error {
@@ -457,6 +508,21 @@ func (c *copier) put(r rawRecord) error {
 			return err
 		}
 		return c.exec("notify_jobs", `INSERT INTO notify_jobs (id, seq, state, record) VALUES ($1, $2, $3, $4)`, j.ID, seq, j.State, raw)
+	case "partner_publishable":
+		return nil // an index, the partners table's unique column
+	case "partner_secrets":
+		c.partnerSecrets[string(v)] = k
+		return nil
+	case "partners":
+		var p store.Partner
+		if err := json.Unmarshal(v, &p); err != nil {
+			return err
+		}
+		c.partners = append(c.partners, p)
+		return nil
+	case "partner_usage":
+		c.partnerUsage = append(c.partnerUsage, r)
+		return nil
 	case "notify_recipients":
 		parts, err := splitKey(k, 2)
 		if err != nil {
@@ -513,7 +579,7 @@ func (c *checksums) add(table string, fields ...string) {
 
 func (c *checksums) final() map[string]string {
 	out := map[string]string{}
-	for _, t := range []string{"accounts", "ledger", "generations", "objects", "reports"} {
+	for _, t := range []string{"accounts", "ledger", "generations", "objects", "reports", "partners", "partner_usage"} {
 		rows := slices.Clone(c.rows[t])
 		slices.Sort(rows)
 		h := sha256.New()
@@ -535,6 +601,9 @@ func (db *DB) copyChecksums(ctx context.Context) (map[string]string, error) {
 		"generations": `SELECT account_id, id, object, encode(prompt_sealed, 'hex') FROM generations`,
 		"objects":     `SELECT hash, refs::text FROM objects`,
 		"reports":     `SELECT id, encode(details, 'hex') FROM reports`,
+		"partners": `SELECT id, publishable_key, encode(secret_hash, 'hex'), array_to_string(origins, ' '),
+			monthly_quota::text || ' ' || rate_limit::text || ' ' || disabled::text, plan, webhook_url, webhook_secret FROM partners`,
+		"partner_usage": `SELECT partner_id, to_char(day, 'YYYY-MM-DD'), images::text FROM partner_usage`,
 	}
 	for table, q := range queries {
 		rows, err := db.pool.Query(ctx, q)

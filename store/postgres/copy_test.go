@@ -36,6 +36,8 @@ type snapshot struct {
 	Analytics   []store.AnalyticsDay
 	Flags       []store.BillingFlag
 	Models      []store.Model
+	Partners    []store.Partner
+	Usage       [][]store.PartnerUsage
 }
 
 func takeSnapshot(t *testing.T, s storetest.Store, accounts []string, objects []string, reportID string) snapshot {
@@ -97,6 +99,13 @@ func takeSnapshot(t *testing.T, s storetest.Store, accounts []string, objects []
 	must(err)
 	sn.Models, err = s.Models()
 	must(err)
+	sn.Partners, err = s.Partners()
+	must(err)
+	for _, p := range sn.Partners {
+		u, err := s.PartnerUsageDays(p.ID, time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC), time.Date(2027, 1, 1, 0, 0, 0, 0, time.UTC))
+		must(err)
+		sn.Usage = append(sn.Usage, u)
+	}
 	return sn
 }
 
@@ -178,12 +187,26 @@ func TestCopyFromBolt(t *testing.T) {
 	must(err)
 	_, err = src.BeginErasure(gone, store.ErasureByUser)
 	must(err)
+	partner, partnerSecret, err := src.CreatePartner(store.NewPartner{Name: "Shop", Origins: []string{"https://shop.example"},
+		MonthlyQuota: 10, RateLimit: 60, Plan: "free", WebhookURL: "https://shop.example/hooks"})
+	must(err)
+	disabled := true
+	clock.Advance(time.Second) // listed after Shop
+	_, _, err = src.CreatePartner(store.NewPartner{Name: "Old", Origins: []string{"https://old.example"}, MonthlyQuota: 1, RateLimit: 1, Plan: "free"})
+	must(err)
+	must(src.ReservePartnerImages(partner.ID, clock.Now(), 4))
+	must(src.ReservePartnerImages(partner.ID, clock.Now().Add(24*time.Hour), 2))
+	partners, err := src.Partners()
+	must(err)
+	_, err = src.UpdatePartner(partners[1].ID, store.PartnerChange{Disabled: &disabled})
+	must(err)
 	clock.Advance(2 * time.Minute)
 	_, err = src.ExpireOutputs(100) // the pending output, never owned, is queued for deletion
 	must(err)
 
 	before := takeSnapshot(t, src, accounts, []string{shared, private}, rep.ID)
-	if len(before.Doomed) != 1 || len(before.Events) == 0 || before.Events[0][0].IP != "203.0.113.9" {
+	if len(before.Partners) != 2 || len(before.Usage[0]) != 2 ||
+		len(before.Doomed) != 1 || len(before.Events) == 0 || before.Events[0][0].IP != "203.0.113.9" {
 		t.Fatalf("the source is not populated as meant: doomed %v, events %v", before.Doomed, before.Events)
 	}
 
@@ -196,7 +219,8 @@ func TestCopyFromBolt(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if copied.Counts["accounts"] != 3 || copied.Counts["generations"] != 3 || copied.Checksums["ledger"] == "" {
+	if copied.Counts["accounts"] != 3 || copied.Counts["generations"] != 3 || copied.Checksums["ledger"] == "" ||
+		copied.Counts["partners"] != 2 || copied.Counts["partner_usage"] != 2 || copied.Checksums["partners"] == "" {
 		t.Errorf("copy report %+v", copied)
 	}
 	after := takeSnapshot(t, dst, accounts, []string{shared, private}, rep.ID)
@@ -208,6 +232,16 @@ func TestCopyFromBolt(t *testing.T) {
 	}
 	if k, err := dst.ValidateAPIKey(secret); err != nil || k.AccountID != bob {
 		t.Errorf("the API key on the copy: %+v, %v", k, err)
+	}
+	if p, err := dst.PartnerBySecret(partnerSecret); err != nil || p.ID != partner.ID {
+		t.Errorf("the partner's secret key on the copy: %+v, %v", p, err)
+	}
+	if p, err := dst.PartnerByPublishableKey(partner.PublishableKey); err != nil || p.ID != partner.ID {
+		t.Errorf("the partner's publishable key on the copy: %+v, %v", p, err)
+	}
+	// The month's count carries over: 6 of 10 used.
+	if err := dst.ReservePartnerImages(partner.ID, clock.Now(), 5); !errors.Is(err, store.ErrPartnerQuota) {
+		t.Errorf("the copy forgot the month's usage: %v", err)
 	}
 	if err := dst.CheckPasswordReset(reset); err != nil {
 		t.Errorf("the reset link on the copy: %v", err)
