@@ -54,10 +54,22 @@ func (k *Keyring) Close() error {
 // IndexKey returns the key that turns emails and Google subjects into
 // lookup-index entries, creating it when the file has none.
 func (k *Keyring) IndexKey() ([]byte, error) {
-	var tag [tagLen]byte
-	copy(tag[:], "lookup-index-key")
-	return k.accounts.create(indexKeySlot, tag)
+	return k.accounts.create(indexKeySlot, indexTag())
 }
+
+// IndexKeyAt returns the lookup-index key in slot (slot 0 is IndexKey's),
+// or ErrKeyDestroyed once a rotation has destroyed it.
+func (k *Keyring) IndexKeyAt(slot uint64) ([]byte, error) { return k.accounts.get(slot, indexTag()) }
+
+// CreateIndexKey makes a fresh lookup-index key in slot (idempotent), for
+// a rotation; slot comes from the account key slots.
+func (k *Keyring) CreateIndexKey(slot uint64) ([]byte, error) {
+	return k.accounts.create(slot, indexTag())
+}
+
+// DestroyIndexKey destroys the lookup-index key in slot, so index entries
+// it made (in old pages, WAL or backups) match nothing any more.
+func (k *Keyring) DestroyIndexKey(slot uint64) error { return k.accounts.destroy(slot) }
 
 // IndexFingerprint is what a database remembers of its index key, so a
 // key file that belongs to another database is refused.

@@ -97,7 +97,7 @@ func (db *DB) CreateAccount(n store.NewAccount) (store.Account, error) {
 		return store.Account{}, fmt.Errorf("postgres: key slot: %w", err)
 	}
 	r := accountRow{
-		ID: store.NewID("acct_"), Slot: slot, EmailIndex: db.lookupKey("email", email), EmailVerified: n.EmailVerified,
+		ID: store.NewID("acct_"), Slot: slot, EmailVerified: n.EmailVerified,
 		PasswordHash: n.PasswordHash, Plan: n.Plan, Status: store.StatusActive,
 		Created: db.now().UTC(), AgeAttested: n.AgeAttested.UTC(),
 	}
@@ -109,15 +109,30 @@ func (db *DB) CreateAccount(n store.NewAccount) (store.Account, error) {
 		return store.Account{}, err
 	}
 	if n.GoogleSubject != "" {
-		r.GoogleIndex = db.lookupKey("google", n.GoogleSubject)
 		if r.GoogleSealed, err = store.Seal(key, "google:"+r.ID, []byte(n.GoogleSubject)); err != nil {
 			return store.Account{}, err
 		}
 	}
-	_, err = db.pool.Exec(ctx, `INSERT INTO accounts (`+accountCols+`)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)`,
-		r.ID, r.Slot, r.EmailSealed, r.EmailIndex, r.EmailVerified, r.GoogleSealed, r.GoogleIndex,
-		r.PasswordHash, r.Plan, r.Status, r.Created, r.AgeAttested, r.Settings, r.Balance, r.Held, r.LedgerSeq, r.GrantPeriod)
+	cancel()
+	err = db.inTx(func(ctx context.Context, tx pgx.Tx) error {
+		// The index entries are made under the current lookup-index key,
+		// which cannot change before the commit (see RotateIndexKey).
+		var err error
+		if r.EmailIndex, err = db.lookupKeyIn(ctx, tx, "FOR SHARE", "email", email); err != nil {
+			return err
+		}
+		r.GoogleIndex = nil
+		if n.GoogleSubject != "" {
+			if r.GoogleIndex, err = db.lookupKeyIn(ctx, tx, "FOR SHARE", "google", n.GoogleSubject); err != nil {
+				return err
+			}
+		}
+		_, err = tx.Exec(ctx, `INSERT INTO accounts (`+accountCols+`)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)`,
+			r.ID, r.Slot, r.EmailSealed, r.EmailIndex, r.EmailVerified, r.GoogleSealed, r.GoogleIndex,
+			r.PasswordHash, r.Plan, r.Status, r.Created, r.AgeAttested, r.Settings, r.Balance, r.Held, r.LedgerSeq, r.GrantPeriod)
+		return err
+	})
 	if isUnique(err) {
 		return store.Account{}, store.ErrConflict
 	}
@@ -140,22 +155,38 @@ func (db *DB) Account(id string) (store.Account, error) {
 
 // AccountByEmail returns the account registered under email.
 func (db *DB) AccountByEmail(email string) (store.Account, error) {
-	return db.accountByIndex("email_index", db.lookupKey("email", store.NormalizeEmail(email)))
+	return db.accountByIndex("email_index", "email", store.NormalizeEmail(email))
 }
 
 // AccountByGoogle returns the account linked to a Google subject.
 func (db *DB) AccountByGoogle(subject string) (store.Account, error) {
-	return db.accountByIndex("google_index", db.lookupKey("google", subject))
+	return db.accountByIndex("google_index", "google", subject)
 }
 
-func (db *DB) accountByIndex(col string, idx []byte) (store.Account, error) {
+// accountByIndex looks value up under the lookup-index key this gateway
+// last used; on a miss it checks whether another gateway has rotated the
+// key since, and looks again under the new one.
+func (db *DB) accountByIndex(col, kind, value string) (store.Account, error) {
 	ctx, cancel := db.op()
 	defer cancel()
-	r, err := scanAccount(db.pool.QueryRow(ctx, `SELECT `+accountCols+` FROM accounts WHERE `+col+` = $1`, idx))
-	if err != nil {
-		return store.Account{}, err
+	slot, idx := db.cachedLookupKey(kind, value)
+	for {
+		r, err := scanAccount(db.pool.QueryRow(ctx, `SELECT `+accountCols+` FROM accounts WHERE `+col+` = $1`, idx))
+		if err == nil {
+			return db.openAccount(r)
+		}
+		if !errors.Is(err, store.ErrNotFound) {
+			return store.Account{}, err
+		}
+		if idx, err = db.lookupKeyIn(ctx, db.pool, "", kind, value); err != nil {
+			return store.Account{}, err
+		}
+		now, _ := db.cachedLookupKey(kind, value)
+		if now == slot {
+			return store.Account{}, store.ErrNotFound
+		}
+		slot = now
 	}
-	return db.openAccount(r)
 }
 
 // LinkGoogle attaches a Google subject to an existing account and marks its
@@ -163,9 +194,12 @@ func (db *DB) accountByIndex(col string, idx []byte) (store.Account, error) {
 // loses every credential in the same transaction.
 func (db *DB) LinkGoogle(id, subject string) error {
 	return db.updateAccount(id, func(ctx context.Context, tx pgx.Tx, r *accountRow, key []byte) error {
-		idx := db.lookupKey("google", subject)
+		idx, err := db.lookupKeyIn(ctx, tx, "FOR SHARE", "google", subject)
+		if err != nil {
+			return err
+		}
 		var owner string
-		err := tx.QueryRow(ctx, `SELECT id FROM accounts WHERE google_index = $1`, idx).Scan(&owner)
+		err = tx.QueryRow(ctx, `SELECT id FROM accounts WHERE google_index = $1`, idx).Scan(&owner)
 		switch {
 		case err == nil && owner == id:
 			return nil
@@ -226,9 +260,12 @@ func (db *DB) setEmail(ctx context.Context, tx pgx.Tx, r *accountRow, key []byte
 	if email == "" {
 		return errors.New("postgres: empty email")
 	}
-	idx := db.lookupKey("email", email)
+	idx, err := db.lookupKeyIn(ctx, tx, "FOR SHARE", "email", email)
+	if err != nil {
+		return err
+	}
 	var owner string
-	err := tx.QueryRow(ctx, `SELECT id FROM accounts WHERE email_index = $1`, idx).Scan(&owner)
+	err = tx.QueryRow(ctx, `SELECT id FROM accounts WHERE email_index = $1`, idx).Scan(&owner)
 	switch {
 	case err == nil && owner == r.ID:
 		r.EmailVerified = true

@@ -170,12 +170,30 @@ func (db *DB) CopyFromBolt(ctx context.Context, src *store.DB) (CopyReport, erro
 		if err := c.putPartners(); err != nil {
 			return fmt.Errorf("postgres: copy partners: %w", err)
 		}
+		// A source that never rotated its lookup-index key uses slot 0;
+		// the row must exist for index writers to lock it.
+		tag, err := tx.Exec(ctx, `INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING`, metaIndexSlot, slotBytes(0))
+		if err != nil {
+			return err
+		}
+		want.Counts["meta"] += int(tag.RowsAffected())
 		return c.setSequences(seqs)
 	})
 	if err != nil {
 		return CopyReport{}, err
 	}
 	want.Checksums = sums.final()
+	// The lookup-index key is now the source's. If bbolt had rotated it,
+	// slot 0 holds only the key this database made for itself at Open
+	// (bbolt destroyed its own): nothing is indexed under it.
+	if _, err := db.indexKeyIn(ctx, db.pool, ""); err != nil {
+		return want, err
+	}
+	if db.index.Load().slot != 0 {
+		if err := db.keys.DestroyIndexKey(0); err != nil {
+			return want, err
+		}
+	}
 	got, err := db.copyChecksums(ctx)
 	if err != nil {
 		return want, err
@@ -309,7 +327,7 @@ func (c *copier) put(r rawRecord) error {
 		switch string(k) {
 		case "schema":
 			return nil
-		case "index_key_fingerprint", "models", "day_keys_floor":
+		case "index_key_fingerprint", "models", "day_keys_floor", metaIndexSlot, metaIndexRetired:
 			return c.exec("meta", `INSERT INTO meta (key, value) VALUES ($1, $2)`, string(k), v)
 		}
 		return fmt.Errorf("unknown meta key")

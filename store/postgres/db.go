@@ -1,10 +1,10 @@
 package postgres
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -58,11 +58,11 @@ func (c *Config) Validate() error {
 // DB is the account store on PostgreSQL. It is safe for concurrent use,
 // and any number of processes may share one database.
 type DB struct {
-	pool     *pgxpool.Pool
-	keys     *store.Keyring
-	indexKey []byte
-	now      func() time.Time
-	timeout  time.Duration
+	pool    *pgxpool.Pool
+	keys    *store.Keyring
+	index   atomic.Pointer[indexKey]
+	now     func() time.Time
+	timeout time.Duration
 }
 
 // Open connects, applies pending migrations (under an advisory lock) and
@@ -98,29 +98,6 @@ func Open(ctx context.Context, cfg Config) (_ *DB, err error) {
 		return nil, err
 	}
 	return db, nil
-}
-
-// openIndexKey loads the lookup-index key and checks it against the
-// fingerprint the database remembers: key files from another deployment
-// would silently lose every account's lookup.
-func (db *DB) openIndexKey(ctx context.Context, path string) error {
-	key, err := db.keys.IndexKey()
-	if err != nil {
-		return err
-	}
-	fp := store.IndexFingerprint(key)
-	if _, err := db.pool.Exec(ctx, `INSERT INTO meta (key, value) VALUES ('index_key_fingerprint', $1) ON CONFLICT (key) DO NOTHING`, fp); err != nil {
-		return fmt.Errorf("postgres: store index fingerprint: %w", err)
-	}
-	var want []byte
-	if err := db.pool.QueryRow(ctx, `SELECT value FROM meta WHERE key = 'index_key_fingerprint'`).Scan(&want); err != nil {
-		return fmt.Errorf("postgres: read index fingerprint: %w", err)
-	}
-	if !bytes.Equal(want, fp) {
-		return fmt.Errorf("postgres: the key file %s.keys belongs to another database; restore the matching one", path)
-	}
-	db.indexKey = key
-	return nil
 }
 
 // Close closes the pool and the key files.
@@ -162,8 +139,6 @@ func isRetryable(err error) bool {
 	var pe *pgconn.PgError
 	return errors.As(err, &pe) && (pe.Code == "40P01" || pe.Code == "40001")
 }
-
-func (db *DB) lookupKey(kind, value string) []byte { return store.LookupKey(db.indexKey, kind, value) }
 
 // notFound maps pgx's no-rows to store.ErrNotFound, and so a key
 // PostgreSQL cannot even hold as text (a NUL byte, invalid UTF-8: it

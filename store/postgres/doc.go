@@ -27,7 +27,8 @@
 // way serializable predicate locks on the ledger's indexes do under load.
 // A hold is taken with DELETE … RETURNING, so a hold committed twice (two
 // gateways retrying one job) charges once. (account_id, ref) is unique in
-// the ledger, so a replayed credit is a no-op.
+// the ledger, so a replayed credit is a no-op. A partner's monthly image
+// quota is checked and counted the same way, under its partners row.
 //
 // # Personal data stays sealed
 //
@@ -41,12 +42,10 @@
 //
 // # Caveats
 //
-// The lookup-index key (HMAC of emails and Google subjects) is not yet
-// rotated after an erasure, as the bbolt store now does: an erased
-// account's row is deleted, but a copy of its index entry in an old WAL
-// segment or backup could still be matched against a guessed address by
-// whoever holds both that copy and the key file. Its email itself, sealed
-// with its own destroyed key, cannot be read.
+// The lookup-index key (HMAC of emails and Google subjects) is rotated
+// after every erasure, as in the bbolt store (RotateIndexKey): every
+// account row is re-indexed in one transaction, which costs time in
+// proportion to the number of accounts.
 //
 // Every gateway must open the same key files: today that means the
 // gateways share a host or a volume (the files are written under flock).

@@ -188,6 +188,13 @@ func (db *DB) FinishErasure(accountID string) error {
 	if err := db.keys.DestroyAccountKey(job.Slot); err != nil {
 		return err
 	}
+	// The account's index entry may survive in old WAL, replicas or
+	// backups under the current lookup-index key: a new key, and the old
+	// one destroyed, make it match nothing. Before the job goes, so a
+	// failure is retried.
+	if err := db.RotateIndexKey(); err != nil {
+		return err
+	}
 	ctx, cancel := db.op()
 	defer cancel()
 	_, err = db.pool.Exec(ctx, `DELETE FROM erasures WHERE account_id = $1`, accountID)

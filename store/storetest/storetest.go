@@ -220,6 +220,7 @@ func Run(t *testing.T, h Harness) {
 		{"PartnerQuotaAndUsage", testPartnerQuotaAndUsage},
 		{"PartnerQuotaConcurrent", testPartnerQuotaConcurrent},
 		{"CreditSalesDays", testCreditSalesDays},
+		{"ErasureRotatesTheLookupIndexKey", testErasureRotatesTheLookupIndexKey},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
