@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/gofiber/fiber/v2"
+
+	"github.com/imagegate/imagegate/gateway/consent"
 )
 
 // The privacy page (GET /privacy, and GET /v1/privacy as JSON) is
@@ -133,11 +135,11 @@ func (g *Gateway) privacyPolicy() privacyJSON {
 	} else {
 		rows = append(rows, retentionJSON{Data: "backups", Description: "Backups of the data files", Period: "no backups are taken"})
 	}
-	visit, _ := cookieSpecFor(cookieAnalytics)
+	visit, _ := consent.Lookup(cookieAnalytics)
 	rows = append(rows,
 		retentionJSON{Data: "transactions", Description: "Payment and credit records, kept for accounting; pseudonymized when you delete your account", Period: "as long as accounting law requires"},
 		retentionJSON{Data: "analytics", Description: "Aggregated analytics counts: they describe no person and hold no identifier", Period: "no time limit"},
-		period("analytics_cookie", "The analytics cookie ("+cookieAnalytics+"), set only if you allow analytics, after your last page view", visit.maxAge),
+		period("analytics_cookie", "The analytics cookie ("+cookieAnalytics+"), set only if you allow analytics, after your last page view", visit.MaxAge()),
 	)
 
 	return privacyJSON{
