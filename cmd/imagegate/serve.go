@@ -34,6 +34,8 @@ type serveConfig struct {
 	Addr             string
 	MetricsAddr      string
 	DataDir          string
+	DatabaseURL      string
+	KeyDir           string
 	InferenceURLs    []string
 	InferenceToken   string
 	InferenceCAFile  string
@@ -96,6 +98,8 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.StringVar(&cfg.Addr, "addr", ":8080", "listen address")
 	fs.StringVar(&cfg.MetricsAddr, "metrics-addr", "", "serve /metrics on this address (e.g. 127.0.0.1:9091); never on --addr, whose port it must not share (empty: /metrics off)")
 	fs.StringVar(&cfg.DataDir, "data-dir", "./data", "bbolt files, local objects, keys and the mail outbox")
+	fs.StringVar(&cfg.DatabaseURL, "database-url", "", "PostgreSQL URL of an account store shared by several gateways, e.g. postgres://user:pass@host/imagegate (empty: the embedded bbolt file in --data-dir); key files stay in --data-dir")
+	fs.StringVar(&cfg.KeyDir, "key-dir", "", "with --database-url: directory of the key files sealing personal data, the same files for every gateway on the database (default --data-dir)")
 	fs.StringVar(&cfg.ConfigFile, "config", "", "TOML file with plans, prices, rate limits, retention and, for the in-process tier, the [inference] model catalogue (see README)")
 	fs.StringVar(&gw.PublicURL, "public-url", "", "base URL of links, e.g. https://img.example.com (empty: derived from the request; account mail then works on localhost only)")
 	fs.StringVar(&gw.CDNURL, "cdn-url", "", "base URL of output links when a CDN fronts them")
@@ -103,6 +107,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.StringVar(&cfg.InferenceToken, "inference-token", "", "bearer token sent to the inference tier")
 	fs.StringVar(&cfg.InferenceCAFile, "inference-ca-file", "", "PEM file of CA certificates trusted, besides the system roots, for https:// inference URLs")
 	fs.DurationVar(&cfg.InferenceTimeout, "inference-timeout", 60*time.Second, "deadline of one inference attempt; failures are retried on another endpoint")
+	fs.DurationVar(&gw.LifecycleInterval, "lifecycle-interval", time.Minute, "how often retention and erasure work runs; with several gateways it also bounds how long one that died leaves an erasure unfinished")
 	fs.DurationVar(&gw.RequestTimeout, "request-timeout", 90*time.Second, "deadline of one generation request")
 	fs.DurationVar(&gw.ReadTimeout, "read-timeout", 30*time.Second, "deadline for reading one request's headers and body; slower clients (slowloris) get 408")
 	fs.StringVar(&cfg.SigningKey, "signing-key", "", "secret (≥32 characters, used as written: the key literal of the CDN's WAF rule) for signed output links; shared by every gateway (empty: generated once in the data dir)")
@@ -297,7 +302,7 @@ func newSystem(ctx context.Context, cfg serveConfig, logger *slog.Logger) (_ *sy
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
-	db, err := store.Open(store.Config{Path: filepath.Join(cfg.DataDir, "imagegate.db")})
+	db, err := openAccountStore(ctx, cfg, logger)
 	if err != nil {
 		return nil, err
 	}
