@@ -29,7 +29,7 @@ test: tools vet
 	  $(GO) run ./internal/noskip -race -count=1 -timeout 30m ./...
 
 ## tools: install what the tests need when it is missing (idempotent)
-tools: $(TOOLS_BIN)/versitygw $(TOOLS_BIN)/stripe-mock smtp-server chromium $(AXE_JS)
+tools: $(TOOLS_BIN)/versitygw $(TOOLS_BIN)/stripe-mock smtp-server postgresql chromium $(AXE_JS)
 
 $(TOOLS_BIN)/versitygw:
 	GOBIN=$(TOOLS_BIN) $(GO) install github.com/versity/versitygw/cmd/versitygw@$(VERSITYGW_VERSION)
@@ -43,6 +43,14 @@ smtp-server:
 	@$(SYSTEM_PYTHON) -c 'import aiosmtpd' 2>/dev/null || { \
 	  $(SUDO) apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends python3-aiosmtpd; }
+
+# PostgreSQL from Debian: the tests start throwaway clusters with its
+# initdb, which Debian keeps in /usr/lib/postgresql/<version>/bin.
+.PHONY: postgresql
+postgresql:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null || { \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends postgresql; }
 
 # The browser tests drive Debian's chromium through chromedp
 # (internal/browsertest) and run axe-core from npm inside the pages.

@@ -19,6 +19,7 @@ import (
 
 	"github.com/gofiber/fiber/v2"
 
+	"github.com/imagegate/imagegate/gateway/consent"
 	"github.com/imagegate/imagegate/gateway/dashboard"
 	"github.com/imagegate/imagegate/gateway/web"
 	"github.com/imagegate/imagegate/store"
@@ -31,8 +32,8 @@ import (
 // crossOrigin check like every other (CSRF), on top of SameSite=Strict.
 
 const (
-	cookieAdmin      = "__Host-imagegate_admin"
-	adminSessionTTL  = 30 * time.Minute
+	cookieAdmin      = consent.CookieAdmin
+	adminSessionTTL  = consent.AdminSessionTTL
 	eventAdminSignin = "admin_dashboard_signin"
 )
 

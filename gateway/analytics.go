@@ -8,6 +8,7 @@ import (
 	"github.com/gofiber/fiber/v2"
 
 	"github.com/imagegate/imagegate/gateway/analytics"
+	"github.com/imagegate/imagegate/gateway/consent"
 	"github.com/imagegate/imagegate/store"
 )
 
@@ -116,7 +117,7 @@ func (g *Gateway) pageView(c *fiber.Ctx) error {
 // signed-in account.
 func (g *Gateway) analyticsAllowed(c *fiber.Ctx) bool {
 	// Do Not Track is honoured like GPC, for browsers that send only it.
-	if c.Get("DNT") == "1" || !consentOf(c).allowedBy(categoryAnalytics, g.cfg.CookiePolicyRevision) {
+	if c.Get("DNT") == "1" || !consentOf(c).AllowedBy(consent.Analytics, g.cfg.CookiePolicyRevision) {
 		return false
 	}
 	p := principalOf(c)

@@ -15,6 +15,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/imagegate/imagegate/gateway/analytics"
+	"github.com/imagegate/imagegate/gateway/consent"
 	"github.com/imagegate/imagegate/internal/testpeer"
 	"github.com/imagegate/imagegate/store"
 )
@@ -276,8 +277,8 @@ func TestAdminAnalyticsRequests(t *testing.T) {
 // analytics cookie's declared lifetime the same number.
 func TestVisitIdleIsTheCookieLifetime(t *testing.T) {
 	t.Parallel()
-	spec, ok := cookieSpecFor(cookieAnalytics)
-	if !ok || spec.maxAge != analytics.VisitIdle || spec.Category != categoryAnalytics {
+	spec, ok := consent.Lookup(cookieAnalytics)
+	if !ok || spec.MaxAge() != analytics.VisitIdle || spec.Category != consent.Analytics {
 		t.Errorf("analytics cookie %+v; want category analytics, lifetime %v", spec, analytics.VisitIdle)
 	}
 }

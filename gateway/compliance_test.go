@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"path/filepath"
 	"strings"
@@ -348,12 +347,7 @@ func (m *timedMailer) Send(ctx context.Context, msg mail.Message) error {
 // downSMTP is a real SMTP mailer pointed at a port nobody listens on.
 func downSMTP(t *testing.T) *mail.SMTP {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
+	addr := testpeer.Addr(testpeer.FreePort(t))
 	s, err := mail.NewSMTP(mail.Config{SMTPURL: "smtp://" + addr, From: "ops@example.com", Timeout: 5 * time.Second}, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)

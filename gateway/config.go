@@ -42,6 +42,14 @@ type Config struct {
 	// RequestTimeout bounds one generation request end to end (90 s, under
 	// Cloudflare's 100 s origin limit).
 	RequestTimeout time.Duration
+	// JobTimeout bounds one streamed or asynchronous generation (15 min):
+	// neither is held to RequestTimeout, since no CDN waits on them.
+	JobTimeout time.Duration
+	// StreamHeartbeat is how often an idle event stream gets a comment
+	// line (15 s), so no proxy or CDN takes it for a dead origin.
+	StreamHeartbeat time.Duration
+	// AsyncJobs configures asynchronous generation jobs.
+	AsyncJobs AsyncJobsConfig
 	// ReadTimeout bounds reading one request, headers and body together
 	// (30 s), so a client trickling bytes (slowloris) holds a connection
 	// no longer than that; it is then answered 408.
@@ -87,6 +95,11 @@ type Config struct {
 	AdminToken string
 	// Peers are the other gateways a purge must reach.
 	Peers PeersConfig
+	// FairnessSalt keys the HMAC that turns an account or network into
+	// the opaque fairness key the inference tier queues by (promise X1).
+	// Gateways of one deployment should share it so one account has one
+	// share; empty means a random salt per process.
+	FairnessSalt []byte
 	// Partners signs the embed widget's tokens (an EmbedKey shared by
 	// every gateway; empty: a key of this process only); Webhooks paces
 	// partners' completion callbacks.
@@ -142,6 +155,15 @@ func (c *Config) setDefaults() {
 	}
 	if c.MaxUploadPixels == 0 {
 		c.MaxUploadPixels = 4096 * 4096
+	}
+	if c.JobTimeout == 0 {
+		c.JobTimeout = 15 * time.Minute
+	}
+	if c.AsyncJobs.Keep == 0 {
+		c.AsyncJobs.Keep = 24 * time.Hour
+	}
+	if c.StreamHeartbeat == 0 {
+		c.StreamHeartbeat = 15 * time.Second
 	}
 	if c.RequestTimeout == 0 {
 		c.RequestTimeout = 90 * time.Second

@@ -21,6 +21,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
 
+	"github.com/imagegate/imagegate/gateway/consent"
 	"github.com/imagegate/imagegate/internal/testpeer"
 	"github.com/imagegate/imagegate/store"
 )
@@ -182,22 +183,22 @@ func consentSignIn(t *testing.T, e *env, b *consentBrowser, acct store.Account) 
 }
 
 // consentGetChoice reads GET /v1/consent.
-func consentGetChoice(t *testing.T, b *consentBrowser, e *env, headers ...string) (consentJSON, *http.Response) {
+func consentGetChoice(t *testing.T, b *consentBrowser, e *env, headers ...string) (consent.View, *http.Response) {
 	t.Helper()
 	resp, body := b.do("GET", e.url+"/v1/consent", "", headers...)
 	return consentDecode(t, resp, body), resp
 }
 
 // consentPutChoice sends PUT /v1/consent.
-func consentPutChoice(t *testing.T, b *consentBrowser, e *env, body string, headers ...string) (consentJSON, *http.Response) {
+func consentPutChoice(t *testing.T, b *consentBrowser, e *env, body string, headers ...string) (consent.View, *http.Response) {
 	t.Helper()
 	resp, raw := b.do("PUT", e.url+"/v1/consent", body, headers...)
 	return consentDecode(t, resp, raw), resp
 }
 
-func consentDecode(t *testing.T, resp *http.Response, body []byte) consentJSON {
+func consentDecode(t *testing.T, resp *http.Response, body []byte) consent.View {
 	t.Helper()
-	var v consentJSON
+	var v consent.View
 	if resp.StatusCode != http.StatusOK || json.Unmarshal(body, &v) != nil {
 		t.Fatalf("%s %s: %d %s", resp.Request.Method, resp.Request.URL.Path, resp.StatusCode, body)
 	}
@@ -211,7 +212,7 @@ func consentDecode(t *testing.T, resp *http.Response, body []byte) consentJSON {
 func consentVisitor(t *testing.T, b *consentBrowser) string {
 	t.Helper()
 	v, _, _ := strings.Cut(b.cookie(cookieConsent), ".")
-	if !validVisitor(v) {
+	if !consent.ValidVisitor(v) {
 		t.Fatalf("consent cookie %q holds no visitor id", b.cookie(cookieConsent))
 	}
 	return v
@@ -278,7 +279,7 @@ func TestConsentLifecycle(t *testing.T) {
 
 	// A fresh visitor has not decided, and reading the choice sets nothing.
 	got, resp := consentGetChoice(t, b, e)
-	want := consentJSON{Revision: 1, Updated: cookiePolicyDate}
+	want := consent.View{Revision: 1, Updated: cookiePolicyDate}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("fresh GET /v1/consent (-want +got):\n%s", diff)
 	}
@@ -288,7 +289,7 @@ func TestConsentLifecycle(t *testing.T) {
 
 	// Accept preferences and analytics from the banner.
 	got, resp = consentPutChoice(t, b, e, `{"preferences":true,"analytics":true}`)
-	want = consentJSON{Revision: 1, Decided: true, Preferences: true, Analytics: true, Updated: cookiePolicyDate}
+	want = consent.View{Revision: 1, Decided: true, Preferences: true, Analytics: true, Updated: cookiePolicyDate}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("accept (-want +got):\n%s", diff)
 	}
@@ -323,7 +324,7 @@ func TestConsentLifecycle(t *testing.T) {
 	// Withdraw from the settings page: the same call with false.
 	clock.Advance(time.Hour)
 	got, resp = consentPutChoice(t, b, e, `{"preferences":false,"analytics":false,"source":"settings"}`)
-	want = consentJSON{Revision: 1, Decided: true, Updated: cookiePolicyDate}
+	want = consent.View{Revision: 1, Decided: true, Updated: cookiePolicyDate}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("withdraw (-want +got):\n%s", diff)
 	}
@@ -413,7 +414,7 @@ func TestGPCIsRecordedAsOptOut(t *testing.T) {
 		t.Parallel()
 		b := newConsentBrowser(t)
 		got, resp := consentGetChoice(t, b, e, gpc...)
-		want := consentJSON{Revision: 1, GPC: true, Updated: cookiePolicyDate}
+		want := consent.View{Revision: 1, GPC: true, Updated: cookiePolicyDate}
 		if diff := cmp.Diff(want, got); diff != "" {
 			t.Errorf("GET under GPC (-want +got):\n%s", diff)
 		}
@@ -442,7 +443,7 @@ func TestGPCIsRecordedAsOptOut(t *testing.T) {
 
 		// Accepting analytics under GPC answers and records no analytics.
 		got, _ = consentPutChoice(t, b, e, `{"preferences":true,"analytics":true}`, gpc...)
-		want = consentJSON{Revision: 1, Decided: true, Preferences: true, GPC: true, Updated: cookiePolicyDate}
+		want = consent.View{Revision: 1, Decided: true, Preferences: true, GPC: true, Updated: cookiePolicyDate}
 		if diff := cmp.Diff(want, got); diff != "" {
 			t.Errorf("PUT analytics under GPC (-want +got):\n%s", diff)
 		}
@@ -465,7 +466,7 @@ func TestGPCIsRecordedAsOptOut(t *testing.T) {
 		b := newConsentBrowser(t)
 		consentPutChoice(t, b, e, `{"preferences":true,"analytics":true}`)
 		got, resp := consentGetChoice(t, b, e, gpc...)
-		want := consentJSON{Revision: 1, Decided: true, Preferences: true, GPC: true, Updated: cookiePolicyDate}
+		want := consent.View{Revision: 1, Decided: true, Preferences: true, GPC: true, Updated: cookiePolicyDate}
 		if diff := cmp.Diff(want, got); diff != "" {
 			t.Errorf("GET under GPC (-want +got):\n%s", diff)
 		}
@@ -503,7 +504,7 @@ func TestPolicyRevisionBumpAsksAgain(t *testing.T) {
 	// The operator changes the policy: revision 2, same data.
 	e2 := newEnv(t, envOptions{dir: e1.dir, cfg: Config{CookiePolicyRevision: 2, CookiePolicyUpdated: "2027-01-15"}})
 	got, _ := consentGetChoice(t, b, e2)
-	want := consentJSON{Revision: 2, Stale: true, Updated: "2027-01-15"}
+	want := consent.View{Revision: 2, Stale: true, Updated: "2027-01-15"}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("GET with a revision-1 choice under revision 2 (-want +got):\n%s", diff)
 	}
@@ -545,7 +546,7 @@ func TestCookiePolicyComesFromRegistry(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, envOptions{})
 	var want []consentRegistryEntry
-	for _, s := range cookieRegistry {
+	for _, s := range consent.Cookies() {
 		want = append(want, consentRegistryEntry{s.Name, string(s.Category), s.Purpose, s.Lifetime})
 	}
 
@@ -651,12 +652,12 @@ func TestFilterDropsOptionalAndUndeclaredCookies(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, envOptions{})
 	app := consentFilterApp(e.gw)
-	visitor := newVisitorID()
-	cookie := func(s consentState) string { s.visitor = visitor; return s.cookieValue() }
-	both := consentState{revision: 1, decided: true, preferences: true, analytics: true}
+	visitor := consent.NewVisitorID()
+	cookie := func(s consent.State) string { s.Visitor = visitor; return s.CookieValue() }
+	both := consent.State{Revision: 1, Decided: true, Preferences: true, Analytics: true}
 	stale := both
-	stale.revision = 2 // a choice from another revision than the one in force
-	undecidedGPC := consentState{gpcRecorded: true}
+	stale.Revision = 2 // a choice from another revision than the one in force
+	undecidedGPC := consent.State{GPCRecorded: true}
 	deleted := func(n string) string { return n + " (deleted)" }
 
 	before := walkMetric(t, e.gwReg, "imagegate_undeclared_cookies_total")
@@ -671,10 +672,10 @@ func TestFilterDropsOptionalAndUndeclaredCookies(t *testing.T) {
 	}{
 		{name: "no consent", path: "/set", want: []string{cookieSession}},
 		{name: "malformed consent", path: "/set", consent: visitor + ".1.dpaX", want: []string{cookieSession}},
-		{name: "undecided", path: "/set", consent: cookie(consentState{revision: 1}), want: []string{cookieSession}},
+		{name: "undecided", path: "/set", consent: cookie(consent.State{Revision: 1}), want: []string{cookieSession}},
 		{name: "undecided after GPC", path: "/set", consent: cookie(undecidedGPC), gpc: true, want: []string{cookieSession}},
-		{name: "preferences only", path: "/set", consent: cookie(consentState{revision: 1, decided: true, preferences: true}), want: []string{cookiePrefs, cookieSession}},
-		{name: "analytics only", path: "/set", consent: cookie(consentState{revision: 1, decided: true, analytics: true}), want: []string{cookieAnalytics, cookieSession}},
+		{name: "preferences only", path: "/set", consent: cookie(consent.State{Revision: 1, Decided: true, Preferences: true}), want: []string{cookiePrefs, cookieSession}},
+		{name: "analytics only", path: "/set", consent: cookie(consent.State{Revision: 1, Decided: true, Analytics: true}), want: []string{cookieAnalytics, cookieSession}},
 		{name: "all", path: "/set", consent: cookie(both), want: []string{cookieAnalytics, cookiePrefs, cookieSession}},
 		{name: "all under GPC", path: "/set", consent: cookie(both), gpc: true, want: []string{cookiePrefs, cookieSession}},
 		{name: "stale revision", path: "/set", consent: cookie(stale), want: []string{cookieSession}},
@@ -837,32 +838,6 @@ func TestCSRFOnStateChangingRoutes(t *testing.T) {
 		}
 		if records, _ := e.db.Consents(acct.ID); len(records) != 0 {
 			t.Errorf("a refused consent change was recorded: %+v", records)
-		}
-	})
-}
-
-// FuzzConsentCookie feeds the consent cookie parser what a client could
-// send: it never panics, yields either no choice or one with a valid
-// visitor id, and what it yields survives a round trip through the cookie
-// the gateway would set.
-func FuzzConsentCookie(f *testing.F) {
-	v := newVisitorID()
-	for _, seed := range []string{
-		"", v + ".1.dpa", v + ".1.-", v + ".0.g", v + ".2.dpag", v + ".1.dpaX", v + ".1.pd",
-		v + ".-1.d", v + ".1000001.d", v + ".1", v + ".1.d.x", "v.1.d", "x" + v[1:] + ".1.d", v[:26] + "1.1.d",
-	} {
-		f.Add(seed)
-	}
-	f.Fuzz(func(t *testing.T, raw string) {
-		s := parseConsentCookie(raw)
-		if s == (consentState{}) {
-			return
-		}
-		if !validVisitor(s.visitor) || s.gpc {
-			t.Fatalf("parse(%q) = %+v: invalid visitor or GPC from a cookie", raw, s)
-		}
-		if again := parseConsentCookie(s.cookieValue()); again != s {
-			t.Fatalf("round trip of %q: %+v became %+v", raw, s, again)
 		}
 	})
 }

@@ -19,6 +19,7 @@ type payer struct {
 	partnerID string // set: a partner's visitor, paid from the partner's monthly quota
 	addr      netip.Addr
 	plan      Plan
+	planName  string // the plan's name, the tier's plan class
 	// rate is the request's rate-limit charge, to which a miss adds the
 	// difference between a miss and a hit; nil when not limited.
 	rate *ratelimit.Charge
@@ -26,9 +27,12 @@ type payer struct {
 
 func (g *Gateway) payerOf(c *fiber.Ctx) payer {
 	p := principalOf(c)
-	py := payer{addr: g.ips.Addr(c), plan: g.cfg.Plans.plan(planAnonymous), rate: ratelimit.ChargeOf(c)}
+	py := payer{addr: g.ips.Addr(c), plan: g.cfg.Plans.plan(planAnonymous), planName: planAnonymous, rate: ratelimit.ChargeOf(c)}
 	if p.account != nil {
-		py.accountID, py.plan = p.account.ID, g.cfg.Plans.plan(p.account.Plan)
+		py.accountID, py.plan, py.planName = p.account.ID, g.cfg.Plans.plan(p.account.Plan), p.account.Plan
+		if _, ok := g.cfg.Plans.Plans[py.planName]; !ok {
+			py.planName = g.cfg.Plans.Default
+		}
 	}
 	if pt := partnerOf(c); pt != nil {
 		py.partnerID, py.plan = pt.ID, g.cfg.Plans.plan(pt.Plan)

@@ -25,6 +25,10 @@
 //     quota, the login guard and small per-key throttles.
 //   - moderation: the content policy for prompts and outputs (promise C6)
 //     and reports of apparent CSAM.
+//   - consent: the cookie registry (every cookie, its category and
+//     attributes) and the consent rules — the stored choice, staleness
+//     against the policy revision, the GPC veto, proof-of-consent records;
+//     the gateway filters Set-Cookie and serves the consent routes.
 //   - analytics: what a consented page view is reduced to before it is
 //     counted.
 //   - billing: payments through Stripe — the catalogue, Checkout, the

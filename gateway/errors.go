@@ -51,7 +51,9 @@ func classify(err error) *apiError {
 	case errors.Is(err, inference.ErrInvalidArgument):
 		return &apiError{Status: fiber.StatusBadRequest, Type: "invalid_request_error", Code: "invalid_argument", Msg: "the inference tier refused the request parameters", Err: err}
 	case errors.Is(err, inference.ErrUnavailable):
-		return unavailable("the inference tier is unavailable; retry shortly", 2, err)
+		// A tier that refused admission (queue too deep, wait too long)
+		// says how long to wait; pass that on rather than a guess.
+		return unavailable("the inference tier is unavailable; retry shortly", retryAfterSeconds(err, 2), err)
 	case errors.Is(err, store.ErrOutputGone):
 		// Another node is deleting this very output; it can be made again
 		// in a moment.

@@ -49,6 +49,10 @@ generations.json      every image in your history: [{id, created,
                       ext, content_key, latency_ms, cached}]; the image
                       is images/<object>.<ext>. Reference images you
                       uploaded for edits are never kept, so none are here.
+jobs.json             your asynchronous generation jobs still kept
+                      (finished ones for a day): [{id, status, created,
+                      updated, request, images, error}]; request is the
+                      body you sent, prompt included
 transactions.json     your credit ledger: [{seq, time, kind, amount,
                       balance, ref, money_minor, currency}]; kind is
                       grant, purchase, charge, refund, reversal or adjust
@@ -58,6 +62,21 @@ images/               your images, named by their SHA-256
 missing.json          images of your history that were no longer stored
                       when the export ran (normally empty)
 `
+
+// accountJobs lists an account's jobs for its export.
+type accountJobs interface {
+	AccountJobs(accountID string) ([]store.Job, error)
+}
+
+type exportJobJSON struct {
+	ID      string           `json:"id"`
+	Status  string           `json:"status"`
+	Created time.Time        `json:"created"`
+	Updated time.Time        `json:"updated"`
+	Request json.RawMessage  `json:"request"`
+	Images  []store.JobImage `json:"images,omitempty"`
+	Error   *store.JobError  `json:"error,omitempty"`
+}
 
 // export streams the signed-in account's data as one ZIP (promise R1):
 // documents first, then images, written as they are read, so memory
@@ -143,6 +162,19 @@ func (g *Gateway) writeExport(ctx context.Context, w io.Writer, acct store.Accou
 	}
 	if err := doc("consents.json", nonNil(consents)); err != nil {
 		return err
+	}
+	if js, ok := g.store.(accountJobs); ok {
+		jobs, err := js.AccountJobs(acct.ID)
+		if err != nil {
+			return err
+		}
+		views := make([]exportJobJSON, len(jobs))
+		for i, j := range jobs {
+			views[i] = exportJobJSON{j.ID, j.Status, j.Created, j.Updated, json.RawMessage(j.Request), j.Images, j.Error}
+		}
+		if err := doc("jobs.json", views); err != nil {
+			return err
+		}
 	}
 
 	// generations.json is written element by element.

@@ -3,6 +3,7 @@ package gateway
 import (
 	"cmp"
 	"context"
+	"crypto/rand"
 	"errors"
 	"log/slog"
 	"net"
@@ -110,6 +111,8 @@ type Gateway struct {
 	adminSessions *adminSessions
 	gatherer      prometheus.Gatherer
 	site          *web.Site // the website's templates and assets
+	progress      *progressHub
+	jobs          *jobRunner
 
 	stop context.CancelFunc
 	done chan struct{}
@@ -123,6 +126,10 @@ func New(cfg Config, deps Deps) (*Gateway, error) {
 	}
 	if deps.Cache == nil || deps.Signer == nil || deps.Inference == nil || deps.Store == nil || deps.Mailer == nil || deps.Objects == nil {
 		return nil, errors.New("gateway: cache, signer, inference, store, mailer and objects are required")
+	}
+	if len(cfg.FairnessSalt) == 0 {
+		cfg.FairnessSalt = make([]byte, 32)
+		rand.Read(cfg.FairnessSalt)
 	}
 	logger := deps.Logger
 	if logger == nil {
@@ -161,7 +168,13 @@ func New(cfg Config, deps Deps) (*Gateway, error) {
 		purger:     deps.Purger,
 		owners:     deps.OwnerTags,
 		life:       newLifecycle(),
+		progress:   newProgressHub(),
 		done:       make(chan struct{}),
+	}
+	if js, ok := deps.Store.(jobStore); ok {
+		if g.jobs, err = newJobRunner(g, js, reg); err != nil {
+			return nil, err
+		}
 	}
 	if g.httpClient == nil {
 		g.httpClient = &http.Client{Timeout: 20 * time.Second}
@@ -316,6 +329,9 @@ func (g *Gateway) routes() {
 	app.Post("/v1/images/generations", g.partnerAuth, g.identify, limit(costs.GenerationHit), images, g.gpcOptOut, g.generations)
 	app.Post("/v1/images/edits", g.identify, limit(costs.GenerationHit), images, g.gpcOptOut, g.edits)
 	app.Get("/o/:name", limit(costs.Object), g.object)
+	app.Get("/v1/jobs/:id", with(g.getJob)...)
+	app.Get("/v1/jobs/:id/events", with(g.jobEvents)...)
+	app.Delete("/v1/jobs/:id", with(g.cancelJob)...)
 
 	app.Post("/v1/auth/signup", with(g.signup)...)
 	app.Post("/v1/auth/login", with(g.login)...)
@@ -377,6 +393,9 @@ func (g *Gateway) Serve(ln net.Listener) error { return g.app.Listener(ln) }
 // stops background work.
 func (g *Gateway) Shutdown(ctx context.Context) error {
 	g.stop()
+	if g.jobs != nil {
+		g.jobs.stop(ctx)
+	}
 	err := g.app.ShutdownWithContext(ctx)
 	// Generations whose callers gave up still finish and are stored.
 	err = errors.Join(err, g.cache.Drain(ctx))

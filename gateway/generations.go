@@ -38,6 +38,10 @@ type generationJSON struct {
 	Private        bool     `json:"private"`
 	Steps          *int     `json:"steps"`
 	Guidance       *float64 `json:"guidance"`
+	// Stream answers with server-sent events; PartialImages (0–3) is how
+	// many previews per image the stream may carry.
+	Stream        bool `json:"stream"`
+	PartialImages *int `json:"partial_images"`
 
 	// OpenAI fields accepted and ignored.
 	User              string `json:"user"`
@@ -68,8 +72,10 @@ func (g *Gateway) generations(c *fiber.Ctx) error {
 	catalog := g.catalog.models.Load()
 	pg := g.parsed.get(body, catalog)
 	var p params
+	var stream bool
+	partials := 0
 	if pg != nil {
-		p = pg.p
+		p, stream, partials = pg.p, pg.stream, pg.partials
 	} else {
 		var req generationJSON
 		if err := decodeJSON(body, &req); err != nil {
@@ -84,9 +90,16 @@ func (g *Gateway) generations(c *fiber.Ctx) error {
 		if err != nil {
 			return err
 		}
+		if req.PartialImages != nil {
+			if *req.PartialImages < 0 || *req.PartialImages > maxPartialImages {
+				return badRequest("invalid_partial_images", "partial_images: must be between 0 and 3")
+			}
+			partials = *req.PartialImages
+		}
+		stream = req.Stream
 		if !p.Private && catalog != nil {
 			// Keys of public requests depend on the body alone: keep them.
-			pg = &parsedGeneration{catalog: catalog, p: p}
+			pg = &parsedGeneration{catalog: catalog, p: p, stream: stream, partials: partials}
 			pg.keys, pg.seed = contentKeys(p, "")
 			pg.refs = make([]string, len(pg.keys))
 			pg.links = make([]atomic.Pointer[signedLink], len(pg.keys))
@@ -96,8 +109,17 @@ func (g *Gateway) generations(c *fiber.Ctx) error {
 			g.parsed.put(body, pg)
 		}
 	}
+	// Partner widgets get their own, synchronous answer.
 	if pt := partnerOf(c); pt != nil {
 		return g.respondForPartner(c, *pt, p, pg)
+	}
+	if async, err := g.wantsAsync(c); err != nil {
+		return err
+	} else if async {
+		return g.submitJob(c, p, body, partials)
+	}
+	if stream {
+		return g.stream(c, p, partials)
 	}
 	return g.respond(c, p, pg)
 }
@@ -132,12 +154,27 @@ func (g *Gateway) respond(c *fiber.Ctx, p params, keyed *parsedGeneration) error
 		return err
 	}
 	refresh := noCache(c.Get(fiber.HeaderCacheControl))
+	if g.jobs != nil && g.cfg.AsyncJobs.After > 0 && p.Reference == nil {
+		return g.respondOrDefer(c, p, py, refresh)
+	}
 
 	var resultsBuf [maxImages]result
 	results := resultsBuf[:p.N]
-	if err := g.generate(ctx, &p, py, refresh, keyed, results); err != nil {
+	if err := g.resolveAll(ctx, &p, py, refresh, keyed, nil, results); err != nil {
 		return err
 	}
+	return g.writeImagesKeyed(c, p, results, refresh, keyed)
+}
+
+// writeImages writes the images response for results.
+func (g *Gateway) writeImages(c *fiber.Ctx, p params, results []result, refresh bool) error {
+	return g.writeImagesKeyed(c, p, results, refresh, nil)
+}
+
+// writeImagesKeyed writes the images response for results, appended into
+// a pooled buffer; keyed, when not nil, keeps the links signed lately.
+func (g *Gateway) writeImagesKeyed(c *fiber.Ctx, p params, results []result, refresh bool, keyed *parsedGeneration) error {
+	ctx := context.Background()
 	bp := g.bodies.Get().(*[]byte)
 	defer func() {
 		if cap(*bp) <= 64<<10 { // b64_json bodies are not worth keeping
@@ -374,12 +411,30 @@ func contentKeys(p params, scope string) ([]cache.Key, uint32) {
 	return keys, seed
 }
 
-// generate resolves each of the n images of p through the cache into
-// results (len p.N), concurrently. keyed, when not nil, holds p's content
+// generate resolves each of the n images through the cache, concurrently.
+// Image i uses seed base+i, so each has its own cache entry and a request
+// for n=1 shares its image with the first of an n=4 request.
+func (g *Gateway) generate(ctx context.Context, p params, py payer, refresh bool) ([]result, error) {
+	return g.generateWatched(ctx, p, py, refresh, nil)
+}
+
+// generateWatched is generate reporting the progress of each image that
+// reaches the GPU to w, when w is not nil.
+func (g *Gateway) generateWatched(ctx context.Context, p params, py payer, refresh bool, w *genWatch) ([]result, error) {
+	results := make([]result, p.N)
+	if err := g.resolveAll(ctx, &p, py, refresh, nil, w, results); err != nil {
+		return nil, err
+	}
+	return results, nil
+}
+
+// resolveAll resolves each of the n images of p through the cache into
+// results (len p.N), concurrently, reporting misses' progress to w when
+// not nil. keyed, when not nil, holds p's content
 // keys (of a public request). A hit allocates nothing here: the misses'
 // concurrent work, whose closures would move everything to the heap, is
 // in generateMisses.
-func (g *Gateway) generate(ctx context.Context, p *params, py payer, refresh bool, keyed *parsedGeneration, results []result) error {
+func (g *Gateway) resolveAll(ctx context.Context, p *params, py payer, refresh bool, keyed *parsedGeneration, w *genWatch, results []result) error {
 	var keys []cache.Key
 	var refs []string
 	var seed uint32
@@ -440,7 +495,7 @@ func (g *Gateway) generate(ctx context.Context, p *params, py payer, refresh boo
 		missRefs[j] = keyRef(keys, refs, i)
 		again[j] = refresh || regen[i]
 	}
-	missed, err := g.generateMisses(ctx, *p, py, slices.Clone(misses), keys, missRefs, seed, again, start)
+	missed, err := g.generateMisses(ctx, *p, py, slices.Clone(misses), keys, missRefs, seed, again, start, w)
 	for j, i := range misses {
 		results[i] = missed[j]
 	}
@@ -458,18 +513,31 @@ func keyRef(keys []cache.Key, refs []string, i int) string {
 // generateMisses resolves the images misses of p (indexes into keys) that
 // were not in this node's tiers, concurrently; refs[j] is the key of
 // misses[j] as a string, again[j] whether it must be generated afresh.
-func (g *Gateway) generateMisses(ctx context.Context, p params, py payer, misses []int, keys []cache.Key, refs []string, seed uint32, again []bool, start time.Time) ([]result, error) {
+func (g *Gateway) generateMisses(ctx context.Context, p params, py payer, misses []int, keys []cache.Key, refs []string, seed uint32, again []bool, start time.Time, w *genWatch) ([]result, error) {
 	// Every image that may reach the GPU is paid for first, all or none:
 	// rate-limit units, then credits or quota.
 	costs := g.cfg.RateLimits.Costs
 	if err := py.rate.Extra(len(misses) * (costs.GenerationMiss - costs.GenerationHit)); err != nil {
 		return make([]result, len(misses)), err
 	}
-	tickets, err := g.reserveAll(py, g.cfg.Plans.imageCost(max(p.Width, p.Height)), refs)
+	// A model the tier's catalogue prices costs that per image; others
+	// cost the plan table's price for the size.
+	cost := g.cfg.Plans.imageCost(max(p.Width, p.Height))
+	if p.Model.PriceCredits > 0 {
+		cost = p.Model.PriceCredits
+	}
+	tickets, err := g.reserveAll(py, cost, refs)
 	if err != nil {
 		return make([]result, len(misses)), err
 	}
-	ctx, cancel := context.WithTimeout(ctx, g.cfg.RequestTimeout)
+	timeout := g.cfg.RequestTimeout
+	if w != nil {
+		timeout = g.cfg.JobTimeout // streams and jobs outlast a CDN's limit
+		for j, i := range misses {
+			defer g.progress.add(refs[j], w, i)()
+		}
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	// Siblings are never cancelled: each image's generation runs to its
 	// end and settles its own ticket, so no image is ever generated free.
@@ -489,7 +557,11 @@ func (g *Gateway) generateMisses(ctx context.Context, p params, py payer, misses
 // ticket already reserved. The ticket is settled by the request's own
 // generation if one runs, and given back here otherwise.
 func (g *Gateway) one(ctx context.Context, p params, py payer, key cache.Key, ks string, seed uint64, refresh bool, t *ticket, start time.Time) (result, error) {
+	leave := g.progress.join(ks)
 	r, err := g.resolve(ctx, p, py, key, ks, seed, refresh, t)
+	// A job cancelled by its owner, or stopped by a shutdown to run again
+	// after it, leaves no reason to keep the GPU busy.
+	leave(errors.Is(context.Cause(ctx), errJobCancelled) || errors.Is(context.Cause(ctx), errGatewayStopping))
 	if ctx.Err() != nil {
 		t.waiterGone.Store(true) // a generation still running is refunded
 	}
@@ -523,7 +595,7 @@ func (g *Gateway) resolve(ctx context.Context, p params, py payer, key cache.Key
 		}
 		produced := false
 		defer func() { g.finishLoad(t, produced) }()
-		res, info, err := g.gen.Generate(ctx, m.Name, inference.Request{
+		res, info, err := g.generateOne(ctx, m.Name, ks, inference.Request{
 			Prompt:         p.Prompt,
 			NegativePrompt: p.NegativePrompt,
 			Width:          p.Width,
@@ -534,6 +606,7 @@ func (g *Gateway) resolve(ctx context.Context, p params, py payer, key cache.Key
 			Style:          p.Style,
 			Reference:      p.Reference,
 			Strength:       p.Strength,
+			Scheduling:     g.schedulingFor(py),
 		})
 		if err != nil {
 			return cache.Generated{}, err
@@ -575,6 +648,18 @@ func (g *Gateway) resolve(ctx context.Context, p params, py payer, key cache.Key
 	}
 	e, o, err := g.cache.Get(ctx, key, refresh, load)
 	return result{entry: e, outcome: o}, err
+}
+
+// generateOne asks the tier for one image, streaming its progress to the
+// requests waiting for ks when the client can.
+func (g *Gateway) generateOne(ctx context.Context, model, ks string, req inference.Request) (inference.Result, inference.ModelInfo, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	defer g.progress.loading(ks, cancel)()
+	if sg, ok := g.gen.(streamGenerator); ok {
+		return sg.GenerateStream(ctx, model, req, func(pr inference.Progress) { g.progress.publish(ks, pr) })
+	}
+	return g.gen.Generate(ctx, model, req)
 }
 
 // rejudge judges a cached output again when it was judged under another

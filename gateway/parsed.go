@@ -16,9 +16,12 @@ import (
 type parsedGeneration struct {
 	catalog *[]model // the catalogue validated against
 	p       params
-	keys    []cache.Key // one per image, for seeds seed, seed+1, …
-	refs    []string    // keys[i].String()
-	seed    uint32
+	// stream and partials are the body's stream and partial_images.
+	stream   bool
+	partials int
+	keys     []cache.Key // one per image, for seeds seed, seed+1, …
+	refs     []string    // keys[i].String()
+	seed     uint32
 	// links[i] is the last signed link path of image i: a hit in the
 	// same second reuses it (Sign would make the very same bytes).
 	links []atomic.Pointer[signedLink]

@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/gofiber/fiber/v2"
+
+	"github.com/imagegate/imagegate/gateway/consent"
 )
 
 // The privacy page (GET /privacy, and GET /v1/privacy as JSON) is
@@ -124,6 +126,7 @@ func (g *Gateway) privacyPolicy() privacyJSON {
 		period("sessions_absolute", "Sign-in sessions, after sign-in at the most", cfg.SessionAbsolute),
 		period("password_reset_links", "Password-reset links (single use)", cfg.ResetTTL),
 		period("verification_links", "Email-verification links (single use)", cfg.VerifyTTL),
+		period("jobs", "Requests left to run in the background (prompt included), after they finish", cfg.AsyncJobs.Keep),
 		period("outbox", "Copies of emails, kept only when the site has no mail server configured", r.Outbox),
 		period("webhook_events", "Ids of payment notifications, kept to ignore repeated deliveries", r.WebhookEvents),
 		period("legal_hold", "Reports of apparent child sexual abuse material and the material, as U.S. law requires; kept even through an erasure request", r.LegalHold),
@@ -133,11 +136,11 @@ func (g *Gateway) privacyPolicy() privacyJSON {
 	} else {
 		rows = append(rows, retentionJSON{Data: "backups", Description: "Backups of the data files", Period: "no backups are taken"})
 	}
-	visit, _ := cookieSpecFor(cookieAnalytics)
+	visit, _ := consent.Lookup(cookieAnalytics)
 	rows = append(rows,
 		retentionJSON{Data: "transactions", Description: "Payment and credit records, kept for accounting; pseudonymized when you delete your account", Period: "as long as accounting law requires"},
 		retentionJSON{Data: "analytics", Description: "Aggregated analytics counts: they describe no person and hold no identifier", Period: "no time limit"},
-		period("analytics_cookie", "The analytics cookie ("+cookieAnalytics+"), set only if you allow analytics, after your last page view", visit.maxAge),
+		period("analytics_cookie", "The analytics cookie ("+cookieAnalytics+"), set only if you allow analytics, after your last page view", visit.MaxAge()),
 	)
 
 	return privacyJSON{

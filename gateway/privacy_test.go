@@ -113,6 +113,7 @@ func privacyConfig() Config {
 		}},
 		Retention:   RetentionSchedule{SecurityLog: 17 * day, Outbox: 5 * time.Hour, WebhookEvents: 9 * day, LegalHold: 400 * day, Backups: 13 * day},
 		SessionIdle: 3 * day, SessionAbsolute: 19 * day, ResetTTL: 23 * time.Minute, VerifyTTL: 29 * time.Hour,
+		AsyncJobs:            AsyncJobsConfig{Keep: 31 * time.Hour},
 		CookiePolicyRevision: 7, CookiePolicyUpdated: "2031-02-03",
 	}
 }
@@ -130,6 +131,7 @@ func privacyWantRetention() []retentionJSON {
 		{Data: "sessions_absolute", Period: "19 days", Seconds: 19 * day},
 		{Data: "password_reset_links", Period: "23 minutes", Seconds: 23 * 60},
 		{Data: "verification_links", Period: "29 hours", Seconds: 29 * 3600},
+		{Data: "jobs", Period: "31 hours", Seconds: 31 * 3600},
 		{Data: "outbox", Period: "5 hours", Seconds: 5 * 3600},
 		{Data: "webhook_events", Period: "9 days", Seconds: 9 * day},
 		{Data: "legal_hold", Period: "400 days", Seconds: 400 * day},

@@ -15,6 +15,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/imagegate/imagegate/gateway/consent"
 	"github.com/imagegate/imagegate/store"
 )
 
@@ -230,6 +231,11 @@ func walkRecipes() map[string]walkRecipe {
 			resp, _ := v.do("GET", flow.callback, "", "Sec-Fetch-Site", "cross-site") // a top-level navigation from Google
 			return resp
 		}},
+
+		// A job ID nobody owns: 404 alike signed in or not.
+		"GET /v1/jobs/:id":        walkSimple("GET", "/v1/jobs/job_missing", "", http.StatusNotFound, http.StatusNotFound),
+		"GET /v1/jobs/:id/events": walkSimple("GET", "/v1/jobs/job_missing/events", "", http.StatusNotFound, http.StatusNotFound),
+		"DELETE /v1/jobs/:id":     walkSimple("DELETE", "/v1/jobs/job_missing", "", http.StatusNotFound, http.StatusNotFound),
 
 		"GET /v1/account":           walkSimple("GET", "/v1/account", "", unauth, ok),
 		"GET /v1/account/api-keys":  walkSimple("GET", "/v1/account/api-keys", "", unauth, ok),
@@ -519,8 +525,8 @@ func TestNoOptionalCookieWithoutConsent(t *testing.T) {
 	}
 	// The walk reached every necessary cookie, so it really exercised the
 	// routes that set cookies.
-	for _, s := range cookieRegistry {
-		if s.Category == categoryNecessary && !set[s.Name] {
+	for _, s := range consent.Cookies() {
+		if s.Category == consent.Necessary && !set[s.Name] {
 			t.Errorf("no route set the necessary cookie %s during the walk", s.Name)
 		}
 	}
@@ -535,7 +541,7 @@ func walkCheckSetCookie(t *testing.T, request, line string) (string, bool) {
 		t.Errorf("%s: malformed Set-Cookie %q: %v", request, line, err)
 		return "", false
 	}
-	spec, declared := cookieSpecFor(c.Name)
+	spec, declared := consent.Lookup(c.Name)
 	if !declared {
 		t.Errorf("%s: set the undeclared cookie %s", request, c.Name)
 		return c.Name, false
@@ -543,19 +549,19 @@ func walkCheckSetCookie(t *testing.T, request, line string) (string, bool) {
 	if consentDeleted(c) {
 		return c.Name, false
 	}
-	if spec.Category != categoryNecessary {
+	if spec.Category != consent.Necessary {
 		t.Errorf("%s: set the %s cookie %s without consent", request, spec.Category, c.Name)
 	}
 	sameSite := http.SameSiteLaxMode
-	if spec.strict {
+	if spec.Strict() {
 		sameSite = http.SameSiteStrictMode
 	}
-	if !c.Secure || c.Path != "/" || c.Domain != "" || c.SameSite != sameSite || c.HttpOnly == spec.script ||
-		c.MaxAge != int(spec.maxAge/time.Second) || c.Value == "" {
+	if !c.Secure || c.Path != "/" || c.Domain != "" || c.SameSite != sameSite || c.HttpOnly == spec.Script() ||
+		c.MaxAge != int(spec.MaxAge()/time.Second) || c.Value == "" {
 		got := fmt.Sprintf("Secure=%v Path=%q Domain=%q SameSite=%v HttpOnly=%v Max-Age=%d empty=%v",
 			c.Secure, c.Path, c.Domain, c.SameSite, c.HttpOnly, c.MaxAge, c.Value == "")
 		t.Errorf("%s: %s has %s, not the attributes its declaration implies (Secure, Path=/, no Domain, SameSite=Lax, HttpOnly=%v, Max-Age=%d)",
-			request, c.Name, got, !spec.script, int(spec.maxAge/time.Second))
+			request, c.Name, got, !spec.Script(), int(spec.MaxAge()/time.Second))
 	}
 	return c.Name, true
 }

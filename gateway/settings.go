@@ -26,7 +26,7 @@ import (
 // settings the request already loaded. It must run after identify.
 func (g *Gateway) gpcOptOut(c *fiber.Ctx) error {
 	p := principalOf(c)
-	if p.account == nil || !consentOf(c).gpc || (p.account.Settings.NoAnalytics && p.account.Settings.NoModelImprovement) {
+	if p.account == nil || !consentOf(c).GPC || (p.account.Settings.NoAnalytics && p.account.Settings.NoModelImprovement) {
 		return c.Next()
 	}
 	s, changed, err := g.store.UpdateSettings(p.account.ID, func(s *store.Settings) {
@@ -77,7 +77,7 @@ func settingsDetail(s store.Settings, source string) string {
 
 func (g *Gateway) getSettings(c *fiber.Ctx) error {
 	c.Set(fiber.HeaderCacheControl, "no-store")
-	return c.JSON(settingsView(principalOf(c).account.Settings, consentOf(c).gpc))
+	return c.JSON(settingsView(principalOf(c).account.Settings, consentOf(c).GPC))
 }
 
 type settingsPut struct {
@@ -100,7 +100,7 @@ func (g *Gateway) putSettings(c *fiber.Ctx) error {
 	if req.ProductEmail == nil && req.Analytics == nil && req.ModelImprovement == nil {
 		return badRequest("missing_field", "send at least one of product_email, analytics, model_improvement (true or false)")
 	}
-	gpc := consentOf(c).gpc
+	gpc := consentOf(c).GPC
 	if gpc && ((req.Analytics != nil && *req.Analytics) || (req.ModelImprovement != nil && *req.ModelImprovement)) {
 		return errGPCOptOut
 	}

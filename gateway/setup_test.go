@@ -66,6 +66,10 @@ type envOptions struct {
 	// wrapStore, if set, wraps the real store the gateway is given (to
 	// count the calls it makes).
 	wrapStore func(Store) Store
+	// tier configures the inference server; tierWrap, if set, wraps its
+	// handler (to read what the gateway sends it).
+	tier     inference.ServerConfig
+	tierWrap func(http.Handler) http.Handler
 }
 
 // envObjects is what the cache and the gateway need of the object store.
@@ -87,11 +91,15 @@ func newEnv(t testing.TB, opts envOptions) *env {
 		backend = retro.New()
 	}
 	e.tierReg = prometheus.NewRegistry()
-	tier, err := inference.NewServer(inference.ServerConfig{}, []inference.Backend{backend}, e.tierReg, logger)
+	tier, err := inference.NewServer(opts.tier, []inference.Backend{backend}, e.tierReg, logger)
 	if err != nil {
 		t.Fatal(err)
 	}
-	ts := httptest.NewUnstartedServer(tier.Handler())
+	tierHandler := tier.Handler()
+	if opts.tierWrap != nil {
+		tierHandler = opts.tierWrap(tierHandler)
+	}
+	ts := httptest.NewUnstartedServer(tierHandler)
 	p := new(http.Protocols)
 	p.SetHTTP1(true)
 	p.SetUnencryptedHTTP2(true)
@@ -154,6 +162,9 @@ func newEnv(t testing.TB, opts envOptions) *env {
 		t.Fatal(err)
 	}
 	if err := e.gw.RefreshModels(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.gw.ResumeJobs(t.Context()); err != nil {
 		t.Fatal(err)
 	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")

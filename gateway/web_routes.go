@@ -11,6 +11,7 @@ import (
 
 	"github.com/gofiber/fiber/v2"
 
+	"github.com/imagegate/imagegate/gateway/consent"
 	"github.com/imagegate/imagegate/gateway/web"
 	"github.com/imagegate/imagegate/store"
 )
@@ -484,7 +485,7 @@ func (g *Gateway) galleryDeleteForm(c *fiber.Ctx) error {
 func (g *Gateway) accountData(c *fiber.Ctx) (web.Account, error) {
 	a := principalOf(c).account
 	d := web.Account{Email: a.Email, Plan: a.Plan, Credits: a.Available(), Verified: a.EmailVerified,
-		HasPassword: a.PasswordHash != "", GPC: consentOf(c).gpc}
+		HasPassword: a.PasswordHash != "", GPC: consentOf(c).GPC}
 	s := settingsView(a.Settings, d.GPC)
 	d.Settings = web.Settings{Analytics: s.Analytics, ModelImprovement: s.ModelImprovement, ProductEmail: s.ProductEmail}
 	prof, err := g.store.Profile(a.ID)
@@ -609,7 +610,7 @@ func (g *Gateway) deleteAccountForm(c *fiber.Ctx) error {
 
 func (g *Gateway) cookiesWebPage(c *fiber.Ctx) error {
 	d := web.Cookies{Updated: g.cfg.CookiePolicyUpdated, Revision: g.cfg.CookiePolicyRevision}
-	for _, s := range cookieRegistry {
+	for _, s := range consent.Cookies() {
 		d.Cookies = append(d.Cookies, web.Cookie{Name: s.Name, Category: string(s.Category), Purpose: s.Purpose, Lifetime: s.Lifetime})
 	}
 	return g.renderPage(c, fiber.StatusOK, "cookies", g.layout(c, "Cookies"), d)

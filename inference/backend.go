@@ -54,6 +54,10 @@ type ModelInfo struct {
 	Sizes           []int
 	SupportsEdits   bool
 	CaseInsensitive bool
+	// PriceCredits is the catalogue's price of one image as the tier
+	// publishes it (0: none; the gateway's own prices apply). Backends
+	// leave it zero: the tier's ModelTerms set it.
+	PriceCredits int64
 }
 
 // ModelTerms are what the tier's model catalogue adds to a backend's own

@@ -3,8 +3,6 @@ package inference_test
 import (
 	"bytes"
 	"image/png"
-	"net/http"
-	"net/http/httptest"
 	"os"
 	"testing"
 	"time"
@@ -49,13 +47,7 @@ func comfyTier(t *testing.T, cfg inference.ServerConfig, urls ...string) (infere
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := httptest.NewUnstartedServer(s.Handler())
-	protocols := new(http.Protocols)
-	protocols.SetHTTP1(true)
-	protocols.SetUnencryptedHTTP2(true)
-	srv.Config.Protocols = protocols
-	srv.Start()
-	t.Cleanup(srv.Close)
+	srv := inference.ServeH2C(t, s.Handler())
 	return inferencev1connect.NewInferenceServiceClient(srv.Client(), srv.URL), reg, srv.URL
 }
 

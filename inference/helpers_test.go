@@ -136,6 +136,33 @@ func testRequest(prompt string) *inferencev1.GenerateRequest {
 // histogram's sample count. It fails the test when the series is missing.
 func metricValue(t testing.TB, g prometheus.Gatherer, name string, labels map[string]string) float64 {
 	t.Helper()
+	if m := findMetric(t, g, name, labels); m != nil {
+		switch {
+		case m.GetCounter() != nil:
+			return m.GetCounter().GetValue()
+		case m.GetGauge() != nil:
+			return m.GetGauge().GetValue()
+		case m.GetHistogram() != nil:
+			return float64(m.GetHistogram().GetSampleCount())
+		}
+	}
+	t.Fatalf("metric %s%v not found", name, labels)
+	return 0
+}
+
+// metricValueOrZero is a counter's value, or 0 for a series that does not
+// exist yet.
+func metricValueOrZero(t testing.TB, g prometheus.Gatherer, name string, labels map[string]string) float64 {
+	t.Helper()
+	if m := findMetric(t, g, name, labels); m != nil {
+		return m.GetCounter().GetValue()
+	}
+	return 0
+}
+
+// findMetric is the series of g named name with exactly labels, or nil.
+func findMetric(t testing.TB, g prometheus.Gatherer, name string, labels map[string]string) *dto.Metric {
+	t.Helper()
 	families, err := g.Gather()
 	if err != nil {
 		t.Fatal(err)
@@ -145,21 +172,12 @@ func metricValue(t testing.TB, g prometheus.Gatherer, name string, labels map[st
 			continue
 		}
 		for _, m := range f.GetMetric() {
-			if !labelsMatch(m, labels) {
-				continue
-			}
-			switch {
-			case m.GetCounter() != nil:
-				return m.GetCounter().GetValue()
-			case m.GetGauge() != nil:
-				return m.GetGauge().GetValue()
-			case m.GetHistogram() != nil:
-				return float64(m.GetHistogram().GetSampleCount())
+			if labelsMatch(m, labels) {
+				return m
 			}
 		}
 	}
-	t.Fatalf("metric %s%v not found", name, labels)
-	return 0
+	return nil
 }
 
 func labelsMatch(m *dto.Metric, want map[string]string) bool {

@@ -321,26 +321,6 @@ func waitForMetric(t testing.TB, g prometheus.Gatherer, name string, labels map[
 	}
 }
 
-// metricValueOrZero is metricValue for a series that may not exist yet.
-func metricValueOrZero(t testing.TB, g prometheus.Gatherer, name string, labels map[string]string) float64 {
-	t.Helper()
-	families, err := g.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, f := range families {
-		if f.GetName() != name {
-			continue
-		}
-		for _, m := range f.GetMetric() {
-			if labelsMatch(m, labels) {
-				return m.GetCounter().GetValue()
-			}
-		}
-	}
-	return 0
-}
-
 func TestPaidJoinerPromotesASharedGeneration(t *testing.T) {
 	t.Parallel()
 	b := newTestBackend("test")

@@ -140,6 +140,7 @@ func modelFromProto(m *inferencev1.Model) ModelInfo {
 		Sizes:           sizes,
 		SupportsEdits:   m.GetSupportsEdits(),
 		CaseInsensitive: m.GetCaseInsensitive(),
+		PriceCredits:    m.GetPriceCredits(),
 	}
 }
 

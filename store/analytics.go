@@ -187,8 +187,6 @@ func (db *DB) RecordPageView(v PageView) error {
 	}
 	now := db.now().UTC()
 	return db.bolt.Batch(func(tx *bolt.Tx) error {
-		// Batch may run this more than once; each run starts from what
-		// is stored, so a retried run counts the view once.
 		b := tx.Bucket(bucketAnalytics)
 		days := map[string]*AnalyticsDay{}
 		load := func(t time.Time) (*AnalyticsDay, error) {
@@ -203,34 +201,8 @@ func (db *DB) RecordPageView(v PageView) error {
 			days[k] = &d
 			return &d, nil
 		}
-		today, err := load(now)
-		if err != nil {
+		if err := ApplyPageView(load, v, now); err != nil {
 			return err
-		}
-		today.PageViews[v.Path]++
-		if v.LastSeen.IsZero() {
-			today.Visits++
-			today.VisitLengths[visitLengthBucket(0)]++
-			today.Devices[v.Device]++
-			today.Countries[v.Country]++
-		} else {
-			first, err := load(v.VisitStart)
-			if err != nil {
-				return err
-			}
-			before, after := v.LastSeen.Sub(v.VisitStart), now.Sub(v.VisitStart)
-			if gap := now.Sub(v.LastSeen); gap > 0 {
-				first.VisitSeconds += int64(gap / time.Second)
-			}
-			if from, to := visitLengthBucket(before), visitLengthBucket(after); from != to && after > before {
-				// Move the visit to the bucket of its new length. A visit
-				// from before the counters existed (or a day already
-				// removed by hand) has nothing to move.
-				if first.VisitLengths[from] > 0 {
-					first.VisitLengths[from]--
-					first.VisitLengths[to]++
-				}
-			}
 		}
 		for k, d := range days {
 			if err := putJSON(b, []byte(k), d); err != nil {
@@ -259,3 +231,48 @@ func (db *DB) Analytics(from, to time.Time) ([]AnalyticsDay, error) {
 	})
 	return out, err
 }
+
+// ApplyPageView adds one validated view to the day aggregates load
+// returns (creating them as needed; load(t) is the day of t), as of now.
+// It is the whole aggregation rule, shared by every store.
+func ApplyPageView(load func(t time.Time) (*AnalyticsDay, error), v PageView, now time.Time) error {
+	today, err := load(now)
+	if err != nil {
+		return err
+	}
+	today.PageViews[v.Path]++
+	if v.LastSeen.IsZero() {
+		today.Visits++
+		today.VisitLengths[visitLengthBucket(0)]++
+		today.Devices[v.Device]++
+		today.Countries[v.Country]++
+	} else {
+		first, err := load(v.VisitStart)
+		if err != nil {
+			return err
+		}
+		before, after := v.LastSeen.Sub(v.VisitStart), now.Sub(v.VisitStart)
+		if gap := now.Sub(v.LastSeen); gap > 0 {
+			first.VisitSeconds += int64(gap / time.Second)
+		}
+		if from, to := visitLengthBucket(before), visitLengthBucket(after); from != to && after > before {
+			// Move the visit to the bucket of its new length. A visit
+			// from before the counters existed (or a day already
+			// removed by hand) has nothing to move.
+			if first.VisitLengths[from] > 0 {
+				first.VisitLengths[from]--
+				first.VisitLengths[to]++
+			}
+		}
+	}
+	return nil
+}
+
+// Validate checks that v carries only aggregate dimensions.
+func (v PageView) Validate() error { return v.validate() }
+
+// NewAnalyticsDay is an empty aggregate for day (YYYY-MM-DD).
+func NewAnalyticsDay(day string) AnalyticsDay { return newAnalyticsDay(day) }
+
+// AnalyticsDayKey is the day (YYYY-MM-DD, UTC) aggregates of t go to.
+func AnalyticsDayKey(t time.Time) string { return dayKey(t) }

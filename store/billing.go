@@ -23,6 +23,7 @@ package store
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"math/bits"
@@ -217,6 +218,45 @@ type BillingChange interface {
 	apply(t *billingTx) error
 }
 
+// BillingTx is what applying Stripe events needs of one write
+// transaction of a store. The bbolt store and store/postgres implement it,
+// so both run the same convergence logic (ApplyBillingChanges).
+type BillingTx interface {
+	// AccountExists reports whether the account exists.
+	AccountExists(id string) (bool, error)
+	// CustomerAccount returns the account a Stripe customer is linked to,
+	// or "" when none is.
+	CustomerAccount(customerID string) (string, error)
+	// Payment returns the stored record of a payment (opaque bytes), or
+	// nil when there is none; PutPayment replaces it.
+	Payment(key string) ([]byte, error)
+	PutPayment(key string, record []byte) error
+	// Billing returns the account's billing state (empty when none);
+	// PutBilling replaces it.
+	Billing(accountID string) (Billing, error)
+	PutBilling(Billing) error
+	// AddCredit appends a ledger entry (a no-op for a ref already there).
+	AddCredit(accountID string, c Credit) error
+	// Available is the account's balance minus its held credits.
+	Available(accountID string) (int64, error)
+	// SetPlan moves the account to plan.
+	SetPlan(accountID, plan string) error
+	// PutFlag stores (or replaces, by id) an operator flag.
+	PutFlag(BillingFlag) error
+}
+
+// ApplyBillingChanges applies the changes of ev inside tx, at now. The
+// caller records the event id in the same transaction.
+func ApplyBillingChanges(tx BillingTx, ev StripeEvent, now time.Time, changes ...BillingChange) error {
+	t := &billingTx{b: tx, event: ev, now: now}
+	for _, c := range changes {
+		if err := c.apply(t); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // PaymentGrant credits a payment: a credit pack bought (KindPurchase) or a
 // subscription period paid (KindGrant). A payment is granted once, whatever
 // events report it.
@@ -275,10 +315,59 @@ var ErrBadBillingChange = errors.New("store: invalid billing change")
 
 // billingTx is one event's write transaction.
 type billingTx struct {
-	db    *DB
-	tx    *bolt.Tx
+	b     BillingTx
 	event StripeEvent
 	now   time.Time
+}
+
+// boltBilling is BillingTx on a bbolt write transaction.
+type boltBilling struct {
+	db *DB
+	tx *bolt.Tx
+}
+
+func (b boltBilling) AccountExists(id string) (bool, error) {
+	return b.tx.Bucket(bucketAccounts).Get([]byte(id)) != nil, nil
+}
+
+func (b boltBilling) CustomerAccount(customerID string) (string, error) {
+	return string(b.tx.Bucket(bucketStripeCustomers).Get([]byte(customerID))), nil
+}
+
+func (b boltBilling) Payment(key string) ([]byte, error) {
+	v := b.tx.Bucket(bucketBilling).Get(compositeKey(billingPaymentPrefix, []byte(key)))
+	return bytes.Clone(v), nil
+}
+
+func (b boltBilling) PutPayment(key string, record []byte) error {
+	return b.tx.Bucket(bucketBilling).Put(compositeKey(billingPaymentPrefix, []byte(key)), record)
+}
+
+func (b boltBilling) Billing(accountID string) (Billing, error) { return getBilling(b.tx, accountID) }
+
+func (b boltBilling) PutBilling(rec Billing) error { return putBilling(b.tx, rec) }
+
+func (b boltBilling) AddCredit(accountID string, c Credit) error {
+	_, _, err := b.db.addCredit(b.tx, accountID, c)
+	return err
+}
+
+func (b boltBilling) Available(accountID string) (int64, error) {
+	rec, err := getAccount(b.tx, accountID)
+	return rec.Balance - rec.Held, err
+}
+
+func (b boltBilling) SetPlan(accountID, plan string) error {
+	acct, err := getAccount(b.tx, accountID)
+	if err != nil || acct.Plan == plan {
+		return err
+	}
+	acct.Plan = plan
+	return putJSON(b.tx.Bucket(bucketAccounts), []byte(acct.ID), acct)
+}
+
+func (b boltBilling) PutFlag(f BillingFlag) error {
+	return putJSON(b.tx.Bucket(bucketBillingFlags), []byte(f.ID), f)
 }
 
 var (
@@ -314,13 +403,11 @@ func (db *DB) ApplyStripeEvent(ev StripeEvent, changes ...BillingChange) (applie
 		if events.Get([]byte(ev.ID)) != nil {
 			return nil
 		}
-		t := &billingTx{db: db, tx: tx, event: ev, now: db.now().UTC()}
-		for _, c := range changes {
-			if err := c.apply(t); err != nil {
-				return err
-			}
+		now := db.now().UTC()
+		if err := ApplyBillingChanges(boltBilling{db: db, tx: tx}, ev, now, changes...); err != nil {
+			return err
 		}
-		rec := eventRecord{Type: ev.Type, Created: ev.Created.UTC(), Received: t.now}
+		rec := eventRecord{Type: ev.Type, Created: ev.Created.UTC(), Received: now}
 		if err := putJSON(events, []byte(ev.ID), rec); err != nil {
 			return err
 		}
@@ -528,17 +615,23 @@ func putBilling(tx *bolt.Tx, b Billing) error {
 
 // resolve finds the account a change is about: the account the event
 // names, if it exists, else the owner of the Stripe customer.
-func (t *billingTx) accountExists(id string) bool {
-	return t.tx.Bucket(bucketAccounts).Get([]byte(id)) != nil
-}
-
 func (t *billingTx) resolve(accountID, customerID string) (string, error) {
-	if accountID != "" && t.accountExists(accountID) {
-		return accountID, nil
+	if accountID != "" {
+		ok, err := t.b.AccountExists(accountID)
+		if err != nil {
+			return "", err
+		}
+		if ok {
+			return accountID, nil
+		}
 	}
 	if customerID != "" {
-		if owner := t.tx.Bucket(bucketStripeCustomers).Get([]byte(customerID)); owner != nil {
-			return string(owner), nil
+		owner, err := t.b.CustomerAccount(customerID)
+		if err != nil {
+			return "", err
+		}
+		if owner != "" {
+			return owner, nil
 		}
 	}
 	return "", ErrNotFound
@@ -617,15 +710,19 @@ func (p *paymentRecord) clawTarget() int64 {
 
 func (t *billingTx) payment(key string) (paymentRecord, error) {
 	p := paymentRecord{Key: key}
-	err := getJSON(t.tx.Bucket(bucketBilling), compositeKey(billingPaymentPrefix, []byte(key)), &p)
-	if errors.Is(err, ErrNotFound) {
-		err = nil
+	v, err := t.b.Payment(key)
+	if err != nil || v == nil {
+		return p, err
 	}
-	return p, err
+	return p, decodeRecord(v, &p)
 }
 
 func (t *billingTx) putPayment(p paymentRecord) error {
-	return putJSON(t.tx.Bucket(bucketBilling), compositeKey(billingPaymentPrefix, []byte(p.Key)), p)
+	v, err := json.Marshal(p)
+	if err != nil {
+		return fmt.Errorf("store: encode payment: %w", err)
+	}
+	return t.b.PutPayment(p.Key, v)
 }
 
 // settle brings the payment's clawback to its target with one ledger
@@ -642,8 +739,8 @@ func (t *billingTx) settle(p *paymentRecord, cause string) error {
 	if delta == 0 {
 		return nil
 	}
-	if !t.accountExists(p.AccountID) {
-		return nil // erased: nothing left to take back
+	if ok, err := t.b.AccountExists(p.AccountID); err != nil || !ok {
+		return err // erased: nothing left to take back
 	}
 	p.Adjustments++
 	c := Credit{Kind: KindRefund, Amount: -delta, Ref: fmt.Sprintf("%s#%d", cause, p.Adjustments), Currency: p.Currency}
@@ -655,18 +752,18 @@ func (t *billingTx) settle(p *paymentRecord, cause string) error {
 	if delta > 0 {
 		c.MoneyMinor = -c.MoneyMinor
 	}
-	if _, _, err := t.db.addCredit(t.tx, p.AccountID, c); err != nil {
+	if err := t.b.AddCredit(p.AccountID, c); err != nil {
 		return err
 	}
 	p.Clawed = want
 	if delta < 0 {
 		return nil
 	}
-	rec, err := getAccount(t.tx, p.AccountID)
+	avail, err := t.b.Available(p.AccountID)
 	if err != nil {
 		return err
 	}
-	if avail := rec.Balance - rec.Held; avail < 0 {
+	if avail < 0 {
 		return t.flag(BillingFlag{
 			ID: "shortfall:" + c.Ref, AccountID: p.AccountID, Reason: FlagShortfall, Ref: c.Ref,
 			Credits: min(delta, -avail), MoneyMinor: c.MoneyMinor, Currency: p.Currency,
@@ -694,7 +791,7 @@ func (t *billingTx) flagDisputes(p *paymentRecord) error {
 
 func (t *billingTx) flag(f BillingFlag) error {
 	f.Time = t.now
-	return putJSON(t.tx.Bucket(bucketBillingFlags), []byte(f.ID), f)
+	return t.b.PutFlag(f)
 }
 
 func (g PaymentGrant) apply(t *billingTx) error {
@@ -714,7 +811,7 @@ func (g PaymentGrant) apply(t *billingTx) error {
 	}
 	p.AccountID, p.GrantRef, p.Kind, p.Credits = acct, g.Ref, g.Kind, g.Credits
 	p.MoneyMinor, p.Currency = g.MoneyMinor, g.Currency
-	_, _, err = t.db.addCredit(t.tx, acct, Credit{
+	err = t.b.AddCredit(acct, Credit{
 		Kind: g.Kind, Amount: g.Credits, Ref: g.Ref, MoneyMinor: g.MoneyMinor, Currency: g.Currency,
 	})
 	if err != nil {
@@ -803,7 +900,7 @@ func (u SubscriptionUpdate) apply(t *billingTx) error {
 	if err != nil {
 		return err
 	}
-	rec, err := getBilling(t.tx, acct)
+	rec, err := t.b.Billing(acct)
 	if err != nil {
 		return err
 	}
@@ -824,7 +921,7 @@ func (u SubscriptionUpdate) apply(t *billingTx) error {
 	}
 	slices.SortFunc(rec.Subscriptions, func(a, b Subscription) int { return strings.Compare(a.ID, b.ID) })
 	rec.Subscriptions = pruneSubscriptions(rec.Subscriptions)
-	if err := putBilling(t.tx, rec); err != nil {
+	if err := t.b.PutBilling(rec); err != nil {
 		return err
 	}
 	return t.applyPlan(rec, u.DefaultPlan)
@@ -895,13 +992,5 @@ func (t *billingTx) applyPlan(rec Billing, defaultPlan string) error {
 	if plan == "" {
 		return nil
 	}
-	acct, err := getAccount(t.tx, rec.AccountID)
-	if err != nil {
-		return err
-	}
-	if acct.Plan == plan {
-		return nil
-	}
-	acct.Plan = plan
-	return putJSON(t.tx.Bucket(bucketAccounts), []byte(acct.ID), acct)
+	return t.b.SetPlan(rec.AccountID, plan)
 }

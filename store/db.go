@@ -84,6 +84,11 @@ var (
 	bucketPartnerSecrets = []byte("partner_secrets")
 	bucketPartnerUsage   = []byte("partner_usage")
 
+	// Asynchronous generation jobs (jobs.go).
+	bucketJobs      = []byte("jobs")
+	bucketJobOwners = []byte("job_owners")
+	bucketJobIdem   = []byte("job_idempotency")
+
 	allBuckets = [][]byte{
 		bucketMeta, bucketAccounts, bucketAccountEmails, bucketAccountGoogle,
 		bucketSessions, bucketAccountSessions, bucketAPIKeys, bucketAccountAPIKeys,
@@ -95,6 +100,7 @@ var (
 		bucketReports,
 		bucketDSAR, bucketNotifyJobs, bucketNotifyRecipients,
 		bucketPartners, bucketPartnerPK, bucketPartnerSecrets, bucketPartnerUsage,
+		bucketJobs, bucketJobOwners, bucketJobIdem,
 	}
 
 	keySchema = []byte("schema")

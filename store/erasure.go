@@ -127,6 +127,9 @@ func eraseAccountRecords(tx *bolt.Tx, accountID string) error {
 	if err := deleteProfile(tx, accountID); err != nil {
 		return err
 	}
+	if err := eraseAccountJobs(tx, accountID); err != nil {
+		return err
+	}
 	for _, k := range prefixKeys(tx.Bucket(bucketAccountSecurity), prefix) {
 		if err := tx.Bucket(bucketSecurityLog).Delete(k[len(prefix):]); err != nil {
 			return err

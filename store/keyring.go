@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"sync"
+	"syscall"
 
 	bolt "go.etcd.io/bbolt"
 )
@@ -37,7 +38,7 @@ const (
 // A slot holds a 16-byte tag naming its owner, then the key. A read checks
 // the tag so a record can never be opened with another owner's key.
 type keyFile struct {
-	mu sync.Mutex // serialises writes; reads use ReadAt and need no lock
+	mu sync.Mutex // with flock, serialises writes; reads use ReadAt and need no lock
 	f  *os.File
 }
 
@@ -55,8 +56,11 @@ func (k *keyFile) close() error { return k.f.Close() }
 // slot that already holds a key for the same tag keeps it (create is
 // idempotent for a retried operation); any other non-empty slot is an error.
 func (k *keyFile) create(slot uint64, tag [tagLen]byte) ([]byte, error) {
-	k.mu.Lock()
-	defer k.mu.Unlock()
+	unlock, err := k.lock()
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
 	cur, err := k.read(slot)
 	if err != nil {
 		return nil, err
@@ -98,8 +102,11 @@ func (k *keyFile) get(slot uint64, tag [tagLen]byte) ([]byte, error) {
 // destroy overwrites slot with zeros and syncs the file. Destroying an
 // empty slot is a no-op, so erasure can be retried.
 func (k *keyFile) destroy(slot uint64) error {
-	k.mu.Lock()
-	defer k.mu.Unlock()
+	unlock, err := k.lock()
+	if err != nil {
+		return err
+	}
+	defer unlock()
 	cur, err := k.read(slot)
 	if err != nil {
 		return err
@@ -115,6 +122,21 @@ func (k *keyFile) destroy(slot uint64) error {
 		return fmt.Errorf("store: sync key file: %w", err)
 	}
 	return nil
+}
+
+// lock serialises writers in this process (mu) and across processes
+// sharing the file (flock): two gateways creating the same day key must
+// not both write a fresh one.
+func (k *keyFile) lock() (func(), error) {
+	k.mu.Lock()
+	if err := syscall.Flock(int(k.f.Fd()), syscall.LOCK_EX); err != nil {
+		k.mu.Unlock()
+		return nil, fmt.Errorf("store: lock key file: %w", err)
+	}
+	return func() {
+		syscall.Flock(int(k.f.Fd()), syscall.LOCK_UN)
+		k.mu.Unlock()
+	}, nil
 }
 
 // read returns slot's bytes; past the end of the file a slot reads as zero.

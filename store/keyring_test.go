@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"sync"
 	"testing"
 )
 
@@ -85,5 +86,49 @@ func TestOpenRefusesAMissingOrForeignKeyFile(t *testing.T) {
 	defer db.Close()
 	if a, err := db.AccountByEmail("kept@example.com"); err != nil || a.Email != "kept@example.com" {
 		t.Errorf("after restoring the key file: %+v, %v", a, err)
+	}
+}
+
+// Two handles on one key file (two gateways sharing it) creating the same
+// day key at once agree on it: the write takes an flock, so the second
+// finds the first's key instead of overwriting it with its own.
+func TestSharedKeyFileCreatesOneKey(t *testing.T) {
+	t.Parallel()
+	path := filepath.Join(t.TempDir(), "imagegate.db")
+	a, err := OpenKeyring(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	b, err := OpenKeyring(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	for day := uint64(20000); day < 20040; day++ {
+		keys := make([][]byte, 8)
+		var wg sync.WaitGroup
+		for i := range keys {
+			wg.Go(func() {
+				k := a
+				if i%2 == 1 {
+					k = b
+				}
+				key, err := k.CreateDayKey(day)
+				if err != nil {
+					t.Error(err)
+				}
+				keys[i] = key
+			})
+		}
+		wg.Wait()
+		for i := range keys {
+			if !bytes.Equal(keys[i], keys[0]) {
+				t.Fatalf("day %d: handles got different keys", day)
+			}
+		}
+		if got, err := b.DayKey(day); err != nil || !bytes.Equal(got, keys[0]) {
+			t.Fatalf("day %d: the stored key is not the one handed out (%v)", day, err)
+		}
 	}
 }

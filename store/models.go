@@ -19,6 +19,7 @@ type Model struct {
 	Sizes           []int    `json:"sizes"`
 	SupportsEdits   bool     `json:"supports_edits"`
 	CaseInsensitive bool     `json:"case_insensitive"`
+	PriceCredits    int64    `json:"price_credits,omitempty"`
 }
 
 // SaveModels replaces the stored model catalogue.

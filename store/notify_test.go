@@ -2,10 +2,8 @@ package store
 
 import (
 	"errors"
-	"path/filepath"
 	"slices"
 	"testing"
-	"time"
 
 	"github.com/google/go-cmp/cmp"
 	bolt "go.etcd.io/bbolt"
@@ -38,154 +36,6 @@ func notifyRows(db *DB) int {
 		return nil
 	})
 	return n
-}
-
-func TestNotifyMailsEachListedActiveAccountOnce(t *testing.T) {
-	t.Parallel()
-	db, _, _ := testDB(t)
-	a := mustAccount(t, db, "a@example.com")
-	b := mustAccount(t, db, "b@example.com")
-	susp := mustAccount(t, db, "suspended@example.com")
-	erasing := mustAccount(t, db, "erasing@example.com")
-	if err := db.SetStatus(susp.ID, StatusSuspended); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := db.BeginErasure(erasing.ID, ErasureByUser); err != nil {
-		t.Fatal(err)
-	}
-	job, err := db.CreateNotifyJob(NewNotifyJob{
-		Subject: "Security notice", Template: "Hello", Rate: 5,
-		Accounts: []string{b.ID, a.ID, susp.ID, "acct_gone", erasing.ID, a.ID},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	got := drainNotify(t, db, job.ID)
-	slices.Sort(got)
-	if diff := cmp.Diff([]string{"a@example.com", "b@example.com"}, got); diff != "" {
-		t.Errorf("mailed (-want +got):\n%s", diff)
-	}
-	job, err = db.NotifyJob(job.ID)
-	if err != nil {
-		t.Fatal(err)
-	}
-	want := NotifyCounts{Total: 5, Sent: 2, Skipped: map[string]int{SkipSuspended: 1, SkipErasing: 1, SkipDeleted: 1}}
-	if diff := cmp.Diff(want, job.Counts); diff != "" || job.State != NotifyDone || job.Finished.IsZero() {
-		t.Errorf("job %s %v (-want +got):\n%s", job.State, job.Finished, diff)
-	}
-	if n := notifyRows(db); n != 0 {
-		t.Errorf("%d recipient rows left after the job finished", n)
-	}
-	if _, err := db.NextNotifyRecipient(job.ID); !errors.Is(err, ErrJobFinished) {
-		t.Errorf("a finished job: %v", err)
-	}
-	if left, _ := db.UnfinishedNotifyJobs(); len(left) != 0 {
-		t.Errorf("unfinished jobs: %+v", left)
-	}
-}
-
-// A recipient claimed by a run that stopped before reporting back may or
-// may not have received the mail: it is counted as interrupted and never
-// mailed again; the job survives a reopen of the store.
-func TestNotifyResumesWithoutDuplicates(t *testing.T) {
-	t.Parallel()
-	clock := newFakeClock()
-	path := filepath.Join(t.TempDir(), "imagegate.db")
-	db, err := Open(Config{Path: path, Now: clock.Now})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var ids []string
-	for _, e := range []string{"r1@example.com", "r2@example.com", "r3@example.com", "r4@example.com"} {
-		ids = append(ids, mustAccount(t, db, e).ID)
-	}
-	job, err := db.CreateNotifyJob(NewNotifyJob{Subject: "s", Template: "t", Rate: 1, Accounts: ids})
-	if err != nil {
-		t.Fatal(err)
-	}
-	seen := map[string]int{}
-	first, err := db.NextNotifyRecipient(job.ID)
-	if err != nil {
-		t.Fatal(err)
-	}
-	seen[first.Email]++
-	if err := db.FinishNotifyRecipient(job.ID, first.AccountID, NotifySent); err != nil {
-		t.Fatal(err)
-	}
-	crashed, err := db.NextNotifyRecipient(job.ID) // claimed, never reported
-	if err != nil {
-		t.Fatal(err)
-	}
-	db.Close()
-
-	db, err = Open(Config{Path: path, Now: clock.Now})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	left, err := db.UnfinishedNotifyJobs()
-	if err != nil || len(left) != 1 || left[0].ID != job.ID || left[0].Counts.Sending != 1 {
-		t.Fatalf("unfinished after reopen: %+v, %v", left, err)
-	}
-	for _, e := range drainNotify(t, db, job.ID) {
-		seen[e]++
-	}
-	if seen[crashed.Email] != 0 {
-		t.Errorf("the interrupted recipient %s was claimed again", crashed.Email)
-	}
-	for e, n := range seen {
-		if n != 1 {
-			t.Errorf("%s claimed %d times", e, n)
-		}
-	}
-	if len(seen) != 3 {
-		t.Errorf("claimed %v, want the 3 not interrupted", seen)
-	}
-	job, _ = db.NotifyJob(job.ID)
-	if diff := cmp.Diff(NotifyCounts{Total: 4, Sent: 3, Interrupted: 1, Skipped: map[string]int{}}, job.Counts); diff != "" {
-		t.Errorf("counts (-want +got):\n%s", diff)
-	}
-}
-
-// An --all job mails every account that existed when it began, listing
-// them in batches; accounts created later are not affected.
-func TestNotifyAllListsAccountsCreatedBeforeTheJob(t *testing.T) {
-	t.Parallel()
-	db, clock, _ := testDB(t)
-	var want []string
-	for _, e := range []string{"x1@example.com", "x2@example.com", "x3@example.com", "x4@example.com", "x5@example.com"} {
-		mustAccount(t, db, e)
-		want = append(want, e)
-	}
-	job, err := db.CreateNotifyJob(NewNotifyJob{Subject: "s", Template: "t", Rate: 1, All: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if job.State != NotifyListing {
-		t.Fatalf("state %s", job.State)
-	}
-	if _, err := db.NextNotifyRecipient(job.ID); err == nil {
-		t.Error("a job still listing handed out a recipient")
-	}
-	clock.Advance(time.Second)
-	mustAccount(t, db, "later@example.com")
-	for i := 0; ; i++ {
-		done, err := db.ListNotifyRecipients(job.ID, 2)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if done {
-			break
-		}
-		if i > 10 {
-			t.Fatal("listing never ends")
-		}
-	}
-	got := drainNotify(t, db, job.ID)
-	slices.Sort(got)
-	if diff := cmp.Diff(want, got); diff != "" {
-		t.Errorf("mailed (-want +got):\n%s", diff)
-	}
 }
 
 func TestNotifyFailuresAndErasure(t *testing.T) {
@@ -222,62 +72,6 @@ func TestNotifyFailuresAndErasure(t *testing.T) {
 	drainNotify(t, db, job.ID)
 	job, _ = db.NotifyJob(job.ID)
 	if diff := cmp.Diff(NotifyCounts{Total: 3, Sent: 1, Failed: 1, Skipped: map[string]int{SkipDeleted: 1}}, job.Counts); diff != "" {
-		t.Errorf("counts (-want +got):\n%s", diff)
-	}
-}
-
-func TestCreateNotifyJobValidation(t *testing.T) {
-	t.Parallel()
-	db, _, _ := testDB(t)
-	for name, n := range map[string]NewNotifyJob{
-		"no subject":   {Template: "t", Rate: 1, All: true},
-		"no template":  {Subject: "s", Rate: 1, All: true},
-		"zero rate":    {Subject: "s", Template: "t", All: true},
-		"no one":       {Subject: "s", Template: "t", Rate: 1},
-		"list and all": {Subject: "s", Template: "t", Rate: 1, All: true, Accounts: []string{"acct_x"}},
-	} {
-		t.Run(name, func(t *testing.T) {
-			if _, err := db.CreateNotifyJob(n); err == nil {
-				t.Error("accepted")
-			}
-		})
-	}
-}
-
-// A recipient whose mail certainly did not leave is next in line again.
-func TestNotifyRetryKeepsTheRecipientNext(t *testing.T) {
-	t.Parallel()
-	db, _, _ := testDB(t)
-	a := mustAccount(t, db, "a@example.com")
-	b := mustAccount(t, db, "b@example.com")
-	job, err := db.CreateNotifyJob(NewNotifyJob{Subject: "s", Template: "t", Rate: 1, Accounts: []string{a.ID, b.ID}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	first, err := db.NextNotifyRecipient(job.ID)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for range 3 {
-		if err := db.FinishNotifyRecipient(job.ID, first.AccountID, NotifyRetry); err != nil {
-			t.Fatal(err)
-		}
-		again, err := db.NextNotifyRecipient(job.ID)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if again.AccountID != first.AccountID {
-			t.Fatalf("after a retry %s was claimed, want %s again", again.AccountID, first.AccountID)
-		}
-	}
-	if err := db.FinishNotifyRecipient(job.ID, first.AccountID, NotifySent); err != nil {
-		t.Fatal(err)
-	}
-	if rest := drainNotify(t, db, job.ID); len(rest) != 1 || rest[0] == first.Email {
-		t.Errorf("then mailed %v", rest)
-	}
-	job, _ = db.NotifyJob(job.ID)
-	if diff := cmp.Diff(NotifyCounts{Total: 2, Sent: 2, Skipped: map[string]int{}}, job.Counts); diff != "" {
 		t.Errorf("counts (-want +got):\n%s", diff)
 	}
 }

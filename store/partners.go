@@ -335,33 +335,7 @@ func (db *DB) UpdatePartner(id string, ch PartnerChange) (Partner, error) {
 		if err := getJSON(b, []byte(id), &p); err != nil {
 			return err
 		}
-		if ch.Name != nil {
-			p.Name = *ch.Name
-		}
-		if ch.Origins != nil {
-			p.Origins = ch.Origins
-		}
-		if ch.MonthlyQuota != nil {
-			p.MonthlyQuota = *ch.MonthlyQuota
-		}
-		if ch.RateLimit != nil {
-			p.RateLimit = *ch.RateLimit
-		}
-		if ch.Plan != nil {
-			p.Plan = *ch.Plan
-		}
-		if ch.Disabled != nil {
-			p.Disabled = *ch.Disabled
-		}
-		if ch.WebhookURL != nil {
-			p.WebhookURL = *ch.WebhookURL
-			switch {
-			case p.WebhookURL == "":
-				p.WebhookSecret = ""
-			case p.WebhookSecret == "":
-				p.WebhookSecret = newWebhookSecret()
-			}
-		}
+		applyPartnerChange(&p, ch)
 		if err := checkPartner(&p); err != nil {
 			return err
 		}
@@ -372,6 +346,38 @@ func (db *DB) UpdatePartner(id string, ch PartnerChange) (Partner, error) {
 		return Partner{}, err
 	}
 	return p, nil
+}
+
+// applyPartnerChange sets ch's fields on p; a webhook URL set for the
+// first time gets a signing secret, and removing it drops the secret.
+func applyPartnerChange(p *Partner, ch PartnerChange) {
+	if ch.Name != nil {
+		p.Name = *ch.Name
+	}
+	if ch.Origins != nil {
+		p.Origins = ch.Origins
+	}
+	if ch.MonthlyQuota != nil {
+		p.MonthlyQuota = *ch.MonthlyQuota
+	}
+	if ch.RateLimit != nil {
+		p.RateLimit = *ch.RateLimit
+	}
+	if ch.Plan != nil {
+		p.Plan = *ch.Plan
+	}
+	if ch.Disabled != nil {
+		p.Disabled = *ch.Disabled
+	}
+	if ch.WebhookURL != nil {
+		p.WebhookURL = *ch.WebhookURL
+		switch {
+		case p.WebhookURL == "":
+			p.WebhookSecret = ""
+		case p.WebhookSecret == "":
+			p.WebhookSecret = newWebhookSecret()
+		}
+	}
 }
 
 func usageKey(id string, day time.Time) []byte {

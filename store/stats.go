@@ -165,26 +165,8 @@ func (db *DB) exportStats(k, batch int) (StatsExport, error) {
 	if k < MinStatsK {
 		return StatsExport{}, fmt.Errorf("store: k must be at least %d", MinStatsK)
 	}
-	groups := map[statsKey]*statsGroupAgg{}
+	sb := NewStatsBuilder()
 	var cur string // the account being read
-	var seen statsAccount
-	flush := func() {
-		for gk := range seen.groups {
-			groups[gk].accounts++
-		}
-		for gk, bs := range seen.steps {
-			for b := range bs {
-				groups[gk].steps[b].accounts++
-			}
-		}
-		for gk, bs := range seen.guidance {
-			for b := range bs {
-				groups[gk].guidance[b].accounts++
-			}
-		}
-		seen = statsAccount{groups: map[statsKey]bool{}, steps: map[statsKey]map[string]bool{}, guidance: map[statsKey]map[string]bool{}}
-	}
-	flush()
 	var after []byte
 	for {
 		n := 0
@@ -204,7 +186,7 @@ func (db *DB) exportStats(k, batch int) (StatsExport, error) {
 					return fmt.Errorf("store: bad generation key")
 				}
 				if string(id) != cur {
-					flush()
+					sb.NextAccount()
 					cur = string(id)
 					if !statsEligible(tx, cur) {
 						// Past every key of this account: "id\x01" sorts
@@ -217,7 +199,7 @@ func (db *DB) exportStats(k, batch int) (StatsExport, error) {
 				if err := decodeRecord(v, &r); err != nil {
 					return err
 				}
-				addStat(groups, &seen, r)
+				sb.add(r)
 			}
 			return nil
 		})
@@ -228,30 +210,7 @@ func (db *DB) exportStats(k, batch int) (StatsExport, error) {
 			break
 		}
 	}
-	flush()
-
-	out := StatsExport{Schema: StatsSchema, Generated: db.now().UTC().Format(time.DateOnly), K: k, Groups: []StatsGroup{}}
-	for gk, a := range groups {
-		if a.accounts < k {
-			out.SuppressedGroups++
-			continue
-		}
-		g := StatsGroup{
-			Month: gk.month, Model: gk.model, ModelVersion: gk.version, Size: gk.size, Style: gk.style,
-			Accounts: a.accounts, Generations: a.gens,
-			CacheHitRate: ratio(a.hits, a.gens), EditRate: ratio(a.edits, a.gens),
-			Steps: publicBuckets(a.steps, k), Guidance: publicBuckets(a.guidance, k),
-		}
-		if a.misses > 0 {
-			g.LatencyMS = &Percentiles{P50: percentile(a.latency, a.misses, 0.50), P90: percentile(a.latency, a.misses, 0.90), P99: percentile(a.latency, a.misses, 0.99)}
-		}
-		out.Groups = append(out.Groups, g)
-	}
-	slices.SortFunc(out.Groups, func(a, b StatsGroup) int {
-		return cmp.Or(cmp.Compare(a.Month, b.Month), cmp.Compare(a.Model, b.Model), cmp.Compare(a.ModelVersion, b.ModelVersion),
-			cmp.Compare(a.Size, b.Size), cmp.Compare(a.Style, b.Style))
-	})
-	return out, nil
+	return sb.Export(k, db.now()), nil
 }
 
 // statsEligible reports whether an account may contribute to model
@@ -347,4 +306,80 @@ func percentile(hist map[int]int, n int, q float64) int64 {
 		}
 	}
 	return 0
+}
+
+// StatsBuilder aggregates generations, account by account, into a
+// k-anonymous StatsExport: the one aggregation rule every store feeds.
+type StatsBuilder struct {
+	groups map[statsKey]*statsGroupAgg
+	seen   statsAccount
+}
+
+// NewStatsBuilder starts an empty aggregation, at the first account.
+func NewStatsBuilder() *StatsBuilder {
+	b := &StatsBuilder{groups: map[statsKey]*statsGroupAgg{}}
+	b.NextAccount()
+	return b
+}
+
+// NextAccount ends the current account: generations added next belong to
+// another one. Only eligible accounts (active, not opted out of model
+// improvement) may be fed.
+func (b *StatsBuilder) NextAccount() {
+	for gk := range b.seen.groups {
+		b.groups[gk].accounts++
+	}
+	for gk, bs := range b.seen.steps {
+		for name := range bs {
+			b.groups[gk].steps[name].accounts++
+		}
+	}
+	for gk, bs := range b.seen.guidance {
+		for name := range bs {
+			b.groups[gk].guidance[name].accounts++
+		}
+	}
+	b.seen = statsAccount{groups: map[statsKey]bool{}, steps: map[statsKey]map[string]bool{}, guidance: map[statsKey]map[string]bool{}}
+}
+
+// Add counts one generation of the current account.
+func (b *StatsBuilder) Add(g Generation) {
+	b.add(statRecord{Created: g.Created, Model: g.Model, ModelVersion: g.ModelVersion, Width: g.Width, Height: g.Height,
+		Steps: g.Steps, Guidance: g.Guidance, Style: g.Style, Edit: g.Edit, LatencyMS: g.LatencyMS, Cached: g.Cached})
+}
+
+func (b *StatsBuilder) add(r statRecord) { addStat(b.groups, &b.seen, r) }
+
+// Export ends the last account and returns the groups with at least k
+// accounts, dated now.
+func (b *StatsBuilder) Export(k int, now time.Time) StatsExport {
+	b.NextAccount()
+	groups := b.groups
+	out := StatsExport{Schema: StatsSchema, Generated: now.UTC().Format(time.DateOnly), K: k, Groups: []StatsGroup{}}
+	for gk, a := range groups {
+		if a.accounts < k {
+			out.SuppressedGroups++
+			continue
+		}
+		g := StatsGroup{
+			Month: gk.month, Model: gk.model, ModelVersion: gk.version, Size: gk.size, Style: gk.style,
+			Accounts: a.accounts, Generations: a.gens,
+			CacheHitRate: ratio(a.hits, a.gens), EditRate: ratio(a.edits, a.gens),
+			Steps: publicBuckets(a.steps, k), Guidance: publicBuckets(a.guidance, k),
+		}
+		if a.misses > 0 {
+			g.LatencyMS = &Percentiles{P50: percentile(a.latency, a.misses, 0.50), P90: percentile(a.latency, a.misses, 0.90), P99: percentile(a.latency, a.misses, 0.99)}
+		}
+		out.Groups = append(out.Groups, g)
+	}
+	slices.SortFunc(out.Groups, func(a, b StatsGroup) int {
+		return cmp.Or(cmp.Compare(a.Month, b.Month), cmp.Compare(a.Model, b.Model), cmp.Compare(a.ModelVersion, b.ModelVersion),
+			cmp.Compare(a.Size, b.Size), cmp.Compare(a.Style, b.Style))
+	})
+	return out
+}
+
+// StatsEligible reports whether an account's generations may be counted.
+func StatsEligible(a Account) bool {
+	return a.Status == StatusActive && !a.Settings.NoModelImprovement
 }

@@ -109,14 +109,28 @@ func (a *adminClient) do(ctx context.Context, method, path string, body any) (in
 
 // call sends a request like do and decodes a successful answer into out.
 func (a *adminClient) call(ctx context.Context, method, path string, body, out any) error {
+	_, err := a.callRaw(ctx, method, path, body, out)
+	return err
+}
+
+// callRaw is call that also returns the answer as it came, for commands
+// whose --json prints it (printAnswer).
+func (a *adminClient) callRaw(ctx context.Context, method, path string, body, out any) ([]byte, error) {
 	_, raw, err := a.do(ctx, method, path, body)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if err := json.Unmarshal(raw, out); err != nil {
-		return fmt.Errorf("unexpected answer: %w", err)
+		return nil, fmt.Errorf("unexpected answer: %w", err)
 	}
-	return nil
+	return raw, nil
+}
+
+// printAnswer writes a gateway's answer to w unchanged but for the space
+// around it, ending in one newline: what --json prints.
+func printAnswer(w io.Writer, raw []byte) error {
+	_, err := w.Write(append(bytes.TrimSpace(raw), '\n'))
+	return err
 }
 
 func runAdminDeleteAccount(ctx context.Context, args []string, stdout, stderr io.Writer) error {

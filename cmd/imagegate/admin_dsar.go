@@ -1,9 +1,7 @@
 package main
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -88,19 +86,15 @@ func runDSARList(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	if *closed {
 		path += "?" + url.Values{"closed": {"true"}}.Encode()
 	}
-	_, raw, err := a.do(ctx, http.MethodGet, path, nil)
-	if err != nil {
-		return fmt.Errorf("admin dsar list: %w", err)
-	}
 	var out struct {
 		Requests []dsarAnswer `json:"requests"`
 	}
-	if err := json.Unmarshal(raw, &out); err != nil {
-		return fmt.Errorf("admin dsar list: unexpected answer: %w", err)
+	raw, err := a.callRaw(ctx, http.MethodGet, path, nil, &out)
+	if err != nil {
+		return fmt.Errorf("admin dsar list: %w", err)
 	}
 	if *asJSON {
-		_, err := stdout.Write(append(bytes.TrimSpace(raw), '\n'))
-		return err
+		return printAnswer(stdout, raw)
 	}
 	if len(out.Requests) == 0 {
 		_, err := fmt.Fprintln(stdout, "no open rights requests")

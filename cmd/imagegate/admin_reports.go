@@ -1,9 +1,7 @@
 package main
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
@@ -24,17 +22,13 @@ func runAdminReports(ctx context.Context, args []string, stdout, stderr io.Write
 	if err := parseFlags(fs, args, stderr); err != nil {
 		return err
 	}
-	_, raw, err := a.do(ctx, http.MethodGet, "/v1/admin/reports", nil)
+	var answer reportsAnswer
+	raw, err := a.callRaw(ctx, http.MethodGet, "/v1/admin/reports", nil, &answer)
 	if err != nil {
 		return fmt.Errorf("admin reports: %w", err)
 	}
-	var answer reportsAnswer
-	if err := json.Unmarshal(raw, &answer); err != nil {
-		return fmt.Errorf("admin reports: unexpected answer: %w", err)
-	}
 	if *asJSON {
-		_, err := stdout.Write(append(bytes.TrimSpace(raw), '\n'))
-		return err
+		return printAnswer(stdout, raw)
 	}
 	return answer.print(stdout)
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"flag"
 	"fmt"
@@ -10,17 +11,20 @@ import (
 	"time"
 
 	"github.com/imagegate/imagegate/store"
+	"github.com/imagegate/imagegate/store/postgres"
 )
 
 const billingUsage = `Usage:
-  imagegate billing reconcile [--fix] [--data-dir DIR]
+  imagegate billing reconcile [--fix] [--data-dir DIR | --database-url URL --key-dir DIR]
 
 reconcile recomputes every account's credit balance from its ledger (and
 its held credits from the open holds), prints the accounts that differ and
 the billing flags operators should look at (disputes, clawbacks of credits
 already spent). It exits non-zero when balances differ, unless --fix sets
 them to the ledger's sums (the ledger is the truth). Stop "imagegate
-serve" on the data directory first: the store allows one process.
+serve" on the data directory first: the store allows one process. With
+--database-url it checks the PostgreSQL account store instead, while the
+gateways run (each account is locked while it is checked and fixed).
 `
 
 // runBilling is "imagegate billing <command>": operator commands about
@@ -29,22 +33,42 @@ func runBilling(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	return dispatch(ctx, "billing", billingUsage, map[string]command{"reconcile": runReconcile}, args, stdout, stderr)
 }
 
-func runReconcile(_ context.Context, args []string, stdout, stderr io.Writer) error {
+// ledgerChecker is what reconcile needs of either account store.
+type ledgerChecker interface {
+	Reconcile(fix bool) ([]store.Mismatch, error)
+	BillingFlags() ([]store.BillingFlag, error)
+	Close() error
+}
+
+func runReconcile(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("billing reconcile", flag.ContinueOnError)
 	dataDir := fs.String("data-dir", "./data", "the data directory of the store to check")
+	databaseURL := fs.String("database-url", "", "check the PostgreSQL account store at this URL instead")
+	keyDir := fs.String("key-dir", "", "with --database-url: the gateways' --key-dir (default --data-dir)")
 	fix := fs.Bool("fix", false, "set mismatched balances to their ledger sums")
 	if err := parseFlags(fs, args, stderr); err != nil {
 		return err
 	}
-	path := filepath.Join(*dataDir, "imagegate.db")
-	// Opening creates a missing store; a typo in --data-dir must not
-	// report an empty, consistent one.
-	if _, err := os.Stat(path); err != nil {
-		return fmt.Errorf("billing reconcile: %w", err)
-	}
-	db, err := store.Open(store.Config{Path: path})
-	if err != nil {
-		return fmt.Errorf("billing reconcile: %w (is imagegate serve running on %s? stop it first)", err, *dataDir)
+	var db ledgerChecker
+	if *databaseURL != "" {
+		path := filepath.Join(cmp.Or(*keyDir, *dataDir), "imagegate.db")
+		pdb, err := postgres.Open(ctx, postgres.Config{URL: *databaseURL, KeyPath: path})
+		if err != nil {
+			return fmt.Errorf("billing reconcile: %w", err)
+		}
+		db = pdb
+	} else {
+		path := filepath.Join(*dataDir, "imagegate.db")
+		// Opening creates a missing store; a typo in --data-dir must not
+		// report an empty, consistent one.
+		if _, err := os.Stat(path); err != nil {
+			return fmt.Errorf("billing reconcile: %w", err)
+		}
+		bdb, err := store.Open(store.Config{Path: path})
+		if err != nil {
+			return fmt.Errorf("billing reconcile: %w (is imagegate serve running on %s? stop it first)", err, *dataDir)
+		}
+		db = bdb
 	}
 	defer db.Close()
 

@@ -39,6 +39,8 @@ Usage:
   imagegate [serve] [flags]     run the gateway (and, with no --inference, the inference tier in-process)
   imagegate inference [flags]   run the inference tier alone
   imagegate billing reconcile   check balances against the ledger, list billing flags
+  imagegate migrate [flags]     apply the PostgreSQL account store's schema migrations (--database-url)
+  imagegate store copy --from bolt:DIR --to postgres://…   move the embedded account store to PostgreSQL
   imagegate purge [flags]       purge outputs from the CDN and every gateway (--object, --tag, --prefix, --everything)
   imagegate admin <command>     operator commands: delete-account, erasures, reports, dsar, notify (run "imagegate admin help")
   imagegate partner <command>   partner sites embedding the generator: add, list, update, disable
@@ -60,6 +62,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return runInference(ctx, args, stdout, stderr)
 	case "billing":
 		return runBilling(ctx, args, stdout, stderr)
+	case "migrate":
+		return runMigrate(ctx, args, stdout, stderr)
+	case "store":
+		return runStore(ctx, args, stdout, stderr)
 	case "purge":
 		return runPurge(ctx, args, stdout, stderr)
 	case "admin":

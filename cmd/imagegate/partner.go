@@ -1,9 +1,7 @@
 package main
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -126,19 +124,15 @@ func runPartnerList(ctx context.Context, args []string, stdout, stderr io.Writer
 	if err := parseFlags(fs, args, stderr); err != nil {
 		return err
 	}
-	_, raw, err := a.do(ctx, http.MethodGet, "/v1/admin/partners", nil)
-	if err != nil {
-		return fmt.Errorf("partner list: %w", err)
-	}
 	var out struct {
 		Partners []partnerAnswer `json:"partners"`
 	}
-	if err := json.Unmarshal(raw, &out); err != nil {
-		return fmt.Errorf("partner list: unexpected answer: %w", err)
+	raw, err := a.callRaw(ctx, http.MethodGet, "/v1/admin/partners", nil, &out)
+	if err != nil {
+		return fmt.Errorf("partner list: %w", err)
 	}
 	if *asJSON {
-		_, err := stdout.Write(append(bytes.TrimSpace(raw), '\n'))
-		return err
+		return printAnswer(stdout, raw)
 	}
 	if len(out.Partners) == 0 {
 		_, err := fmt.Fprintln(stdout, "no partners")

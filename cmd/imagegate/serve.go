@@ -34,6 +34,8 @@ type serveConfig struct {
 	Addr             string
 	MetricsAddr      string
 	DataDir          string
+	DatabaseURL      string
+	KeyDir           string
 	InferenceURLs    []string
 	InferenceToken   string
 	InferenceCAFile  string
@@ -41,6 +43,7 @@ type serveConfig struct {
 	SigningKey       string
 	SigningKeyPrev   string
 	OwnerTagKey      string
+	FairnessSalt     string
 	EmbedKey         string
 	LinkTTL          time.Duration
 	L1Bytes          int64
@@ -95,6 +98,8 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.StringVar(&cfg.Addr, "addr", ":8080", "listen address")
 	fs.StringVar(&cfg.MetricsAddr, "metrics-addr", "", "serve /metrics on this address (e.g. 127.0.0.1:9091); never on --addr, whose port it must not share (empty: /metrics off)")
 	fs.StringVar(&cfg.DataDir, "data-dir", "./data", "bbolt files, local objects, keys and the mail outbox")
+	fs.StringVar(&cfg.DatabaseURL, "database-url", "", "PostgreSQL URL of an account store shared by several gateways, e.g. postgres://user:pass@host/imagegate (empty: the embedded bbolt file in --data-dir); key files stay in --data-dir")
+	fs.StringVar(&cfg.KeyDir, "key-dir", "", "with --database-url: directory of the key files sealing personal data, the same files for every gateway on the database (default --data-dir)")
 	fs.StringVar(&cfg.ConfigFile, "config", "", "TOML file with plans, prices, rate limits, retention and, for the in-process tier, the [inference] model catalogue (see README)")
 	fs.StringVar(&gw.PublicURL, "public-url", "", "base URL of links, e.g. https://img.example.com (empty: derived from the request; account mail then works on localhost only)")
 	fs.StringVar(&gw.CDNURL, "cdn-url", "", "base URL of output links when a CDN fronts them")
@@ -102,12 +107,18 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.StringVar(&cfg.InferenceToken, "inference-token", "", "bearer token sent to the inference tier")
 	fs.StringVar(&cfg.InferenceCAFile, "inference-ca-file", "", "PEM file of CA certificates trusted, besides the system roots, for https:// inference URLs")
 	fs.DurationVar(&cfg.InferenceTimeout, "inference-timeout", 60*time.Second, "deadline of one inference attempt; failures are retried on another endpoint")
+	fs.DurationVar(&gw.LifecycleInterval, "lifecycle-interval", time.Minute, "how often retention and erasure work runs; with several gateways it also bounds how long one that died leaves an erasure unfinished")
 	fs.DurationVar(&gw.RequestTimeout, "request-timeout", 90*time.Second, "deadline of one generation request")
 	fs.DurationVar(&gw.ReadTimeout, "read-timeout", 30*time.Second, "deadline for reading one request's headers and body; slower clients (slowloris) get 408")
 	fs.StringVar(&cfg.SigningKey, "signing-key", "", "secret (≥32 characters, used as written: the key literal of the CDN's WAF rule) for signed output links; shared by every gateway (empty: generated once in the data dir)")
 	fs.StringVar(&cfg.SigningKeyPrev, "signing-key-previous", "", "the previous --signing-key, still accepted during a rotation")
 	fs.StringVar(&cfg.EmbedKey, "embed-key", "", "secret (≥32 chars) signing the partner widget's embed tokens; shared by every gateway (empty: generated once in the data dir)")
 	fs.StringVar(&cfg.OwnerTagKey, "owner-tag-key", "", "secret (≥32 chars) deriving the CDN cache tag of each account's outputs; shared by every gateway, never rotated while outputs are cached (empty: generated once in the data dir)")
+	fs.StringVar(&cfg.FairnessSalt, "fairness-salt", "", "secret (≥32 chars) keying the opaque per-account key the inference tier queues fairly by; shared by every gateway (empty: generated once in the data dir)")
+	fs.DurationVar(&gw.JobTimeout, "job-timeout", 15*time.Minute, "deadline of one streamed (stream: true) or asynchronous (Prefer: respond-async) generation")
+	fs.DurationVar(&gw.StreamHeartbeat, "stream-heartbeat", 15*time.Second, "interval of keep-alive comments on idle event streams, well under a CDN's idle limit (Cloudflare: 100 s)")
+	fs.DurationVar(&gw.AsyncJobs.After, "async-after", 0, "answer a generation still waiting for the GPU after this long with 202 and a job to follow (keep it under the CDN's origin timeout, 100 s at Cloudflare); 0: wait up to --request-timeout")
+	fs.DurationVar(&gw.AsyncJobs.Keep, "job-keep", 24*time.Hour, "how long a finished job, its prompt included, is kept for its owner to read")
 	fs.DurationVar(&cfg.LinkTTL, "link-ttl", 24*time.Hour, "lifetime of signed output links")
 	fs.Int64Var(&cfg.L1Bytes, "l1-bytes", 256<<20, "memory cache size in bytes")
 	fs.StringVar(&gw.DefaultModel, "default-model", "", "model used when a request names none (empty: the tier's first)")
@@ -219,6 +230,11 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		logger.Warn("inference tier not reachable yet; serving 503 until it is", "err", err)
 	}
 	cancel()
+	go func() {
+		if err := sys.gateway.ResumeJobs(ctx); err != nil && ctx.Err() == nil {
+			logger.Error("unfinished jobs not resumed", "err", err)
+		}
+	}()
 	ln, err := net.Listen("tcp", cfg.Addr)
 	if err != nil {
 		sys.close(context.Background())
@@ -286,7 +302,7 @@ func newSystem(ctx context.Context, cfg serveConfig, logger *slog.Logger) (_ *sy
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
-	db, err := store.Open(store.Config{Path: filepath.Join(cfg.DataDir, "imagegate.db")})
+	db, err := openAccountStore(ctx, cfg, logger)
 	if err != nil {
 		return nil, err
 	}
@@ -345,6 +361,15 @@ func newSystem(ctx context.Context, cfg serveConfig, logger *slog.Logger) (_ *sy
 	if err != nil {
 		return nil, fmt.Errorf("--owner-tag-key: %w", err)
 	}
+	salt := []byte(cfg.FairnessSalt)
+	if cfg.FairnessSalt == "" {
+		if salt, err = edge.LoadOrCreateKey(filepath.Join(cfg.DataDir, "fairness.salt")); err != nil {
+			return nil, err
+		}
+	} else if len(salt) < 32 {
+		return nil, errors.New("--fairness-salt: at least 32 characters")
+	}
+	cfg.Gateway.FairnessSalt = salt
 	embedKey := []byte(cfg.EmbedKey)
 	if cfg.EmbedKey == "" {
 		if embedKey, err = edge.LoadOrCreateKey(filepath.Join(cfg.DataDir, "embed.key")); err != nil {

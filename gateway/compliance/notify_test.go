@@ -2,13 +2,13 @@ package compliance
 
 import (
 	"log/slog"
-	"net"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/imagegate/imagegate/gateway/mail"
+	"github.com/imagegate/imagegate/internal/testpeer"
 )
 
 var templateCases = []struct {
@@ -86,12 +86,7 @@ func FuzzParseTemplate(f *testing.F) {
 // downSMTP is a real SMTP mailer pointed at a port nobody listens on.
 func downSMTP(t *testing.T) *mail.SMTP {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
+	addr := testpeer.Addr(testpeer.FreePort(t))
 	s, err := mail.NewSMTP(mail.Config{SMTPURL: "smtp://" + addr, From: "ops@example.com", Timeout: 5 * time.Second}, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)

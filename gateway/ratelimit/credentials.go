@@ -73,7 +73,7 @@ type CredentialGuard struct {
 	cfg     CredentialGuardConfig
 	now     func() time.Time
 	buckets *keyedStore[tokenBucket]
-	known   *keyedStore[int64] // UnixNano until which a credential is known
+	known   knownKeys // credentials that validated, until KnownTTL after
 
 	refused atomic.Uint64
 }
@@ -91,9 +91,7 @@ func NewCredentialGuard(cfg CredentialGuardConfig, now func() time.Time) (*Crede
 		cfg:     cfg,
 		now:     now,
 		buckets: newKeyedStore(cfg.MaxKeys, rateBucketIdle),
-		known: newKeyedStore(cfg.MaxKeys, func(until *int64, now time.Time) bool {
-			return *until <= now.UnixNano()
-		}),
+		known:   newKnownKeys(cfg.MaxKeys),
 	}, nil
 }
 
@@ -102,7 +100,7 @@ func NewCredentialGuard(cfg CredentialGuardConfig, now func() time.Time) (*Crede
 // (≥ 1 s) says when. Call it before the store, then Validated or Failed.
 func (g *CredentialGuard) Lookup(addr netip.Addr, credential string) (ok bool, retryAfter time.Duration) {
 	now := g.now()
-	if g.isKnown(hashedRateKey(rateNSCredentialKnown, credential), now) {
+	if g.known.known(hashedRateKey(rateNSCredentialKnown, credential), now) {
 		return true, 0
 	}
 	d := chargeBuckets(g.buckets, now, []rateSubject{{name: "credentials", key: addrRateKey(rateNSCredentialSource, addr), policy: g.cfg.PerSource}}, 1)
@@ -119,30 +117,12 @@ func (g *CredentialGuard) Refused() uint64 { return g.refused.Load() }
 // Validated remembers that credential works, for KnownTTL.
 func (g *CredentialGuard) Validated(credential string) {
 	now := g.now()
-	k := hashedRateKey(rateNSCredentialKnown, credential)
-	sh := &g.known.shards[g.known.shardIndex(k)]
-	sh.mu.Lock()
-	defer sh.mu.Unlock()
-	if e := g.known.get(sh, k, now, true, nil); e != nil {
-		e.val = now.Add(g.cfg.KnownTTL).UnixNano()
-	}
+	g.known.remember(hashedRateKey(rateNSCredentialKnown, credential), now, now.Add(g.cfg.KnownTTL))
 }
 
 // Failed forgets credential: it was revoked or never existed.
 func (g *CredentialGuard) Failed(credential string) {
-	k := hashedRateKey(rateNSCredentialKnown, credential)
-	sh := &g.known.shards[g.known.shardIndex(k)]
-	sh.mu.Lock()
-	g.known.remove(sh, k)
-	sh.mu.Unlock()
-}
-
-func (g *CredentialGuard) isKnown(k rateKey, now time.Time) bool {
-	sh := &g.known.shards[g.known.shardIndex(k)]
-	sh.mu.Lock()
-	defer sh.mu.Unlock()
-	e := g.known.get(sh, k, now, false, nil)
-	return e != nil && e.val > now.UnixNano()
+	g.known.forget(hashedRateKey(rateNSCredentialKnown, credential))
 }
 
 // Sweep forgets refilled buckets and expired credentials, and reports

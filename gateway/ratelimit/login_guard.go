@@ -94,7 +94,7 @@ type LoginGuard struct {
 	cfg     LoginGuardConfig
 	now     func() time.Time
 	buckets *keyedStore[tokenBucket]
-	known   *keyedStore[int64] // UnixNano until which a source is known
+	known   knownKeys // sources that signed in, until KnownSourceTTL after
 }
 
 // NewLoginGuard builds the guard; now is the clock (time.Now outside
@@ -110,9 +110,7 @@ func NewLoginGuard(cfg LoginGuardConfig, now func() time.Time) (*LoginGuard, err
 		cfg:     cfg,
 		now:     now,
 		buckets: newKeyedStore(cfg.MaxKeys, rateBucketIdle),
-		known: newKeyedStore(cfg.MaxKeys, func(until *int64, now time.Time) bool {
-			return *until <= now.UnixNano()
-		}),
+		known:   newKnownKeys(cfg.MaxKeys),
 	}, nil
 }
 
@@ -141,7 +139,7 @@ func (g *LoginGuard) Attempt(addr netip.Addr, account string) (ok bool, retryAft
 		rateSubject{name: "signin-pair", key: pair, policy: g.cfg.PerAccountSource},
 		rateSubject{name: "signin-source", key: addrRateKey(rateNSLoginSource, addr), policy: g.cfg.PerSource},
 	)
-	if !g.isKnown(rateKey{ns: rateNSLoginKnown, id: pair.id}, now) {
+	if !g.known.known(rateKey{ns: rateNSLoginKnown, id: pair.id}, now) {
 		subs = append(subs, rateSubject{name: "signin-account", key: hashedRateKey(rateNSLoginAccount, account), policy: g.cfg.PerAccount})
 	}
 	d := chargeBuckets(g.buckets, now, subs, 1)
@@ -162,20 +160,7 @@ func (g *LoginGuard) Succeeded(addr netip.Addr, account string) {
 	g.buckets.remove(sh, pair)
 	sh.mu.Unlock()
 
-	known := rateKey{ns: rateNSLoginKnown, id: pair.id}
-	ks := &g.known.shards[g.known.shardIndex(known)]
-	ks.mu.Lock()
-	e := g.known.get(ks, known, now, true, nil)
-	e.val = now.Add(g.cfg.KnownSourceTTL).UnixNano()
-	ks.mu.Unlock()
-}
-
-func (g *LoginGuard) isKnown(k rateKey, now time.Time) bool {
-	sh := &g.known.shards[g.known.shardIndex(k)]
-	sh.mu.Lock()
-	defer sh.mu.Unlock()
-	e := g.known.get(sh, k, now, false, nil)
-	return e != nil && e.val > now.UnixNano()
+	g.known.remember(rateKey{ns: rateNSLoginKnown, id: pair.id}, now, now.Add(g.cfg.KnownSourceTTL))
 }
 
 // sweep forgets refilled buckets and expired known sources.

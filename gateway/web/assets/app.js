@@ -133,10 +133,38 @@
     doc.cookie = prefsCookie + "=" + encodeURIComponent(p.toString()) + "; Path=/; Max-Age=31536000; Secure; SameSite=Lax";
   }
 
+  // readStream reads a generation's server-sent events: progress moves the
+  // bar, completed events collect the images, an error event throws.
+  async function readStream(resp, bar) {
+    const reader = resp.body.getReader();
+    const dec = new TextDecoder();
+    const images = [];
+    let buf = "";
+    for (;;) {
+      const chunk = await reader.read();
+      if (chunk.done) break;
+      buf += dec.decode(chunk.value, { stream: true });
+      let end;
+      while ((end = buf.indexOf("\n\n")) >= 0) {
+        const block = buf.slice(0, end);
+        buf = buf.slice(end + 2);
+        const line = block.split("\n").find(function (l) { return l.startsWith("data: "); });
+        if (!line) continue; // a keep-alive comment
+        const ev = JSON.parse(line.slice(6));
+        if (ev.type === "imagegate.progress") bar.value = ev.progress;
+        else if (ev.type === "image_generation.completed") images[ev.image_index] = { url: ev.url, seed: ev.seed };
+        else if (ev.type === "error") throw new Error(ev.error.message);
+      }
+    }
+    return images.filter(Boolean);
+  }
+
   // The generator: the same fields the form posts, sent to the JSON API
-  // (or, with a reference image, the multipart edit API), with progress.
+  // (streamed, for live progress) or, with a reference image, the
+  // multipart edit API.
   function initGenerator(form) {
     const progress = doc.getElementById("progress");
+    const bar = doc.getElementById("progress-bar");
     const text = doc.getElementById("progress-text");
     const errorBox = doc.getElementById("gen-error");
     const button = doc.getElementById("generate");
@@ -157,7 +185,7 @@
         body.append("image", file);
         req = fetch("/v1/images/edits", { method: "POST", credentials: "same-origin", body: body });
       } else {
-        const body = { prompt: prompt, model: f.model.value, size: f.size.value, n: Number(f.n.value || 1) };
+        const body = { prompt: prompt, model: f.model.value, size: f.size.value, n: Number(f.n.value || 1), stream: true };
         if (f.style.value) body.style = f.style.value;
         if (f.seed.value !== "") body.seed = Number(f.seed.value);
         req = fetch("/v1/images/generations", {
@@ -173,14 +201,16 @@
       button.disabled = true;
       form.setAttribute("aria-busy", "true");
       tick();
+      bar.removeAttribute("value"); // indeterminate until the first progress
       progress.hidden = false;
       const timer = setInterval(tick, 100);
       try {
         const resp = await req;
         if (!resp.ok) throw new Error(await errorMessage(resp));
-        const out = await resp.json();
+        const streamed = (resp.headers.get("Content-Type") || "").startsWith("text/event-stream");
+        const data = streamed ? await readStream(resp, bar) : ((await resp.json()).data || []);
         text.textContent = "Loading the image…";
-        await showResults(prompt, out.data || []);
+        await showResults(prompt, data);
         result.hidden = false;
         result.querySelector("h2").focus && result.scrollIntoView({ block: "nearest" });
       } catch (e) {

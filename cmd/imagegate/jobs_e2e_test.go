@@ -1,0 +1,97 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"image/png"
+	"io"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// TestSIGKILLMidJobThenRestartRunsIt kills the gateway with SIGKILL while
+// an asynchronous job waits on the GPU and checks that the next start runs
+// the job to its end: the queue is in the store, no job is lost. The kill
+// lands at a known point: the inference tier is frozen (SIGSTOP), so the
+// job cannot have finished in the first process.
+func TestSIGKILLMidJobThenRestartRunsIt(t *testing.T) {
+	t.Parallel()
+	const (
+		email    = "job-across-kill@example.com"
+		password = "a long enough passphrase"
+	)
+	tier := start(t, "inference", "--addr", "127.0.0.1:0")
+	dir := t.TempDir()
+	args := []string{"--addr", "127.0.0.1:0", "--data-dir", dir, "--inference", tier.url, "--rate-limits", "off"}
+	g := start(t, args...)
+	waitReady(t, g.url)
+	user := newJarClient(t)
+	user.expect(t, "POST", g.url+"/v1/auth/signup", `{"email":"`+email+`","password":"`+password+`","over_18":true}`, 202)
+	user.expect(t, "POST", g.url+"/v1/auth/login", `{"email":"`+email+`","password":"`+password+`"}`, 200)
+
+	if err := tier.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	thawed := false
+	thaw := func() {
+		if !thawed {
+			tier.cmd.Process.Signal(syscall.SIGCONT)
+			thawed = true
+		}
+	}
+	t.Cleanup(thaw)
+	user.header = map[string][]string{"Prefer": {"respond-async"}}
+	raw := user.expect(t, "POST", g.url+"/v1/images/generations", `{"prompt":"a job the kill cannot stop","size":"256x256"}`, 202)
+	user.header = nil
+	var job struct {
+		ID     string `json:"id"`
+		Status string `json:"status"`
+		Result struct {
+			Data []struct{ URL string } `json:"data"`
+		} `json:"result"`
+	}
+	if err := json.Unmarshal(raw, &job); err != nil || job.ID == "" {
+		t.Fatalf("job: %v %s", err, raw)
+	}
+	waitJob(t, user, g.url, job.ID, "running")
+
+	g.cmd.Process.Kill()
+	g.cmd.Wait()
+	thaw()
+
+	g = start(t, args...)
+	waitReady(t, g.url)
+	raw = waitJob(t, user, g.url, job.ID, "succeeded")
+	if err := json.Unmarshal(raw, &job); err != nil || len(job.Result.Data) != 1 {
+		t.Fatalf("finished job: %v %s", err, raw)
+	}
+	resp, err := client.Get(job.Result.Data[0].URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if cfg, err := png.DecodeConfig(bytes.NewReader(data)); err != nil || cfg.Width != 256 {
+		t.Errorf("the job's image: %v %d", err, cfg.Width)
+	}
+}
+
+// waitJob polls the job until it has status (a state the process reports;
+// a bounded poll, not a timing assumption) and returns its JSON.
+func waitJob(t *testing.T, user *jarClient, base, id, status string) []byte {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		raw := user.expect(t, "GET", base+"/v1/jobs/"+id, "", 200)
+		var j struct{ Status string }
+		json.Unmarshal(raw, &j)
+		if j.Status == status {
+			return raw
+		}
+		if j.Status == "failed" || j.Status == "cancelled" || time.Now().After(deadline) {
+			t.Fatalf("job %s is %s, waited for %s: %s", id, j.Status, status, raw)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
