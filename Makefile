@@ -70,9 +70,10 @@ vet:
 ## to PROFILE_DIR, printed at the end), then the load script: the gateway
 ## against a bare fasthttp server and nginx proxy_cache, loaded by wrk.
 PROFILE_DIR := $(shell mktemp -d /tmp/imagegate-profiles.XXXXXX 2>/dev/null || echo /tmp/imagegate-profiles)
-bench: bench-peers
-	$(GO) test -run '^$$' -bench . -benchmem -count 1 ./cache/ ./edge/ ./gateway/ ./gateway/moderation/ ./inference/...
-	$(GO) test -run '^$$' -bench 'RateLimiter' -benchmem -count 1 ./gateway/ratelimit/
+bench: bench-peers postgresql
+	$(GO) test -run '^$$' -bench . -benchmem -count 1 ./cache/ ./edge/ ./gateway/ ./gateway/moderation/ ./gateway/ratelimit/ ./inference/...
+	$(GO) test -run '^$$' -bench Ledger -benchtime 2000x ./store/postgres/
+	$(GO) test -run '^$$' -bench GenerationMissByStore -benchtime 100x ./cmd/imagegate/
 	$(GO) test -c -o $(PROFILE_DIR)/gateway.test ./gateway/
 	for b in GenerationHit ObjectHit; do \
 	  $(PROFILE_DIR)/gateway.test -test.run '^$$' -test.bench "^Benchmark$$b$$" -test.benchmem -test.benchtime 3s \
