@@ -199,7 +199,16 @@ func (db *DB) DSARs(closed bool) ([]DSAR, error) {
 		}
 		out = append(out, r)
 	}
-	slices.SortFunc(out, func(a, b DSAR) int {
+	slices.SortFunc(out, CompareDSARs(now))
+	return out, nil
+}
+
+// cmpDSARID orders ids by their number, so dsar-9 comes before dsar-10.
+// CompareDSARs is the order every store lists rights requests in: open
+// before closed; open ones overdue first, then by deadline and receipt;
+// closed ones most recently closed first.
+func CompareDSARs(now time.Time) func(a, b DSAR) int {
+	return func(a, b DSAR) int {
 		if a.IsOpen() != b.IsOpen() {
 			if a.IsOpen() {
 				return -1
@@ -216,11 +225,9 @@ func (db *DB) DSARs(closed bool) ([]DSAR, error) {
 			return 1
 		}
 		return cmp.Or(a.Deadline.Compare(b.Deadline), a.Received.Compare(b.Received), cmpDSARID(a.ID, b.ID))
-	})
-	return out, nil
+	}
 }
 
-// cmpDSARID orders ids by their number, so dsar-9 comes before dsar-10.
 func cmpDSARID(a, b string) int {
 	return cmp.Or(cmp.Compare(len(a), len(b)), strings.Compare(a, b))
 }

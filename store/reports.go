@@ -69,8 +69,9 @@ type reportRecord struct {
 	Details   []byte    `json:"details"`
 }
 
-// reportDetails is the sealed part of a report.
-type reportDetails struct {
+// ReportDetails is the sealed part of a report, the same JSON in every
+// store (store copy moves it sealed, unread).
+type ReportDetails struct {
 	AccountID      string            `json:"account,omitempty"`
 	ClientIP       string            `json:"ip,omitempty"`
 	Prompt         string            `json:"prompt"`
@@ -80,9 +81,9 @@ type reportDetails struct {
 	ImageSHA256    string            `json:"image_sha256,omitempty"`
 }
 
-// newReportID orders reports by creation time, so a cursor lists them
+// NewReportID orders reports by creation time, so a cursor lists them
 // newest first.
-func newReportID(now time.Time) string {
+func NewReportID(now time.Time) string {
 	var b [5]byte
 	rand.Read(b[:])
 	return fmt.Sprintf("rpt_%016x%s", now.UnixNano(), idEncoding.EncodeToString(b[:]))
@@ -118,13 +119,13 @@ func (db *DB) CreateReport(r Report, hold time.Duration) (Report, error) {
 		return Report{}, err
 	}
 	now := db.now().UTC()
-	r.ID, r.Created, r.HoldUntil = newReportID(now), now, now.Add(hold)
+	r.ID, r.Created, r.HoldUntil = NewReportID(now), now, now.Add(hold)
 	r.ImageSize, r.ImageSHA256 = len(r.Image), ""
 	if len(r.Image) > 0 {
 		sum := sha256.Sum256(r.Image)
 		r.ImageSHA256 = hex.EncodeToString(sum[:])
 	}
-	details, err := json.Marshal(reportDetails{
+	details, err := json.Marshal(ReportDetails{
 		AccountID: r.AccountID, ClientIP: r.ClientIP, Prompt: r.Prompt, NegativePrompt: r.NegativePrompt,
 		Params: r.Params, ContentType: r.ContentType, ImageSHA256: r.ImageSHA256,
 	})
@@ -230,7 +231,7 @@ func (db *DB) openReport(v []byte) (Report, []byte, error) {
 	if err != nil {
 		return Report{}, nil, err
 	}
-	var d reportDetails
+	var d ReportDetails
 	if err := decodeRecord(plain, &d); err != nil {
 		return Report{}, nil, err
 	}

@@ -1,13 +1,11 @@
 package postgres
 
 import (
-	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"slices"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -112,25 +110,7 @@ func (db *DB) DSARs(closed bool) ([]store.DSAR, error) {
 		}
 		out = append(out, r)
 	}
-	slices.SortFunc(out, func(a, b store.DSAR) int {
-		if a.IsOpen() != b.IsOpen() {
-			if a.IsOpen() {
-				return -1
-			}
-			return 1
-		}
-		if !a.IsOpen() {
-			return cmp.Or(b.Closed.Compare(a.Closed), strings.Compare(a.ID, b.ID))
-		}
-		if a.Overdue(now) != b.Overdue(now) {
-			if a.Overdue(now) {
-				return -1
-			}
-			return 1
-		}
-		return cmp.Or(a.Deadline.Compare(b.Deadline), a.Received.Compare(b.Received),
-			cmp.Compare(len(a.ID), len(b.ID)), strings.Compare(a.ID, b.ID))
-	})
+	slices.SortFunc(out, store.CompareDSARs(now))
 	return out, nil
 }
 

@@ -1,7 +1,6 @@
 package postgres
 
 import (
-	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -13,22 +12,6 @@ import (
 
 	"github.com/imagegate/imagegate/store"
 )
-
-type reportDetails struct {
-	AccountID      string            `json:"account,omitempty"`
-	ClientIP       string            `json:"ip,omitempty"`
-	Prompt         string            `json:"prompt"`
-	NegativePrompt string            `json:"negative_prompt,omitempty"`
-	Params         map[string]string `json:"params,omitempty"`
-	ContentType    string            `json:"content_type,omitempty"`
-	ImageSHA256    string            `json:"image_sha256,omitempty"`
-}
-
-func newReportID(now time.Time) string {
-	var b [5]byte
-	rand.Read(b[:])
-	return fmt.Sprintf("rpt_%016x%s", now.UnixNano(), idEncoding.EncodeToString(b[:]))
-}
 
 // CreateReport records a report of apparent CSAM under legal hold for
 // hold: everything but its category and dates is sealed with a key of its
@@ -48,13 +31,13 @@ func (db *DB) CreateReport(r store.Report, hold time.Duration) (store.Report, er
 		return store.Report{}, err
 	}
 	now := db.now().UTC()
-	r.ID, r.Created, r.HoldUntil = newReportID(now), now, now.Add(hold)
+	r.ID, r.Created, r.HoldUntil = store.NewReportID(now), now, now.Add(hold)
 	r.ImageSize, r.ImageSHA256 = len(r.Image), ""
 	if len(r.Image) > 0 {
 		sum := sha256.Sum256(r.Image)
 		r.ImageSHA256 = hex.EncodeToString(sum[:])
 	}
-	details, err := json.Marshal(reportDetails{
+	details, err := json.Marshal(store.ReportDetails{
 		AccountID: r.AccountID, ClientIP: r.ClientIP, Prompt: r.Prompt, NegativePrompt: r.NegativePrompt,
 		Params: r.Params, ContentType: r.ContentType, ImageSHA256: r.ImageSHA256,
 	})
@@ -106,7 +89,7 @@ func (db *DB) openReport(rr reportRow) (store.Report, []byte, error) {
 	if err != nil {
 		return store.Report{}, nil, err
 	}
-	var d reportDetails
+	var d store.ReportDetails
 	if err := json.Unmarshal(plain, &d); err != nil {
 		return store.Report{}, nil, fmt.Errorf("postgres: decode report: %w", err)
 	}
