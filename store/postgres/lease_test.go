@@ -46,10 +46,19 @@ func TestSweepWaitsForTheLease(t *testing.T) {
 	if n := db.SessionCount(a.ID); n != 5 {
 		t.Errorf("a refused sweep removed sessions: %d left, want 5", n)
 	}
-	// The holder dies: its connection closes, the lease is free.
-	if err := other.Conn().Close(context.Background()); err != nil {
+	// The holder dies. Closing the socket alone races the server, which
+	// frees the lock only when the backend process has exited, so the test
+	// kills the backend and waits (pg_terminate_backend with a timeout
+	// returns once the process, and every lock it held, is gone).
+	var pid uint32
+	if err := other.QueryRow(t.Context(), `SELECT pg_backend_pid()`).Scan(&pid); err != nil {
 		t.Fatal(err)
 	}
+	var gone bool
+	if err := db.pool.QueryRow(t.Context(), `SELECT pg_terminate_backend($1, 10000)`, int32(pid)).Scan(&gone); err != nil || !gone {
+		t.Fatalf("terminating the lease holder: %v, %v", gone, err)
+	}
+	_ = other.Conn().Close(context.Background())
 	other.Release()
 	rep, err := db.Sweep(t.Context(), store.Retention{})
 	if err != nil || rep.Sessions != 5 {
