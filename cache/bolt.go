@@ -5,6 +5,9 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/maphash"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -23,8 +26,113 @@ var (
 var errCorrupt = errors.New("cache: corrupt l2 record")
 
 // l2 is this node's durable tier: a bbolt file of key → Entry.
+//
+// Hits read through one read-only transaction shared by every goroutine
+// (a snapshot), not one transaction each: beginning and ending one costs
+// five allocations, the database's meta lock and the freelist's reader
+// bookkeeping, and a lookup of the entries bucket from the root, on every
+// hit. bbolt's read-only transactions are only ever read (the cursor
+// count is atomic), which is what etcd's backend relies on to share one
+// among its readers too. The snapshot is safe because every write in this
+// package goes through write, which closes it first and keeps readers
+// from opening another until the write has returned:
+//
+//   - no reader ever sees a snapshot older than the last write that
+//     returned (a new entry is never a miss, a deleted one never a hit);
+//   - the snapshot never pins pages a later write frees, so the file does
+//     not grow because of it;
+//   - a write that must grow the memory map (which waits for every read
+//     transaction to end) never waits for it.
+//
+// While a write is in flight, readers fall back to a transaction of their
+// own.
 type l2 struct {
 	db *bolt.DB
+
+	mu   sync.RWMutex // readers of snap hold it shared
+	snap *l2Snapshot  // nil: none open
+	shut bool         // closed: no snapshot may open
+
+	writers atomic.Int32 // writes in flight: no snapshot may open
+}
+
+// l2Snapshot is the shared read-only transaction and cursors over its
+// entries bucket, reused so that a seek allocates nothing.
+type l2Snapshot struct {
+	tx      *bolt.Tx
+	entries *bolt.Bucket
+	cursors sync.Pool // of *bolt.Cursor over entries
+}
+
+// readEntries calls fn with the entries bucket of the snapshot, opening
+// one if none is, or of a transaction of its own while a write is in
+// flight. A nil cursor means "use entries.Get".
+func (s *l2) readEntries(fn func(entries *bolt.Bucket, cur *bolt.Cursor) error) error {
+	for range 2 {
+		if s.writers.Load() != 0 {
+			break
+		}
+		s.mu.RLock()
+		if snap := s.snap; snap != nil {
+			cur, _ := snap.cursors.Get().(*bolt.Cursor)
+			if cur == nil {
+				cur = snap.entries.Cursor()
+			}
+			err := fn(snap.entries, cur)
+			snap.cursors.Put(cur)
+			s.mu.RUnlock()
+			return err
+		}
+		s.mu.RUnlock()
+		s.openSnapshot()
+	}
+	return s.db.View(func(tx *bolt.Tx) error { return fn(tx.Bucket(bucketEntries), nil) })
+}
+
+// openSnapshot opens the shared read transaction unless one is open, a
+// write is in flight or the file is closed. Checking writers under mu
+// orders it with write's close of the snapshot.
+func (s *l2) openSnapshot() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.snap != nil || s.shut || s.writers.Load() != 0 {
+		return
+	}
+	tx, err := s.db.Begin(false)
+	if err != nil {
+		return // the caller's own transaction will report it
+	}
+	s.snap = &l2Snapshot{tx: tx, entries: tx.Bucket(bucketEntries)}
+}
+
+// dropSnapshot closes the shared read transaction, waiting for the readers
+// using it.
+func (s *l2) dropSnapshot() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.snap != nil {
+		s.snap.tx.Rollback()
+		s.snap = nil
+	}
+}
+
+// write runs a write to the file (an Update or a Batch): every write in
+// this package goes through it (see l2).
+func (s *l2) write(do func() error) error {
+	s.writers.Add(1)
+	defer s.writers.Add(-1)
+	s.dropSnapshot()
+	return do()
+}
+
+// update is db.Update through write.
+func (s *l2) update(fn func(*bolt.Tx) error) error {
+	return s.write(func() error { return s.db.Update(fn) })
+}
+
+// batch is db.Batch through write.
+func (s *l2) batch(fn func(*bolt.Tx) error) error {
+	return s.write(func() error { return s.db.Batch(fn) })
 }
 
 func openL2(path string) (*l2, error) {
@@ -32,7 +140,7 @@ func openL2(path string) (*l2, error) {
 	if err != nil {
 		return nil, fmt.Errorf("cache: open l2 %s: %w", path, err)
 	}
-	err = db.Update(func(tx *bolt.Tx) error {
+	err = db.Update(func(tx *bolt.Tx) error { // before any snapshot: not through write
 		for _, name := range [][]byte{bucketEntries, bucketByObject} {
 			if _, err := tx.CreateBucketIfNotExists(name); err != nil {
 				return err
@@ -47,14 +155,30 @@ func openL2(path string) (*l2, error) {
 	return &l2{db: db}, nil
 }
 
-func (s *l2) close() error { return s.db.Close() }
+// close closes the snapshot for good, then the file (whose Close waits for
+// every read transaction).
+func (s *l2) close() error {
+	s.mu.Lock()
+	s.shut = true
+	s.mu.Unlock()
+	s.dropSnapshot()
+	return s.db.Close()
+}
 
 // get returns the entry stored under key. found is false, with a nil error,
 // when there is none; a record that does not decode is an error wrapping
 // errCorrupt.
 func (s *l2) get(key Key) (e Entry, found bool, err error) {
-	err = s.db.View(func(tx *bolt.Tx) error {
-		v := tx.Bucket(bucketEntries).Get(key[:])
+	err = s.readEntries(func(entries *bolt.Bucket, cur *bolt.Cursor) error {
+		var v []byte
+		if cur != nil {
+			var k []byte
+			if k, v = cur.Seek(key[:]); !bytes.Equal(k, key[:]) {
+				v = nil
+			}
+		} else {
+			v = entries.Get(key[:])
+		}
 		if v == nil {
 			return nil
 		}
@@ -74,7 +198,7 @@ func (s *l2) get(key Key) (e Entry, found bool, err error) {
 // transaction. It is idempotent, as bolt's Batch requires.
 func (s *l2) put(key Key, e Entry) error {
 	rec := appendEntry(nil, e)
-	return s.db.Batch(func(tx *bolt.Tx) error {
+	return s.batch(func(tx *bolt.Tx) error {
 		entries, index := tx.Bucket(bucketEntries), tx.Bucket(bucketByObject)
 		if old := entries.Get(key[:]); old != nil {
 			if prev, err := decodeEntry(old); err == nil && prev.Object != e.Object {
@@ -92,7 +216,7 @@ func (s *l2) put(key Key, e Entry) error {
 
 // delete removes key's record and its index row.
 func (s *l2) delete(key Key) error {
-	return s.db.Update(func(tx *bolt.Tx) error {
+	return s.update(func(tx *bolt.Tx) error {
 		entries := tx.Bucket(bucketEntries)
 		old := entries.Get(key[:])
 		if old == nil {
@@ -111,7 +235,7 @@ func (s *l2) delete(key Key) error {
 // their keys.
 func (s *l2) deleteObject(hash string) ([]Key, error) {
 	var keys []Key
-	err := s.db.Update(func(tx *bolt.Tx) error {
+	err := s.update(func(tx *bolt.Tx) error {
 		keys = keys[:0] // Update does not retry, but keep the closure pure.
 		entries, index := tx.Bucket(bucketEntries), tx.Bucket(bucketByObject)
 		prefix := []byte(hash)
@@ -229,7 +353,11 @@ func decodeEntry(b []byte) (Entry, error) {
 		if w <= 0 || n > uint64(len(b)-w) {
 			return Entry{}, errCorrupt
 		}
-		strs[i] = string(b[w : w+int(n)])
+		if i == 0 {
+			strs[i] = string(b[w : w+int(n)]) // the object hash: its own
+		} else {
+			strs[i] = intern(b[w : w+int(n)])
+		}
 		b = b[w+int(n):]
 	}
 	var ints [2]int64
@@ -278,3 +406,30 @@ func decodeEntry(b []byte) (Entry, error) {
 // maxDimension bounds decoded widths and heights; anything larger is not an
 // image this system made.
 const maxDimension = 1 << 20
+
+// interned holds the short strings records repeat (extensions, media
+// types, models, versions), so decoding one allocates only its object
+// hash. It is a fixed table of slots chosen by hash: a string whose slot
+// another holds is allocated and takes the slot, which bounds the memory
+// and never returns a wrong string.
+var (
+	interned    [256]atomic.Pointer[string]
+	internSeed  = maphash.MakeSeed()
+	maxInterned = 64 // longer strings are not interned
+)
+
+func intern(b []byte) string {
+	if len(b) == 0 {
+		return ""
+	}
+	if len(b) > maxInterned {
+		return string(b)
+	}
+	slot := &interned[maphash.Bytes(internSeed, b)%uint64(len(interned))]
+	if p := slot.Load(); p != nil && *p == string(b) {
+		return *p
+	}
+	s := string(b)
+	slot.Store(&s)
+	return s
+}

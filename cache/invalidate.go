@@ -88,7 +88,7 @@ func (s *l2) deleteWhere(match func(Entry) bool) (int, error) {
 		if err != nil {
 			return total, err
 		}
-		err = s.db.Update(func(tx *bolt.Tx) error {
+		err = s.update(func(tx *bolt.Tx) error {
 			for i, key := range doomed {
 				if err := tx.Bucket(bucketByObject).Delete(indexKey(objects[i], key)); err != nil {
 					return err
@@ -111,7 +111,7 @@ func (s *l2) deleteWhere(match func(Entry) bool) (int, error) {
 
 // clear empties both buckets.
 func (s *l2) clear() error {
-	return s.db.Update(func(tx *bolt.Tx) error {
+	return s.update(func(tx *bolt.Tx) error {
 		for _, name := range [][]byte{bucketEntries, bucketByObject} {
 			if err := tx.DeleteBucket(name); err != nil {
 				return err
@@ -127,8 +127,8 @@ func (s *l2) clear() error {
 // dropWhere removes the entries match selects.
 func (m *l1) dropWhere(match func(Entry) bool) {
 	var keys []Key
-	m.c.IterValues(func(it *l1Item) bool {
-		if it.hash == "" && match(it.entry) {
+	m.c.IterValues(func(it l1Item) bool {
+		if it.meta != nil && !it.meta.output && match(it.entry()) {
 			keys = append(keys, it.key)
 		}
 		return false
