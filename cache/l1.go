@@ -20,15 +20,18 @@ import (
 // full identity, which every read checks: two identities sharing a uint64
 // cost a miss, never a wrong answer.
 //
-// An entry's item is a value, not a pointer, and small enough (88 bytes)
+// An entry's item is a value, not a pointer, and small enough (80 bytes)
 // for Go's map to keep it inside ristretto's hash-table slot: a hit is one
 // probe into the table, whose slot holds the whole key to check and every
 // field of the Entry but its strings, instead of a probe and then a
 // pointer to follow to a separate allocation. The strings an entry shares
 // with many others (extension, media type, model, version) are one
 // interned *l1Meta, hot in the CPU caches; the object hash is the one
-// string of its own. At a million entries that saves one dependent cache
-// and TLB miss per hit (see BenchmarkHitAtSize).
+// string of its own (its bytes are read only by a caller that uses it).
+// At a million entries that saves one dependent cache and TLB miss per
+// hit; the price is copying the 80-byte value through ristretto's Get, a
+// few tens of nanoseconds on a hit whose entry is in the CPU caches (see
+// BenchmarkHitAtSize and the README).
 type l1 struct {
 	c    *ristretto.Cache[uint64, l1Item]
 	seed maphash.Seed
@@ -41,9 +44,13 @@ type l1 struct {
 // l1Item is an entry (meta.output false) or an output's bytes (meta.output
 // true). Its size is pinned below: ristretto's stored item (this plus 40
 // bytes) must stay within the 128 bytes Go's map keeps inline.
+//
+// object is the data of a 64-byte hash string, kept as a pointer (which
+// keeps the string alive) rather than a string header, to save the
+// length: entries and outputs whose hash is not 64 bytes are not kept.
 type l1Item struct {
 	key    Key     // an entry's key; zero for an output
-	object string  // an entry's Object; an output's hash
+	object *byte   // the bytes of an entry's Object or an output's hash, always 64 long
 	meta   *l1Meta // never nil in a stored item
 
 	seed          uint64
@@ -52,9 +59,9 @@ type l1Item struct {
 	size, policy  uint32
 }
 
-// The compile fails here if l1Item grows past 88 bytes (the constant
+// The compile fails here if l1Item grows past 80 bytes (the constant
 // would be negative).
-const _ = uint(88 - unsafe.Sizeof(l1Item{}))
+const _ = uint(80 - unsafe.Sizeof(l1Item{}))
 
 // l1Meta holds an item's strings: shared by every entry with the same
 // four, or, for an output, its own with the bytes.
@@ -111,7 +118,7 @@ func (m *l1) entry(key Key) (Entry, bool) {
 func (it *l1Item) entry() Entry {
 	md := it.meta
 	e := Entry{
-		Object: it.object, Ext: md.ext, ContentType: md.contentType,
+		Object: it.hash(), Ext: md.ext, ContentType: md.contentType,
 		Width: int(it.width), Height: int(it.height), Seed: it.seed,
 		Model: md.model, ModelVersion: md.version,
 		Size: int64(it.size), Policy: uint64(it.policy),
@@ -122,13 +129,22 @@ func (it *l1Item) entry() Entry {
 	return e
 }
 
+// hash returns the item's object hash (an entry's Object, an output's
+// name). Storing only the string's data pointer (a hash is always 64
+// bytes) keeps the item at 80 bytes, five 16-byte words: copied whole at
+// every level of ristretto's Get without a partial overlap.
+func (it *l1Item) hash() string { return unsafe.String(it.object, hashLen) }
+
+// hashLen is the length of every object hash (lowercase hex SHA-256).
+const hashLen = 64
+
 // entryItem packs e, or reports that it does not fit the compact form (a
 // dimension, size or policy version past 32 bits, a creation time outside
-// UnixNano's range or not in UTC): such an entry is not kept in L1 and is
-// served from L2.
+// UnixNano's range or not in UTC, an object hash that is not 64 bytes):
+// such an entry is not kept in L1 and is served from L2.
 func (m *l1) entryItem(key Key, e Entry) (l1Item, bool) {
 	fits := func(v int64) bool { return v >= 0 && v <= math.MaxUint32 }
-	if !fits(int64(e.Width)) || !fits(int64(e.Height)) || !fits(e.Size) || e.Policy > math.MaxUint32 {
+	if len(e.Object) != hashLen || !fits(int64(e.Width)) || !fits(int64(e.Height)) || !fits(e.Size) || e.Policy > math.MaxUint32 {
 		return l1Item{}, false
 	}
 	var created int64
@@ -141,7 +157,7 @@ func (m *l1) entryItem(key Key, e Entry) (l1Item, bool) {
 		}
 	}
 	return l1Item{
-		key: key, object: e.Object, meta: m.meta(e.Ext, e.ContentType, e.Model, e.ModelVersion),
+		key: key, object: unsafe.StringData(e.Object), meta: m.meta(e.Ext, e.ContentType, e.Model, e.ModelVersion),
 		seed: e.Seed, created: created,
 		width: uint32(e.Width), height: uint32(e.Height), size: uint32(e.Size), policy: uint32(e.Policy),
 	}, true
@@ -178,7 +194,7 @@ func (m *l1) delEntry(key Key) { m.c.Del(entryID(key)) }
 // modify them.
 func (m *l1) object(hash, ext string) ([]byte, bool) {
 	it, ok := m.c.Get(m.objectID(hash))
-	if !ok || it.meta == nil || !it.meta.output || it.object != hash || it.meta.ext != ext {
+	if !ok || it.meta == nil || !it.meta.output || it.hash() != hash || it.meta.ext != ext {
 		return nil, false
 	}
 	return it.meta.data, true
@@ -193,14 +209,17 @@ func objectCost(data []byte, hash, ext, model, version string) int64 {
 // setObject keeps an output's bytes, and the model that made it when known
 // (for the object's cache tags).
 func (m *l1) setObject(hash, ext string, data []byte, model, version string) {
+	if len(hash) != hashLen {
+		return
+	}
 	md := &l1Meta{ext: ext, model: model, version: version, output: true, data: data}
-	m.c.Set(m.objectID(hash), l1Item{object: hash, meta: md}, objectCost(data, hash, ext, model, version))
+	m.c.Set(m.objectID(hash), l1Item{object: unsafe.StringData(hash), meta: md}, objectCost(data, hash, ext, model, version))
 }
 
 // objectModel returns the model recorded with an output's bytes.
 func (m *l1) objectModel(hash string) (model, version string, ok bool) {
 	it, found := m.c.Get(m.objectID(hash))
-	if !found || it.meta == nil || !it.meta.output || it.object != hash || it.meta.model == "" {
+	if !found || it.meta == nil || !it.meta.output || it.hash() != hash || it.meta.model == "" {
 		return "", "", false
 	}
 	return it.meta.model, it.meta.version, true
@@ -211,7 +230,7 @@ func (m *l1) dropObject(hash string) {
 	m.c.Del(m.objectID(hash))
 	var keys []Key
 	m.c.IterValues(func(it l1Item) bool {
-		if it.meta != nil && !it.meta.output && it.object == hash {
+		if it.meta != nil && !it.meta.output && it.hash() == hash {
 			keys = append(keys, it.key)
 		}
 		return false

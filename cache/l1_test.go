@@ -61,6 +61,7 @@ func TestL1EntryRoundTrip(t *testing.T) {
 	for name, edit := range map[string]func(*Entry){
 		"width past 32 bits": func(e *Entry) { e.Width = math.MaxUint32 + 1 },
 		"created past 2262":  func(e *Entry) { e.Created = time.Date(2300, 1, 1, 0, 0, 0, 0, time.UTC) },
+		"short object hash":  func(e *Entry) { e.Object = "abcd" },
 	} {
 		e := base
 		edit(&e)
