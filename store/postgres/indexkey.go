@@ -87,7 +87,7 @@ func (db *DB) cachedLookupKey(kind, value string) (uint64, []byte) {
 // the fingerprint the database remembers: key files from another
 // deployment would silently lose every account's lookup. A key a
 // rotation replaced but did not get to destroy is destroyed now.
-func (db *DB) openIndexKey(ctx context.Context, path string) error {
+func (db *DB) openIndexKey(ctx context.Context, where string) error {
 	slot, err := readIndexSlot(ctx, db.pool, "")
 	if err != nil {
 		return err
@@ -111,7 +111,7 @@ func (db *DB) openIndexKey(ctx context.Context, path string) error {
 		return fmt.Errorf("postgres: read index fingerprint: %w", err)
 	}
 	if !bytes.Equal(want, fp) {
-		return fmt.Errorf("postgres: the key file %s.keys belongs to another database; restore the matching one", path)
+		return fmt.Errorf("postgres: %s belongs to another database; restore the matching one", where)
 	}
 	db.index.Store(&indexKey{slot: slot, key: key})
 	var retired []byte
