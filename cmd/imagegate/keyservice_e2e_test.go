@@ -196,6 +196,9 @@ func TestThreeGatewaysShareOneKeyService(t *testing.T) {
 		if resp, out := generate(t, gws[0].url, anon); resp.StatusCode != 200 {
 			t.Errorf("cache hit with the key service down: %d %v, want 200", resp.StatusCode, out)
 		}
+		if resp, out := generate(t, gws[1].url, `{"prompt":"a quay drawn for nobody in particular","size":"256x256"}`); resp.StatusCode != 200 {
+			t.Errorf("anonymous miss with the key service down: %d %v, want 200 (no personal data to seal)", resp.StatusCode, out)
+		}
 		code, body := u.send(t, "GET", gws[2].url+"/v1/account", "")
 		if code < 500 {
 			t.Errorf("account read with the key service down: %d %s, want a 5xx (not a sign-out, not an erasure)", code, body)
