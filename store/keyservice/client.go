@@ -51,17 +51,18 @@ type Client struct {
 
 var _ store.KeyBackend = (*Client)(nil)
 
-// NewClient checks cfg and returns a client. It does not connect.
-func NewClient(cfg ClientConfig) (*Client, error) {
+// Validate fills defaults and reports every problem at once.
+func (cfg *ClientConfig) Validate() error {
+	var errs []error
 	u, err := url.Parse(cfg.URL)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.User != nil || u.RawQuery != "" || u.Fragment != "" {
-		return nil, errors.New("keyservice: the URL must be http(s)://host[:port][/path], without credentials or query")
+		errs = append(errs, errors.New("keyservice: the URL must be http(s)://host[:port][/path], without credentials or query"))
 	}
 	if len(cfg.Token) < MinTokenLen {
-		return nil, errors.New("keyservice: the token must be at least 32 characters")
+		errs = append(errs, errors.New("keyservice: the token must be at least 32 characters"))
 	}
 	if cfg.Timeout < 0 || cfg.Attempts < 0 || cfg.Backoff < 0 {
-		return nil, errors.New("keyservice: timeout, attempts and backoff must not be negative")
+		errs = append(errs, errors.New("keyservice: timeout, attempts and backoff must not be negative"))
 	}
 	if cfg.Timeout == 0 {
 		cfg.Timeout = 3 * time.Second
@@ -72,11 +73,19 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 	if cfg.Backoff == 0 {
 		cfg.Backoff = 100 * time.Millisecond
 	}
+	return errors.Join(errs...)
+}
+
+// NewClient checks cfg and returns a client. It does not connect.
+func NewClient(cfg ClientConfig) (*Client, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.TLSClientConfig = &tls.Config{RootCAs: cfg.RootCAs, MinVersion: tls.VersionTLS12}
 	tr.MaxIdleConnsPerHost = 16
 	return &Client{
-		endpoint: strings.TrimRight(u.String(), "/") + "/v1/keys",
+		endpoint: strings.TrimRight(cfg.URL, "/") + "/v1/keys",
 		auth:     "Bearer " + cfg.Token,
 		http:     &http.Client{Transport: tr, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }},
 		timeout:  cfg.Timeout,

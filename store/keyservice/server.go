@@ -36,16 +36,25 @@ type Server struct {
 	want   []byte // HMAC of the token under macKey
 }
 
-// NewServer checks cfg and returns the handler.
-func NewServer(cfg ServerConfig) (*Server, error) {
+// Validate fills defaults and reports every problem at once.
+func (cfg *ServerConfig) Validate() error {
+	var errs []error
 	if cfg.Keys == nil {
-		return nil, errors.New("keyservice: no key files")
+		errs = append(errs, errors.New("keyservice: no key files"))
 	}
 	if len(cfg.Token) < MinTokenLen {
-		return nil, errors.New("keyservice: the token must be at least 32 characters")
+		errs = append(errs, errors.New("keyservice: the token must be at least 32 characters"))
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	return errors.Join(errs...)
+}
+
+// NewServer checks cfg and returns the handler.
+func NewServer(cfg ServerConfig) (*Server, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
 	}
 	s := &Server{keys: cfg.Keys, logger: cfg.Logger, macKey: make([]byte, 32)}
 	rand.Read(s.macKey)
