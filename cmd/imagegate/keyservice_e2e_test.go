@@ -262,3 +262,52 @@ func accountSlot(t *testing.T, dbURL, id string) uint64 {
 }
 
 func isZeroBytes(b []byte) bool { return bytes.Equal(b, make([]byte, len(b))) }
+
+// TestKeyServiceOverTLS serves the key files over HTTPS with a private
+// CA's certificate: a gateway given the CA (--key-service-ca-file) seals
+// an account's data through it, one without it refuses to start (its
+// token never reaches an unverified server), plain HTTP to the TLS port
+// gets nothing, and SIGTERM stops the service cleanly.
+func TestKeyServiceOverTLS(t *testing.T) {
+	t.Parallel()
+	const token = "tls-key-service-token-0123456789abcdef"
+	pki := newTestPKI(t)
+	keyDir := t.TempDir()
+	cmd := exec.Command(binary, "keys", "serve", "--addr", "127.0.0.1:0", "--key-dir", keyDir,
+		"--tls-cert-file", pki.cert, "--tls-key-file", pki.key)
+	cmd.Env = append(os.Environ(), "IMAGEGATE_LOG_LEVEL=warn", "IMAGEGATE_KEY_SERVICE_TOKEN="+token)
+	keys := startCmd(t, cmd)
+	if !strings.HasPrefix(keys.url, "https://") {
+		t.Fatalf("keys serve with a certificate listens on %s", keys.url)
+	}
+	if resp, err := pki.client(t).Get(keys.url + "/healthz"); err != nil || resp.StatusCode != 200 {
+		t.Fatalf("healthz over TLS: %v %v", resp, err)
+	}
+	if resp, err := client.Get("http://" + strings.TrimPrefix(keys.url, "https://") + "/healthz"); err == nil && resp.StatusCode == 200 {
+		t.Error("the TLS port answers plain HTTP")
+	}
+	dbURL := testpeer.StartPostgres(t).NewDatabase(t)
+
+	// Without the CA, the gateway cannot verify the service and stops.
+	out, err := exec.Command(binary, "--addr", "127.0.0.1:0", "--data-dir", t.TempDir(), "--database-url", dbURL,
+		"--key-service-url", keys.url, "--key-service-token", token).CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "certificate") {
+		t.Errorf("a gateway that does not trust the key service's CA: %v\n%s", err, out)
+	}
+
+	gw := startEnv(t, []string{"IMAGEGATE_KEY_SERVICE_TOKEN=" + token, "IMAGEGATE_KEY_SERVICE_CA_FILE=" + pki.caFile},
+		"--addr", "127.0.0.1:0", "--data-dir", t.TempDir(), "--database-url", dbURL, "--key-service-url", keys.url)
+	waitReady(t, gw.url)
+	u := newJarClient(t)
+	u.expect(t, "POST", gw.url+"/v1/auth/signup", `{"email":"tls-keys@example.com","password":"a long enough passphrase","over_18":true}`, 202)
+	u.expect(t, "POST", gw.url+"/v1/auth/login", `{"email":"tls-keys@example.com","password":"a long enough passphrase"}`, 200)
+	if raw := u.expect(t, "GET", gw.url+"/v1/account", "", 200); !strings.Contains(string(raw), "tls-keys@example.com") {
+		t.Errorf("account over a TLS key service: %s", raw)
+	}
+	if err := keys.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if err := keys.cmd.Wait(); err != nil {
+		t.Errorf("keys serve did not exit cleanly on SIGTERM: %v\n%s", err, keys.logs())
+	}
+}
