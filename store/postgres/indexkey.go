@@ -8,6 +8,7 @@ import (
 	"fmt"
 
 	"github.com/jackc/pgx/v5"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/imagegate/imagegate/store"
 )
@@ -20,6 +21,9 @@ const (
 	metaIndexSlot    = "index_key_slot"
 	metaIndexRetired = "index_key_retired"
 )
+
+// rotateFetches is how many account keys a rotation fetches at once.
+const rotateFetches = 16
 
 // indexKey is the lookup-index key this gateway last used, and its slot.
 type indexKey struct {
@@ -171,11 +175,27 @@ func (db *DB) RotateIndexKey() error {
 		if err != nil {
 			return err
 		}
-		for _, a := range accounts {
-			acctKey, err := db.keys.AccountKey(uint64(a.slot), a.id)
-			if err != nil {
-				return fmt.Errorf("postgres: rotate index: account %s: %w", a.id, err)
-			}
+		// With a key service each key is a round trip: fetch them a few
+		// at a time, so the transaction (which holds every account row)
+		// takes a fraction of the sum of the round trips.
+		keys := make([][]byte, len(accounts))
+		var g errgroup.Group
+		g.SetLimit(rotateFetches)
+		for i, a := range accounts {
+			g.Go(func() error {
+				k, err := db.keys.AccountKey(uint64(a.slot), a.id)
+				if err != nil {
+					return fmt.Errorf("postgres: rotate index: account %s: %w", a.id, err)
+				}
+				keys[i] = k
+				return nil
+			})
+		}
+		if err := g.Wait(); err != nil {
+			return err
+		}
+		for i, a := range accounts {
+			acctKey := keys[i]
 			email, err := store.Unseal(acctKey, "email:"+a.id, a.email)
 			if err != nil {
 				return fmt.Errorf("postgres: rotate index: account %s: %w", a.id, err)
