@@ -136,6 +136,13 @@ func TestThreeGatewaysShareOneKeyService(t *testing.T) {
 		if hist := u.expect(t, "GET", gws[2].url+"/v1/account/generations", "", 200); !strings.Contains(string(hist), prompt) {
 			t.Errorf("the history read on another gateway lacks the sealed prompt: %s", hist)
 		}
+		// The operator's check runs on the key service too, beside the
+		// live gateways, with no key files of its own.
+		reconcile := exec.Command(binary, "billing", "reconcile", "--data-dir", t.TempDir(), "--database-url", dbURL, "--key-service-url", keyService)
+		reconcile.Env = append(os.Environ(), "IMAGEGATE_KEY_SERVICE_TOKEN="+token)
+		if out, err := reconcile.CombinedOutput(); err != nil || !strings.Contains(string(out), "ok: every balance equals its ledger") {
+			t.Errorf("billing reconcile through the key service: %v\n%s", err, out)
+		}
 	})
 
 	acct, err := db.AccountByEmail(email)
