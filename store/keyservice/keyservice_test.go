@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -455,5 +456,34 @@ func BenchmarkKeyRead(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+// Gateways that log their first security event of a day at once all ask
+// the service to create that day's key: they must all get the same one.
+func TestConcurrentCreatesAgreeOnOneKey(t *testing.T) {
+	t.Parallel()
+	svc := startService(t)
+	clients := []*keyservice.Client{newClient(t, svc.url), newClient(t, svc.url), newClient(t, svc.url)}
+	const each = 10
+	keys := make([][]byte, len(clients)*each)
+	var wg sync.WaitGroup
+	for i := range keys {
+		wg.Go(func() {
+			k, err := clients[i%len(clients)].CreateKey(store.DayKeys, 20426, tag("seclog-day"))
+			if err != nil {
+				t.Error(err)
+			}
+			keys[i] = k
+		})
+	}
+	wg.Wait()
+	for i, k := range keys {
+		if !bytes.Equal(k, keys[0]) {
+			t.Fatalf("create %d got another key than create 0", i)
+		}
+	}
+	if got := slotBytes(t, svc.keyPath+".daykeys", 20426); !bytes.Equal(got[16:], keys[0]) {
+		t.Error("the agreed key is not the one in the file")
 	}
 }
