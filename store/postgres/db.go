@@ -63,6 +63,8 @@ type DB struct {
 	index   atomic.Pointer[indexKey]
 	now     func() time.Time
 	timeout time.Duration
+	// jobHolder names this client in job leases (one per Open).
+	jobHolder string
 }
 
 // Open connects, applies pending migrations (under an advisory lock) and
@@ -82,7 +84,7 @@ func Open(ctx context.Context, cfg Config) (_ *DB, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("postgres: %w", err)
 	}
-	db := &DB{pool: pool, now: cfg.Now, timeout: cfg.Timeout}
+	db := &DB{pool: pool, now: cfg.Now, timeout: cfg.Timeout, jobHolder: store.NewID("holder_")}
 	defer func() {
 		if err != nil {
 			db.Close()
