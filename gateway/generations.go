@@ -530,6 +530,17 @@ func (g *Gateway) generateMisses(ctx context.Context, p params, py payer, misses
 	if err != nil {
 		return make([]result, len(misses)), err
 	}
+	if w != nil && w.held != nil {
+		var ids []string
+		for _, t := range tickets {
+			if t.hold != nil {
+				ids = append(ids, t.hold.ID)
+			}
+		}
+		if len(ids) > 0 {
+			w.held(ids)
+		}
+	}
 	timeout := g.cfg.RequestTimeout
 	if w != nil {
 		timeout = g.cfg.JobTimeout // streams and jobs outlast a CDN's limit
