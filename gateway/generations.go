@@ -570,9 +570,11 @@ func (g *Gateway) generateMisses(ctx context.Context, p params, py payer, misses
 func (g *Gateway) one(ctx context.Context, p params, py payer, key cache.Key, ks string, seed uint64, refresh bool, t *ticket, start time.Time) (result, error) {
 	leave := g.progress.join(ks)
 	r, err := g.resolve(ctx, p, py, key, ks, seed, refresh, t)
-	// A job cancelled by its owner, or stopped by a shutdown to run again
-	// after it, leaves no reason to keep the GPU busy.
-	leave(errors.Is(context.Cause(ctx), errJobCancelled) || errors.Is(context.Cause(ctx), errGatewayStopping))
+	// A job cancelled by its owner, stopped by a shutdown to run again
+	// after it, or taken over by another gateway, leaves no reason to keep
+	// the GPU busy.
+	cause := context.Cause(ctx)
+	leave(errors.Is(cause, errJobCancelled) || errors.Is(cause, errGatewayStopping) || errors.Is(cause, errLeaseLost))
 	if ctx.Err() != nil {
 		t.waiterGone.Store(true) // a generation still running is refunded
 	}
