@@ -41,6 +41,7 @@ func TestSIGKILLMidJobThenRestartRunsIt(t *testing.T) {
 		}
 	}
 	t.Cleanup(thaw)
+	initial := accountCredits(t, user, g.url)
 	user.header = map[string][]string{"Prefer": {"respond-async"}}
 	raw := user.expect(t, "POST", g.url+"/v1/images/generations", `{"prompt":"a job the kill cannot stop","size":"256x256"}`, 202)
 	user.header = nil
@@ -55,7 +56,8 @@ func TestSIGKILLMidJobThenRestartRunsIt(t *testing.T) {
 		t.Fatalf("job: %v %s", err, raw)
 	}
 	waitJob(t, user, g.url, job.ID, "running")
-	before := accountCredits(t, user, g.url) // 1 held by the running job
+	before := initial - 1
+	waitCredits(t, user, g.url, before) // 1 held by the running job
 
 	g.cmd.Process.Kill()
 	g.cmd.Wait()
@@ -97,6 +99,23 @@ func waitJob(t *testing.T, user *jarClient, base, id, status string) []byte {
 		}
 		if j.Status == "failed" || j.Status == "cancelled" || time.Now().After(deadline) {
 			t.Fatalf("job %s is %s, waited for %s: %s", id, j.Status, status, raw)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// waitCredits polls the account's available balance until it is want
+// (a hold is taken just after a job shows running).
+func waitCredits(t *testing.T, user *jarClient, base string, want int64) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		got := accountCredits(t, user, base)
+		if got == want {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("credits %d, waited for %d", got, want)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}

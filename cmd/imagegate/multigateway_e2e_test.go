@@ -510,7 +510,7 @@ func TestJobMovesToAnotherGatewayWhenItsGatewayDies(t *testing.T) {
 	user := newJarClient(t)
 	user.expect(t, "POST", a.url+"/v1/auth/signup", `{"email":"`+email+`","password":"`+password+`","over_18":true}`, 202)
 	user.expect(t, "POST", a.url+"/v1/auth/login", `{"email":"`+email+`","password":"`+password+`"}`, 200)
-	start := accountCredits(t, user, b.url)
+	initial := accountCredits(t, user, b.url)
 
 	// The tier is frozen, so the job cannot finish on A before the kill.
 	if err := tier.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
@@ -544,9 +544,14 @@ func TestJobMovesToAnotherGatewayWhenItsGatewayDies(t *testing.T) {
 	}
 	user.header = nil
 	waitJob(t, user, b.url, job.ID, "running")
-	if held := accountCredits(t, user, b.url); held != start-1 {
-		t.Errorf("credits %d while A runs the job, want %d (one held)", held, start-1)
+	waitCredits(t, user, b.url, initial-1) // one held by A's run
+	// A's run recorded its hold before its image went to the tier.
+	db, err := postgres.Open(t.Context(), postgres.Config{URL: dbURL, KeyPath: filepath.Join(keyDir, "imagegate.db")})
+	if err != nil {
+		t.Fatal(err)
 	}
+	defer db.Close()
+	pollUntil(t, "A's hold recorded on the job", func() bool { j, err := db.Job(job.ID, nil); return err == nil && len(j.Holds) == 1 })
 
 	a.cmd.Process.Kill()
 	a.cmd.Wait()
@@ -564,16 +569,23 @@ func TestJobMovesToAnotherGatewayWhenItsGatewayDies(t *testing.T) {
 	if resp.StatusCode != 200 {
 		t.Errorf("the job's image on B: %d", resp.StatusCode)
 	}
-	if after := accountCredits(t, user, b.url); after != start-1 {
-		t.Errorf("credits %d after B finished the job, want %d: A's hold given back, the image charged once", after, start-1)
+	if after := accountCredits(t, user, b.url); after != initial-1 {
+		t.Errorf("credits %d after B finished the job, want %d: A's hold given back, the image charged once", after, initial-1)
 	}
-	db, err := postgres.Open(t.Context(), postgres.Config{URL: dbURL, KeyPath: filepath.Join(keyDir, "imagegate.db")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
 	stored, err := db.Job(job.ID, nil)
 	if err != nil || stored.Runs != 2 || len(stored.Holds) != 0 {
 		t.Errorf("stored job: runs %d holds %v (%v); want 2 runs (A's, B's) and no hold left", stored.Runs, stored.Holds, err)
+	}
+}
+
+// pollUntil polls cond until it holds, failing after a generous bound.
+func pollUntil(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }
