@@ -332,6 +332,7 @@ func (g *Gateway) routes() {
 	app.Post("/v1/images/generations", g.partnerAuth, g.identify, limit(costs.GenerationHit), images, g.gpcOptOut, g.generations)
 	app.Post("/v1/images/edits", g.identify, limit(costs.GenerationHit), images, g.gpcOptOut, g.edits)
 	app.Get("/o/:name", limit(costs.Object), g.object)
+	app.Get("/v1/models", with(g.listModels)...)
 	app.Get("/v1/jobs/:id", with(g.getJob)...)
 	app.Get("/v1/jobs/:id/events", with(g.jobEvents)...)
 	app.Delete("/v1/jobs/:id", with(g.cancelJob)...)

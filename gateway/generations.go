@@ -521,11 +521,8 @@ func (g *Gateway) generateMisses(ctx context.Context, p params, py payer, misses
 		return make([]result, len(misses)), err
 	}
 	// A model the tier's catalogue prices costs that per image; others
-	// cost the plan table's price for the size.
-	cost := g.cfg.Plans.imageCost(max(p.Width, p.Height))
-	if p.Model.PriceCredits > 0 {
-		cost = p.Model.PriceCredits
-	}
+	// cost the plan table's price for the size (as GET /v1/models says).
+	cost := g.imagePrice(p.Model, max(p.Width, p.Height))
 	tickets, err := g.reserveAll(py, cost, refs)
 	if err != nil {
 		return make([]result, len(misses)), err

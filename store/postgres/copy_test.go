@@ -230,7 +230,10 @@ func TestCopyFromBolt(t *testing.T) {
 	must(err)
 	bobJob, _, err := src.CreateJob(store.Job{ID: store.NewJobID(), Owner: bob, Request: []byte(`{"prompt":"bob's job"}`), LeaseUntil: clock.Now().Add(time.Hour)}, nil)
 	must(err)
-	_, err = src.UpdateJob(bobJob.ID, func(j *store.Job) error { j.Status, j.Runs, j.Holds = store.JobRunning, 1, []string{"hold_1"}; return nil })
+	_, err = src.UpdateJob(bobJob.ID, func(j *store.Job) error {
+		j.Status, j.Runs, j.Holds = store.JobRunning, 1, []string{"hold_1"}
+		return nil
+	})
 	must(err)
 	anonKey := make([]byte, 32)
 	anonKey[0] = 9
