@@ -263,6 +263,9 @@ func New(cfg Config, deps Deps) (*Gateway, error) {
 	workers.Go(func() { g.runLifecycle(ctx, cfg.LifecycleInterval) })
 	workers.Go(func() { g.catalog.run(ctx, g.gen, cfg.ModelRefresh) })
 	workers.Go(func() { g.notifier.Run(ctx) })
+	if g.jobs != nil {
+		workers.Go(func() { g.jobs.loop(ctx) })
+	}
 	go func() {
 		workers.Wait()
 		close(g.done)

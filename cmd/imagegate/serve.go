@@ -121,6 +121,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.DurationVar(&gw.StreamHeartbeat, "stream-heartbeat", 15*time.Second, "interval of keep-alive comments on idle event streams, well under a CDN's idle limit (Cloudflare: 100 s)")
 	fs.DurationVar(&gw.AsyncJobs.After, "async-after", 0, "answer a generation still waiting for the GPU after this long with 202 and a job to follow (keep it under the CDN's origin timeout, 100 s at Cloudflare); 0: wait up to --request-timeout")
 	fs.DurationVar(&gw.AsyncJobs.Keep, "job-keep", 24*time.Hour, "how long a finished job, its prompt included, is kept for its owner to read")
+	fs.DurationVar(&gw.AsyncJobs.Lease, "job-lease", 30*time.Second, "how long a gateway holds an unfinished job without renewing it; a gateway that dies mid-job has its jobs taken over by another (or by itself, restarted) once this lapses")
 	fs.DurationVar(&cfg.LinkTTL, "link-ttl", 24*time.Hour, "lifetime of signed output links")
 	fs.Int64Var(&cfg.L1Bytes, "l1-bytes", 256<<20, "memory cache size in bytes")
 	fs.StringVar(&gw.DefaultModel, "default-model", "", "model used when a request names none (empty: the tier's first)")

@@ -70,6 +70,8 @@ type DB struct {
 	index   atomic.Pointer[indexKey]
 	now     func() time.Time
 	timeout time.Duration
+	// jobHolder names this client in job leases (one per Open).
+	jobHolder string
 }
 
 // Open connects, applies pending migrations (under an advisory lock) and
@@ -95,7 +97,7 @@ func Open(ctx context.Context, cfg Config) (_ *DB, err error) {
 		}
 		return nil, fmt.Errorf("postgres: %w", err)
 	}
-	db := &DB{pool: pool, now: cfg.Now, timeout: cfg.Timeout}
+	db := &DB{pool: pool, now: cfg.Now, timeout: cfg.Timeout, jobHolder: store.NewID("holder_")}
 	where := "the key file " + cfg.KeyPath + ".keys"
 	if cfg.Keys != nil {
 		db.keys = store.NewKeyring(cfg.Keys)

@@ -40,6 +40,19 @@
 // including the database's WAL, replicas and backups. Key slots come from
 // a database sequence, so gateways never collide on one.
 //
+// # Asynchronous jobs: leases
+//
+// Generation jobs (table jobs) are shared by every gateway. Each
+// unfinished job is leased to one store client (one gateway) until
+// lease_until; the holder renews it, and ClaimJobs hands a job whose lease
+// lapsed (its gateway died or lost the database) to exactly one other
+// client: UPDATE … FROM (SELECT … FOR UPDATE SKIP LOCKED), the lease
+// re-checked under the row lock. Leases are compared with the claiming
+// gateway's clock, so gateways' clocks must agree to well within the
+// lease (NTP). A run that finds its lease gone stops without recording.
+// An idempotency key is unique per owner (a partial unique index), so a
+// POST retried through another gateway gets the same job.
+//
 // # Caveats
 //
 // The lookup-index key (HMAC of emails and Google subjects) is rotated
