@@ -178,7 +178,7 @@ func notifyAccounts(t *testing.T, e *env, emails ...string) []store.Account {
 // waitNotifyDone polls a job's progress until it is done.
 func waitNotifyDone(t *testing.T, e *env, id string) notifyJSON {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
+	deadline := time.Now().Add(60 * time.Second)
 	for {
 		status, raw := e.adminDo("GET", "/v1/admin/notify/"+id, "")
 		if status != http.StatusOK {

@@ -312,7 +312,7 @@ func TestLastCallerLeavingCancelsTheGeneration(t *testing.T) {
 // cancellations as it notices them, after the caller has its answer.
 func waitForMetric(t testing.TB, g prometheus.Gatherer, name string, labels map[string]string, want float64) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(60 * time.Second)
 	for metricValueOrZero(t, g, name, labels) < want {
 		if time.Now().After(deadline) {
 			t.Fatalf("%s%v never reached %v", name, labels, want)
@@ -367,7 +367,7 @@ func TestPaidJoinerPromotesASharedGeneration(t *testing.T) {
 	for metricValue(t, reg, "imagegate_inference_queue_depth", paid) != 6 {
 		select {
 		case <-queued:
-		case <-time.After(10 * time.Second):
+		case <-time.After(60 * time.Second):
 			t.Fatal("the shared generation was never queued as paid")
 		}
 	}
