@@ -287,7 +287,9 @@ func TestKillingOneTierUnderLoad(t *testing.T) {
 				default:
 					t.Errorf("request %d: status %d %v", i, resp.StatusCode, out)
 				}
-				if elapsed > requestTimeout+5*time.Second {
+				// The slack is for a loaded machine; a request that ignored
+				// its deadline would run into the client's 60 s timeout.
+				if elapsed > requestTimeout+20*time.Second {
 					t.Errorf("request %d took %s, past its deadline", i, elapsed)
 				}
 				if done.Add(1) == killAfter {
