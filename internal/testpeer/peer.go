@@ -13,11 +13,13 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -159,6 +161,39 @@ func (p *Process) Exited() bool {
 // The process is killed when the test ends.
 func Start(t testing.TB, bin string, args, env []string, ready func(ctx context.Context) error) *Process {
 	t.Helper()
+	p, err := start(t, bin, args, env, ready)
+	if err != nil {
+		t.Fatalf("%v:\n%s", err, p.Output())
+	}
+	return p
+}
+
+// StartOnFreePort is Start for a peer told its port on the command line:
+// args builds the arguments (and ready the readiness check) for an
+// address FreePort found. Should another process take the port first, the
+// peer fails to listen and is started again on another.
+func StartOnFreePort(t testing.TB, bin string, env []string, args func(addr string) ([]string, func(ctx context.Context) error)) (*Process, string) {
+	t.Helper()
+	for attempt := 1; ; attempt++ {
+		addr := Addr(FreePort(t))
+		a, ready := args(addr)
+		p, err := start(t, bin, a, env, ready)
+		if err == nil {
+			return p, addr
+		}
+		if attempt < 5 && errors.Is(err, errExited) && strings.Contains(strings.ToLower(p.Output()), "address already in use") {
+			t.Logf("testpeer: %s lost its port to another process; starting it on another", filepath.Base(bin))
+			continue
+		}
+		t.Fatalf("%v:\n%s", err, p.Output())
+	}
+}
+
+// errExited is start's error for a peer that ended before it was ready.
+var errExited = errors.New("exited before becoming ready")
+
+func start(t testing.TB, bin string, args, env []string, ready func(ctx context.Context) error) (*Process, error) {
+	t.Helper()
 	cmd := exec.Command(bin, args...)
 	cmd.Env = append(os.Environ(), env...)
 	p := &Process{cmd: cmd, out: &Buffer{}, done: make(chan struct{})}
@@ -184,13 +219,13 @@ func Start(t testing.TB, bin string, args, env []string, ready func(ctx context.
 	var last error
 	for {
 		if last = ready(ctx); last == nil {
-			return p
+			return p, nil
 		}
 		select {
 		case <-p.done:
-			t.Fatalf("%s exited before becoming ready (%v):\n%s", filepath.Base(bin), p.err, p.Output())
+			return p, fmt.Errorf("%s %w (%v)", filepath.Base(bin), errExited, p.err)
 		case <-ctx.Done():
-			t.Fatalf("%s not ready after %s: %v\n%s", filepath.Base(bin), startTimeout, last, p.Output())
+			return p, fmt.Errorf("%s not ready after %s: %v", filepath.Base(bin), startTimeout, last)
 		case <-tick.C:
 		}
 	}
