@@ -36,6 +36,7 @@ type serveConfig struct {
 	DataDir          string
 	DatabaseURL      string
 	KeyDir           string
+	KeyService       keyServiceFlags
 	InferenceURLs    []string
 	InferenceToken   string
 	InferenceCAFile  string
@@ -99,7 +100,8 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.StringVar(&cfg.MetricsAddr, "metrics-addr", "", "serve /metrics on this address (e.g. 127.0.0.1:9091); never on --addr, whose port it must not share (empty: /metrics off)")
 	fs.StringVar(&cfg.DataDir, "data-dir", "./data", "bbolt files, local objects, keys and the mail outbox")
 	fs.StringVar(&cfg.DatabaseURL, "database-url", "", "PostgreSQL URL of an account store shared by several gateways, e.g. postgres://user:pass@host/imagegate (empty: the embedded bbolt file in --data-dir); key files stay in --data-dir")
-	fs.StringVar(&cfg.KeyDir, "key-dir", "", "with --database-url: directory of the key files sealing personal data, the same files for every gateway on the database (default --data-dir)")
+	fs.StringVar(&cfg.KeyDir, "key-dir", "", "with --database-url: directory of the key files sealing personal data, the same files for every gateway on the database (default --data-dir; not with --key-service-url)")
+	cfg.KeyService.register(fs)
 	fs.StringVar(&cfg.ConfigFile, "config", "", "TOML file with plans, prices, rate limits, retention and, for the in-process tier, the [inference] model catalogue (see README)")
 	fs.StringVar(&gw.PublicURL, "public-url", "", "base URL of links, e.g. https://img.example.com (empty: derived from the request; account mail then works on localhost only)")
 	fs.StringVar(&gw.CDNURL, "cdn-url", "", "base URL of output links when a CDN fronts them")
