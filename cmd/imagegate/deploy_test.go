@@ -1126,7 +1126,7 @@ func TestSIGTERMDrainsGenerationsInFlight(t *testing.T) {
 	}()
 	select {
 	case <-backend.started:
-	case <-time.After(30 * time.Second):
+	case <-time.After(60 * time.Second):
 		t.Fatalf("the generation never reached the tier:\n%s", gw.logs())
 	}
 
@@ -1134,7 +1134,7 @@ func TestSIGTERMDrainsGenerationsInFlight(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Shutting down is an event the gateway reports; wait for it.
-	deadline := time.Now().Add(30 * time.Second)
+	deadline := time.Now().Add(60 * time.Second)
 	for !strings.Contains(gw.logs(), "shutting down") {
 		if time.Now().After(deadline) {
 			t.Fatalf("no shutdown after SIGTERM:\n%s", gw.logs())

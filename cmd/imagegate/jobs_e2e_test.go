@@ -108,7 +108,7 @@ func waitJob(t *testing.T, user *jarClient, base, id, status string) []byte {
 // (a hold is taken just after a job shows running).
 func waitCredits(t *testing.T, user *jarClient, base string, want int64) {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
+	deadline := time.Now().Add(60 * time.Second)
 	for {
 		got := accountCredits(t, user, base)
 		if got == want {

@@ -127,7 +127,7 @@ func TestThreeGatewaysShareOneKeyService(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		for deadline := time.Now().Add(30 * time.Second); db.GenerationCount(acct.ID) != 1; {
+		for deadline := time.Now().Add(60 * time.Second); db.GenerationCount(acct.ID) != 1; {
 			if time.Now().After(deadline) {
 				t.Fatalf("%d generations recorded, want 1", db.GenerationCount(acct.ID))
 			}

@@ -223,7 +223,7 @@ func TestThreeGatewaysOnOnePostgres(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		for deadline := time.Now().Add(30 * time.Second); db.GenerationCount(acct.ID) != 1; {
+		for deadline := time.Now().Add(60 * time.Second); db.GenerationCount(acct.ID) != 1; {
 			if time.Now().After(deadline) {
 				t.Fatalf("%d generations recorded, want 1", db.GenerationCount(acct.ID))
 			}
@@ -414,7 +414,7 @@ func TestObjectGCWithThreeGateways(t *testing.T) {
 		}
 		p, _, _ := strings.Cut(out.Data[0].URL, "?")
 		// A generation is recorded in the history off the request path.
-		deadline := time.Now().Add(30 * time.Second)
+		deadline := time.Now().Add(60 * time.Second)
 		for genID == "" {
 			if err := db.Generations(o.id, func(gen store.Generation) error {
 				if strings.Contains(p, gen.Object) {
@@ -581,7 +581,7 @@ func TestJobMovesToAnotherGatewayWhenItsGatewayDies(t *testing.T) {
 // pollUntil polls cond until it holds, failing after a generous bound.
 func pollUntil(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
+	deadline := time.Now().Add(60 * time.Second)
 	for !cond() {
 		if time.Now().After(deadline) {
 			t.Fatalf("timed out waiting for %s", what)
