@@ -13,8 +13,7 @@
 //   - L1, memory (ristretto), bounded by bytes; it also holds output bytes
 //     for Object. It is advisory: it may drop anything at any time. An
 //     entry is an 80-byte value inside ristretto's hash-table slot, so a
-//     hit is one probe (no pointer to follow); entries whose numbers do
-//     not fit its 32-bit fields are left to L2.
+//     hit is one probe (no pointer to follow).
 //   - L2, a bbolt file on this node: key → Entry, surviving restarts. Hits
 //     read through one read-only transaction shared by all goroutines and
 //     closed before every write, so it is never stale and pins no pages.

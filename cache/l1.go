@@ -4,7 +4,6 @@ import (
 	"encoding/binary"
 	"fmt"
 	"hash/maphash"
-	"math"
 	"sync"
 	"time"
 	"unsafe"
@@ -24,8 +23,8 @@ import (
 // for Go's map to keep it inside ristretto's hash-table slot: a hit is one
 // probe into the table, whose slot holds the whole key to check and every
 // field of the Entry but its strings, instead of a probe and then a
-// pointer to follow to a separate allocation. The strings an entry shares
-// with many others (extension, media type, model, version) are one
+// pointer to follow to a separate allocation. What an entry shares with
+// many others (extension, media type, model, version, dimensions) is one
 // interned *l1Meta, hot in the CPU caches; the object hash is the one
 // string of its own (its bytes are read only by a caller that uses it).
 // At a million entries that saves one dependent cache and TLB miss per
@@ -53,28 +52,34 @@ type l1Item struct {
 	object *byte   // the bytes of an entry's Object or an output's hash, always 64 long
 	meta   *l1Meta // never nil in a stored item
 
-	seed          uint64
-	created       int64 // Entry.Created in Unix nanoseconds; 0 for the zero time
-	width, height uint32
-	size, policy  uint32
+	seed    uint64
+	created int64 // Entry.Created in Unix nanoseconds; 0 for the zero time
+	size    int64
+	policy  uint64
 }
 
 // The compile fails here if l1Item grows past 80 bytes (the constant
 // would be negative).
 const _ = uint(80 - unsafe.Sizeof(l1Item{}))
 
-// l1Meta holds an item's strings: shared by every entry with the same
-// four, or, for an output, its own with the bytes.
+// l1Meta holds what an item shares with many others: for an entry, its
+// strings and dimensions, interned; for an output, its own strings and
+// its bytes.
 type l1Meta struct {
 	ext, contentType, model, version string
+	width, height                    int
 	output                           bool
 	data                             []byte // an output's bytes
 }
 
-type l1MetaKey struct{ ext, contentType, model, version string }
+type l1MetaKey struct {
+	ext, contentType, model, version string
+	width, height                    int
+}
 
 // maxMetas bounds the interned metas: distinct (extension, media type,
-// model, version) tuples are few; past the bound each entry gets its own.
+// model, version, width, height) tuples are few (a model makes a few
+// sizes); past the bound each entry gets its own.
 const maxMetas = 1024
 
 // entryCost is what an entry is charged beyond its object hash: its slot
@@ -119,9 +124,9 @@ func (it *l1Item) entry() Entry {
 	md := it.meta
 	e := Entry{
 		Object: it.hash(), Ext: md.ext, ContentType: md.contentType,
-		Width: int(it.width), Height: int(it.height), Seed: it.seed,
+		Width: md.width, Height: md.height, Seed: it.seed,
 		Model: md.model, ModelVersion: md.version,
-		Size: int64(it.size), Policy: uint64(it.policy),
+		Size: it.size, Policy: it.policy,
 	}
 	if it.created != 0 {
 		e.Created = time.Unix(0, it.created).UTC()
@@ -139,12 +144,11 @@ func (it *l1Item) hash() string { return unsafe.String(it.object, hashLen) }
 const hashLen = 64
 
 // entryItem packs e, or reports that it does not fit the compact form (a
-// dimension, size or policy version past 32 bits, a creation time outside
-// UnixNano's range or not in UTC, an object hash that is not 64 bytes):
-// such an entry is not kept in L1 and is served from L2.
+// creation time outside UnixNano's range or not in UTC, an object hash
+// that is not 64 bytes): such an entry is not kept in L1 and is served
+// from L2.
 func (m *l1) entryItem(key Key, e Entry) (l1Item, bool) {
-	fits := func(v int64) bool { return v >= 0 && v <= math.MaxUint32 }
-	if len(e.Object) != hashLen || !fits(int64(e.Width)) || !fits(int64(e.Height)) || !fits(e.Size) || e.Policy > math.MaxUint32 {
+	if len(e.Object) != hashLen {
 		return l1Item{}, false
 	}
 	var created int64
@@ -157,21 +161,20 @@ func (m *l1) entryItem(key Key, e Entry) (l1Item, bool) {
 		}
 	}
 	return l1Item{
-		key: key, object: unsafe.StringData(e.Object), meta: m.meta(e.Ext, e.ContentType, e.Model, e.ModelVersion),
-		seed: e.Seed, created: created,
-		width: uint32(e.Width), height: uint32(e.Height), size: uint32(e.Size), policy: uint32(e.Policy),
+		key: key, object: unsafe.StringData(e.Object),
+		meta: m.meta(l1MetaKey{e.Ext, e.ContentType, e.Model, e.ModelVersion, e.Width, e.Height}),
+		seed: e.Seed, created: created, size: e.Size, policy: e.Policy,
 	}, true
 }
 
-// meta returns the interned strings of an entry.
-func (m *l1) meta(ext, contentType, model, version string) *l1Meta {
-	k := l1MetaKey{ext, contentType, model, version}
+// meta returns an entry's interned shared part.
+func (m *l1) meta(k l1MetaKey) *l1Meta {
 	m.metaMu.Lock()
 	defer m.metaMu.Unlock()
 	if md := m.metas[k]; md != nil {
 		return md
 	}
-	md := &l1Meta{ext: ext, contentType: contentType, model: model, version: version}
+	md := &l1Meta{ext: k.ext, contentType: k.contentType, model: k.model, version: k.version, width: k.width, height: k.height}
 	if len(m.metas) < maxMetas {
 		m.metas[k] = md
 	}

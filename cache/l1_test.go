@@ -45,23 +45,22 @@ func TestL1EntryRoundTrip(t *testing.T) {
 		"zero created": func(e *Entry) { e.Created = time.Time{} },
 		"zero policy":  func(e *Entry) { e.Policy = 0 },
 		"largest values": func(e *Entry) {
-			e.Width, e.Height, e.Size, e.Policy = math.MaxUint32, math.MaxUint32, math.MaxUint32, math.MaxUint32
+			e.Width, e.Height, e.Size, e.Policy = maxDimension, maxDimension, math.MaxInt64, math.MaxUint64
 		},
+		"hashed policy": func(e *Entry) { e.Policy = 0x9e3779b97f4a7c15 }, // moderation's versions are 64-bit hashes
+		"another size":  func(e *Entry) { e.Width, e.Height = 256, 256 },
 		"another model": func(e *Entry) { e.Model, e.ModelVersion, e.Ext, e.ContentType = "flux", "2026-11", "png", "image/png" },
 		"empty model":   func(e *Entry) { e.Model, e.ModelVersion = "", "" },
 		"before 1970":   func(e *Entry) { e.Created = time.Date(1969, 7, 20, 20, 17, 0, 0, time.UTC) },
 	}
 	tooBig := map[string]func(*Entry){
-		"size past 32 bits":   func(e *Entry) { e.Size = math.MaxUint32 + 1 },
-		"policy past 32 bits": func(e *Entry) { e.Policy = math.MaxUint32 + 1 },
-		"created not in UTC":  func(e *Entry) { e.Created = e.Created.In(time.FixedZone("X", 3600)) },
+		"created not in UTC": func(e *Entry) { e.Created = e.Created.In(time.FixedZone("X", 3600)) },
 	}
-	// Nor these, which L2 cannot hold either (it refuses the dimension
-	// and keeps nanoseconds since 1970).
+	// Nor these, which L2 cannot hold either (it keeps nanoseconds since
+	// 1970 and refuses a hash that is not one).
 	for name, edit := range map[string]func(*Entry){
-		"width past 32 bits": func(e *Entry) { e.Width = math.MaxUint32 + 1 },
-		"created past 2262":  func(e *Entry) { e.Created = time.Date(2300, 1, 1, 0, 0, 0, 0, time.UTC) },
-		"short object hash":  func(e *Entry) { e.Object = "abcd" },
+		"created past 2262": func(e *Entry) { e.Created = time.Date(2300, 1, 1, 0, 0, 0, 0, time.UTC) },
+		"short object hash": func(e *Entry) { e.Object = "abcd" },
 	} {
 		e := base
 		edit(&e)
@@ -222,12 +221,12 @@ func TestL1EvictsWithinBudget(t *testing.T) {
 func TestL1SharesEntryStrings(t *testing.T) {
 	t.Parallel()
 	c := newTestCache(t, "", newMemStore(), Config{})
-	a, b := c.l1.meta("png", "image/png", "retro", "1"), c.l1.meta("png", "image/png", "retro", "1")
+	a, b := c.l1.meta(l1MetaKey{"png", "image/png", "retro", "1", 512, 512}), c.l1.meta(l1MetaKey{"png", "image/png", "retro", "1", 512, 512})
 	if a != b {
 		t.Error("two entries of one model do not share their strings")
 	}
 	for i := range maxMetas + 10 {
-		c.l1.meta("png", "image/png", fmt.Sprintf("model-%d", i), "1")
+		c.l1.meta(l1MetaKey{"png", "image/png", fmt.Sprintf("model-%d", i), "1", 512, 512})
 	}
 	if len(c.l1.metas) > maxMetas {
 		t.Errorf("%d interned string sets, over the bound %d", len(c.l1.metas), maxMetas)
