@@ -94,6 +94,7 @@ type Signer struct {
 	sep      string  // "?" + param + "="
 	param    string
 	now      func() time.Time
+	realtime bool // now is time.Now
 }
 
 // NewSigner returns a Signer for cfg that reads the time from now (nil
@@ -109,15 +110,17 @@ func NewSigner(cfg SignerConfig, now func() time.Time) (*Signer, error) {
 	if cfg.Param == "" {
 		cfg.Param = DefaultSignatureParam
 	}
+	realtime := now == nil
 	if now == nil {
 		now = time.Now
 	}
 	s := &Signer{
-		current: newMACKey(cfg.Current),
-		ttl:     int64(cfg.TTL / time.Second),
-		sep:     "?" + cfg.Param + "=",
-		param:   cfg.Param,
-		now:     now,
+		realtime: realtime,
+		current:  newMACKey(cfg.Current),
+		ttl:      int64(cfg.TTL / time.Second),
+		sep:      "?" + cfg.Param + "=",
+		param:    cfg.Param,
+		now:      now,
 	}
 	if len(cfg.Previous) > 0 {
 		s.previous = newMACKey(cfg.Previous)
@@ -155,6 +158,11 @@ func (s *Signer) AppendSign(dst, path []byte) []byte {
 // a caller may keep one and reuse it while Issued is unchanged.
 func (s *Signer) Issued() int64 { return s.now().Unix() }
 
+// Realtime reports whether the signer reads time.Now, so a caller that
+// has just read it may pass that reading to VerifyAt (or use its Unix
+// seconds as Issued) instead of reading the clock again.
+func (s *Signer) Realtime() bool { return s.realtime }
+
 // AppendSignAt is AppendSign for a link issued at issued (from Issued).
 func (s *Signer) AppendSignAt(dst, path []byte, issued int64) []byte {
 	st := s.current.get()
@@ -182,6 +190,16 @@ func (s *Signer) AppendSignAt(dst, path []byte, issued int64) []byte {
 // token older than TTL) or ErrSignatureInvalid (anything else, including a
 // token issued more than MaxClockSkew in the future).
 func (s *Signer) Verify(path, rawQuery string) error {
+	return s.verify(path, rawQuery, s.now)
+}
+
+// VerifyAt is Verify at the time now, for a Realtime signer's caller that
+// read the clock already.
+func (s *Signer) VerifyAt(path, rawQuery string, now time.Time) error {
+	return s.verify(path, rawQuery, func() time.Time { return now })
+}
+
+func (s *Signer) verify(path, rawQuery string, clock func() time.Time) error {
 	tok, ok := strings.CutPrefix(rawQuery, s.sep[1:])
 	if !ok || strings.IndexByte(tok, '&') >= 0 {
 		if !hasParam(rawQuery, s.param) {
@@ -208,7 +226,7 @@ func (s *Signer) Verify(path, rawQuery string) error {
 		(s.previous == nil || !s.previous.verify(path, tok[:issuedLen], &want)) {
 		return fmt.Errorf("%w: wrong MAC", ErrSignatureInvalid)
 	}
-	now := s.now().Unix()
+	now := clock().Unix()
 	if issued > now+int64(MaxClockSkew/time.Second) {
 		return fmt.Errorf("%w: issued in the future", ErrSignatureInvalid)
 	}
