@@ -7,9 +7,11 @@ import (
 	"errors"
 	"fmt"
 	"hash"
+	"hash/maphash"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -95,6 +97,41 @@ type Signer struct {
 	param    string
 	now      func() time.Time
 	realtime bool // now is time.Now
+
+	// genuine remembers links whose MAC checked out lately, so a popular
+	// link (every visitor of a second gets the same one) costs one HMAC,
+	// not one per request. A MAC is a pure function of the path, the
+	// issue time and the keys, which never change for a Signer; the
+	// expiry is still checked on every request. Direct-mapped by a seeded
+	// hash of the token: a slot holds the last genuine link to land there.
+	genuine     [genuineSlots]atomic.Pointer[genuineLink]
+	genuineSeed maphash.Seed
+}
+
+// genuineSlots bounds the links remembered as genuine.
+const genuineSlots = 256
+
+// genuineLink is a path and token whose MAC was verified.
+type genuineLink struct{ path, tok string }
+
+// knownGenuine reports whether path and tok were verified before.
+func (s *Signer) knownGenuine(path, tok string) (*atomic.Pointer[genuineLink], bool) {
+	slot := &s.genuine[maphash.String(s.genuineSeed, tok)%genuineSlots]
+	g := slot.Load()
+	return slot, g != nil && g.path == path && constantTimeEqual(g.tok, tok)
+}
+
+// constantTimeEqual compares a token with a genuine one in time that
+// depends on their lengths only, as hmac.Equal would.
+func constantTimeEqual(a, b string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	var v byte
+	for i := 0; i < len(a); i++ {
+		v |= a[i] ^ b[i]
+	}
+	return v == 0
 }
 
 // NewSigner returns a Signer for cfg that reads the time from now (nil
@@ -115,12 +152,13 @@ func NewSigner(cfg SignerConfig, now func() time.Time) (*Signer, error) {
 		now = time.Now
 	}
 	s := &Signer{
-		realtime: realtime,
-		current:  newMACKey(cfg.Current),
-		ttl:      int64(cfg.TTL / time.Second),
-		sep:      "?" + cfg.Param + "=",
-		param:    cfg.Param,
-		now:      now,
+		realtime:    realtime,
+		genuineSeed: maphash.MakeSeed(),
+		current:     newMACKey(cfg.Current),
+		ttl:         int64(cfg.TTL / time.Second),
+		sep:         "?" + cfg.Param + "=",
+		param:       cfg.Param,
+		now:         now,
 	}
 	if len(cfg.Previous) > 0 {
 		s.previous = newMACKey(cfg.Previous)
@@ -218,13 +256,16 @@ func (s *Signer) verify(path, rawQuery string, clock func() time.Time) error {
 		}
 		issued = issued*10 + int64(c-'0')
 	}
-	var want [sha256.Size]byte
-	if !decodeMAC(&want, tok[issuedLen+1:]) {
-		return fmt.Errorf("%w: malformed token", ErrSignatureInvalid)
-	}
-	if !s.current.verify(path, tok[:issuedLen], &want) &&
-		(s.previous == nil || !s.previous.verify(path, tok[:issuedLen], &want)) {
-		return fmt.Errorf("%w: wrong MAC", ErrSignatureInvalid)
+	if slot, known := s.knownGenuine(path, tok); !known {
+		var want [sha256.Size]byte
+		if !decodeMAC(&want, tok[issuedLen+1:]) {
+			return fmt.Errorf("%w: malformed token", ErrSignatureInvalid)
+		}
+		if !s.current.verify(path, tok[:issuedLen], &want) &&
+			(s.previous == nil || !s.previous.verify(path, tok[:issuedLen], &want)) {
+			return fmt.Errorf("%w: wrong MAC", ErrSignatureInvalid)
+		}
+		slot.Store(&genuineLink{path: strings.Clone(path), tok: strings.Clone(tok)})
 	}
 	now := clock().Unix()
 	if issued > now+int64(MaxClockSkew/time.Second) {

@@ -295,8 +295,10 @@ func (s *keyedStore[V]) shardIndex(k rateKey) int {
 // The caller holds sh.mu.
 func (s *keyedStore[V]) get(sh *keyedShard[V], k rateKey, now time.Time, create bool, init func(*V)) *keyedEntry[V] {
 	if e, ok := sh.m[k]; ok {
-		sh.unlink(e)
-		sh.pushFront(e)
+		if sh.lru.next != e { // a hot key is at the front already
+			sh.unlink(e)
+			sh.pushFront(e)
+		}
 		return e
 	}
 	if !create || !s.makeRoom(sh, now) {
