@@ -73,6 +73,8 @@ PROFILE_DIR := $(shell mktemp -d /tmp/imagegate-profiles.XXXXXX 2>/dev/null || e
 bench: bench-peers postgresql
 	$(GO) test -run '^$$' -bench . -benchmem -count 1 ./cache/ ./edge/ ./gateway/ ./gateway/moderation/ ./gateway/ratelimit/ ./inference/...
 	$(GO) test -run '^$$' -bench Ledger -benchtime 2000x ./store/postgres/
+	$(GO) test -run '^$$' -bench RotateIndexKey -benchtime 3x ./store/postgres/
+	$(GO) test -run '^$$' -bench KeyRead -benchtime 2000x ./store/keyservice/
 	$(GO) test -run '^$$' -bench GenerationMissByStore -benchtime 100x ./cmd/imagegate/
 	$(GO) test -c -o $(PROFILE_DIR)/gateway.test ./gateway/
 	for b in GenerationHit ObjectHit; do \

@@ -435,8 +435,10 @@ func TestPurgeRetriesTimedOutAttempt(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			// The timeout must cut the stalled attempts only: it is far
-			// above what a loopback round trip takes even under -race.
-			e := newPurgeEnv(t, cftest.Config{}, PurgerConfig{AttemptTimeout: time.Second, Retries: 1})
+			// above what a loopback round trip takes even under -race on
+			// a loaded machine (an attempt cut before it reached the fake
+			// would leave the stall to the retry).
+			e := newPurgeEnv(t, cftest.Config{}, PurgerConfig{AttemptTimeout: 5 * time.Second, Retries: 1})
 			for range tc.stalls {
 				e.cf.Enqueue(cftest.Reply{Stall: true})
 			}

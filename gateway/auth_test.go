@@ -112,7 +112,7 @@ func (e *env) signedIn(email string) (*browser, store.Account) {
 // test polls the directory until a deadline.
 func (e *env) mails(addr string, n int) []*mail.Message {
 	e.t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(60 * time.Second)
 	for {
 		var out []*mail.Message
 		entries, _ := os.ReadDir(filepath.Join(e.dir, "outbox"))
@@ -150,7 +150,7 @@ func (e *env) mails(addr string, n int) []*mail.Message {
 // asynchronously, so order on disk is not the order of requests).
 func (e *env) mailWithSubject(addr, subject string) *mail.Message {
 	e.t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(60 * time.Second)
 	for {
 		for _, m := range e.mails(addr, 0) {
 			if m.Header.Get("Subject") == subject {

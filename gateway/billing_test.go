@@ -502,7 +502,7 @@ func flatForm(f map[string][]string) map[string]string {
 
 func TestCheckoutStripeUnreachable(t *testing.T) {
 	t.Parallel()
-	e := billingEnv(t, "http://"+testpeer.Addr(testpeer.FreePort(t)))
+	e := billingEnv(t, "http://"+testpeer.Addr(testpeer.RefusedPort(t)))
 	b, acct := e.signedIn("offline@example.com")
 	var eb errorBody
 	resp := b.call("POST", "/v1/billing/checkout", `{"pack":"small"}`, &eb)

@@ -178,7 +178,7 @@ func notifyAccounts(t *testing.T, e *env, emails ...string) []store.Account {
 // waitNotifyDone polls a job's progress until it is done.
 func waitNotifyDone(t *testing.T, e *env, id string) notifyJSON {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
+	deadline := time.Now().Add(60 * time.Second)
 	for {
 		status, raw := e.adminDo("GET", "/v1/admin/notify/"+id, "")
 		if status != http.StatusOK {
@@ -344,10 +344,10 @@ func (m *timedMailer) Send(ctx context.Context, msg mail.Message) error {
 	return err
 }
 
-// downSMTP is a real SMTP mailer pointed at a port nobody listens on.
+// downSMTP is a real SMTP mailer pointed at a port that refuses connections.
 func downSMTP(t *testing.T) *mail.SMTP {
 	t.Helper()
-	addr := testpeer.Addr(testpeer.FreePort(t))
+	addr := testpeer.Addr(testpeer.RefusedPort(t))
 	s, err := mail.NewSMTP(mail.Config{SMTPURL: "smtp://" + addr, From: "ops@example.com", Timeout: 5 * time.Second}, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)

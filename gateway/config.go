@@ -162,6 +162,9 @@ func (c *Config) setDefaults() {
 	if c.AsyncJobs.Keep == 0 {
 		c.AsyncJobs.Keep = 24 * time.Hour
 	}
+	if c.AsyncJobs.Lease == 0 {
+		c.AsyncJobs.Lease = 30 * time.Second
+	}
 	if c.StreamHeartbeat == 0 {
 		c.StreamHeartbeat = 15 * time.Second
 	}
@@ -234,6 +237,9 @@ func (c *Config) Validate() error {
 	}
 	if c.ReadTimeout < 0 {
 		errs = append(errs, errors.New("gateway: read timeout must be positive"))
+	}
+	if c.AsyncJobs.Lease < 30*time.Millisecond {
+		errs = append(errs, errors.New("gateway: job lease must be at least 30ms"))
 	}
 	if c.SessionIdle < time.Minute || c.SessionAbsolute < c.SessionIdle {
 		errs = append(errs, errors.New("gateway: session idle timeout must be at least 1m and at most the absolute timeout"))

@@ -23,6 +23,10 @@ type payer struct {
 	// rate is the request's rate-limit charge, to which a miss adds the
 	// difference between a miss and a hit; nil when not limited.
 	rate *ratelimit.Charge
+	// prepaid: an anonymous job run again after the gateway running it
+	// stopped; the visitor's quota was taken when it was submitted, and the
+	// in-memory reservation went with that gateway.
+	prepaid bool
 }
 
 func (g *Gateway) payerOf(c *fiber.Ctx) payer {
@@ -95,8 +99,8 @@ func (g *Gateway) reserveAll(py payer, cost int64, refs []string) ([]*ticket, er
 }
 
 func (g *Gateway) reserve(py payer, cost int64, ref string) (*ticket, error) {
-	if py.partnerID != "" {
-		return &ticket{}, nil // paid from the partner's monthly quota (respondForPartner)
+	if py.partnerID != "" || py.prepaid {
+		return &ticket{}, nil // paid from the partner's monthly quota (respondForPartner), or prepaid
 	}
 	if py.accountID == "" {
 		h, err := g.quota.Reserve(py.addr, 1)

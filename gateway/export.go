@@ -9,6 +9,8 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/gofiber/fiber/v2"
@@ -91,8 +93,19 @@ func (g *Gateway) export(c *fiber.Ctx) error {
 	// It may outlast the server's write timeout, which covers a whole
 	// response; the connection's deadline is pushed back before each
 	// entry instead, so a long export lives while it makes progress.
+	// The server sets its own deadline after the handler returns and
+	// before it reads the body, so the writer starts on the first read:
+	// started any earlier, its first pushes could be overwritten by the
+	// server's deadline and the export cut off at the write timeout.
 	conn := c.Context().Conn()
-	c.Context().SetBodyStreamWriter(func(w *bufio.Writer) {
+	pr, pw := io.Pipe()
+	body := &exportBody{PipeReader: pr, start: make(chan struct{})}
+	c.Context().Response.SetBodyStream(body, -1)
+	go func() {
+		<-body.start
+		if body.closed.Load() {
+			return // the body was never read (HEAD, a dropped connection)
+		}
 		ctx, cancel := context.WithTimeout(context.Background(), exportTimeout)
 		defer cancel()
 		progress := func() {
@@ -100,12 +113,35 @@ func (g *Gateway) export(c *fiber.Ctx) error {
 				cancel() // the connection is gone: stop reading
 			}
 		}
+		w := bufio.NewWriterSize(pw, 32<<10)
 		if err := g.writeExport(ctx, w, acct, progress); err != nil {
 			// The status is already sent; a truncated ZIP fails to open.
 			g.logger.Error("export failed", "err", err)
 		}
-	})
+		w.Flush()
+		pw.Close()
+	}()
 	return nil
+}
+
+// exportBody is an export's response body: start closes on the server's
+// first read, or on Close if the body is never read.
+type exportBody struct {
+	*io.PipeReader
+	once   sync.Once
+	start  chan struct{}
+	closed atomic.Bool
+}
+
+func (b *exportBody) Read(p []byte) (int, error) {
+	b.once.Do(func() { close(b.start) })
+	return b.PipeReader.Read(p)
+}
+
+func (b *exportBody) Close() error {
+	b.closed.Store(true)
+	b.once.Do(func() { close(b.start) })
+	return b.PipeReader.Close()
 }
 
 // exportTimeout bounds a whole export; exportEntryGrace is how long one

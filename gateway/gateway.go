@@ -275,6 +275,9 @@ func New(cfg Config, deps Deps) (*Gateway, error) {
 	workers.Go(func() { g.runLifecycle(ctx, cfg.LifecycleInterval) })
 	workers.Go(func() { g.catalog.run(ctx, g.gen, cfg.ModelRefresh) })
 	workers.Go(func() { g.notifier.Run(ctx) })
+	if g.jobs != nil {
+		workers.Go(func() { g.jobs.loop(ctx) })
+	}
 	go func() {
 		workers.Wait()
 		close(g.done)
@@ -341,6 +344,7 @@ func (g *Gateway) routes() {
 	app.Post("/v1/images/generations", g.partnerAuth, g.identify, limit(costs.GenerationHit), images, g.gpcOptOut, g.generations)
 	app.Post("/v1/images/edits", g.identify, limit(costs.GenerationHit), images, g.gpcOptOut, g.edits)
 	app.Get("/o/:name", limit(costs.Object), g.object)
+	app.Get("/v1/models", with(g.listModels)...)
 	app.Get("/v1/jobs/:id", with(g.getJob)...)
 	app.Get("/v1/jobs/:id/events", with(g.jobEvents)...)
 	app.Delete("/v1/jobs/:id", with(g.cancelJob)...)

@@ -568,14 +568,22 @@ func (g *Gateway) generateMisses(ctx context.Context, p params, py payer, misses
 		return make([]result, len(misses)), err
 	}
 	// A model the tier's catalogue prices costs that per image; others
-	// cost the plan table's price for the size.
-	cost := g.cfg.Plans.imageCost(max(p.Width, p.Height))
-	if p.Model.PriceCredits > 0 {
-		cost = p.Model.PriceCredits
-	}
+	// cost the plan table's price for the size (as GET /v1/models says).
+	cost := g.imagePrice(p.Model, max(p.Width, p.Height))
 	tickets, err := g.reserveAll(py, cost, refs)
 	if err != nil {
 		return make([]result, len(misses)), err
+	}
+	if w != nil && w.held != nil {
+		var ids []string
+		for _, t := range tickets {
+			if t.hold != nil {
+				ids = append(ids, t.hold.ID)
+			}
+		}
+		if len(ids) > 0 {
+			w.held(ids)
+		}
 	}
 	timeout := g.cfg.RequestTimeout
 	if w != nil {
@@ -606,9 +614,11 @@ func (g *Gateway) generateMisses(ctx context.Context, p params, py payer, misses
 func (g *Gateway) one(ctx context.Context, p params, py payer, key cache.Key, ks string, seed uint64, refresh bool, t *ticket, start time.Time) (result, error) {
 	leave := g.progress.join(ks)
 	r, err := g.resolve(ctx, p, py, key, ks, seed, refresh, t)
-	// A job cancelled by its owner, or stopped by a shutdown to run again
-	// after it, leaves no reason to keep the GPU busy.
-	leave(errors.Is(context.Cause(ctx), errJobCancelled) || errors.Is(context.Cause(ctx), errGatewayStopping))
+	// A job cancelled by its owner, stopped by a shutdown to run again
+	// after it, or taken over by another gateway, leaves no reason to keep
+	// the GPU busy.
+	cause := context.Cause(ctx)
+	leave(errors.Is(cause, errJobCancelled) || errors.Is(cause, errGatewayStopping) || errors.Is(cause, errLeaseLost))
 	if ctx.Err() != nil {
 		t.waiterGone.Store(true) // a generation still running is refunded
 	}

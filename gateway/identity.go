@@ -106,7 +106,14 @@ func (g *Gateway) identify(c *fiber.Ctx) error {
 			g.lookupWorked(token)
 			acct, err := g.activeAccount(s.AccountID)
 			if err != nil {
-				clearCookie(c, cookieSession)
+				// A gone or inactive account ends the session; a store
+				// that cannot answer (the database or the key service
+				// down) does not: the visitor is still signed in once
+				// it is back.
+				var ae *apiError
+				if errors.As(err, &ae) {
+					clearCookie(c, cookieSession)
+				}
 				return err
 			}
 			g.grantPlan(acct)

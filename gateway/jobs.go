@@ -18,12 +18,17 @@ import (
 	"github.com/imagegate/imagegate/store"
 )
 
-// jobStore keeps asynchronous jobs, so a gateway restart loses none.
+// jobStore keeps asynchronous jobs, so a gateway restart loses none, and
+// leases each unfinished one to one gateway at a time, so that gateways
+// sharing a database (PostgreSQL) run it once, and one of them takes over
+// the jobs of another that died.
 type jobStore interface {
 	CreateJob(j store.Job, anonKey []byte) (store.Job, bool, error)
 	Job(id string, anonKey []byte) (store.Job, error)
 	UpdateJob(id string, fn func(*store.Job) error) (store.Job, error)
-	UnfinishedJobs() ([]store.Job, error)
+	ClaimJobs(ttl time.Duration) ([]store.Job, error)
+	RenewJobLeases(ids []string, ttl time.Duration) ([]string, error)
+	JobLeaseHolder() string
 	SweepJobs(cutoff time.Time) (int, error)
 }
 
@@ -39,6 +44,10 @@ type AsyncJobsConfig struct {
 	// Keep is how long a finished job (its request, prompt included, and
 	// its outcome) is kept for its owner to read (24 h).
 	Keep time.Duration
+	// Lease is how long a gateway holds an unfinished job without
+	// renewing its lease (30 s; renewed every third of it). A gateway that
+	// dies mid-job has it taken over by another once the lease lapses.
+	Lease time.Duration
 }
 
 // jobRunner runs the jobs of this gateway and remembers the running ones'
@@ -54,6 +63,10 @@ type jobRunner struct {
 	mu      sync.Mutex
 	running map[string]*runningJob
 	wg      sync.WaitGroup
+	// ready closes once ResumeJobs made its first pass: from then on the
+	// lease loop also claims jobs whose gateway stopped renewing them.
+	ready     chan struct{}
+	readyOnce sync.Once
 }
 
 type runningJob struct {
@@ -63,9 +76,9 @@ type runningJob struct {
 }
 
 func newJobRunner(g *Gateway, st jobStore, reg prometheus.Registerer) (*jobRunner, error) {
-	r := &jobRunner{g: g, st: st, running: map[string]*runningJob{}, outcomes: prometheus.NewCounterVec(prometheus.CounterOpts{
+	r := &jobRunner{g: g, st: st, running: map[string]*runningJob{}, ready: make(chan struct{}), outcomes: prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "imagegate_jobs_total",
-		Help: "Asynchronous generation jobs by outcome (submitted, deferred, resumed, succeeded, failed, cancelled, requeued).",
+		Help: "Asynchronous generation jobs by outcome (submitted, deferred, resumed, succeeded, failed, cancelled, requeued, lease_lost).",
 	}, []string{"outcome"})}
 	if err := reg.Register(r.outcomes); err != nil {
 		return nil, err
@@ -162,6 +175,7 @@ func (g *Gateway) submitJob(c *fiber.Ctx, p params, body []byte, partials int) e
 		token = jobTokenPrefix + base64.RawURLEncoding.EncodeToString(b[:])
 		j.TokenHash, sealKey = jobKeys(token)
 	}
+	j.LeaseUntil = g.now().Add(g.cfg.AsyncJobs.Lease)
 	job, created, err := g.jobs.st.CreateJob(j, sealKey)
 	if err != nil {
 		return err
@@ -181,11 +195,52 @@ func (g *Gateway) submitJob(c *fiber.Ctx, p params, body []byte, partials int) e
 	return c.Status(fiber.StatusAccepted).JSON(out)
 }
 
+// recordHolds returns the genWatch.held hook of job id: the run's credit
+// holds are written to the job before its images reach the GPU.
+func (r *jobRunner) recordHolds(id string) func([]string) {
+	return func(ids []string) {
+		if _, err := r.st.UpdateJob(id, func(j *store.Job) error { j.Holds = append(j.Holds, ids...); return nil }); err != nil {
+			r.g.logger.Warn("job's credit holds not recorded; they expire instead", "job", id, "err", err)
+		}
+	}
+}
+
+// heldRecorder keeps the credit holds of a plain request's run until the
+// request becomes a job (respondOrDefer), then records them, and any
+// taken later, on the job.
+type heldRecorder struct {
+	r   *jobRunner
+	mu  sync.Mutex
+	ids []string
+	job string
+}
+
+func (h *heldRecorder) add(ids []string) {
+	h.mu.Lock()
+	if h.job == "" {
+		h.ids = append(h.ids, ids...)
+		h.mu.Unlock()
+		return
+	}
+	id := h.job
+	h.mu.Unlock()
+	h.r.recordHolds(id)(ids)
+}
+
+// handover makes later holds the job's and returns the earlier ones.
+func (h *heldRecorder) handover(id string) []string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.job = id
+	return h.ids
+}
+
 // start runs job in the background on this gateway.
 func (r *jobRunner) start(job store.Job, p params, py payer, refresh bool, base string, partials int) {
 	tctx, cancelTimeout := context.WithTimeout(context.Background(), r.g.cfg.JobTimeout)
 	ctx, cancel := context.WithCancelCause(tctx)
 	rj := &runningJob{watch: newGenWatch(p, partials), cancel: cancel, done: make(chan struct{})}
+	rj.watch.held = r.recordHolds(job.ID)
 	r.mu.Lock()
 	r.running[job.ID] = rj
 	r.mu.Unlock()
@@ -203,11 +258,16 @@ func (r *jobRunner) start(job store.Job, p params, py payer, refresh bool, base 
 
 func (r *jobRunner) run(ctx context.Context, id string, p params, py payer, refresh bool, base string, rj *runningJob) {
 	g := r.g
+	me := r.st.JobLeaseHolder()
 	if _, err := r.st.UpdateJob(id, func(j *store.Job) error {
 		if j.Finished() {
 			return errJobFinished
 		}
-		j.Status, j.Runs = store.JobRunning, j.Runs+1
+		if j.LeaseHolder != "" && j.LeaseHolder != me {
+			return errLeaseLost
+		}
+		j.Status, j.Runs, j.Holds = store.JobRunning, j.Runs+1, nil
+		j.LeaseUntil = g.now().Add(g.cfg.AsyncJobs.Lease)
 		return nil
 	}); err != nil {
 		rj.watch.finish(nil, err)
@@ -228,6 +288,13 @@ func (r *jobRunner) record(ctx context.Context, id, base string, rj *runningJob,
 		r.requeue(id, rj)
 		return
 	}
+	if errors.Is(context.Cause(ctx), errLeaseLost) {
+		// Another gateway runs the job now (or it was cancelled there):
+		// its outcome is that one's to record.
+		r.outcomes.WithLabelValues("lease_lost").Inc()
+		rj.watch.finish(nil, unavailable("the job moved to another gateway; follow it at /v1/jobs/"+id, 1, nil))
+		return
+	}
 	cancelled := errors.Is(context.Cause(ctx), errJobCancelled)
 	switch {
 	case cancelled:
@@ -237,7 +304,15 @@ func (r *jobRunner) record(ctx context.Context, id, base string, rj *runningJob,
 	default:
 		r.outcomes.WithLabelValues("succeeded").Inc()
 	}
+	me := r.st.JobLeaseHolder()
 	_, uerr := r.st.UpdateJob(id, func(j *store.Job) error {
+		if j.Finished() {
+			return errJobFinished // cancelled through another gateway meanwhile
+		}
+		if j.LeaseHolder != me {
+			return errLeaseLost
+		}
+		j.Holds = nil // settled by the run's tickets
 		switch {
 		case cancelled:
 			j.Status = store.JobCancelled
@@ -253,7 +328,7 @@ func (r *jobRunner) record(ctx context.Context, id, base string, rj *runningJob,
 		}
 		return nil
 	})
-	if uerr != nil {
+	if uerr != nil && !errors.Is(uerr, errJobFinished) && !errors.Is(uerr, errLeaseLost) {
 		g.logger.Error("job outcome not recorded", "job", id, "err", uerr)
 	}
 	if cancelled {
@@ -266,36 +341,52 @@ var (
 	errJobFinished        = errors.New("gateway: job already finished")
 	errJobCancelled       = errors.New("gateway: job cancelled by its owner")
 	errGatewayStopping    = errors.New("gateway: shutting down")
+	errLeaseLost          = errors.New("gateway: the job's lease went to another gateway")
 	errJobCancelledPublic = &apiError{Status: fiber.StatusConflict, Type: "invalid_request_error", Code: "job_cancelled", Msg: "the job was cancelled"}
 	errNoJob              = &apiError{Status: fiber.StatusNotFound, Type: "invalid_request_error", Code: "not_found", Msg: "no such job"}
 )
 
-// resume runs again, after a restart, the jobs that were unfinished. An
-// anonymous job cannot be: its request is sealed with the visitor's
-// token; it fails with a retryable error instead of being lost silently.
-func (r *jobRunner) resume(ctx context.Context) error {
-	jobs, err := r.st.UnfinishedJobs()
+// claim takes over the unfinished jobs nobody runs — left by an earlier
+// run of this gateway, or by another gateway that stopped renewing their
+// lease (killed, cut off) — and runs them here. The credit holds a dead
+// run took are released first, at once, not when the holds expire. A
+// job whose request can no longer be read (its owner erased) fails.
+func (r *jobRunner) claim() error {
+	jobs, err := r.st.ClaimJobs(r.g.cfg.AsyncJobs.Lease)
 	if err != nil {
 		return err
 	}
 	for _, j := range jobs {
-		if j.Owner == "" || j.Request == nil {
-			r.fail(j.ID, unavailable("the job was interrupted by a restart; submit it again", 1, nil))
+		r.mu.Lock()
+		_, here := r.running[j.ID]
+		r.mu.Unlock()
+		if here {
+			continue // this gateway runs it; the claim renewed its lease
+		}
+		if err := r.releaseHolds(j); err != nil {
+			r.g.logger.Error("credit holds of an interrupted job not released", "job", j.ID, "err", err)
 			continue
 		}
-		acct, err := r.g.store.Account(j.Owner)
-		if err != nil {
-			r.fail(j.ID, errNoJob)
+		if j.Request == nil {
+			r.fail(j.ID, unavailable("the job was interrupted and can no longer be run; submit it again", 1, nil))
 			continue
+		}
+		py := payer{plan: r.g.cfg.Plans.plan(planAnonymous), planName: planAnonymous, prepaid: true}
+		if j.Owner != "" {
+			acct, err := r.g.store.Account(j.Owner)
+			if err != nil {
+				r.fail(j.ID, errNoJob)
+				continue
+			}
+			py = payer{accountID: acct.ID, plan: r.g.cfg.Plans.plan(acct.Plan), planName: acct.Plan}
+			if _, ok := r.g.cfg.Plans.Plans[py.planName]; !ok {
+				py.planName = r.g.cfg.Plans.Default
+			}
 		}
 		p, partials, err := r.g.parseGeneration(j.Request)
 		if err != nil {
 			r.fail(j.ID, err)
 			continue
-		}
-		py := payer{accountID: acct.ID, plan: r.g.cfg.Plans.plan(acct.Plan), planName: acct.Plan}
-		if _, ok := r.g.cfg.Plans.Plans[py.planName]; !ok {
-			py.planName = r.g.cfg.Plans.Default
 		}
 		r.outcomes.WithLabelValues("resumed").Inc()
 		r.start(j, p, py, false, r.g.jobBase(), partials)
@@ -303,12 +394,101 @@ func (r *jobRunner) resume(ctx context.Context) error {
 	return nil
 }
 
+// releaseHolds gives back the credits an interrupted run of j held (a
+// hold its run settled is gone already: releasing it is a no-op) and
+// forgets them.
+func (r *jobRunner) releaseHolds(j store.Job) error {
+	if len(j.Holds) == 0 {
+		return nil
+	}
+	for _, id := range j.Holds {
+		if err := r.g.store.ReleaseHold(id); err != nil {
+			return err
+		}
+	}
+	_, err := r.st.UpdateJob(j.ID, func(sj *store.Job) error { sj.Holds = nil; return nil })
+	return err
+}
+
+// renew extends the leases of the jobs running here; a run whose lease
+// went to another gateway (this one could not renew it in time) or whose
+// job was finished elsewhere (cancelled) stops without recording.
+func (r *jobRunner) renew() error {
+	r.mu.Lock()
+	ids := make([]string, 0, len(r.running))
+	for id := range r.running {
+		ids = append(ids, id)
+	}
+	r.mu.Unlock()
+	if len(ids) == 0 {
+		return nil
+	}
+	held, err := r.st.RenewJobLeases(ids, r.g.cfg.AsyncJobs.Lease)
+	if err != nil {
+		return err
+	}
+	keep := make(map[string]bool, len(held))
+	for _, id := range held {
+		keep[id] = true
+	}
+	r.mu.Lock()
+	for _, id := range ids {
+		if rj := r.running[id]; rj != nil && !keep[id] {
+			rj.cancel(errLeaseLost)
+		}
+	}
+	r.mu.Unlock()
+	return nil
+}
+
+// loop renews this gateway's job leases every third of the lease and,
+// once ResumeJobs ran, claims jobs left by gateways that stopped; it
+// deletes finished jobs past their keep time every hour.
+func (r *jobRunner) loop(ctx context.Context) {
+	tick := time.NewTicker(r.g.cfg.AsyncJobs.Lease / 3)
+	defer tick.Stop()
+	lastSweep := r.g.now()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		if err := r.renew(); err != nil {
+			r.g.logger.Warn("job leases not renewed", "err", err)
+		}
+		select {
+		case <-r.ready:
+		default:
+			continue
+		}
+		if err := r.claim(); err != nil {
+			r.g.logger.Warn("unfinished jobs not claimed", "err", err)
+		}
+		if r.g.now().Sub(lastSweep) >= time.Hour {
+			lastSweep = r.g.now()
+			if _, err := r.st.SweepJobs(lastSweep.Add(-r.g.cfg.AsyncJobs.Keep)); err != nil {
+				r.g.logger.Warn("finished jobs not swept", "err", err)
+			}
+		}
+	}
+}
+
 // requeue leaves a job stopped by a shutdown queued for the next start to
 // run again; the credits of images not made came back when its run
 // stopped waiting.
 func (r *jobRunner) requeue(id string, rj *runningJob) {
 	r.outcomes.WithLabelValues("requeued").Inc()
-	if _, err := r.st.UpdateJob(id, func(j *store.Job) error { j.Status = store.JobQueued; return nil }); err != nil {
+	me := r.st.JobLeaseHolder()
+	if _, err := r.st.UpdateJob(id, func(j *store.Job) error {
+		if j.Finished() || j.LeaseHolder != me {
+			return errLeaseLost
+		}
+		// Unleased, so the next gateway to look (another one, or this one
+		// started again) runs it at once.
+		j.Status, j.Holds, j.LeaseUntil = store.JobQueued, nil, time.Time{}
+		return nil
+	}); err != nil && !errors.Is(err, errLeaseLost) {
 		r.g.logger.Error("job not requeued", "job", id, "err", err)
 	}
 	rj.watch.finish(nil, unavailable("the gateway restarted; the job will run again", 1, nil))
@@ -330,8 +510,10 @@ func (r *jobRunner) stop(ctx context.Context) {
 	}
 }
 
-// ResumeJobs runs the jobs a previous run of the gateway left unfinished
-// and deletes finished jobs older than AsyncJobs.Keep. Call it once the
+// ResumeJobs runs the jobs a previous run of the gateway (or a gateway on
+// the same database that stopped) left unfinished, and deletes finished
+// jobs older than AsyncJobs.Keep; from then on the gateway keeps claiming
+// jobs whose lease lapses. Call it once the
 // model catalogue is known; it waits for it until ctx ends (a tier still
 // down at start), since a job's model is only known from the catalogue.
 func (g *Gateway) ResumeJobs(ctx context.Context) error {
@@ -350,16 +532,22 @@ func (g *Gateway) ResumeJobs(ctx context.Context) error {
 	if _, err := g.jobs.st.SweepJobs(g.now().Add(-g.cfg.AsyncJobs.Keep)); err != nil {
 		return err
 	}
-	return g.jobs.resume(ctx)
+	err := g.jobs.claim()
+	g.jobs.readyOnce.Do(func() { close(g.jobs.ready) })
+	return err
 }
 
 func (r *jobRunner) fail(id string, err error) {
 	ae := classify(err)
+	me := r.st.JobLeaseHolder()
 	_, uerr := r.st.UpdateJob(id, func(j *store.Job) error {
-		j.Status, j.Error = store.JobFailed, &store.JobError{Status: ae.Status, Type: ae.Type, Code: ae.Code, Message: ae.Msg}
+		if j.Finished() || j.LeaseHolder != me {
+			return errLeaseLost
+		}
+		j.Status, j.Error, j.Holds = store.JobFailed, &store.JobError{Status: ae.Status, Type: ae.Type, Code: ae.Code, Message: ae.Msg}, nil
 		return nil
 	})
-	if uerr != nil {
+	if uerr != nil && !errors.Is(uerr, errLeaseLost) {
 		r.g.logger.Error("job outcome not recorded", "job", id, "err", uerr)
 	}
 }
@@ -589,6 +777,8 @@ func (g *Gateway) parseGeneration(body []byte) (params, int, error) {
 // the job instead of a connection a CDN would cut.
 func (g *Gateway) respondOrDefer(c *fiber.Ctx, p params, py payer, refresh bool) error {
 	w := newGenWatch(p, 0)
+	holds := &heldRecorder{r: g.jobs}
+	w.held = holds.add
 	type outcome struct {
 		results []result
 		err     error
@@ -624,9 +814,14 @@ func (g *Gateway) respondOrDefer(c *fiber.Ctx, p params, py payer, refresh bool)
 		token = jobTokenPrefix + base64.RawURLEncoding.EncodeToString(b[:])
 		j.TokenHash, sealKey = jobKeys(token)
 	}
+	j.LeaseUntil = g.now().Add(g.cfg.AsyncJobs.Lease)
 	job, _, err := g.jobs.st.CreateJob(j, sealKey)
 	if err == nil {
-		job, err = g.jobs.st.UpdateJob(job.ID, func(sj *store.Job) error { sj.Status, sj.Runs = store.JobRunning, 1; return nil })
+		ids := holds.handover(job.ID)
+		job, err = g.jobs.st.UpdateJob(job.ID, func(sj *store.Job) error {
+			sj.Status, sj.Runs, sj.Holds = store.JobRunning, 1, append(sj.Holds, ids...)
+			return nil
+		})
 	}
 	if err != nil {
 		// No job to hand over: wait for the images after all.

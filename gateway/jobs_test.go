@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -269,4 +270,72 @@ func (e *env) jobOutcomes(outcome string) float64 {
 		}
 	}
 	return 0
+}
+
+// leaseThief is the store as a gateway sees it once another gateway took
+// its jobs over: its leases no longer renew, and it claims nothing.
+type leaseThief struct {
+	*store.DB
+	stolen atomic.Bool
+}
+
+func (l *leaseThief) RenewJobLeases(ids []string, ttl time.Duration) ([]string, error) {
+	if l.stolen.Load() {
+		return nil, nil
+	}
+	return l.DB.RenewJobLeases(ids, ttl)
+}
+
+func (l *leaseThief) ClaimJobs(ttl time.Duration) ([]store.Job, error) {
+	if l.stolen.Load() {
+		return nil, nil
+	}
+	return l.DB.ClaimJobs(ttl)
+}
+
+// A running job writes its credit holds to the store before its image
+// reaches the GPU (so a gateway taking it over can give them back), and
+// renews its lease; once the lease is another gateway's, the run stops,
+// gives back its credits and records nothing: the job's outcome is the
+// new holder's to record.
+func TestJobWhoseLeaseIsLostStopsWithoutRecording(t *testing.T) {
+	t.Parallel()
+	gate := newPreviewBackend()
+	thief := &leaseThief{}
+	e := newEnv(t, envOptions{backend: gate, wrapStore: func(s Store) Store { thief.DB = s.(*store.DB); return thief },
+		cfg: Config{AsyncJobs: AsyncJobsConfig{Lease: 60 * time.Millisecond}, Plans: PlansConfig{
+			Plans: map[string]Plan{
+				planAnonymous: {MaxSize: 256, RetentionDays: 1},
+				"free":        {MonthlyCredits: 10, MaxSize: 512, RetentionDays: 30},
+			},
+			ImageCredits: map[int]int64{256: 1, 512: 2},
+		}}})
+	b, _ := e.signedIn("lease-lost@example.com")
+	before := credits(t, b)
+	resp, j := jobCall(t, b, "POST", "/v1/images/generations", `{"prompt":"a job that moves away","size":"512x512"}`, "Prefer", "respond-async")
+	want(t, resp, 202)
+	<-gate.began
+	stored, err := e.db.Job(j.ID, nil)
+	if err != nil || len(stored.Holds) != 1 || stored.Status != store.JobRunning {
+		t.Fatalf("running job in the store: %+v %v; want its one credit hold recorded", stored, err)
+	}
+	if got := credits(t, b); got != before-2 {
+		t.Fatalf("%d credits while running, want %d", got, before-2)
+	}
+	// Renewals keep the lease while it is this gateway's.
+	waitFor(t, "a renewal", func() bool {
+		j, _ := e.db.Job(stored.ID, nil)
+		return j.LeaseUntil.After(stored.LeaseUntil)
+	})
+	thief.stolen.Store(true)
+	<-gate.cancelled
+	waitFor(t, "the refund", func() bool { return credits(t, b) == before })
+	waitFor(t, "the lost lease counted", func() bool { return e.jobOutcomes("lease_lost") == 1 })
+	after, err := e.db.Job(j.ID, nil)
+	if err != nil || after.Status != store.JobRunning || after.Error != nil {
+		t.Errorf("the job after its lease was lost: %+v %v; want it left for its new holder", after, err)
+	}
+	if f := e.jobOutcomes("failed"); f != 0 {
+		t.Errorf("a run that lost its lease recorded a failure (%v)", f)
+	}
 }

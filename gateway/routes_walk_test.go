@@ -161,6 +161,7 @@ func walkRecipes() map[string]walkRecipe {
 		"GET /readyz":               walkSimple("GET", "/readyz", "", ok, ok),
 		"GET /cookies":              walkSimple("GET", "/cookies", "", ok, ok),
 		"GET /v1/cookies":           walkSimple("GET", "/v1/cookies", "", ok, ok),
+		"GET /v1/models":            walkSimple("GET", "/v1/models", "", ok, ok),
 		"GET /.well-known/gpc.json": walkSimple("GET", "/.well-known/gpc.json", "", ok, ok),
 		"GET /reset-password":       walkSimple("GET", "/reset-password?token=abc", "", ok, ok),
 		"GET /verify-email":         walkSimple("GET", "/verify-email?token=abc", "", ok, ok),

@@ -181,7 +181,7 @@ func TestEmailChange(t *testing.T) {
 		return resp.StatusCode
 	}
 	drainMail := func() {
-		ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+		ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
 		defer cancel()
 		e.gw.mail.wait(ctx)
 	}

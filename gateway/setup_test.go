@@ -191,7 +191,7 @@ func (e *env) close() {
 	if _, done := closeOnce.LoadOrStore(e, true); done {
 		return
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	e.gw.Shutdown(ctx)
 	e.cache.Close()

@@ -131,6 +131,10 @@ type genWatch struct {
 	last    map[int]float32
 	changed chan struct{}
 	done    bool
+	// held, when set, learns the credit holds a run reserved before any
+	// of its images reaches the GPU (a job records them, so a gateway
+	// taking the job over after a crash gives them back at once).
+	held func(holdIDs []string)
 }
 
 func newGenWatch(p params, partials int) *genWatch {

@@ -148,7 +148,7 @@ func nextEvent(t *testing.T, events <-chan sse, name string) map[string]any {
 // waitFor waits until cond holds, checking whenever the scheduler lets it.
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
+	deadline := time.Now().Add(60 * time.Second)
 	for !cond() {
 		if time.Now().After(deadline) {
 			t.Fatalf("timed out waiting for %s", what)

@@ -10,6 +10,8 @@ import (
 	"image/png"
 	"net/http"
 	"net/http/httptest"
+	"slices"
+	"sync"
 	"sync/atomic"
 	"testing"
 
@@ -36,6 +38,9 @@ type testBackend struct {
 	finished chan error
 	// err, if non-nil, is returned instead of an image.
 	err error
+
+	mu  sync.Mutex
+	ran []string // prompts in the order their calls started
 }
 
 func newTestBackend(name string) *testBackend { return &testBackend{name: name} }
@@ -49,6 +54,9 @@ func (b *testBackend) Info() ModelInfo {
 
 func (b *testBackend) Generate(ctx context.Context, req Request, progress ProgressFunc) (Result, error) {
 	b.calls.Add(1)
+	b.mu.Lock()
+	b.ran = append(b.ran, req.Prompt)
+	b.mu.Unlock()
 	if b.finished != nil {
 		defer func() { b.finished <- ctx.Err() }()
 	}
@@ -74,6 +82,14 @@ func (b *testBackend) Generate(ctx context.Context, req Request, progress Progre
 		return Result{}, b.err
 	}
 	return renderTestPNG(req)
+}
+
+// startOrder returns the prompts of the calls so far, in the order they
+// started.
+func (b *testBackend) startOrder() []string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return slices.Clone(b.ran)
 }
 
 // renderTestPNG fills the requested size with a colour derived from the

@@ -456,7 +456,9 @@ func TestServerGenerateTimeout(t *testing.T) {
 	b := newTestBackend("test")
 	b.release = make(chan struct{}) // never closed: only the timeout ends it
 	b.finished = make(chan error, 1)
-	_, srv, _ := startServer(t, ServerConfig{GenerateTimeout: 50 * time.Millisecond}, b)
+	// Long enough that the job is surely admitted first: admission refuses
+	// a job whose deadline has passed, which is another answer.
+	_, srv, _ := startServer(t, ServerConfig{GenerateTimeout: time.Second}, b)
 	client := newClient(t, srv.URL)
 
 	_, err := client.Generate(t.Context(), connect.NewRequest(testRequest("slow")))

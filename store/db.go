@@ -153,6 +153,9 @@ type DB struct {
 	// commits. Transactions read the current slot from meta.
 	indexKeys sync.Map
 	now       func() time.Time
+	// jobHolder names this opening of the file in job leases: bbolt's
+	// exclusive lock means a lease of any other holder is a dead process's.
+	jobHolder string
 }
 
 // Open opens (creating if needed) the store described by cfg. It fails
@@ -165,7 +168,7 @@ func Open(cfg Config) (_ *DB, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("store: open %s: %w", cfg.Path, err)
 	}
-	db := &DB{bolt: b, now: cfg.Now}
+	db := &DB{bolt: b, now: cfg.Now, jobHolder: newID("holder_")}
 	defer func() {
 		if err != nil {
 			db.Close()

@@ -47,51 +47,13 @@ func TestJobsSealedKeyedAndIdempotent(t *testing.T) {
 	if got, err := db.Job(anon.ID, anonKey[:]); err != nil || !bytes.Contains(got.Request, []byte("anon-prompt")) {
 		t.Errorf("anonymous job with its key: %v", err)
 	}
-	unfinished, err := db.UnfinishedJobs()
+	unfinished, err := db.ClaimJobs(time.Minute)
 	if err != nil || len(unfinished) != 2 {
 		t.Fatalf("unfinished: %d %v", len(unfinished), err)
 	}
 	for _, u := range unfinished {
-		if (u.Owner == "") != (u.Request == nil) {
-			t.Errorf("unfinished %s: owner %q, request %q", u.ID, u.Owner, u.Request)
+		if u.Request == nil {
+			t.Errorf("unfinished %s (owner %q) claimed without its request", u.ID, u.Owner)
 		}
-	}
-}
-
-// Jobs go with their account's erasure, and finished ones after their
-// keep time; unfinished ones are never swept.
-func TestJobsErasedWithTheAccountAndSwept(t *testing.T) {
-	t.Parallel()
-	db, clock, _ := testDB(t)
-	gone := mustAccount(t, db, "gone-jobs@example.com")
-	kept := mustAccount(t, db, "kept-jobs@example.com")
-	j, _, _ := db.CreateJob(Job{ID: NewJobID(), Owner: gone.ID, Request: []byte(`{}`), IdemKey: "x"}, nil)
-	done, _, _ := db.CreateJob(Job{ID: NewJobID(), Owner: kept.ID, Request: []byte(`{}`)}, nil)
-	running, _, _ := db.CreateJob(Job{ID: NewJobID(), Owner: kept.ID, Request: []byte(`{}`)}, nil)
-	db.UpdateJob(done.ID, func(j *Job) error { j.Status = JobSucceeded; return nil })
-	db.UpdateJob(running.ID, func(j *Job) error { j.Status = JobRunning; return nil })
-
-	if _, err := db.BeginErasure(gone.ID, ErasureByUser); err != nil {
-		t.Fatal(err)
-	}
-	for finished := false; !finished; {
-		var err error
-		if finished, err = db.EraseStep(gone.ID, 2); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if _, err := db.Job(j.ID, nil); !errors.Is(err, ErrNotFound) {
-		t.Errorf("an erased account's job: %v", err)
-	}
-	if js, _ := db.AccountJobs(kept.ID); len(js) != 2 {
-		t.Errorf("the other account has %d jobs, want 2", len(js))
-	}
-
-	clock.Advance(2 * time.Hour)
-	if n, err := db.SweepJobs(clock.Now().Add(-time.Hour)); err != nil || n != 1 {
-		t.Errorf("swept %d (%v), want the finished one", n, err)
-	}
-	if _, err := db.Job(running.ID, nil); err != nil {
-		t.Errorf("the running job was swept: %v", err)
 	}
 }

@@ -19,6 +19,11 @@ import (
 // and can no longer be read by anyone.
 var ErrKeyDestroyed = errors.New("store: key destroyed")
 
+// ErrKeyOwner reports a key slot that holds another owner's key: a create
+// for an occupied slot, or a read naming the wrong owner. It means a slot
+// number was handed out twice or a record points at the wrong slot.
+var ErrKeyOwner = errors.New("store: key slot belongs to another owner")
+
 const (
 	keyLen   = 32 // AES-256
 	tagLen   = 16
@@ -69,7 +74,7 @@ func (k *keyFile) create(slot uint64, tag [tagLen]byte) ([]byte, error) {
 		if subtle.ConstantTimeCompare(cur[:tagLen], tag[:]) == 1 {
 			return cur[tagLen:], nil
 		}
-		return nil, fmt.Errorf("store: key slot %d already in use", slot)
+		return nil, fmt.Errorf("%w: slot %d is already in use", ErrKeyOwner, slot)
 	}
 	var buf [slotSize]byte
 	copy(buf[:tagLen], tag[:])
@@ -94,7 +99,7 @@ func (k *keyFile) get(slot uint64, tag [tagLen]byte) ([]byte, error) {
 		return nil, ErrKeyDestroyed
 	}
 	if subtle.ConstantTimeCompare(cur[:tagLen], tag[:]) != 1 {
-		return nil, fmt.Errorf("store: key slot %d belongs to another owner", slot)
+		return nil, fmt.Errorf("%w: slot %d", ErrKeyOwner, slot)
 	}
 	return cur[tagLen:], nil
 }

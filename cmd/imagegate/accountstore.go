@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	neturl "net/url"
 	"os"
 	"path/filepath"
 	"time"
@@ -29,24 +30,55 @@ type accountStore interface {
 
 // openAccountStore opens PostgreSQL when --database-url is set (applying
 // pending migrations under their lock), the bbolt file otherwise. The key
-// files are in the data directory (or --key-dir) either way.
+// files are in the data directory (or --key-dir), or with PostgreSQL
+// behind the fleet's key service (--key-service-url).
 func openAccountStore(ctx context.Context, cfg serveConfig, logger *slog.Logger) (accountStore, error) {
+	if err := cfg.KeyService.check(cfg.DatabaseURL, cfg.KeyDir); err != nil {
+		return nil, err
+	}
 	if cfg.DatabaseURL == "" {
 		return store.Open(store.Config{Path: filepath.Join(cfg.DataDir, "imagegate.db")})
 	}
-	keyDir := cmp.Or(cfg.KeyDir, cfg.DataDir)
-	if err := os.MkdirAll(keyDir, 0o700); err != nil {
-		return nil, fmt.Errorf("--key-dir: %w", err)
-	}
-	keyPath := filepath.Join(keyDir, "imagegate.db")
 	octx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
-	db, err := postgres.Open(octx, postgres.Config{URL: cfg.DatabaseURL, KeyPath: keyPath})
+	db, err := openPostgres(octx, cfg.DatabaseURL, cmp.Or(cfg.KeyDir, cfg.DataDir), cfg.KeyService)
 	if err != nil {
 		return nil, fmt.Errorf("--database-url: %w", err)
 	}
-	logger.Info("account store", "postgres", db.Pool().Config().ConnConfig.Host, "database", db.Pool().Config().ConnConfig.Database)
+	logger.Info("account store", "postgres", db.Pool().Config().ConnConfig.Host, "database", db.Pool().Config().ConnConfig.Database,
+		"keys", cmp.Or(keyServiceHost(cfg.KeyService.URL), "key files"))
 	return db, nil
+}
+
+// openPostgres opens the PostgreSQL store with the key files in keyDir,
+// or those of the key service ks names.
+func openPostgres(ctx context.Context, url, keyDir string, ks keyServiceFlags) (*postgres.DB, error) {
+	cfg := postgres.Config{URL: url}
+	keys, err := ks.client()
+	if err != nil {
+		return nil, err
+	}
+	if keys != nil {
+		cfg.Keys = keys
+	} else {
+		if err := os.MkdirAll(keyDir, 0o700); err != nil {
+			return nil, fmt.Errorf("--key-dir: %w", err)
+		}
+		cfg.KeyPath = filepath.Join(keyDir, "imagegate.db")
+	}
+	return postgres.Open(ctx, cfg)
+}
+
+// keyServiceHost is the host of a key service URL, for the log.
+func keyServiceHost(raw string) string {
+	if raw == "" {
+		return ""
+	}
+	u, err := neturl.Parse(raw)
+	if err != nil {
+		return "key service"
+	}
+	return "key service " + u.Host
 }
 
 const migrateUsage = `imagegate migrate — apply the PostgreSQL account store's schema migrations

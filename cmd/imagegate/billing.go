@@ -11,11 +11,10 @@ import (
 	"time"
 
 	"github.com/imagegate/imagegate/store"
-	"github.com/imagegate/imagegate/store/postgres"
 )
 
 const billingUsage = `Usage:
-  imagegate billing reconcile [--fix] [--data-dir DIR | --database-url URL --key-dir DIR]
+  imagegate billing reconcile [--fix] [--data-dir DIR | --database-url URL (--key-dir DIR | --key-service-url URL --key-service-token T)]
 
 reconcile recomputes every account's credit balance from its ledger (and
 its held credits from the open holds), prints the accounts that differ and
@@ -46,13 +45,17 @@ func runReconcile(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	databaseURL := fs.String("database-url", "", "check the PostgreSQL account store at this URL instead")
 	keyDir := fs.String("key-dir", "", "with --database-url: the gateways' --key-dir (default --data-dir)")
 	fix := fs.Bool("fix", false, "set mismatched balances to their ledger sums")
+	var ks keyServiceFlags
+	ks.register(fs)
 	if err := parseFlags(fs, args, stderr); err != nil {
 		return err
 	}
+	if err := ks.check(*databaseURL, *keyDir); err != nil {
+		return fmt.Errorf("billing reconcile: %w", err)
+	}
 	var db ledgerChecker
 	if *databaseURL != "" {
-		path := filepath.Join(cmp.Or(*keyDir, *dataDir), "imagegate.db")
-		pdb, err := postgres.Open(ctx, postgres.Config{URL: *databaseURL, KeyPath: path})
+		pdb, err := openPostgres(ctx, *databaseURL, cmp.Or(*keyDir, *dataDir), ks)
 		if err != nil {
 			return fmt.Errorf("billing reconcile: %w", err)
 		}

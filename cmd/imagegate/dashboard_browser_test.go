@@ -74,7 +74,7 @@ func TestBrowserDashboard(t *testing.T) {
 		return n
 	}
 	// The page's script reports the view after load: wait for the count.
-	for deadline := time.Now().Add(30 * time.Second); pageViews() == 0; time.Sleep(500 * time.Millisecond) {
+	for deadline := time.Now().Add(60 * time.Second); pageViews() == 0; time.Sleep(500 * time.Millisecond) {
 		if time.Now().After(deadline) {
 			t.Fatal("the accepted visitor's page view was never counted")
 		}

@@ -55,21 +55,36 @@ const flyMaxKillTimeout = 300 * time.Second
 // JSON schema (SchemaStore's fly.json) is community-made and lags flyctl
 // (it still types auto_stop_machines as a boolean).
 type flyConfig struct {
-	App            string            `toml:"app"`
-	PrimaryRegion  string            `toml:"primary_region"`
-	KillSignal     string            `toml:"kill_signal"`
-	KillTimeout    *flyDuration      `toml:"kill_timeout"`
-	SwapSizeMB     *int              `toml:"swap_size_mb"`
-	ConsoleCommand string            `toml:"console_command"`
-	Build          *flyBuild         `toml:"build"`
-	Deploy         *flyDeploy        `toml:"deploy"`
-	Env            map[string]string `toml:"env"`
-	Processes      map[string]string `toml:"processes"`
-	Mounts         []flyMount        `toml:"mounts"`
-	Files          []flyFile         `toml:"files"`
-	HTTPService    *flyHTTPService   `toml:"http_service"`
-	Metrics        []flyMetrics      `toml:"metrics"`
-	VM             []flyVM           `toml:"vm"`
+	App            string                     `toml:"app"`
+	PrimaryRegion  string                     `toml:"primary_region"`
+	KillSignal     string                     `toml:"kill_signal"`
+	KillTimeout    *flyDuration               `toml:"kill_timeout"`
+	SwapSizeMB     *int                       `toml:"swap_size_mb"`
+	ConsoleCommand string                     `toml:"console_command"`
+	Build          *flyBuild                  `toml:"build"`
+	Deploy         *flyDeploy                 `toml:"deploy"`
+	Env            map[string]string          `toml:"env"`
+	Processes      map[string]string          `toml:"processes"`
+	Mounts         []flyMount                 `toml:"mounts"`
+	Files          []flyFile                  `toml:"files"`
+	HTTPService    *flyHTTPService            `toml:"http_service"`
+	Metrics        []flyMetrics               `toml:"metrics"`
+	Checks         map[string]flyMachineCheck `toml:"checks"`
+	VM             []flyVM                    `toml:"vm"`
+}
+
+// flyMachineCheck is a top-level [checks.<name>]: a machine check, which
+// unlike [[http_service.checks]] needs no public service.
+type flyMachineCheck struct {
+	Type        string       `toml:"type"`
+	Port        int          `toml:"port"`
+	Method      string       `toml:"method"`
+	Path        string       `toml:"path"`
+	Protocol    string       `toml:"protocol"`
+	GracePeriod *flyDuration `toml:"grace_period"`
+	Interval    *flyDuration `toml:"interval"`
+	Timeout     *flyDuration `toml:"timeout"`
+	Processes   []string     `toml:"processes"`
 }
 
 type flyBuild struct {
@@ -216,10 +231,10 @@ var defaultRE = regexp.MustCompile(`\(default ("(?:[^"\\]|\\.)*")\)$`)
 // commandFlags lists the flags of an imagegate command by name, read from
 // its own help output, so the deployment files are checked against the
 // binary and not against a copy of its flag list.
-func commandFlags(t *testing.T, command string) map[string]flagInfo {
+func commandFlags(t *testing.T, command ...string) map[string]flagInfo {
 	t.Helper()
 	var help bytes.Buffer
-	if err := run(t.Context(), []string{command, "-h"}, io.Discard, &help); !errors.Is(err, flag.ErrHelp) {
+	if err := run(t.Context(), append(command, "-h"), io.Discard, &help); !errors.Is(err, flag.ErrHelp) {
 		t.Fatalf("imagegate %s -h: %v", command, err)
 	}
 	flags := map[string]flagInfo{}
@@ -252,8 +267,16 @@ func commandFlags(t *testing.T, command string) map[string]flagInfo {
 // isSecretName reports whether an environment variable carries a
 // credential by its name; those belong in `fly secrets`, never in a file.
 func isSecretName(name string) bool {
-	for _, word := range []string{"TOKEN", "SECRET", "KEY", "PASSWORD", "SMTP_URL"} {
+	for _, word := range []string{"TOKEN", "SECRET", "PASSWORD", "SMTP_URL", "DATABASE_URL"} {
 		if strings.Contains(name, word) {
+			return true
+		}
+	}
+	// KEY is a secret (SIGNING_KEY, ACCESS_KEY_ID), except where it names
+	// where keys are: KEY_DIR, KEY_SERVICE_URL, KEY_SERVICE_CA_FILE.
+	words := strings.Split(name, "_")
+	for i, w := range words {
+		if w == "KEY" && (i+1 == len(words) || (words[i+1] != "DIR" && words[i+1] != "SERVICE")) {
 			return true
 		}
 	}
@@ -329,9 +352,14 @@ func TestFlyTomlDeploysTheGateway(t *testing.T) {
 		for _, env := range []string{"IMAGEGATE_ADMIN_TOKEN", "IMAGEGATE_INFERENCE_TOKEN", "IMAGEGATE_SIGNING_KEY",
 			"IMAGEGATE_SIGNING_KEY_PREVIOUS", "IMAGEGATE_STRIPE_SECRET_KEY", "IMAGEGATE_STRIPE_WEBHOOK_SECRET",
 			"IMAGEGATE_S3_ACCESS_KEY_ID", "IMAGEGATE_S3_SECRET_ACCESS_KEY", "IMAGEGATE_CLOUDFLARE_API_TOKEN",
-			"IMAGEGATE_GOOGLE_CLIENT_SECRET", "IMAGEGATE_SMTP_URL"} {
+			"IMAGEGATE_GOOGLE_CLIENT_SECRET", "IMAGEGATE_SMTP_URL", "IMAGEGATE_KEY_SERVICE_TOKEN", "IMAGEGATE_DATABASE_URL"} {
 			if !isSecretName(env) {
 				t.Errorf("%s is a credential the secret check misses", env)
+			}
+		}
+		for _, env := range []string{"IMAGEGATE_KEY_DIR", "IMAGEGATE_KEY_SERVICE_URL", "IMAGEGATE_KEY_SERVICE_CA_FILE", "IMAGEGATE_DATA_DIR"} {
+			if isSecretName(env) {
+				t.Errorf("%s is no credential, yet the secret check would refuse it in [env]", env)
 			}
 		}
 	})
@@ -384,21 +412,30 @@ func TestFlyTomlDeploysTheGateway(t *testing.T) {
 	})
 
 	t.Run("volume", func(t *testing.T) {
-		if len(cfg.Mounts) != 1 {
-			t.Fatalf("%d mounts, want the one data volume", len(cfg.Mounts))
-		}
-		m := cfg.Mounts[0]
+		m := mountOf(t, cfg, gatewayGroup(cfg))
 		if m.Destination != cfg.Env["IMAGEGATE_DATA_DIR"] || m.Destination == "" || m.Destination == "/" {
 			t.Errorf("volume at %q, but the gateway keeps its bbolt files in %q (IMAGEGATE_DATA_DIR)", m.Destination, cfg.Env["IMAGEGATE_DATA_DIR"])
 		}
-		if !regexp.MustCompile(`^[a-z0-9_]{1,30}$`).MatchString(m.Source) {
-			t.Errorf("volume name %q: Fly wants lowercase letters, digits and underscores, at most 30", m.Source)
+		for _, m := range cfg.Mounts {
+			if !regexp.MustCompile(`^[a-z0-9_]{1,30}$`).MatchString(m.Source) {
+				t.Errorf("volume name %q: Fly wants lowercase letters, digits and underscores, at most 30", m.Source)
+			}
+			// Snapshots hold the key files that erasure destroys: they
+			// must age out within the security log's 30-day retention
+			// (store/doc.go).
+			if m.SnapshotRetention == nil || *m.SnapshotRetention < 1 || *m.SnapshotRetention > 30 {
+				t.Errorf("%s: snapshot_retention %v: set it, within 1..30 days", m.Source, m.SnapshotRetention)
+			}
+			for _, p := range m.Processes {
+				if _, ok := cfg.Processes[p]; !ok {
+					t.Errorf("%s mounts for process group %q, which [processes] does not define", m.Source, p)
+				}
+			}
 		}
-		// Snapshots hold the key files that erasure destroys: they must
-		// age out within the security log's 30-day retention (store/doc.go).
-		if m.SnapshotRetention == nil || *m.SnapshotRetention < 1 || *m.SnapshotRetention > 30 {
-			t.Errorf("snapshot_retention %v: set it, within 1..30 days", m.SnapshotRetention)
-		}
+	})
+
+	t.Run("key service", func(t *testing.T) {
+		testFlyKeyService(t, cfg, flags)
 	})
 
 	t.Run("graceful shutdown", func(t *testing.T) {
@@ -426,8 +463,12 @@ func TestFlyTomlDeploysTheGateway(t *testing.T) {
 	})
 
 	t.Run("peers", func(t *testing.T) {
-		if got, want := cfg.Env["IMAGEGATE_PEERS"], cfg.App+".internal"; got != want {
-			t.Errorf("IMAGEGATE_PEERS %q, want %q: Fly's name for every started machine of the app", got, want)
+		want := cfg.App + ".internal"
+		if len(cfg.Processes) > 0 {
+			want = gatewayGroup(cfg) + ".process." + cfg.App + ".internal"
+		}
+		if got := cfg.Env["IMAGEGATE_PEERS"]; got != want {
+			t.Errorf("IMAGEGATE_PEERS %q, want %q: Fly's name for every started gateway machine of the app", got, want)
 		}
 		if got, want := cfg.Env["IMAGEGATE_PEER_PORT"], strconv.Itoa(svc.InternalPort); got != want {
 			t.Errorf("IMAGEGATE_PEER_PORT %q, want the internal port %s", got, want)
@@ -508,16 +549,59 @@ func TestFlyTomlRefusesTypos(t *testing.T) {
 }
 
 // TestFlyEnvStartsTheGateway runs the gateway with fly.toml's [env] and the
-// one secret it requires, as a Fly machine would (the address and data
-// directory moved to this machine's loopback and a temporary directory).
+// secrets it requires, as a Fly machine would (the address and data
+// directory moved to this machine's loopback and a temporary directory):
+// with a PostgreSQL database and, when fly.toml has a keys process group,
+// that group's own command line, with the same [env], as the key service.
+// An account made through the gateway has its key in the key service's
+// volume and none in the gateway's.
 func TestFlyEnvStartsTheGateway(t *testing.T) {
 	t.Parallel()
 	cfg := loadFlyConfig(t, flyTomlPath)
 	metricsAddr := freeLoopbackAddr(t)
+	const keyToken = "fly-secret-key-service-token-0123456789"
 	env := []string{
 		"IMAGEGATE_ADMIN_TOKEN=fly-secret-admin-token-0123",
+		"IMAGEGATE_KEY_SERVICE_TOKEN=" + keyToken,
 		// The purge peers are resolved only at a purge, so the Fly-only
 		// name stays unresolved here.
+	}
+	gatewayDir, keysDir := t.TempDir(), t.TempDir()
+	var keys *proc
+	if name, args := keysGroup(cfg); name != "" {
+		// Fly gives every process group the same [env].
+		var keysEnv []string
+		for n, v := range cfg.Env {
+			keysEnv = append(keysEnv, n+"="+v)
+		}
+		for i := range args {
+			switch {
+			case i > 0 && args[i-1] == "--addr":
+				args[i] = "127.0.0.1:0"
+			case i > 0 && args[i-1] == "--key-dir":
+				args[i] = keysDir
+			}
+		}
+		cmd := exec.Command(binary, append([]string{"keys", "serve"}, args...)...)
+		cmd.Env = append(append(os.Environ(), keysEnv...), "IMAGEGATE_KEY_SERVICE_TOKEN="+keyToken)
+		keys = startCmd(t, cmd)
+		for cname, c := range cfg.Checks {
+			if !slices.Contains(c.Processes, name) {
+				continue
+			}
+			req, _ := http.NewRequest(c.Method, keys.url+c.Path, nil)
+			resp, err := client.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != 200 {
+				t.Errorf("Fly's check %s of the key service: %d", cname, resp.StatusCode)
+			}
+		}
+	}
+	if _, ok := cfg.Env["IMAGEGATE_KEY_SERVICE_URL"]; ok || keys != nil {
+		env = append(env, "IMAGEGATE_DATABASE_URL="+testpeer.StartPostgres(t).NewDatabase(t))
 	}
 	for name, value := range cfg.Env {
 		switch name {
@@ -526,13 +610,31 @@ func TestFlyEnvStartsTheGateway(t *testing.T) {
 		case "IMAGEGATE_METRICS_ADDR":
 			value = metricsAddr
 		case "IMAGEGATE_DATA_DIR":
-			value = t.TempDir()
+			value = gatewayDir
+		case "IMAGEGATE_KEY_SERVICE_URL":
+			if keys == nil {
+				t.Fatal("IMAGEGATE_KEY_SERVICE_URL is set but no process group runs keys serve")
+			}
+			value = keys.url
 		}
 		env = append(env, name+"="+value)
 	}
 	sort.Strings(env)
 	gw := startEnv(t, env)
 	waitReady(t, gw.url)
+	if keys != nil {
+		newJarClient(t).expect(t, "POST", gw.url+"/v1/auth/signup", `{"email":"fly@example.com","password":"a long enough passphrase","over_18":true}`, 202)
+		if files := keyFilesOf(t, gatewayDir); len(files) != 0 {
+			t.Errorf("the gateway keeps key files of its own: %v", files)
+		}
+		raw, err := os.ReadFile(filepath.Join(keysDir, "imagegate.db.keys"))
+		if err != nil || len(raw) < 2*48 || isZeroBytes(raw[48:]) {
+			t.Errorf("no account key in the key service's file after a signup (%d bytes, %v)", len(raw), err)
+		}
+		if logs := keys.logs(); strings.Contains(logs, "level=ERROR") || strings.Contains(logs, `"level":"ERROR"`) || strings.Contains(logs, keyToken) {
+			t.Errorf("the key service logged errors (or its token) on Fly's settings:\n%s", logs)
+		}
+	}
 	for _, check := range cfg.HTTPService.Checks {
 		req, _ := http.NewRequest(check.Method, gw.url+check.Path, nil)
 		resp, err := client.Do(req)
@@ -1024,7 +1126,7 @@ func TestSIGTERMDrainsGenerationsInFlight(t *testing.T) {
 	}()
 	select {
 	case <-backend.started:
-	case <-time.After(30 * time.Second):
+	case <-time.After(60 * time.Second):
 		t.Fatalf("the generation never reached the tier:\n%s", gw.logs())
 	}
 
@@ -1032,7 +1134,7 @@ func TestSIGTERMDrainsGenerationsInFlight(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Shutting down is an event the gateway reports; wait for it.
-	deadline := time.Now().Add(30 * time.Second)
+	deadline := time.Now().Add(60 * time.Second)
 	for !strings.Contains(gw.logs(), "shutting down") {
 		if time.Now().After(deadline) {
 			t.Fatalf("no shutdown after SIGTERM:\n%s", gw.logs())

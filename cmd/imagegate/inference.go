@@ -303,12 +303,17 @@ func loadKeyPair(certFile, keyFile string) (*tls.Certificate, error) {
 // tiers whose certificates a private CA issued (--inference-ca-file). An
 // empty path means the system roots alone (nil).
 func loadCAFile(path string) (*x509.CertPool, error) {
+	return loadCAFileFor("--inference-ca-file", path)
+}
+
+// loadCAFileFor is loadCAFile for the flag named flagName.
+func loadCAFileFor(flagName, path string) (*x509.CertPool, error) {
 	if path == "" {
 		return nil, nil
 	}
 	pemBytes, err := os.ReadFile(path)
 	if err != nil {
-		return nil, fmt.Errorf("--inference-ca-file: %w", err)
+		return nil, fmt.Errorf("%s: %w", flagName, err)
 	}
 	pool, err := x509.SystemCertPool()
 	if err != nil {
@@ -316,7 +321,7 @@ func loadCAFile(path string) (*x509.CertPool, error) {
 		pool = x509.NewCertPool()
 	}
 	if !pool.AppendCertsFromPEM(pemBytes) {
-		return nil, fmt.Errorf("--inference-ca-file %s: no PEM certificates in it", path)
+		return nil, fmt.Errorf("%s %s: no PEM certificates in it", flagName, path)
 	}
 	return pool, nil
 }

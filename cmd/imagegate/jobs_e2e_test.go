@@ -41,6 +41,7 @@ func TestSIGKILLMidJobThenRestartRunsIt(t *testing.T) {
 		}
 	}
 	t.Cleanup(thaw)
+	initial := accountCredits(t, user, g.url)
 	user.header = map[string][]string{"Prefer": {"respond-async"}}
 	raw := user.expect(t, "POST", g.url+"/v1/images/generations", `{"prompt":"a job the kill cannot stop","size":"256x256"}`, 202)
 	user.header = nil
@@ -55,6 +56,8 @@ func TestSIGKILLMidJobThenRestartRunsIt(t *testing.T) {
 		t.Fatalf("job: %v %s", err, raw)
 	}
 	waitJob(t, user, g.url, job.ID, "running")
+	before := initial - 1
+	waitCredits(t, user, g.url, before) // 1 held by the running job
 
 	g.cmd.Process.Kill()
 	g.cmd.Wait()
@@ -65,6 +68,11 @@ func TestSIGKILLMidJobThenRestartRunsIt(t *testing.T) {
 	raw = waitJob(t, user, g.url, job.ID, "succeeded")
 	if err := json.Unmarshal(raw, &job); err != nil || len(job.Result.Data) != 1 {
 		t.Fatalf("finished job: %v %s", err, raw)
+	}
+	// The killed run's hold was released when the job was taken over, not
+	// left until holds expire: one image, one credit.
+	if after := accountCredits(t, user, g.url); after != before {
+		t.Errorf("credits %d after the re-run, want %d (the killed run's hold given back, the image charged once)", after, before)
 	}
 	resp, err := client.Get(job.Result.Data[0].URL)
 	if err != nil {
@@ -94,4 +102,86 @@ func waitJob(t *testing.T, user *jarClient, base, id, status string) []byte {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// waitCredits polls the account's available balance until it is want
+// (a hold is taken just after a job shows running).
+func waitCredits(t *testing.T, user *jarClient, base string, want int64) {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		got := accountCredits(t, user, base)
+		if got == want {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("credits %d, waited for %d", got, want)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// accountCredits is the account's available balance (held credits not
+// counted).
+func accountCredits(t *testing.T, user *jarClient, base string) int64 {
+	t.Helper()
+	var a struct{ Credits int64 }
+	if err := json.Unmarshal(user.expect(t, "GET", base+"/v1/account", "", 200), &a); err != nil {
+		t.Fatal(err)
+	}
+	return a.Credits
+}
+
+// TestAnonymousJobRunsAgainAfterSIGKILL: a visitor without an account
+// starts a job, the gateway is killed mid-job, and the next start runs it
+// to its end from the copy sealed under the job's resume key; the
+// visitor's token still reads it, and nothing else does.
+func TestAnonymousJobRunsAgainAfterSIGKILL(t *testing.T) {
+	t.Parallel()
+	tier := start(t, "inference", "--addr", "127.0.0.1:0")
+	dir := t.TempDir()
+	args := []string{"--addr", "127.0.0.1:0", "--data-dir", dir, "--inference", tier.url, "--rate-limits", "off"}
+	g := start(t, args...)
+	waitReady(t, g.url)
+	if err := tier.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	thawed := false
+	thaw := func() {
+		if !thawed {
+			tier.cmd.Process.Signal(syscall.SIGCONT)
+			thawed = true
+		}
+	}
+	t.Cleanup(thaw)
+	visitor := newJarClient(t)
+	visitor.header = map[string][]string{"Prefer": {"respond-async"}}
+	raw := visitor.expect(t, "POST", g.url+"/v1/images/generations", `{"prompt":"an anonymous job the kill cannot stop","size":"256x256"}`, 202)
+	var job struct {
+		ID     string `json:"id"`
+		Token  string `json:"token"`
+		Result struct {
+			Data []struct{ URL string } `json:"data"`
+		} `json:"result"`
+	}
+	if err := json.Unmarshal(raw, &job); err != nil || job.ID == "" || job.Token == "" {
+		t.Fatalf("job: %v %s", err, raw)
+	}
+	visitor.header = map[string][]string{"Job-Token": {job.Token}}
+	waitJob(t, visitor, g.url, job.ID, "running")
+
+	g.cmd.Process.Kill()
+	g.cmd.Wait()
+	thaw()
+
+	g = start(t, args...)
+	waitReady(t, g.url)
+	raw = waitJob(t, visitor, g.url, job.ID, "succeeded")
+	if err := json.Unmarshal(raw, &job); err != nil || len(job.Result.Data) != 1 {
+		t.Fatalf("finished job: %v %s", err, raw)
+	}
+	stranger := newJarClient(t)
+	stranger.expect(t, "GET", g.url+"/v1/jobs/"+job.ID, "", 404)
+	stranger.header = map[string][]string{"Job-Token": {"igjt_not-the-token"}}
+	stranger.expect(t, "GET", g.url+"/v1/jobs/"+job.ID, "", 404)
 }

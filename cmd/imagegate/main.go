@@ -41,6 +41,7 @@ Usage:
   imagegate billing reconcile   check balances against the ledger, list billing flags
   imagegate migrate [flags]     apply the PostgreSQL account store's schema migrations (--database-url)
   imagegate store copy --from bolt:DIR --to postgres://…   move the embedded account store to PostgreSQL
+  imagegate keys serve [flags]  keep the key files for a fleet of gateways on one PostgreSQL (--key-service-url)
   imagegate purge [flags]       purge outputs from the CDN and every gateway (--object, --tag, --prefix, --everything)
   imagegate admin <command>     operator commands: delete-account, erasures, reports, dsar, notify (run "imagegate admin help")
   imagegate partner <command>   partner sites embedding the generator: add, list, update, disable
@@ -66,6 +67,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return runMigrate(ctx, args, stdout, stderr)
 	case "store":
 		return runStore(ctx, args, stdout, stderr)
+	case "keys":
+		return runKeys(ctx, args, stdout, stderr)
 	case "purge":
 		return runPurge(ctx, args, stdout, stderr)
 	case "admin":

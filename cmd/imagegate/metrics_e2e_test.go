@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"io"
 	"net"
 	"os"
@@ -42,9 +43,12 @@ func TestMetricsNeverOnThePublicListener(t *testing.T) {
 
 	t.Run("with --metrics-addr", func(t *testing.T) {
 		t.Parallel()
-		metricsAddr := freeLoopbackAddr(t)
-		gw := startEnv(t, []string{"IMAGEGATE_METRICS_ADDR=" + metricsAddr}, "--addr", "127.0.0.1:0", "--data-dir", t.TempDir())
+		// Port 0: the gateway binds a port of its own and logs it, so no
+		// other process can take it between a test's pick and the bind.
+		gw := startEnv(t, []string{"IMAGEGATE_METRICS_ADDR=127.0.0.1:0"},
+			"--addr", "127.0.0.1:0", "--data-dir", t.TempDir(), "--log-level", "info", "--log-format", "json")
 		waitReady(t, gw.url)
+		metricsAddr := loggedMetricsAddr(t, gw)
 		publicMetrics(t, gw)
 		resp, err := client.Get("http://" + metricsAddr + "/metrics")
 		if err != nil {
@@ -75,6 +79,23 @@ func TestMetricsNeverOnThePublicListener(t *testing.T) {
 			}
 		}
 	})
+}
+
+// loggedMetricsAddr reads the address of the metrics listener from the
+// gateway's log. The log is copied from the process's stderr as it comes,
+// so the line can trail the "listening on" line: the test waits for it.
+func loggedMetricsAddr(t *testing.T, gw *proc) string {
+	t.Helper()
+	for deadline := time.Now().Add(60 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) { // polling the copied log
+		for _, line := range strings.Split(gw.logs(), "\n") {
+			var rec struct{ Msg, Addr string }
+			if json.Unmarshal([]byte(line), &rec) == nil && rec.Msg == "metrics listening" && rec.Addr != "" {
+				return rec.Addr
+			}
+		}
+	}
+	t.Fatalf("no metrics listener in the log:\n%s", gw.logs())
+	return ""
 }
 
 func TestSharesPort(t *testing.T) {

@@ -223,7 +223,7 @@ func TestThreeGatewaysOnOnePostgres(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		for deadline := time.Now().Add(30 * time.Second); db.GenerationCount(acct.ID) != 1; {
+		for deadline := time.Now().Add(60 * time.Second); db.GenerationCount(acct.ID) != 1; {
 			if time.Now().After(deadline) {
 				t.Fatalf("%d generations recorded, want 1", db.GenerationCount(acct.ID))
 			}
@@ -414,7 +414,7 @@ func TestObjectGCWithThreeGateways(t *testing.T) {
 		}
 		p, _, _ := strings.Cut(out.Data[0].URL, "?")
 		// A generation is recorded in the history off the request path.
-		deadline := time.Now().Add(30 * time.Second)
+		deadline := time.Now().Add(60 * time.Second)
 		for genID == "" {
 			if err := db.Generations(o.id, func(gen store.Generation) error {
 				if strings.Contains(p, gen.Object) {
@@ -477,5 +477,115 @@ func TestObjectGCWithThreeGateways(t *testing.T) {
 			t.Fatalf("still queued for deletion: %+v", queued)
 		}
 		time.Sleep(20 * time.Millisecond) // polling the lifecycle pass that removes the queue entry
+	}
+}
+
+// TestJobMovesToAnotherGatewayWhenItsGatewayDies: two gateways on one
+// PostgreSQL. A job submitted to A is visible on B at once, and the same
+// Idempotency-Key sent to B returns it; A is killed with SIGKILL mid-job,
+// and once its lease lapses B takes the job over, gives back the credits
+// A's run held, runs it to its end, and the client polling B gets the
+// image, charged once.
+func TestJobMovesToAnotherGatewayWhenItsGatewayDies(t *testing.T) {
+	t.Parallel()
+	const (
+		email    = "job-moves@example.com"
+		password = "a long enough passphrase"
+	)
+	pg := testpeer.StartPostgres(t)
+	dbURL := pg.NewDatabase(t)
+	keyDir := t.TempDir()
+	tier := start(t, "inference", "--addr", "127.0.0.1:0")
+	var cmds []*exec.Cmd
+	for range 2 {
+		cmd := exec.Command(binary, "--addr", "127.0.0.1:0", "--data-dir", t.TempDir(), "--key-dir", keyDir,
+			"--inference", tier.url, "--rate-limits", "off", "--job-lease", "2s")
+		cmd.Env = append(os.Environ(), "IMAGEGATE_LOG_LEVEL=warn", "IMAGEGATE_DATABASE_URL="+dbURL)
+		cmds = append(cmds, cmd)
+	}
+	gws := startAll(t, cmds)
+	a, b := gws[0], gws[1]
+	waitReady(t, a.url)
+	waitReady(t, b.url)
+	user := newJarClient(t)
+	user.expect(t, "POST", a.url+"/v1/auth/signup", `{"email":"`+email+`","password":"`+password+`","over_18":true}`, 202)
+	user.expect(t, "POST", a.url+"/v1/auth/login", `{"email":"`+email+`","password":"`+password+`"}`, 200)
+	initial := accountCredits(t, user, b.url)
+
+	// The tier is frozen, so the job cannot finish on A before the kill.
+	if err := tier.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	thawed := false
+	thaw := func() {
+		if !thawed {
+			tier.cmd.Process.Signal(syscall.SIGCONT)
+			thawed = true
+		}
+	}
+	t.Cleanup(thaw)
+	const body = `{"prompt":"a job that outlives its gateway","size":"256x256"}`
+	user.header = map[string][]string{"Prefer": {"respond-async"}, "Idempotency-Key": {"move-me-1"}}
+	raw := user.expect(t, "POST", a.url+"/v1/images/generations", body, 202)
+	var job struct {
+		ID     string `json:"id"`
+		Result struct {
+			Data []struct{ URL string } `json:"data"`
+		} `json:"result"`
+	}
+	if err := json.Unmarshal(raw, &job); err != nil || job.ID == "" {
+		t.Fatalf("job: %v %s", err, raw)
+	}
+	// A retry of the same POST through the other gateway is the same job.
+	raw = user.expect(t, "POST", b.url+"/v1/images/generations", body, 202)
+	var again struct{ ID string }
+	if err := json.Unmarshal(raw, &again); err != nil || again.ID != job.ID {
+		t.Errorf("the retried POST on B made job %q, want %q", again.ID, job.ID)
+	}
+	user.header = nil
+	waitJob(t, user, b.url, job.ID, "running")
+	waitCredits(t, user, b.url, initial-1) // one held by A's run
+	// A's run recorded its hold before its image went to the tier.
+	db, err := postgres.Open(t.Context(), postgres.Config{URL: dbURL, KeyPath: filepath.Join(keyDir, "imagegate.db")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	pollUntil(t, "A's hold recorded on the job", func() bool { j, err := db.Job(job.ID, nil); return err == nil && len(j.Holds) == 1 })
+
+	a.cmd.Process.Kill()
+	a.cmd.Wait()
+	thaw()
+
+	raw = waitJob(t, user, b.url, job.ID, "succeeded")
+	if err := json.Unmarshal(raw, &job); err != nil || len(job.Result.Data) != 1 {
+		t.Fatalf("finished job: %v %s", err, raw)
+	}
+	resp, err := client.Get(job.Result.Data[0].URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Errorf("the job's image on B: %d", resp.StatusCode)
+	}
+	if after := accountCredits(t, user, b.url); after != initial-1 {
+		t.Errorf("credits %d after B finished the job, want %d: A's hold given back, the image charged once", after, initial-1)
+	}
+	stored, err := db.Job(job.ID, nil)
+	if err != nil || stored.Runs != 2 || len(stored.Holds) != 0 {
+		t.Errorf("stored job: runs %d holds %v (%v); want 2 runs (A's, B's) and no hold left", stored.Runs, stored.Holds, err)
+	}
+}
+
+// pollUntil polls cond until it holds, failing after a generous bound.
+func pollUntil(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }

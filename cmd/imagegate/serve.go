@@ -36,6 +36,7 @@ type serveConfig struct {
 	DataDir          string
 	DatabaseURL      string
 	KeyDir           string
+	KeyService       keyServiceFlags
 	InferenceURLs    []string
 	InferenceToken   string
 	InferenceCAFile  string
@@ -99,7 +100,8 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.StringVar(&cfg.MetricsAddr, "metrics-addr", "", "serve /metrics on this address (e.g. 127.0.0.1:9091); never on --addr, whose port it must not share (empty: /metrics off)")
 	fs.StringVar(&cfg.DataDir, "data-dir", "./data", "bbolt files, local objects, keys and the mail outbox")
 	fs.StringVar(&cfg.DatabaseURL, "database-url", "", "PostgreSQL URL of an account store shared by several gateways, e.g. postgres://user:pass@host/imagegate (empty: the embedded bbolt file in --data-dir); key files stay in --data-dir")
-	fs.StringVar(&cfg.KeyDir, "key-dir", "", "with --database-url: directory of the key files sealing personal data, the same files for every gateway on the database (default --data-dir)")
+	fs.StringVar(&cfg.KeyDir, "key-dir", "", "with --database-url: directory of the key files sealing personal data, the same files for every gateway on the database (default --data-dir; not with --key-service-url)")
+	cfg.KeyService.register(fs)
 	fs.StringVar(&cfg.ConfigFile, "config", "", "TOML file with plans, prices, rate limits, retention and, for the in-process tier, the [inference] model catalogue (see README)")
 	fs.StringVar(&gw.PublicURL, "public-url", "", "base URL of links, e.g. https://img.example.com (empty: derived from the request; account mail then works on localhost only)")
 	fs.StringVar(&gw.CDNURL, "cdn-url", "", "base URL of output links when a CDN fronts them")
@@ -119,6 +121,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.DurationVar(&gw.StreamHeartbeat, "stream-heartbeat", 15*time.Second, "interval of keep-alive comments on idle event streams, well under a CDN's idle limit (Cloudflare: 100 s)")
 	fs.DurationVar(&gw.AsyncJobs.After, "async-after", 0, "answer a generation still waiting for the GPU after this long with 202 and a job to follow (keep it under the CDN's origin timeout, 100 s at Cloudflare); 0: wait up to --request-timeout")
 	fs.DurationVar(&gw.AsyncJobs.Keep, "job-keep", 24*time.Hour, "how long a finished job, its prompt included, is kept for its owner to read")
+	fs.DurationVar(&gw.AsyncJobs.Lease, "job-lease", 30*time.Second, "how long a gateway holds an unfinished job without renewing it; a gateway that dies mid-job has its jobs taken over by another (or by itself, restarted) once this lapses")
 	fs.DurationVar(&cfg.LinkTTL, "link-ttl", 24*time.Hour, "lifetime of signed output links")
 	fs.Int64Var(&cfg.L1Bytes, "l1-bytes", 256<<20, "memory cache size in bytes")
 	fs.StringVar(&gw.DefaultModel, "default-model", "", "model used when a request names none (empty: the tier's first)")

@@ -23,7 +23,9 @@ copy moves a single-node deployment's account store (the bbolt file in
 DATA_DIR, with the gateway stopped) into an empty PostgreSQL database, in
 one transaction, and verifies it by row counts and checksums. Sealed data
 is copied sealed: run the gateways with --key-dir DATA_DIR (or a copy of
-its imagegate.db.keys, .daykeys and .reportkeys files).
+its imagegate.db.keys, .daykeys and .reportkeys files), or, for gateways
+on separate hosts, serve those files with "imagegate keys serve --key-dir
+DATA_DIR" and start the gateways with --key-service-url.
 `
 
 func runStore(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -68,6 +70,6 @@ func runStoreCopy(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	for _, t := range []string{"accounts", "ledger", "generations", "objects", "reports"} {
 		fmt.Fprintf(stdout, "sha256 %-12s %s\n", t, rep.Checksums[t])
 	}
-	fmt.Fprintf(stdout, "ok: copied and verified; start the gateways with --database-url and --key-dir %s\n", dir)
+	fmt.Fprintf(stdout, "ok: copied and verified; start the gateways with --database-url and --key-dir %s (or serve its key files with imagegate keys serve --key-dir %s)\n", dir, dir)
 	return nil
 }

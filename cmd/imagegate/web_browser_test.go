@@ -150,7 +150,7 @@ func noCSPViolation(t *testing.T, ctx context.Context, page string) {
 // script works asynchronously, so the test waits on the state it reaches.
 func waitCondition(t *testing.T, ctx context.Context, what, js string) {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
+	deadline := time.Now().Add(60 * time.Second)
 	for time.Now().Before(deadline) {
 		if ok, err := chromedp.Run(ctx, chromedp.Evaluate[bool](js, chromedp.EvalAwaitPromise)); err == nil && ok {
 			return
@@ -164,7 +164,7 @@ func waitCondition(t *testing.T, ctx context.Context, what, js string) {
 // written when the page's beacon arrives.
 func waitPageViews(t *testing.T, s *site, want int64) {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
+	deadline := time.Now().Add(60 * time.Second)
 	for time.Now().Before(deadline) {
 		if s.pageViews(t) >= want {
 			return

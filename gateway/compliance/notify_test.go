@@ -83,10 +83,10 @@ func FuzzParseTemplate(f *testing.F) {
 	})
 }
 
-// downSMTP is a real SMTP mailer pointed at a port nobody listens on.
+// downSMTP is a real SMTP mailer pointed at a port that refuses connections.
 func downSMTP(t *testing.T) *mail.SMTP {
 	t.Helper()
-	addr := testpeer.Addr(testpeer.FreePort(t))
+	addr := testpeer.Addr(testpeer.RefusedPort(t))
 	s, err := mail.NewSMTP(mail.Config{SMTPURL: "smtp://" + addr, From: "ops@example.com", Timeout: 5 * time.Second}, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)

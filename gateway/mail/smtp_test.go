@@ -235,7 +235,7 @@ func TestSMTPRefusals(t *testing.T) {
 // TestSMTPServerDown: a refused connection is a prompt, clear error.
 func TestSMTPServerDown(t *testing.T) {
 	t.Parallel()
-	port := testpeer.FreePort(t) // closed again: nothing listens there
+	port := testpeer.RefusedPort(t) // bound, never listening
 	u := url.URL{Scheme: "smtp", User: url.UserPassword(smtpUser, smtpPass), Host: testpeer.Addr(port)}
 	s := newSMTP(t, mail.Config{SMTPURL: u.String()})
 	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)

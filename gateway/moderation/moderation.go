@@ -416,10 +416,11 @@ func (m *Moderator) Collect(ch chan<- prometheus.Metric) {
 // fails closed. Call it before anything is reserved or generated: a
 // refusal then costs nothing and stores nothing.
 //
-// The prompt is judged, and with it the reference image of an edit. The
-// negative prompt is not: it lists what must not appear, and careful users
-// put exactly the forbidden words there. Apparent CSAM is reported (with
-// the reference image, if any) and the account suspended.
+// The prompt is judged, and with it the reference image of an edit; the
+// negative prompt is judged by the same rules, since it steers the image
+// as much as the prompt does (with the default rules a negative prompt of
+// "nsfw, nude" is therefore refused too). Apparent CSAM in either is
+// reported (with the reference image, if any) and the account suspended.
 func (m *Moderator) CheckPrompt(ctx context.Context, py Subject, p Request) error {
 	if err := m.checkText(ctx, py, p, "prompt", p.Prompt, p.Reference); err != nil {
 		return err

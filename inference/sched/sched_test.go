@@ -118,7 +118,7 @@ func (h *harness) submit(job Job, tag string) {
 	case <-h.ev.queued:
 	case reason := <-h.ev.refused:
 		h.t.Fatalf("job %s refused: %s", tag, reason)
-	case <-time.After(10 * time.Second):
+	case <-time.After(60 * time.Second):
 		h.t.Fatal("job never queued")
 	}
 }
@@ -136,7 +136,7 @@ func (h *harness) started() string {
 	select {
 	case tag := <-h.order:
 		return tag
-	case <-time.After(10 * time.Second):
+	case <-time.After(60 * time.Second):
 		h.t.Fatal("no job started")
 		return ""
 	}
@@ -491,7 +491,7 @@ func TestPromoteMovesAWaitingJob(t *testing.T) {
 	for {
 		select {
 		case <-h.ev.queued: // the promotion's two depth reports
-		case <-time.After(10 * time.Second):
+		case <-time.After(60 * time.Second):
 			t.Fatal("promotion not reported")
 		}
 		if st := h.s.Stats(); st.Queued == 11 {

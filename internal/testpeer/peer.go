@@ -13,12 +13,15 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -111,6 +114,27 @@ func FreePort(t testing.TB) int {
 	return ln.Addr().(*net.TCPAddr).Port
 }
 
+// RefusedPort returns a loopback TCP port that refuses connections until t
+// ends: a socket is bound to it and never listens, so no other process
+// can take the port in the meantime (a port merely closed again, as
+// FreePort's, could be bound by any listener of a parallel test).
+func RefusedPort(t testing.TB) int {
+	t.Helper()
+	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { syscall.Close(fd) })
+	if err := syscall.Bind(fd, &syscall.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		t.Fatal(err)
+	}
+	sa, err := syscall.Getsockname(fd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return sa.(*syscall.SockaddrInet4).Port
+}
+
 // Process is a running peer.
 type Process struct {
 	cmd  *exec.Cmd
@@ -137,6 +161,39 @@ func (p *Process) Exited() bool {
 // The process is killed when the test ends.
 func Start(t testing.TB, bin string, args, env []string, ready func(ctx context.Context) error) *Process {
 	t.Helper()
+	p, err := start(t, bin, args, env, ready)
+	if err != nil {
+		t.Fatalf("%v:\n%s", err, p.Output())
+	}
+	return p
+}
+
+// StartOnFreePort is Start for a peer told its port on the command line:
+// args builds the arguments (and ready the readiness check) for an
+// address FreePort found. Should another process take the port first, the
+// peer fails to listen and is started again on another.
+func StartOnFreePort(t testing.TB, bin string, env []string, args func(addr string) ([]string, func(ctx context.Context) error)) (*Process, string) {
+	t.Helper()
+	for attempt := 1; ; attempt++ {
+		addr := Addr(FreePort(t))
+		a, ready := args(addr)
+		p, err := start(t, bin, a, env, ready)
+		if err == nil {
+			return p, addr
+		}
+		if attempt < 5 && errors.Is(err, errExited) && strings.Contains(strings.ToLower(p.Output()), "address already in use") {
+			t.Logf("testpeer: %s lost its port to another process; starting it on another", filepath.Base(bin))
+			continue
+		}
+		t.Fatalf("%v:\n%s", err, p.Output())
+	}
+}
+
+// errExited is start's error for a peer that ended before it was ready.
+var errExited = errors.New("exited before becoming ready")
+
+func start(t testing.TB, bin string, args, env []string, ready func(ctx context.Context) error) (*Process, error) {
+	t.Helper()
 	cmd := exec.Command(bin, args...)
 	cmd.Env = append(os.Environ(), env...)
 	p := &Process{cmd: cmd, out: &Buffer{}, done: make(chan struct{})}
@@ -162,13 +219,13 @@ func Start(t testing.TB, bin string, args, env []string, ready func(ctx context.
 	var last error
 	for {
 		if last = ready(ctx); last == nil {
-			return p
+			return p, nil
 		}
 		select {
 		case <-p.done:
-			t.Fatalf("%s exited before becoming ready (%v):\n%s", filepath.Base(bin), p.err, p.Output())
+			return p, fmt.Errorf("%s %w (%v)", filepath.Base(bin), errExited, p.err)
 		case <-ctx.Done():
-			t.Fatalf("%s not ready after %s: %v\n%s", filepath.Base(bin), startTimeout, last, p.Output())
+			return p, fmt.Errorf("%s not ready after %s: %v", filepath.Base(bin), startTimeout, last)
 		case <-tick.C:
 		}
 	}

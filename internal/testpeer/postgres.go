@@ -2,6 +2,7 @@ package testpeer
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -73,6 +74,26 @@ func StartPostgres(t testing.TB) *Postgres {
 		t.Fatalf("initdb: %v\n%s", err, out)
 	}
 
+	// The port is free only a moment ago: if another process binds it
+	// first the server exits, and it is started again on another.
+	for attempt := 1; ; attempt++ {
+		p, out, err := startCluster(t, bin, cred, data, sock)
+		if err == nil {
+			return p
+		}
+		if attempt < 5 && strings.Contains(out, "could not bind") {
+			t.Logf("testpeer: postgres lost its port to another process; starting it on another")
+			continue
+		}
+		t.Fatalf("%v:\n%s", err, out)
+	}
+}
+
+// startCluster starts the server of the cluster in data on a free port
+// and waits until it accepts connections. It reports an error, with the
+// server's output, if the server exits first.
+func startCluster(t testing.TB, bin string, cred *syscall.Credential, data, sock string) (*Postgres, string, error) {
+	t.Helper()
 	port := FreePort(t)
 	cmd := exec.Command(filepath.Join(bin, "postgres"), "-D", data,
 		"-c", "listen_addresses=127.0.0.1", "-c", "port="+strconv.Itoa(port),
@@ -104,15 +125,19 @@ func StartPostgres(t testing.TB) *Postgres {
 	defer cancel()
 	tick := time.NewTicker(50 * time.Millisecond)
 	defer tick.Stop()
+	// Ready is asked on the cluster's own unix socket, in its private
+	// directory: over TCP another server that took the port could answer.
+	// The server binds its TCP port before it creates the socket.
+	ready := fmt.Sprintf("host=%s port=%d user=postgres dbname=postgres sslmode=disable", sock, port)
 	for {
-		c, err := pgx.Connect(ctx, p.url("postgres"))
+		c, err := pgx.Connect(ctx, ready)
 		if err == nil {
 			c.Close(ctx)
-			return p
+			return p, out.String(), nil
 		}
 		select {
 		case <-done:
-			t.Fatalf("postgres exited before becoming ready:\n%s", out.String())
+			return nil, out.String(), errors.New("postgres exited before becoming ready")
 		case <-ctx.Done():
 			t.Fatalf("postgres not ready after %s: %v\n%s", startTimeout, err, out.String())
 		case <-tick.C:

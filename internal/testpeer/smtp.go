@@ -28,7 +28,7 @@ var smtpScript []byte
 const systemPython = "/usr/bin/python3"
 
 // smtpWait bounds how long WaitMessages waits for deliveries.
-const smtpWait = 30 * time.Second
+const smtpWait = 60 * time.Second
 
 // SMTPMode says how an SMTP peer protects its connections.
 type SMTPMode int
@@ -173,7 +173,7 @@ func (s *SMTPServer) Messages(t testing.TB) []ReceivedMessage {
 
 // WaitMessages waits until the server has accepted at least n messages and
 // returns all of them, oldest first. It fails t if that takes longer than
-// 30 s or the server exits.
+// 60 s or the server exits.
 func (s *SMTPServer) WaitMessages(t testing.TB, n int) []ReceivedMessage {
 	t.Helper()
 	deadline := time.NewTimer(smtpWait)

@@ -51,25 +51,27 @@ type StripeRequest struct {
 func StripeMock(t testing.TB) *StripeServer {
 	t.Helper()
 	bin := Tool(t, "stripe-mock", "go install github.com/stripe/stripe-mock@v0.203.0")
-	addr := Addr(FreePort(t))
-	s := &StripeServer{MockURL: "http://" + addr}
+	s := &StripeServer{}
 	// Its HTTPS listener is put on a free port too: left alone it takes
 	// :12112, which two servers (parallel tests) cannot share.
-	Start(t, bin, []string{"-http-addr", addr, "-https-addr", Addr(FreePort(t))}, nil, func(ctx context.Context) error {
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, s.MockURL+"/v1/customers", nil)
-		if err != nil {
-			return err
+	StartOnFreePort(t, bin, nil, func(addr string) ([]string, func(ctx context.Context) error) {
+		s.MockURL = "http://" + addr
+		return []string{"-http-addr", addr, "-https-addr", Addr(FreePort(t))}, func(ctx context.Context) error {
+			req, err := http.NewRequestWithContext(ctx, http.MethodGet, s.MockURL+"/v1/customers", nil)
+			if err != nil {
+				return err
+			}
+			req.Header.Set("Authorization", "Bearer "+StripeTestKey)
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				return err
+			}
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusOK {
+				return fmt.Errorf("stripe-mock answered %s", resp.Status)
+			}
+			return nil
 		}
-		req.Header.Set("Authorization", "Bearer "+StripeTestKey)
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			return err
-		}
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusOK {
-			return fmt.Errorf("stripe-mock answered %s", resp.Status)
-		}
-		return nil
 	})
 	target, err := url.Parse(s.MockURL)
 	if err != nil {

@@ -44,31 +44,31 @@ type S3Server struct {
 func Versitygw(t testing.TB) *S3Server {
 	t.Helper()
 	bin := Tool(t, "versitygw", "go install github.com/versity/versitygw/cmd/versitygw@v1.8.0")
-	addr := Addr(FreePort(t))
 	s := &S3Server{
-		Endpoint:  "http://" + addr,
 		Region:    VersitygwRegion,
 		AccessKey: rand.Text()[:20],
 		SecretKey: rand.Text() + rand.Text()[:14],
 		Dir:       t.TempDir(),
 	}
-	s.client = s3.New(s3.Options{
-		Region:       s.Region,
-		BaseEndpoint: aws.String(s.Endpoint),
-		UsePathStyle: true,
-		Credentials:  credentials.NewStaticCredentialsProvider(s.AccessKey, s.SecretKey, ""),
-		// Readiness is polled by Start; the SDK's own backoff would only
-		// slow that down.
-		Retryer: aws.NopRetryer{},
-	})
-	Start(t, bin,
-		[]string{"--port", addr, "--region", s.Region, "--quiet", "posix", s.Dir},
-		[]string{"ROOT_ACCESS_KEY=" + s.AccessKey, "ROOT_SECRET_KEY=" + s.SecretKey},
-		func(ctx context.Context) error {
-			// A signed request proves more than an open port: the
-			// credentials and region were taken.
-			_, err := s.client.ListBuckets(ctx, &s3.ListBucketsInput{})
-			return err
+	StartOnFreePort(t, bin, []string{"ROOT_ACCESS_KEY=" + s.AccessKey, "ROOT_SECRET_KEY=" + s.SecretKey},
+		func(addr string) ([]string, func(ctx context.Context) error) {
+			s.Endpoint = "http://" + addr
+			s.client = s3.New(s3.Options{
+				Region:       s.Region,
+				BaseEndpoint: aws.String(s.Endpoint),
+				UsePathStyle: true,
+				Credentials:  credentials.NewStaticCredentialsProvider(s.AccessKey, s.SecretKey, ""),
+				// Readiness is polled by Start; the SDK's own backoff
+				// would only slow that down.
+				Retryer: aws.NopRetryer{},
+			})
+			return []string{"--port", addr, "--region", s.Region, "--quiet", "posix", s.Dir},
+				func(ctx context.Context) error {
+					// A signed request proves more than an open port: the
+					// credentials and region were taken.
+					_, err := s.client.ListBuckets(ctx, &s3.ListBucketsInput{})
+					return err
+				}
 		})
 	return s
 }

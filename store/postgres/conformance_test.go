@@ -10,53 +10,91 @@ import (
 	"testing"
 	"time"
 
+	"net/http/httptest"
+
 	"github.com/jackc/pgx/v5"
 
 	"github.com/imagegate/imagegate/internal/testpeer"
+	"github.com/imagegate/imagegate/store"
+	"github.com/imagegate/imagegate/store/keyservice"
 	"github.com/imagegate/imagegate/store/postgres"
 	"github.com/imagegate/imagegate/store/storetest"
 )
 
 // TestConformance runs the shared store suite on a real PostgreSQL
-// server: one throwaway cluster, a fresh database per test.
+// server: one throwaway cluster, a fresh database per test, key files
+// opened by the store itself.
 func TestConformance(t *testing.T) {
+	runConformance(t, nil)
+}
+
+// TestConformanceWithKeyService runs the suite again with every store's
+// keys kept by a key service (store/keyservice) on a real HTTP server over
+// the test's key files, as gateways without a shared disk use it: every
+// seal, open and crypto-shred goes over HTTP, and the suite's checks of
+// the key files (a destroyed key reads as an empty slot, nothing erased is
+// readable in them) look at the service's files.
+func TestConformanceWithKeyService(t *testing.T) {
+	runConformance(t, func(t *testing.T, keyPath string) string {
+		files, err := store.OpenKeyFiles(keyPath)
+		if err != nil {
+			t.Fatal(err)
+		}
+		srv, err := keyservice.NewServer(keyservice.ServerConfig{Keys: files, Token: serviceToken})
+		if err != nil {
+			t.Fatal(err)
+		}
+		hs := httptest.NewServer(srv)
+		t.Cleanup(func() {
+			hs.Close()
+			files.Close()
+		})
+		return hs.URL
+	})
+}
+
+const serviceToken = "conformance-key-service-token-0123456789"
+
+// runConformance runs the suite; with serve set, each store's key files
+// are served by the key service serve starts, and the stores use it.
+func runConformance(t *testing.T, serve func(t *testing.T, keyPath string) (url string)) {
 	pg := testpeer.StartPostgres(t)
-	type opened struct{ url, keyPath string }
+	type opened struct{ url, keyPath, serviceURL string }
 	var dbs sync.Map // store → opened
-	storetest.Run(t, storetest.Harness{
-		Open: func(t *testing.T, now func() time.Time) (storetest.Store, string) {
-			url := pg.NewDatabase(t)
-			keyPath := filepath.Join(t.TempDir(), "imagegate.db")
-			db, err := postgres.Open(t.Context(), postgres.Config{URL: url, KeyPath: keyPath, Now: now})
+	openDB := func(t *testing.T, o opened, now func() time.Time) *postgres.DB {
+		t.Helper()
+		cfg := postgres.Config{URL: o.url, KeyPath: o.keyPath, Now: now}
+		if o.serviceURL != "" {
+			c, err := keyservice.NewClient(keyservice.ClientConfig{URL: o.serviceURL, Token: serviceToken})
 			if err != nil {
 				t.Fatal(err)
 			}
-			t.Cleanup(func() { db.Close() })
-			dbs.Store(storetest.Store(db), opened{url, keyPath})
-			return db, keyPath
+			cfg.KeyPath, cfg.Keys = "", c
+		}
+		db, err := postgres.Open(t.Context(), cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { db.Close() })
+		dbs.Store(storetest.Store(db), o)
+		return db
+	}
+	storetest.Run(t, storetest.Harness{
+		Open: func(t *testing.T, now func() time.Time) (storetest.Store, string) {
+			o := opened{url: pg.NewDatabase(t), keyPath: filepath.Join(t.TempDir(), "imagegate.db")}
+			if serve != nil {
+				o.serviceURL = serve(t, o.keyPath)
+			}
+			return openDB(t, o, now), o.keyPath
 		},
 		Reopen: func(t *testing.T, s storetest.Store, now func() time.Time) storetest.Store {
 			v, _ := dbs.Load(s)
-			o := v.(opened)
 			s.(*postgres.DB).Close()
-			db, err := postgres.Open(t.Context(), postgres.Config{URL: o.url, KeyPath: o.keyPath, Now: now})
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { db.Close() })
-			dbs.Store(storetest.Store(db), o)
-			return db
+			return openDB(t, v.(opened), now)
 		},
 		Share: func(t *testing.T, s storetest.Store, now func() time.Time) storetest.Store {
 			v, _ := dbs.Load(s)
-			o := v.(opened)
-			db, err := postgres.Open(t.Context(), postgres.Config{URL: o.url, KeyPath: o.keyPath, Now: now})
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { db.Close() })
-			dbs.Store(storetest.Store(db), o)
-			return db
+			return openDB(t, v.(opened), now)
 		},
 		Contains: func(t *testing.T, s storetest.Store, needle []byte) bool {
 			t.Helper()

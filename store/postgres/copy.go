@@ -115,6 +115,12 @@ type (
 		CloseSealed []byte         `json:"close_note,omitempty"`
 		Erased      bool           `json:"erased,omitempty"`
 	}
+	boltJob struct {
+		store.Job
+		Sealed       []byte `json:"request"`
+		ResumeSlot   uint64 `json:"resume_slot,omitempty"`
+		ResumeSealed []byte `json:"resume,omitempty"`
+	}
 	boltNotifyJob struct {
 		store.NotifyJob
 		ListAfter string `json:"list_after,omitempty"`
@@ -127,7 +133,7 @@ var copyTables = []string{
 	"accounts", "sessions", "email_tokens", "api_keys", "ledger", "holds", "consents", "security_log",
 	"billing", "stripe_payments", "webhook_events", "billing_flags", "generations", "objects", "object_refs",
 	"doomed_objects", "erasures", "profiles", "analytics_days", "reports", "dsar_requests", "notify_jobs",
-	"notify_recipients", "partners", "partner_usage", "meta",
+	"notify_recipients", "partners", "partner_usage", "jobs", "meta",
 }
 
 // CopyFromBolt copies every record of the bbolt store src into this empty
@@ -323,11 +329,30 @@ func (c *copier) put(r rawRecord) error {
 	case "account_emails", "account_google", "account_sessions", "account_api_keys", "ledger_refs",
 		"account_security_log", "stripe_customers", "generation_keys", "generation_expiry":
 		return nil // indexes, rebuilt by the schema's columns
-	case "jobs", "job_owners", "job_idempotency":
-		// Asynchronous jobs exist on the embedded store only: a gateway on
-		// PostgreSQL offers none, so they are not carried (finish or
-		// cancel them before the move).
-		return nil
+	case "job_owners", "job_idempotency":
+		return nil // indexes: the jobs table's owner and idem_key columns
+	case "jobs":
+		// Every job, finished or not, sealed as it is (same key files);
+		// leases are dropped, the old process being stopped, so the first
+		// gateway on the database runs the unfinished ones at once.
+		var j boltJob
+		if err := json.Unmarshal(v, &j); err != nil {
+			return err
+		}
+		job := j.Job
+		job.LeaseHolder, job.LeaseUntil = "", time.Time{}
+		rec, err := jobRecord(job)
+		if err != nil {
+			return err
+		}
+		var resume []byte
+		if !job.Finished() {
+			resume = j.ResumeSealed
+		}
+		c.sums.add("jobs", job.ID, job.Owner, job.Status, hex.EncodeToString(j.Sealed), hex.EncodeToString(resume))
+		return c.exec("jobs", `INSERT INTO jobs (id, owner, status, created, updated, idem_key, record, request_sealed, resume_slot, resume_sealed)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)`, job.ID, job.Owner, job.Status, job.Created, job.Updated, job.IdemKey,
+			rec, j.Sealed, int64(j.ResumeSlot), resume)
 	case "meta":
 		switch string(k) {
 		case "schema":
@@ -570,7 +595,7 @@ func (c *copier) setSequences(seqs map[string]uint64) error {
 	for _, s := range []struct {
 		seq, bucket, floor string
 	}{
-		{"account_key_slots", "accounts", `SELECT greatest(coalesce((SELECT max(slot) FROM accounts), 0), coalesce((SELECT max(slot) FROM dsar_requests), 0), coalesce((SELECT max(slot) FROM erasures), 0))`},
+		{"account_key_slots", "accounts", `SELECT greatest(coalesce((SELECT max(slot) FROM accounts), 0), coalesce((SELECT max(slot) FROM dsar_requests), 0), coalesce((SELECT max(slot) FROM erasures), 0), coalesce((SELECT max(resume_slot) FROM jobs), 0))`},
 		{"report_key_slots", "reports", `SELECT coalesce(max(slot), 0) FROM reports`},
 		{"dsar_seq", "dsar_requests", `SELECT 0`},
 		{"notify_seq", "notify_jobs", `SELECT coalesce(max(seq), 0) FROM notify_jobs`},
@@ -602,7 +627,7 @@ func (c *checksums) add(table string, fields ...string) {
 
 func (c *checksums) final() map[string]string {
 	out := map[string]string{}
-	for _, t := range []string{"accounts", "ledger", "generations", "objects", "reports", "partners", "partner_usage"} {
+	for _, t := range []string{"accounts", "ledger", "generations", "objects", "reports", "partners", "partner_usage", "jobs"} {
 		rows := slices.Clone(c.rows[t])
 		slices.Sort(rows)
 		h := sha256.New()
@@ -627,6 +652,7 @@ func (db *DB) copyChecksums(ctx context.Context) (map[string]string, error) {
 		"partners": `SELECT id, publishable_key, encode(secret_hash, 'hex'), array_to_string(origins, ' '),
 			monthly_quota::text || ' ' || rate_limit::text || ' ' || disabled::text, plan, webhook_url, webhook_secret FROM partners`,
 		"partner_usage": `SELECT partner_id, to_char(day, 'YYYY-MM-DD'), images::text FROM partner_usage`,
+		"jobs":          `SELECT id, owner, status, encode(request_sealed, 'hex'), coalesce(encode(resume_sealed, 'hex'), '') FROM jobs`,
 	}
 	for table, q := range queries {
 		rows, err := db.pool.Query(ctx, q)

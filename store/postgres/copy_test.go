@@ -38,6 +38,7 @@ type snapshot struct {
 	Models      []store.Model
 	Partners    []store.Partner
 	Usage       [][]store.PartnerUsage
+	Jobs        [][]store.Job
 }
 
 func takeSnapshot(t *testing.T, s storetest.Store, accounts []string, objects []string, reportID string) snapshot {
@@ -74,6 +75,13 @@ func takeSnapshot(t *testing.T, s storetest.Store, accounts []string, objects []
 		keys, err := s.APIKeys(id)
 		must(err)
 		sn.APIKeys = append(sn.APIKeys, keys)
+		jobs, err := s.AccountJobs(id)
+		must(err)
+		for i := range jobs {
+			// Leases are a running process's, not carried by a copy.
+			jobs[i].LeaseHolder, jobs[i].LeaseUntil = "", time.Time{}
+		}
+		sn.Jobs = append(sn.Jobs, jobs)
 	}
 	var err error
 	sn.Doomed, err = s.DoomedObjects("", 100)
@@ -211,6 +219,30 @@ func TestCopyFromBolt(t *testing.T) {
 	must(err)
 	_, err = src.UpdatePartner(partners[1].ID, store.PartnerChange{Disabled: &disabled})
 	must(err)
+	// Jobs: ada's finished one under an idempotency key, bob's running
+	// one with a credit hold, a visitor's unfinished and finished ones.
+	adaJob, _, err := src.CreateJob(store.Job{ID: store.NewJobID(), Owner: ada, Request: []byte(`{"prompt":"ada's job"}`), IdemKey: "k-ada", RequestHash: []byte("rh")}, nil)
+	must(err)
+	_, err = src.UpdateJob(adaJob.ID, func(j *store.Job) error {
+		j.Status, j.Runs, j.Images = store.JobSucceeded, 1, []store.JobImage{{Object: shared, Ext: "png", ContentType: "image/png", Seed: 7, Width: 256, Height: 256}}
+		return nil
+	})
+	must(err)
+	bobJob, _, err := src.CreateJob(store.Job{ID: store.NewJobID(), Owner: bob, Request: []byte(`{"prompt":"bob's job"}`), LeaseUntil: clock.Now().Add(time.Hour)}, nil)
+	must(err)
+	_, err = src.UpdateJob(bobJob.ID, func(j *store.Job) error {
+		j.Status, j.Runs, j.Holds = store.JobRunning, 1, []string{"hold_1"}
+		return nil
+	})
+	must(err)
+	anonKey := make([]byte, 32)
+	anonKey[0] = 9
+	anonJob, _, err := src.CreateJob(store.Job{ID: store.NewJobID(), Request: []byte(`{"prompt":"a visitor's job"}`), TokenHash: []byte("th")}, anonKey)
+	must(err)
+	anonDone, _, err := src.CreateJob(store.Job{ID: store.NewJobID(), Request: []byte(`{"prompt":"a visitor's finished job"}`), TokenHash: []byte("th2")}, anonKey)
+	must(err)
+	_, err = src.UpdateJob(anonDone.ID, func(j *store.Job) error { j.Status = store.JobFailed; return nil })
+	must(err)
 	clock.Advance(2 * time.Minute)
 	_, err = src.ExpireOutputs(100) // the pending output, never owned, is queued for deletion
 	must(err)
@@ -231,7 +263,8 @@ func TestCopyFromBolt(t *testing.T) {
 		t.Fatal(err)
 	}
 	if copied.Counts["accounts"] != 3 || copied.Counts["generations"] != 3 || copied.Checksums["ledger"] == "" ||
-		copied.Counts["partners"] != 2 || copied.Counts["partner_usage"] != 2 || copied.Checksums["partners"] == "" {
+		copied.Counts["partners"] != 2 || copied.Counts["partner_usage"] != 2 || copied.Checksums["partners"] == "" ||
+		copied.Counts["jobs"] != 4 || copied.Checksums["jobs"] == "" {
 		t.Errorf("copy report %+v", copied)
 	}
 	after := takeSnapshot(t, dst, accounts, []string{shared, private}, rep.ID)
@@ -274,6 +307,26 @@ func TestCopyFromBolt(t *testing.T) {
 	}
 	if got, err := dst.Account(ada); err != nil || got.Email != "ada@example.com" {
 		t.Errorf("an old account after a new one: %+v, %v", got, err)
+	}
+	// Jobs: the idempotency key still names ada's job; the visitor's token
+	// still opens theirs; the unfinished ones, leases dropped, are claimed
+	// at once, the visitor's with its request from the resume copy.
+	if j, created, err := dst.CreateJob(store.Job{ID: store.NewJobID(), Owner: ada, Request: []byte(`{}`), IdemKey: "k-ada"}, nil); err != nil || created || j.ID != adaJob.ID {
+		t.Errorf("ada's idempotency key on the copy: %s created=%v %v", j.ID, created, err)
+	}
+	for _, id := range []string{anonJob.ID, anonDone.ID} {
+		if j, err := dst.Job(id, anonKey); err != nil || len(j.Request) == 0 {
+			t.Errorf("a visitor's job on the copy: %v", err)
+		}
+	}
+	claimed, err := dst.ClaimJobs(time.Minute)
+	must(err)
+	got := map[string]string{}
+	for _, j := range claimed {
+		got[j.ID] = string(j.Request)
+	}
+	if want := map[string]string{bobJob.ID: `{"prompt":"bob's job"}`, anonJob.ID: `{"prompt":"a visitor's job"}`}; !cmp.Equal(got, want) {
+		t.Errorf("claimed on the copy %v, want %v", got, want)
 	}
 	// A second copy is refused: the database has accounts.
 	if _, err := dst.CopyFromBolt(t.Context(), src); !errors.Is(err, postgres.ErrNotEmpty) {

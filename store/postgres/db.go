@@ -22,6 +22,10 @@ type Config struct {
 	// KeyPath+".keys", ".daykeys" and ".reportkeys". Every gateway on the
 	// database must open the same files.
 	KeyPath string
+	// Keys, when set, keeps the key slots instead of KeyPath's files: a
+	// key service client (store/keyservice) that every gateway of a fleet
+	// shares, so none needs the files on its own disk. The DB closes it.
+	Keys store.KeyBackend
 	// Now is the clock (time.Now). Tests pass a fake one.
 	Now func() time.Time
 	// Timeout bounds each store operation (10 s): the gateway's store
@@ -43,8 +47,11 @@ func (c *Config) Validate() error {
 	if c.URL == "" {
 		errs = append(errs, errors.New("postgres: database URL is required"))
 	}
-	if c.KeyPath == "" {
-		errs = append(errs, errors.New("postgres: key path is required"))
+	if c.KeyPath == "" && c.Keys == nil {
+		errs = append(errs, errors.New("postgres: key path (or a key service) is required"))
+	}
+	if c.KeyPath != "" && c.Keys != nil {
+		errs = append(errs, errors.New("postgres: a key path and a key service are exclusive"))
 	}
 	if c.Timeout < 0 {
 		errs = append(errs, errors.New("postgres: timeout must not be negative"))
@@ -63,16 +70,21 @@ type DB struct {
 	index   atomic.Pointer[indexKey]
 	now     func() time.Time
 	timeout time.Duration
+	// jobHolder names this client in job leases (one per Open).
+	jobHolder string
 }
 
 // Open connects, applies pending migrations (under an advisory lock) and
-// opens the key files.
+// opens the key files (or takes cfg.Keys, which it closes on failure too).
 func Open(ctx context.Context, cfg Config) (_ *DB, err error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
 	pcfg, err := pgxpool.ParseConfig(cfg.URL)
 	if err != nil {
+		if cfg.Keys != nil {
+			cfg.Keys.Close()
+		}
 		return nil, fmt.Errorf("postgres: parse database URL: %w", err)
 	}
 	if cfg.MaxConns > 0 {
@@ -80,9 +92,17 @@ func Open(ctx context.Context, cfg Config) (_ *DB, err error) {
 	}
 	pool, err := pgxpool.NewWithConfig(ctx, pcfg)
 	if err != nil {
+		if cfg.Keys != nil {
+			cfg.Keys.Close()
+		}
 		return nil, fmt.Errorf("postgres: %w", err)
 	}
-	db := &DB{pool: pool, now: cfg.Now, timeout: cfg.Timeout}
+	db := &DB{pool: pool, now: cfg.Now, timeout: cfg.Timeout, jobHolder: store.NewID("holder_")}
+	where := "the key file " + cfg.KeyPath + ".keys"
+	if cfg.Keys != nil {
+		db.keys = store.NewKeyring(cfg.Keys)
+		where = "the key service's key file"
+	}
 	defer func() {
 		if err != nil {
 			db.Close()
@@ -91,10 +111,12 @@ func Open(ctx context.Context, cfg Config) (_ *DB, err error) {
 	if _, err := Migrate(ctx, pool); err != nil {
 		return nil, err
 	}
-	if db.keys, err = store.OpenKeyring(cfg.KeyPath); err != nil {
-		return nil, err
+	if db.keys == nil {
+		if db.keys, err = store.OpenKeyring(cfg.KeyPath); err != nil {
+			return nil, err
+		}
 	}
-	if err := db.openIndexKey(ctx, cfg.KeyPath); err != nil {
+	if err := db.openIndexKey(ctx, where); err != nil {
 		return nil, err
 	}
 	return db, nil

@@ -33,12 +33,25 @@
 // # Personal data stays sealed
 //
 // Sealed fields are sealed exactly as in the bbolt store, with the same
-// key files (store.Keyring: KeyPath+".keys", ".daykeys", ".reportkeys"),
-// which never enter the database. The database holds only ciphertext,
+// key files (store.Keyring: KeyPath+".keys", ".daykeys", ".reportkeys",
+// here or behind a key service), which never enter the database. The database holds only ciphertext,
 // HMAC lookup indexes and SHA-256 hashes of secrets; destroying a key
 // (erasure, the end of a retention period) makes every copy unreadable,
 // including the database's WAL, replicas and backups. Key slots come from
 // a database sequence, so gateways never collide on one.
+//
+// # Asynchronous jobs: leases
+//
+// Generation jobs (table jobs) are shared by every gateway. Each
+// unfinished job is leased to one store client (one gateway) until
+// lease_until; the holder renews it, and ClaimJobs hands a job whose lease
+// lapsed (its gateway died or lost the database) to exactly one other
+// client: UPDATE … FROM (SELECT … FOR UPDATE SKIP LOCKED), the lease
+// re-checked under the row lock. Leases are compared with the claiming
+// gateway's clock, so gateways' clocks must agree to well within the
+// lease (NTP). A run that finds its lease gone stops without recording.
+// An idempotency key is unique per owner (a partial unique index), so a
+// POST retried through another gateway gets the same job.
 //
 // # Caveats
 //
@@ -47,9 +60,11 @@
 // account row is re-indexed in one transaction, which costs time in
 // proportion to the number of accounts.
 //
-// Every gateway must open the same key files: today that means the
-// gateways share a host or a volume (the files are written under flock).
-// Multi-region gateways on separate hosts need a shared key service,
-// which does not exist yet. The gateway's store interfaces carry no
-// context, so each operation is bounded by Config.Timeout instead.
+// Every gateway must use the same key files: either it opens them itself
+// (Config.KeyPath; gateways on one host or one volume share them under
+// flock), or a key service keeps them for the whole fleet (Config.Keys, a
+// store/keyservice client; `imagegate keys serve`), so gateways on
+// separate hosts in several regions need no shared disk. The gateway's
+// store interfaces carry no context, so each operation is bounded by
+// Config.Timeout instead.
 package postgres

@@ -110,6 +110,7 @@ func eraseAccountRecords(ctx context.Context, tx pgx.Tx, accountID string) error
 		`DELETE FROM profiles WHERE account_id = $1`,
 		`DELETE FROM security_log WHERE account_id = $1`,
 		`DELETE FROM billing WHERE account_id = $1`,
+		`DELETE FROM jobs WHERE owner = $1`,
 	} {
 		if _, err := tx.Exec(ctx, q, accountID); err != nil {
 			return err

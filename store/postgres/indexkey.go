@@ -8,6 +8,7 @@ import (
 	"fmt"
 
 	"github.com/jackc/pgx/v5"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/imagegate/imagegate/store"
 )
@@ -20,6 +21,9 @@ const (
 	metaIndexSlot    = "index_key_slot"
 	metaIndexRetired = "index_key_retired"
 )
+
+// rotateFetches is how many account keys a rotation fetches at once.
+const rotateFetches = 16
 
 // indexKey is the lookup-index key this gateway last used, and its slot.
 type indexKey struct {
@@ -87,7 +91,7 @@ func (db *DB) cachedLookupKey(kind, value string) (uint64, []byte) {
 // the fingerprint the database remembers: key files from another
 // deployment would silently lose every account's lookup. A key a
 // rotation replaced but did not get to destroy is destroyed now.
-func (db *DB) openIndexKey(ctx context.Context, path string) error {
+func (db *DB) openIndexKey(ctx context.Context, where string) error {
 	slot, err := readIndexSlot(ctx, db.pool, "")
 	if err != nil {
 		return err
@@ -111,7 +115,7 @@ func (db *DB) openIndexKey(ctx context.Context, path string) error {
 		return fmt.Errorf("postgres: read index fingerprint: %w", err)
 	}
 	if !bytes.Equal(want, fp) {
-		return fmt.Errorf("postgres: the key file %s.keys belongs to another database; restore the matching one", path)
+		return fmt.Errorf("postgres: %s belongs to another database; restore the matching one", where)
 	}
 	db.index.Store(&indexKey{slot: slot, key: key})
 	var retired []byte
@@ -171,11 +175,27 @@ func (db *DB) RotateIndexKey() error {
 		if err != nil {
 			return err
 		}
-		for _, a := range accounts {
-			acctKey, err := db.keys.AccountKey(uint64(a.slot), a.id)
-			if err != nil {
-				return fmt.Errorf("postgres: rotate index: account %s: %w", a.id, err)
-			}
+		// With a key service each key is a round trip: fetch them a few
+		// at a time, so the transaction (which holds every account row)
+		// takes a fraction of the sum of the round trips.
+		keys := make([][]byte, len(accounts))
+		var g errgroup.Group
+		g.SetLimit(rotateFetches)
+		for i, a := range accounts {
+			g.Go(func() error {
+				k, err := db.keys.AccountKey(uint64(a.slot), a.id)
+				if err != nil {
+					return fmt.Errorf("postgres: rotate index: account %s: %w", a.id, err)
+				}
+				keys[i] = k
+				return nil
+			})
+		}
+		if err := g.Wait(); err != nil {
+			return err
+		}
+		for i, a := range accounts {
+			acctKey := keys[i]
 			email, err := store.Unseal(acctKey, "email:"+a.id, a.email)
 			if err != nil {
 				return fmt.Errorf("postgres: rotate index: account %s: %w", a.id, err)

@@ -55,7 +55,7 @@ func TestSweepWaitsForTheLease(t *testing.T) {
 		t.Fatal(err)
 	}
 	var gone bool
-	if err := db.pool.QueryRow(t.Context(), `SELECT pg_terminate_backend($1, 10000)`, int32(pid)).Scan(&gone); err != nil || !gone {
+	if err := db.pool.QueryRow(t.Context(), `SELECT pg_terminate_backend($1, 60000)`, int32(pid)).Scan(&gone); err != nil || !gone {
 		t.Fatalf("terminating the lease holder: %v, %v", gone, err)
 	}
 	_ = other.Conn().Close(context.Background())

@@ -74,6 +74,7 @@ type Store interface {
 
 	billingStore
 	lifecycleStore
+	jobStore
 	partnerStore
 	complianceStore
 }
@@ -221,6 +222,11 @@ func Run(t *testing.T, h Harness) {
 		{"PartnerQuotaConcurrent", testPartnerQuotaConcurrent},
 		{"CreditSalesDays", testCreditSalesDays},
 		{"ErasureRotatesTheLookupIndexKey", testErasureRotatesTheLookupIndexKey},
+		{"JobsSealedKeyedAndIdempotent", testJobsSealedKeyedAndIdempotent},
+		{"JobIdempotencyAcrossClients", testJobIdempotencyAcrossClients},
+		{"JobLeaseGoesToOneClientAtATime", testJobLeaseGoesToOneClientAtATime},
+		{"JobsResumeAfterRestart", testJobsResumeAfterRestart},
+		{"JobsErasedWithTheAccountAndSwept", testJobsErasedWithTheAccountAndSwept},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
