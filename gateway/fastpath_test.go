@@ -180,6 +180,32 @@ func TestHitPathEquivalence(t *testing.T) {
 		return hitRequest{name: name, method: "GET", uri: uri, headers: headers, fast: fast, want: want}
 	}
 	badSig := h.objPath[:len(h.objPath)-3] + "AAA"
+	// Two images, the second evicted before each answer: the hit path
+	// hands the first over as found, and the app neither looks it up
+	// again (one L1 hit per answer) nor fails to generate the second.
+	const twoBody = `{"prompt":"a lighthouse in a storm","size":"256x256","n":2}`
+	if resp, out := h.postJSON(twoBody); resp.StatusCode != 200 {
+		t.Fatalf("two images: %d %s", resp.StatusCode, out)
+	}
+	two := h.gw.parsed.get([]byte(twoBody), h.gw.catalog.models.Load())
+	if two == nil || len(two.keys) != 2 {
+		t.Fatal("the two-image body was not kept parsed")
+	}
+	var hitsBefore uint64
+	secondEvicted := func(t *testing.T, h *hitEnv, _ net.Addr) {
+		if err := h.gw.cache.Invalidate(two.keys[1]); err != nil {
+			t.Fatal(err)
+		}
+		hitsBefore = h.cache.Stats().HitsL1
+	}
+	firstLookedUpOnce := func(t *testing.T, h *hitEnv) {
+		if d := h.cache.Stats().HitsL1 - hitsBefore; d != 1 {
+			t.Errorf("L1 counted %d hits for one cached image, want 1", d)
+		}
+		if _, _, ok := h.gw.cache.Peek(two.keys[1]); !ok {
+			t.Error("the evicted image was not generated again")
+		}
+	}
 	reqs := []hitRequest{
 		gen("anonymous hit", true, 200),
 		gen("anonymous hit with a user agent and accept", true, 200, "User-Agent", "sdk/1.0", "Accept", "application/json"),
@@ -203,6 +229,8 @@ func TestHitPathEquivalence(t *testing.T) {
 		{name: "invalid body", method: "POST", uri: "/v1/images/generations", body: `{"prompt":`, want: 400},
 		{name: "rate limit exhausted", method: "POST", uri: "/v1/images/generations", body: hitTestBody, setup: drain, want: 429},
 		{name: "output judged under another policy", method: "POST", uri: "/v1/images/generations", body: hitTestBody, setup: otherPolicy, check: rejudged, want: 200},
+		{name: "two images, both cached", method: "POST", uri: "/v1/images/generations", body: twoBody, fast: true, want: 200},
+		{name: "two images, the second evicted", method: "POST", uri: "/v1/images/generations", body: twoBody, setup: secondEvicted, check: firstLookedUpOnce, want: 200},
 		{name: "output no longer cached", method: "POST", uri: "/v1/images/generations", body: hitTestBody, setup: evicted, want: 200},
 		obj("signed object", h.objPath, true, 200),
 		obj("signed object with cookies and a key", h.objPath, true, 200, "Cookie", "ig_session=x", "Authorization", "Bearer sk_x"),
