@@ -201,7 +201,9 @@ func (r *jobRunner) recordHolds(id string) func([]string) {
 	return func(ids []string) {
 		if _, err := r.st.UpdateJob(id, func(j *store.Job) error { j.Holds = append(j.Holds, ids...); return nil }); err != nil {
 			r.g.logger.Warn("job's credit holds not recorded; they expire instead", "job", id, "err", err)
+			return
 		}
+		r.g.logger.Debug("job's credit holds recorded", "job", id, "holds", len(ids))
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"image/png"
 	"io"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -24,7 +25,9 @@ func TestSIGKILLMidJobThenRestartRunsIt(t *testing.T) {
 	tier := start(t, "inference", "--addr", "127.0.0.1:0")
 	dir := t.TempDir()
 	args := []string{"--addr", "127.0.0.1:0", "--data-dir", dir, "--inference", tier.url, "--rate-limits", "off"}
-	g := start(t, args...)
+	// At debug level the gateway logs when a run's credit holds are on
+	// its job (a transaction after the hold itself): the kill waits for it.
+	g := startEnv(t, []string{"IMAGEGATE_LOG_LEVEL=debug", "IMAGEGATE_LOG_FORMAT=json"}, args...)
 	waitReady(t, g.url)
 	user := newJarClient(t)
 	user.expect(t, "POST", g.url+"/v1/auth/signup", `{"email":"`+email+`","password":"`+password+`","over_18":true}`, 202)
@@ -58,6 +61,9 @@ func TestSIGKILLMidJobThenRestartRunsIt(t *testing.T) {
 	waitJob(t, user, g.url, job.ID, "running")
 	before := initial - 1
 	waitCredits(t, user, g.url, before) // 1 held by the running job
+	pollUntil(t, "the run's hold recorded on the job", func() bool {
+		return strings.Contains(g.logs(), `"msg":"job's credit holds recorded","job":"`+job.ID+`"`)
+	})
 
 	g.cmd.Process.Kill()
 	g.cmd.Wait()
