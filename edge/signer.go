@@ -7,9 +7,11 @@ import (
 	"errors"
 	"fmt"
 	"hash"
+	"hash/maphash"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -94,6 +96,42 @@ type Signer struct {
 	sep      string  // "?" + param + "="
 	param    string
 	now      func() time.Time
+	realtime bool // now is time.Now
+
+	// genuine remembers links whose MAC checked out lately, so a popular
+	// link (every visitor of a second gets the same one) costs one HMAC,
+	// not one per request. A MAC is a pure function of the path, the
+	// issue time and the keys, which never change for a Signer; the
+	// expiry is still checked on every request. Direct-mapped by a seeded
+	// hash of the token: a slot holds the last genuine link to land there.
+	genuine     [genuineSlots]atomic.Pointer[genuineLink]
+	genuineSeed maphash.Seed
+}
+
+// genuineSlots bounds the links remembered as genuine.
+const genuineSlots = 256
+
+// genuineLink is a path and token whose MAC was verified.
+type genuineLink struct{ path, tok string }
+
+// knownGenuine reports whether path and tok were verified before.
+func (s *Signer) knownGenuine(path, tok string) (*atomic.Pointer[genuineLink], bool) {
+	slot := &s.genuine[maphash.String(s.genuineSeed, tok)%genuineSlots]
+	g := slot.Load()
+	return slot, g != nil && g.path == path && constantTimeEqual(g.tok, tok)
+}
+
+// constantTimeEqual compares a token with a genuine one in time that
+// depends on their lengths only, as hmac.Equal would.
+func constantTimeEqual(a, b string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	var v byte
+	for i := 0; i < len(a); i++ {
+		v |= a[i] ^ b[i]
+	}
+	return v == 0
 }
 
 // NewSigner returns a Signer for cfg that reads the time from now (nil
@@ -109,15 +147,18 @@ func NewSigner(cfg SignerConfig, now func() time.Time) (*Signer, error) {
 	if cfg.Param == "" {
 		cfg.Param = DefaultSignatureParam
 	}
+	realtime := now == nil
 	if now == nil {
 		now = time.Now
 	}
 	s := &Signer{
-		current: newMACKey(cfg.Current),
-		ttl:     int64(cfg.TTL / time.Second),
-		sep:     "?" + cfg.Param + "=",
-		param:   cfg.Param,
-		now:     now,
+		realtime:    realtime,
+		genuineSeed: maphash.MakeSeed(),
+		current:     newMACKey(cfg.Current),
+		ttl:         int64(cfg.TTL / time.Second),
+		sep:         "?" + cfg.Param + "=",
+		param:       cfg.Param,
+		now:         now,
 	}
 	if len(cfg.Previous) > 0 {
 		s.previous = newMACKey(cfg.Previous)
@@ -155,6 +196,11 @@ func (s *Signer) AppendSign(dst, path []byte) []byte {
 // a caller may keep one and reuse it while Issued is unchanged.
 func (s *Signer) Issued() int64 { return s.now().Unix() }
 
+// Realtime reports whether the signer reads time.Now, so a caller that
+// has just read it may pass that reading to VerifyAt (or use its Unix
+// seconds as Issued) instead of reading the clock again.
+func (s *Signer) Realtime() bool { return s.realtime }
+
 // AppendSignAt is AppendSign for a link issued at issued (from Issued).
 func (s *Signer) AppendSignAt(dst, path []byte, issued int64) []byte {
 	st := s.current.get()
@@ -182,6 +228,16 @@ func (s *Signer) AppendSignAt(dst, path []byte, issued int64) []byte {
 // token older than TTL) or ErrSignatureInvalid (anything else, including a
 // token issued more than MaxClockSkew in the future).
 func (s *Signer) Verify(path, rawQuery string) error {
+	return s.verify(path, rawQuery, s.now)
+}
+
+// VerifyAt is Verify at the time now, for a Realtime signer's caller that
+// read the clock already.
+func (s *Signer) VerifyAt(path, rawQuery string, now time.Time) error {
+	return s.verify(path, rawQuery, func() time.Time { return now })
+}
+
+func (s *Signer) verify(path, rawQuery string, clock func() time.Time) error {
 	tok, ok := strings.CutPrefix(rawQuery, s.sep[1:])
 	if !ok || strings.IndexByte(tok, '&') >= 0 {
 		if !hasParam(rawQuery, s.param) {
@@ -200,15 +256,18 @@ func (s *Signer) Verify(path, rawQuery string) error {
 		}
 		issued = issued*10 + int64(c-'0')
 	}
-	var want [sha256.Size]byte
-	if !decodeMAC(&want, tok[issuedLen+1:]) {
-		return fmt.Errorf("%w: malformed token", ErrSignatureInvalid)
+	if slot, known := s.knownGenuine(path, tok); !known {
+		var want [sha256.Size]byte
+		if !decodeMAC(&want, tok[issuedLen+1:]) {
+			return fmt.Errorf("%w: malformed token", ErrSignatureInvalid)
+		}
+		if !s.current.verify(path, tok[:issuedLen], &want) &&
+			(s.previous == nil || !s.previous.verify(path, tok[:issuedLen], &want)) {
+			return fmt.Errorf("%w: wrong MAC", ErrSignatureInvalid)
+		}
+		slot.Store(&genuineLink{path: strings.Clone(path), tok: strings.Clone(tok)})
 	}
-	if !s.current.verify(path, tok[:issuedLen], &want) &&
-		(s.previous == nil || !s.previous.verify(path, tok[:issuedLen], &want)) {
-		return fmt.Errorf("%w: wrong MAC", ErrSignatureInvalid)
-	}
-	now := s.now().Unix()
+	now := clock().Unix()
 	if issued > now+int64(MaxClockSkew/time.Second) {
 		return fmt.Errorf("%w: issued in the future", ErrSignatureInvalid)
 	}

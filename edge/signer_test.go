@@ -348,3 +348,37 @@ func BenchmarkVerify(b *testing.B) {
 		})
 	}
 }
+
+// A link whose MAC was verified is remembered, but only its MAC: the same
+// token expires on time, a token for another path or one byte changed is
+// refused, and so is the genuine token after a clock that goes too far
+// back (issued in the future).
+func TestVerifyRemembersTheMACOnly(t *testing.T) {
+	t.Parallel()
+	var clock int64 = vectorIssued + 10
+	s := mustSigner(t, SignerConfig{Current: []byte(vectorKey)}, func() time.Time { return time.Unix(clock, 0) })
+	for range 3 {
+		if err := s.Verify(vectorPath, "verify="+vectorToken); err != nil {
+			t.Fatalf("genuine link: %v", err)
+		}
+	}
+	if _, known := s.knownGenuine(vectorPath, vectorToken); !known {
+		t.Fatal("a verified link is not remembered: every hit pays for the HMAC")
+	}
+	other := "/o/" + strings.Repeat("0", 64) + ".png"
+	if err := s.Verify(other, "verify="+vectorToken); !errors.Is(err, ErrSignatureInvalid) {
+		t.Errorf("a remembered token on another path: %v, want ErrSignatureInvalid", err)
+	}
+	tampered := vectorToken[:len(vectorToken)-1] + "x"
+	if err := s.Verify(vectorPath, "verify="+tampered); !errors.Is(err, ErrSignatureInvalid) {
+		t.Errorf("a remembered token changed in its last byte: %v, want ErrSignatureInvalid", err)
+	}
+	clock = vectorIssued + int64(DefaultLinkTTL/time.Second) + 1
+	if err := s.Verify(vectorPath, "verify="+vectorToken); !errors.Is(err, ErrSignatureExpired) {
+		t.Errorf("a remembered token past its TTL: %v, want ErrSignatureExpired", err)
+	}
+	clock = vectorIssued - int64(MaxClockSkew/time.Second) - 1
+	if err := s.Verify(vectorPath, "verify="+vectorToken); !errors.Is(err, ErrSignatureInvalid) {
+		t.Errorf("a remembered token issued in the future: %v, want ErrSignatureInvalid", err)
+	}
+}

@@ -37,7 +37,7 @@ func BenchmarkGenerationHit(b *testing.B) {
 	if resp, out := e.postJSON(benchGenBody); resp.StatusCode != 200 {
 		b.Fatalf("warm-up: %d %s", resp.StatusCode, out)
 	}
-	h := e.gw.App().Handler()
+	h := e.gw.Handler()
 	var ctx fasthttp.RequestCtx
 	ctx.Init(new(fasthttp.Request), benchRemote, nil)
 	b.ReportAllocs()
@@ -77,7 +77,7 @@ func BenchmarkObjectHit(b *testing.B) {
 		b.Fatal(err)
 	}
 	uri := u.RequestURI()
-	h := e.gw.App().Handler()
+	h := e.gw.Handler()
 	var ctx fasthttp.RequestCtx
 	ctx.Init(new(fasthttp.Request), benchRemote, nil)
 	b.ReportAllocs()

@@ -114,6 +114,15 @@ type Gateway struct {
 	progress      *progressHub
 	jobs          *jobRunner
 
+	// The hit path (fastpath.go): its view of the limiter and moderator,
+	// whether it serves generations, whether g.now is the real clock, and
+	// the app's error handler for its panics.
+	fastLimiter     *ratelimit.Limiter
+	passer          promptPasser
+	fastGenerations bool
+	realClock       bool
+	onError         fiber.ErrorHandler
+
 	stop context.CancelFunc
 	done chan struct{}
 }
@@ -158,6 +167,8 @@ func New(cfg Config, deps Deps) (*Gateway, error) {
 		metrics:    m,
 		logger:     logger,
 		now:        now,
+		realClock:  deps.Now == nil,
+		onError:    errorHandler(logger),
 		httpClient: deps.HTTPClient,
 		decodes:    make(chan struct{}, 4),
 		passwords:  newPasswordHasher(cfg.passwordParams, cfg.PasswordHashers, 5*time.Second),
@@ -243,7 +254,7 @@ func New(cfg Config, deps Deps) (*Gateway, error) {
 		ReadTimeout:  cfg.ReadTimeout,
 		WriteTimeout: cmp.Or(cfg.writeTimeout, cfg.RequestTimeout+10*time.Second),
 		IdleTimeout:  120 * time.Second,
-		ErrorHandler: errorHandler(logger),
+		ErrorHandler: g.onError,
 		// Image bytes are already compressed; JSON is small.
 		CompressedFileSuffix: "",
 		// fasthttp would otherwise parse a multipart body while reading it
@@ -253,6 +264,7 @@ func New(cfg Config, deps Deps) (*Gateway, error) {
 		DisablePreParseMultipartForm: true,
 	})
 	g.routes()
+	g.installHitPath()
 
 	ctx, cancel := context.WithCancel(context.Background())
 	g.stop = cancel
@@ -389,7 +401,8 @@ func (g *Gateway) routes() {
 // App exposes the Fiber app for in-process tests (app.Test).
 func (g *Gateway) App() *fiber.App { return g.app }
 
-// Serve answers HTTP on ln until Shutdown.
+// Serve answers HTTP on ln until Shutdown, the hit path in front of the
+// app.
 func (g *Gateway) Serve(ln net.Listener) error { return g.app.Listener(ln) }
 
 // Shutdown stops accepting connections, waits for in-flight requests and

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/gofiber/fiber/v2"
+	"github.com/valyala/fasthttp"
 
 	"github.com/imagegate/imagegate/cache"
 	"github.com/imagegate/imagegate/edge"
@@ -160,7 +161,7 @@ func (g *Gateway) respond(c *fiber.Ctx, p params, keyed *parsedGeneration) error
 
 	var resultsBuf [maxImages]result
 	results := resultsBuf[:p.N]
-	if err := g.resolveAll(ctx, &p, py, refresh, keyed, nil, results); err != nil {
+	if err := g.resolveAllFrom(ctx, &p, py, refresh, keyed, nil, results, handedHits(c, keyed, refresh)); err != nil {
 		return err
 	}
 	return g.writeImagesKeyed(c, p, results, refresh, keyed)
@@ -174,26 +175,53 @@ func (g *Gateway) writeImages(c *fiber.Ctx, p params, results []result, refresh 
 // writeImagesKeyed writes the images response for results, appended into
 // a pooled buffer; keyed, when not nil, keeps the links signed lately.
 func (g *Gateway) writeImagesKeyed(c *fiber.Ctx, p params, results []result, refresh bool, keyed *parsedGeneration) error {
-	ctx := context.Background()
 	bp := g.bodies.Get().(*[]byte)
-	defer func() {
-		if cap(*bp) <= 64<<10 { // b64_json bodies are not worth keeping
-			g.bodies.Put(bp)
-		}
-	}()
-	b := append((*bp)[:0], `{"created":`...)
-	b = strconv.AppendInt(b, time.Now().Unix(), 10)
+	defer g.putBody(bp)
+	var o origin
+	if g.cfg.CDNURL == "" && g.cfg.PublicURL == "" {
+		o = origin{scheme: c.Protocol(), host: c.Request().Host()}
+	}
+	b, err := g.appendImagesJSON((*bp)[:0], o, p, results, keyed, time.Now())
+	*bp = b
+	if err != nil {
+		return err
+	}
+	setImagesHeaders(&c.Response().Header, results, refresh)
+	c.Response().SetBody(b)
+	return nil
+}
+
+// putBody recycles a response buffer; b64_json bodies are not worth
+// keeping.
+func (g *Gateway) putBody(bp *[]byte) {
+	if cap(*bp) <= 64<<10 {
+		g.bodies.Put(bp)
+	}
+}
+
+// origin is where a request came to, for links when neither a CDN nor a
+// public URL is configured: its scheme and Host.
+type origin struct {
+	scheme string
+	host   []byte
+}
+
+// appendImagesJSON appends the images response body for results, created
+// at now.
+func (g *Gateway) appendImagesJSON(b []byte, o origin, p params, results []result, keyed *parsedGeneration, now time.Time) ([]byte, error) {
+	b = append(b, `{"created":`...)
+	b = strconv.AppendInt(b, now.Unix(), 10)
 	b = append(b, `,"data":[`...)
 	for i, r := range results {
 		if i > 0 {
 			b = append(b, ',')
 		}
 		if p.Format == "b64_json" {
-			octx, cancel := context.WithTimeout(ctx, g.cfg.RequestTimeout)
+			octx, cancel := context.WithTimeout(context.Background(), g.cfg.RequestTimeout)
 			data, err := g.cache.Object(octx, r.entry.Object, r.entry.Ext)
 			cancel()
 			if err != nil {
-				return err
+				return b, err
 			}
 			b = append(b, `{"b64_json":"`...) // base64 needs no escaping
 			b = base64.StdEncoding.AppendEncode(b, data)
@@ -204,16 +232,18 @@ func (g *Gateway) writeImagesKeyed(c *fiber.Ctx, p params, results []result, ref
 				link = &keyed.links[i]
 			}
 			b = append(b, `{"url":`...)
-			b = g.appendOutputURL(b, c, r.entry, link)
+			b = g.appendOutputURL(b, o, r.entry, link)
 			b = append(b, ',')
 		}
 		b = append(b, `"seed":`...)
 		b = strconv.AppendUint(b, uint64(uint32(r.entry.Seed)), 10)
 		b = append(b, '}')
 	}
-	b = append(b, "]}"...)
-	*bp = b
-	h := &c.Response().Header
+	return append(b, "]}"...), nil
+}
+
+// setImagesHeaders sets the headers of an images response.
+func setImagesHeaders(h *fasthttp.ResponseHeader, results []result, refresh bool) {
 	if st := hitStatus(results); st != nil {
 		h.SetCanonical(headerCacheStatus, st)
 	} else {
@@ -221,8 +251,6 @@ func (g *Gateway) writeImagesKeyed(c *fiber.Ctx, p params, results []result, ref
 	}
 	h.SetCanonical(headerCacheControl, valueNoStore)
 	h.SetContentType(fiber.MIMEApplicationJSON)
-	c.Response().SetBody(b)
-	return nil
 }
 
 // Header names and values the hit path sets, as bytes (no conversion).
@@ -259,7 +287,7 @@ func hitStatus(rs []result) []byte {
 // appendOutputURL appends the signed link of e's output as a JSON string.
 // link, when not nil, keeps the last link signed for this image, reused
 // within its second.
-func (g *Gateway) appendOutputURL(b []byte, c *fiber.Ctx, e cache.Entry, link *atomic.Pointer[signedLink]) []byte {
+func (g *Gateway) appendOutputURL(b []byte, o origin, e cache.Entry, link *atomic.Pointer[signedLink]) []byte {
 	start := len(b)
 	b = append(b, '"')
 	switch {
@@ -268,9 +296,9 @@ func (g *Gateway) appendOutputURL(b []byte, c *fiber.Ctx, e cache.Entry, link *a
 	case g.cfg.PublicURL != "":
 		b = append(b, strings.TrimSuffix(g.cfg.PublicURL, "/")...)
 	default:
-		b = append(b, c.Protocol()...)
+		b = append(b, o.scheme...)
 		b = append(b, "://"...)
-		b = append(b, c.Request().Host()...)
+		b = append(b, o.host...)
 	}
 	issued := g.signer.Issued()
 	if l := loadLink(link); l != nil && l.issued == issued && l.object == e.Object && l.ext == e.Ext {
@@ -435,6 +463,14 @@ func (g *Gateway) generateWatched(ctx context.Context, p params, py payer, refre
 // concurrent work, whose closures would move everything to the heap, is
 // in generateMisses.
 func (g *Gateway) resolveAll(ctx context.Context, p *params, py payer, refresh bool, keyed *parsedGeneration, w *genWatch, results []result) error {
+	return g.resolveAllFrom(ctx, p, py, refresh, keyed, w, results, nil)
+}
+
+// resolveAllFrom is resolveAll going on from what the hit path did for
+// the request before handing it over (pre, when not nil): images it
+// found are not looked up again, and those it finished (judged, charged,
+// remembered) are not finished twice.
+func (g *Gateway) resolveAllFrom(ctx context.Context, p *params, py payer, refresh bool, keyed *parsedGeneration, w *genWatch, results []result, pre *hitHandoff) error {
 	var keys []cache.Key
 	var refs []string
 	var seed uint32
@@ -462,6 +498,13 @@ func (g *Gateway) resolveAll(ctx context.Context, p *params, py payer, refresh b
 	misses := missesBuf[:0]
 	start := time.Now()
 	for i := range p.N {
+		if pre != nil && pre.state[i] != handNone {
+			results[i] = pre.results[i]
+			if pre.state[i] == handRegen {
+				misses = append(misses, i)
+			}
+			continue
+		}
 		if !refresh {
 			if e, o, ok := g.cache.Peek(keys[i]); ok {
 				results[i] = result{entry: e, outcome: o}
@@ -472,6 +515,10 @@ func (g *Gateway) resolveAll(ctx context.Context, p *params, py payer, refresh b
 	}
 	var regen [maxImages]bool // hits on outputs being reaped: generated again
 	for i := range p.N {
+		if pre != nil && pre.state[i] >= handDone {
+			regen[i] = pre.state[i] == handRegen
+			continue
+		}
 		if !slices.Contains(misses, i) {
 			ks := keyRef(keys, refs, i)
 			if err := g.rejudge(ctx, py, *p, keys[i], &results[i]); err != nil {

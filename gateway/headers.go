@@ -4,6 +4,7 @@ import (
 	"strings"
 
 	"github.com/gofiber/fiber/v2"
+	"github.com/valyala/fasthttp"
 )
 
 // securityHeader is a header every response carries, as canonical bytes
@@ -31,17 +32,22 @@ var (
 // The API serves JSON and images only, so the policy forbids everything a
 // page would need; pages set their own policy.
 func (g *Gateway) securityHeaders(c *fiber.Ctx) error {
-	h := &c.Response().Header
+	g.setSecurityHeaders(&c.Response().Header, strings.HasPrefix(c.Path(), "/o/"))
+	return c.Next()
+}
+
+// setSecurityHeaders sets them on h; output is whether the path is an
+// output image's (/o/…), which partner pages embed.
+func (g *Gateway) setSecurityHeaders(h *fasthttp.ResponseHeader, output bool) {
 	for _, sh := range securityHeaderSet {
 		h.SetCanonical(sh.key, sh.value)
 	}
 	corp := corpSameOrigin
-	if strings.HasPrefix(c.Path(), "/o/") {
+	if output {
 		corp = corpCrossOrigin
 	}
 	h.SetCanonical(corp.key, corp.value)
 	if g.cfg.HSTS {
 		h.SetCanonical(hsts.key, hsts.value)
 	}
-	return c.Next()
 }

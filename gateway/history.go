@@ -54,7 +54,7 @@ type historian struct {
 	// recent remembers what was recorded lately, so a popular hit neither
 	// wakes the worker nor reaches the store before its record needs
 	// renewing (the store renews at most hourly anyway).
-	mu     sync.Mutex
+	mu     sync.RWMutex
 	recent map[recentKey]time.Time
 }
 
@@ -86,9 +86,19 @@ func newHistorian(st historyStore, logger interface{ Error(string, ...any) }, no
 
 // fresh reports whether it was recorded within historyRenewEvery, and if
 // not, notes that it is being recorded now.
-func (h *historian) fresh(it historyItem) bool {
+func (h *historian) fresh(it historyItem) bool { return h.freshAt(it, h.now()) }
+
+// freshAt is fresh at now, h's clock read by the caller.
+func (h *historian) freshAt(it historyItem, now time.Time) bool {
 	k := recentKey{it.accountID, it.gen.ContentKey}
-	now := h.now()
+	// Mostly fresh (a popular hit): a shared lock, so hits on both cores
+	// do not queue for each other.
+	h.mu.RLock()
+	last, ok := h.recent[k]
+	h.mu.RUnlock()
+	if ok && now.Sub(last) < historyRenewEvery {
+		return true
+	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if last, ok := h.recent[k]; ok && now.Sub(last) < historyRenewEvery {
@@ -176,6 +186,12 @@ func (h *historian) write(it historyItem) error {
 // The latency recorded is the time since start, read only when a record
 // is written (a popular hit's record is fresh and costs no clock read).
 func (g *Gateway) remember(py payer, p params, key string, e cache.Entry, o cache.Outcome, start time.Time) error {
+	return g.rememberAt(py, p, key, e, o, start, time.Time{})
+}
+
+// rememberAt is remember for a hit at now (g.now() read by the caller;
+// zero: read here).
+func (g *Gateway) rememberAt(py payer, p params, key string, e cache.Entry, o cache.Outcome, start, now time.Time) error {
 	it := historyItem{
 		accountID: py.accountID,
 		retention: time.Duration(py.plan.RetentionDays) * 24 * time.Hour,
@@ -201,7 +217,10 @@ func (g *Gateway) remember(py payer, p params, key string, e cache.Entry, o cach
 	if !g.life.reaping {
 		// The common case: the output is referenced already, so the
 		// reference is renewed off the request path.
-		if !g.history.fresh(it) {
+		if now.IsZero() {
+			now = g.history.now()
+		}
+		if !g.history.freshAt(it, now) {
 			it.gen.LatencyMS = time.Since(start).Milliseconds()
 			g.history.enqueue(it)
 		}

@@ -22,6 +22,8 @@ type metrics struct {
 	undeclaredCookies prometheus.Counter
 	// cached maps seriesKey to *requestSeries.
 	cached sync.Map
+	// fast are the hit path's series.
+	fast fastSeries
 }
 
 func newMetrics(reg prometheus.Registerer, c *cache.Cache) (*metrics, error) {

@@ -25,6 +25,20 @@ type parsedGeneration struct {
 	// links[i] is the last signed link path of image i: a hit in the
 	// same second reuses it (Sign would make the very same bytes).
 	links []atomic.Pointer[signedLink]
+	// hit is the hit path's last response body for these bytes.
+	hit atomic.Pointer[hitBody]
+}
+
+// hitBody is a whole images response body as appendImagesJSON wrote it,
+// and what it depends on: a hit in the same second, for the same images,
+// host and scheme, is the very same bytes. It is never modified, so it is
+// sent without a copy.
+type hitBody struct {
+	created, issued int64
+	scheme, host    string
+	objects         [maxImages]string
+	seeds           [maxImages]uint64
+	body            []byte
 }
 
 // signedLink is a signed output path ("/o/<hash>.<ext>?verify=…") and

@@ -134,7 +134,7 @@ func newEnv(t testing.TB, opts envOptions) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e.signer, err = edge.NewSigner(edge.SignerConfig{Current: key, TTL: time.Hour}, time.Now)
+	e.signer, err = edge.NewSigner(edge.SignerConfig{Current: key, TTL: time.Hour}, nil) // time.Now, as imagegate serve has it
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -17,6 +17,7 @@ import (
 	"strings"
 
 	"github.com/gofiber/fiber/v2"
+	"github.com/valyala/fasthttp"
 )
 
 // The client-IP headers a trusted proxy may set. Each proxy product writes
@@ -119,12 +120,15 @@ func New(cfg Config) (*Resolver, error) {
 
 // addr is the request's client address, never zoned, IPv4-mapped IPv6
 // folded to IPv4.
-func (r *Resolver) Addr(c *fiber.Ctx) netip.Addr {
-	peer, _ := netip.AddrFromSlice(c.Context().RemoteIP())
+func (r *Resolver) Addr(c *fiber.Ctx) netip.Addr { return r.AddrOf(c.Context()) }
+
+// AddrOf is Addr for a request not (yet) in a fiber.Ctx.
+func (r *Resolver) AddrOf(ctx *fasthttp.RequestCtx) netip.Addr {
+	peer, _ := netip.AddrFromSlice(ctx.RemoteIP())
 	if r.header == "" {
 		return peer.Unmap()
 	}
-	return r.resolve(peer, c.Request().Header.PeekAll(r.header))
+	return r.resolve(peer, ctx.Request.Header.PeekAll(r.header))
 }
 
 // resolve applies the trust rules to a peer address and every value of

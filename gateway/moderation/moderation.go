@@ -311,7 +311,7 @@ type Moderator struct {
 // Rules and classifiers are fixed for the process's life, so a pass stays
 // valid; when full, the set is emptied (it refills with what is popular).
 type passCache struct {
-	mu   sync.Mutex
+	mu   sync.RWMutex
 	set  map[uint64]struct{}
 	max  int
 	seed maphash.Seed
@@ -324,8 +324,8 @@ func newPassCache(max int) *passCache {
 func (pc *passCache) digest(prompt string) uint64 { return maphash.String(pc.seed, prompt) }
 
 func (pc *passCache) has(k uint64) bool {
-	pc.mu.Lock()
-	defer pc.mu.Unlock()
+	pc.mu.RLock()
+	defer pc.mu.RUnlock()
 	_, ok := pc.set[k]
 	return ok
 }
@@ -431,6 +431,17 @@ func (m *Moderator) CheckPrompt(ctx context.Context, py Subject, p Request) erro
 	// The negative prompt steers the image too, and is judged (and
 	// reported) exactly like the prompt.
 	return m.checkText(ctx, py, p, "negative_prompt", p.NegativePrompt, nil)
+}
+
+// PromptPassed reports whether CheckPrompt would pass p without judging
+// anything: p has no reference image and its prompt and negative prompt
+// are among the texts that passed before. It changes nothing, so a caller
+// may ask before it has charged the request for its check.
+func (m *Moderator) PromptPassed(p Request) bool {
+	if len(p.Reference) > 0 || !m.passed.has(m.passed.digest(p.Prompt)) {
+		return false
+	}
+	return p.NegativePrompt == "" || m.passed.has(m.passed.digest(p.NegativePrompt))
 }
 
 // checkText judges one text field of p (with the reference image, if

@@ -17,6 +17,7 @@
 package ratelimit
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"encoding/binary"
 	"errors"
@@ -32,6 +33,7 @@ import (
 	"time"
 
 	"github.com/gofiber/fiber/v2"
+	"github.com/valyala/fasthttp"
 
 	"github.com/imagegate/imagegate/gateway/apierror"
 	"github.com/imagegate/imagegate/gateway/clientip"
@@ -293,8 +295,10 @@ func (s *keyedStore[V]) shardIndex(k rateKey) int {
 // The caller holds sh.mu.
 func (s *keyedStore[V]) get(sh *keyedShard[V], k rateKey, now time.Time, create bool, init func(*V)) *keyedEntry[V] {
 	if e, ok := sh.m[k]; ok {
-		sh.unlink(e)
-		sh.pushFront(e)
+		if sh.lru.next != e { // a hot key is at the front already
+			sh.unlink(e)
+			sh.pushFront(e)
+		}
 		return e
 	}
 	if !create || !s.makeRoom(sh, now) {
@@ -512,6 +516,8 @@ type Limiter struct {
 
 	allowed atomic.Uint64
 	refused atomic.Uint64
+	// anonPolicy is the RateLimit-Policy value of a signed-out request.
+	anonPolicy []byte
 }
 
 // New builds the limiter; now is the clock (time.Now outside
@@ -523,12 +529,15 @@ func New(cfg Config, clientIP *clientip.Resolver, now func() time.Time) (*Limite
 	if clientIP == nil || now == nil {
 		return nil, errors.New("gateway: rate limiter needs a client IP resolver and a clock")
 	}
-	return &Limiter{
+	l := &Limiter{
 		cfg:      cfg,
 		now:      now,
 		clientIP: clientIP,
 		buckets:  newKeyedStore(cfg.MaxKeys, rateBucketIdle),
-	}, nil
+	}
+	// Every signed-out request's buckets have the same policies.
+	l.anonPolicy = policyValue(l.appendSubjects(nil, netip.IPv4Unspecified(), Identity{}))
+	return l, nil
 }
 
 // subjects lists the buckets a request from addr by who is charged to.
@@ -714,7 +723,12 @@ const (
 	headerRateLimit       = "RateLimit"
 )
 
-func (d *rateDecision) setHeaders(c *fiber.Ctx) {
+func (d *rateDecision) setHeaders(c *fiber.Ctx) { d.writeHeaders(&c.Response().Header, nil) }
+
+// writeHeaders sets the RateLimit headers of d on h. policyValue, when
+// not nil, is the RateLimit-Policy value of d's buckets, formatted before
+// (it depends on their names and policies only).
+func (d *rateDecision) writeHeaders(h *fasthttp.ResponseHeader, policyValue []byte) {
 	if d.n == 0 {
 		return
 	}
@@ -739,9 +753,24 @@ func (d *rateDecision) setHeaders(c *fiber.Ctx) {
 		limit = append(limit, ";t="...)
 		limit = strconv.AppendInt(limit, s.reset, 10)
 	}
-	h := &c.Response().Header
+	if policyValue != nil {
+		policy = policyValue
+	}
 	h.SetCanonical(headerRateLimitPolicyBytes, policy)
 	h.SetCanonical(headerRateLimitBytes, limit)
+}
+
+// policyValue is the RateLimit-Policy value of subs, as writeHeaders
+// formats it.
+func policyValue(subs []rateSubject) []byte {
+	var d rateDecision
+	d.n = len(subs)
+	for i, s := range subs {
+		d.states[i] = rateState{name: s.name, quota: s.policy.Quota, window: int64(s.policy.Window / time.Second)}
+	}
+	var h fasthttp.ResponseHeader
+	d.writeHeaders(&h, nil)
+	return bytes.Clone(h.PeekBytes(headerRateLimitPolicyBytes))
 }
 
 // The header names as bytes in fasthttp's normal form (what SetBytesV
@@ -820,13 +849,16 @@ func (l *Limiter) Limit(cost int, who func(*fiber.Ctx) Identity) fiber.Handler {
 		return func(c *fiber.Ctx) error { return c.Next() }
 	}
 	return func(c *fiber.Ctx) error {
-		var id Identity
-		if who != nil {
-			id = who(c)
+		ch := handedOff(c, l, cost)
+		if ch == nil {
+			var id Identity
+			if who != nil {
+				id = who(c)
+			}
+			ch = &Charge{l: l}
+			ch.subs = l.appendSubjects(ch.subsArr[:0], l.clientIP.Addr(c), id)
+			ch.last = l.take(ch.subs, cost)
 		}
-		ch := &Charge{l: l}
-		ch.subs = l.appendSubjects(ch.subsArr[:0], l.clientIP.Addr(c), id)
-		ch.last = l.take(ch.subs, cost)
 		if !ch.last.allowed {
 			ch.last.setHeaders(c)
 			return rateLimited(ch.last)
@@ -839,4 +871,72 @@ func (l *Limiter) Limit(cost int, who func(*fiber.Ctx) Identity) fiber.Handler {
 		d.setHeaders(c)
 		return err
 	}
+}
+
+// Taken is an anonymous request's charge made before Fiber sees the
+// request, by a handler in front of the app (the gateway's hit path). It
+// is a value, so a request served there allocates nothing for it; a
+// request that goes on to the app after all carries it with HandOff, and
+// Limit then uses it instead of charging again.
+type Taken struct {
+	l    *Limiter
+	cost int
+	subs [maxRateSubjects]rateSubject
+	n    int
+	d    rateDecision
+}
+
+// Enabled reports whether requests are charged at all.
+func (l *Limiter) Enabled() bool { return !l.cfg.Disabled }
+
+// TakeAnonymousAt charges cost units at now (l's clock read by the
+// caller) to the buckets of a signed-out request from addr, exactly as
+// Limit with a nil identity would.
+func (l *Limiter) TakeAnonymousAt(t *Taken, addr netip.Addr, cost int, now time.Time) {
+	t.l, t.cost = l, cost
+	t.n = len(l.appendSubjects(t.subs[:0], addr, Identity{}))
+	if l.cfg.Disabled {
+		t.d = rateDecision{allowed: true}
+		return
+	}
+	t.d = chargeBuckets(l.buckets, now, t.subs[:t.n], cost)
+	if t.d.allowed {
+		l.allowed.Add(1)
+	} else {
+		l.refused.Add(1)
+	}
+}
+
+// Allowed reports whether every bucket paid.
+func (t *Taken) Allowed() bool { return t.d.allowed }
+
+// WriteHeaders sets the RateLimit and RateLimit-Policy headers Limit
+// would set for this charge.
+func (t *Taken) WriteHeaders(h *fasthttp.ResponseHeader) { t.d.writeHeaders(h, t.l.anonPolicy) }
+
+// HandOff passes the charge on to the app: the route's Limit (of the
+// same cost) takes it as the request's charge, allowed or refused, and
+// charges nothing more.
+func (t *Taken) HandOff(ctx *fasthttp.RequestCtx) {
+	ch := &Charge{l: t.l, last: t.d}
+	ch.subs = append(ch.subsArr[:0], t.subs[:t.n]...)
+	ctx.SetUserValue(handOffLocal{}, &handOff{ch: ch, cost: t.cost})
+}
+
+// handOffLocal is the user-value key of a charge handed to the app.
+type handOffLocal struct{}
+
+type handOff struct {
+	ch   *Charge
+	cost int
+}
+
+// handedOff returns the charge handed to a Limit of l for cost, once.
+func handedOff(c *fiber.Ctx, l *Limiter, cost int) *Charge {
+	h, ok := c.Context().UserValue(handOffLocal{}).(*handOff)
+	if !ok || h == nil || h.ch.l != l || h.cost != cost {
+		return nil
+	}
+	c.Context().SetUserValue(handOffLocal{}, (*handOff)(nil))
+	return h.ch
 }

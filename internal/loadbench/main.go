@@ -32,6 +32,7 @@ import (
 	"os/user"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -199,15 +200,17 @@ func bench(cfg benchConfig) error {
 	type target struct {
 		name, method, url, body string
 		baseline                bool
+		pid                     int // the server process, whose CPU time per request is reported
 	}
 	targets := []target{
-		{name: "baseline POST (bare fasthttp, same body)", method: "POST", url: base + "/v1/images/generations", body: genBody, baseline: true},
-		{name: "gateway POST /v1/images/generations (cache hit)", method: "POST", url: gw + "/v1/images/generations", body: genBody},
+		{name: "baseline POST (bare fasthttp, same body)", method: "POST", url: base + "/v1/images/generations", body: genBody, baseline: true, pid: baseCmd.Process.Pid},
+		{name: "gateway POST /v1/images/generations (cache hit)", method: "POST", url: gw + "/v1/images/generations", body: genBody, pid: gwCmd.Process.Pid},
 	}
 	var nginxURL string
+	var nginxPID int
 	if cfg.nginx != "" {
 		var stop func()
-		nginxURL, stop, err = startNginx(ctx, cfg.nginx, filepath.Join(dir, "nginx"), gw)
+		nginxURL, nginxPID, stop, err = startNginx(ctx, cfg.nginx, filepath.Join(dir, "nginx"), gw)
 		if err != nil {
 			return err
 		}
@@ -224,14 +227,14 @@ func bench(cfg benchConfig) error {
 		if hit, err := nginxHit(nginxURL + "/v1/images/generations"); err != nil || !hit {
 			return fmt.Errorf("nginx does not answer the generation from its cache (err %v)", err)
 		}
-		targets = append(targets, target{name: "nginx proxy_cache POST in front of the gateway", method: "POST", url: nginxURL + "/v1/images/generations", body: genBody})
+		targets = append(targets, target{name: "nginx proxy_cache POST in front of the gateway", method: "POST", url: nginxURL + "/v1/images/generations", body: genBody, pid: nginxPID})
 	}
 	targets = append(targets,
-		target{name: "baseline GET (bare fasthttp, same 512px PNG)", method: "GET", url: base + objPath, baseline: true},
-		target{name: "gateway GET /o/<hash>.png (signed)", method: "GET", url: gw + objPath},
+		target{name: "baseline GET (bare fasthttp, same 512px PNG)", method: "GET", url: base + objPath, baseline: true, pid: baseCmd.Process.Pid},
+		target{name: "gateway GET /o/<hash>.png (signed)", method: "GET", url: gw + objPath, pid: gwCmd.Process.Pid},
 	)
 	if nginxURL != "" {
-		targets = append(targets, target{name: "nginx proxy_cache GET in front of the gateway", method: "GET", url: nginxURL + objPath})
+		targets = append(targets, target{name: "nginx proxy_cache GET in front of the gateway", method: "GET", url: nginxURL + objPath, pid: nginxPID})
 	}
 
 	script := filepath.Join(dir, "post.lua")
@@ -240,15 +243,20 @@ func bench(cfg benchConfig) error {
 		return err
 	}
 	best := make([]result, len(targets))
+	cpu := make([][]float64, len(targets)) // server CPU µs per request, every round
 	for r := 0; r < cfg.rounds; r++ {
 		for i, t := range targets {
 			s := ""
 			if t.method == "POST" {
 				s = script
 			}
+			before := cpuTime(t.pid)
 			res, err := load(ctx, cfg, t.url, s)
 			if err != nil {
 				return fmt.Errorf("%s: %w", t.name, err)
+			}
+			if used := cpuTime(t.pid) - before; used > 0 && res.requests > 0 {
+				cpu[i] = append(cpu[i], float64(used.Microseconds())/float64(res.requests))
 			}
 			if res.rps > best[i].rps {
 				best[i] = res
@@ -257,17 +265,23 @@ func bench(cfg benchConfig) error {
 	}
 	fmt.Printf("\nloadbench: wrk -t%d -c%d, %s per target, best of %d alternating rounds, %d-byte JSON body, %d-byte PNG\n\n",
 		cfg.threads, cfg.conns, cfg.dur, cfg.rounds, len(genResp), len(objBody))
-	fmt.Println("| target | req/s | p99 | vs baseline |")
-	fmt.Println("|---|---:|---:|---:|")
-	var baseRPS float64
+	// CPU per request is the median round's: on a machine shared with
+	// other work it moves far less than throughput does.
+	fmt.Println("| target | req/s | p99 | vs baseline | server CPU per request | vs baseline |")
+	fmt.Println("|---|---:|---:|---:|---:|---:|")
+	var baseRPS, baseCPU float64
 	for i, t := range targets {
-		ratio := "—"
+		ratio, cpuRatio := "—", "—"
+		c := median(cpu[i])
 		if t.baseline {
-			baseRPS = best[i].rps
+			baseRPS, baseCPU = best[i].rps, c
 		} else {
 			ratio = fmt.Sprintf("%.2f×", best[i].rps/baseRPS)
+			if c > 0 {
+				cpuRatio = fmt.Sprintf("%.2f×", baseCPU/c)
+			}
 		}
-		fmt.Printf("| %s | %.0f | %s | %s |\n", t.name, best[i].rps, best[i].p99.Round(10*time.Microsecond), ratio)
+		fmt.Printf("| %s | %.0f | %s | %s | %.1f µs | %s |\n", t.name, best[i].rps, best[i].p99.Round(10*time.Microsecond), ratio, c, cpuRatio)
 	}
 	return nil
 }
@@ -312,14 +326,15 @@ http {
 `
 
 // startNginx runs nginx in the foreground with a config of its own under
-// dir, proxying to the gateway at gw, and returns its base URL.
-func startNginx(ctx context.Context, bin, dir, gw string) (string, func(), error) {
+// dir, proxying to the gateway at gw, and returns its base URL and the
+// master's pid (its workers are its children).
+func startNginx(ctx context.Context, bin, dir, gw string) (string, int, func(), error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return "", nil, err
+		return "", 0, nil, err
 	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		return "", nil, err
+		return "", 0, nil, err
 	}
 	port := ln.Addr().(*net.TCPAddr).Port
 	ln.Close()
@@ -329,18 +344,18 @@ func startNginx(ctx context.Context, bin, dir, gw string) (string, func(), error
 		// write the cache under our temp dir.
 		u, err := user.Current()
 		if err != nil {
-			return "", nil, err
+			return "", 0, nil, err
 		}
 		userLine = "user " + u.Username + ";"
 	}
 	conf := filepath.Join(dir, "nginx.conf")
 	if err := os.WriteFile(conf, []byte(fmt.Sprintf(nginxConfig, userLine, dir, strings.TrimPrefix(gw, "http://"), port)), 0o600); err != nil {
-		return "", nil, err
+		return "", 0, nil, err
 	}
 	cmd := exec.CommandContext(ctx, bin, "-p", dir, "-c", conf, "-e", filepath.Join(dir, "error.log"), "-g", "daemon off;")
 	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
 	if err := cmd.Start(); err != nil {
-		return "", nil, fmt.Errorf("nginx: %w", err)
+		return "", 0, nil, fmt.Errorf("nginx: %w", err)
 	}
 	stop := func() {
 		cmd.Process.Signal(os.Interrupt)
@@ -350,12 +365,12 @@ func startNginx(ctx context.Context, bin, dir, gw string) (string, func(), error
 	for i := 0; ; i++ {
 		if conn, err := net.Dial("tcp", strings.TrimPrefix(url, "http://")); err == nil {
 			conn.Close()
-			return url, stop, nil
+			return url, cmd.Process.Pid, stop, nil
 		}
 		if i > 100 {
 			stop()
 			log, _ := os.ReadFile(filepath.Join(dir, "error.log"))
-			return "", nil, fmt.Errorf("nginx never listened: %s", log)
+			return "", 0, nil, fmt.Errorf("nginx never listened: %s", log)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
@@ -378,12 +393,62 @@ func nginxHit(url string) (bool, error) {
 }
 
 type result struct {
-	rps float64
-	p99 time.Duration
+	rps      float64
+	p99      time.Duration
+	requests int64
+}
+
+func median(xs []float64) float64 {
+	if len(xs) == 0 {
+		return 0
+	}
+	xs = slices.Clone(xs)
+	slices.Sort(xs)
+	return xs[len(xs)/2]
+}
+
+// cpuTime is the user and system CPU time used so far by process pid and
+// its direct children (nginx's workers), from /proc; 0 when unknown.
+func cpuTime(pid int) time.Duration {
+	if pid == 0 {
+		return 0
+	}
+	total := procCPU(pid)
+	if kids, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", pid, pid)); err == nil {
+		for _, f := range strings.Fields(string(kids)) {
+			if k, err := strconv.Atoi(f); err == nil {
+				total += procCPU(k)
+			}
+		}
+	}
+	return total
+}
+
+// procCPU is utime+stime of one process.
+func procCPU(pid int) time.Duration {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	// Fields after the command name, which is in parentheses and may
+	// hold spaces: state is field 3, utime 14, stime 15.
+	i := strings.LastIndexByte(string(b), ')')
+	if i < 0 {
+		return 0
+	}
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 13 {
+		return 0
+	}
+	ut, _ := strconv.ParseInt(f[11], 10, 64)
+	st, _ := strconv.ParseInt(f[12], 10, 64)
+	const clockTicks = 100 // USER_HZ on Linux
+	return time.Duration(ut+st) * time.Second / clockTicks
 }
 
 var (
 	reRPS     = regexp.MustCompile(`Requests/sec:\s+([0-9.]+)`)
+	reReqs    = regexp.MustCompile(`(\d+) requests in`)
 	reP99     = regexp.MustCompile(`\s99%\s+([0-9.]+)(us|ms|s)`)
 	reNon2xx  = regexp.MustCompile(`Non-2xx or 3xx responses: (\d+)`)
 	reSockErr = regexp.MustCompile(`Socket errors: (.*)`)
@@ -413,9 +478,13 @@ func load(ctx context.Context, cfg benchConfig, url, script string) (result, err
 		return result{}, errors.New("wrk output not understood: " + string(out))
 	}
 	rps, _ := strconv.ParseFloat(string(m[1]), 64)
+	var requests int64
+	if n := reReqs.FindSubmatch(out); n != nil {
+		requests, _ = strconv.ParseInt(string(n[1]), 10, 64)
+	}
 	v, _ := strconv.ParseFloat(string(p[1]), 64)
 	unit := map[string]time.Duration{"us": time.Microsecond, "ms": time.Millisecond, "s": time.Second}[string(p[2])]
-	return result{rps: rps, p99: time.Duration(v * float64(unit))}, nil
+	return result{rps: rps, p99: time.Duration(v * float64(unit)), requests: requests}, nil
 }
 
 func post(c *fasthttp.Client, url, body string) (int, []byte, error) {
