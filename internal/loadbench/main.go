@@ -37,6 +37,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/imagegate/imagegate/gateway"
 	"github.com/valyala/fasthttp"
 )
 
@@ -98,7 +99,10 @@ func runBaseline(genFile, objFile string) {
 		ctx.SetContentType("image/png")
 		ctx.SetBody(obj)
 	}
-	log.Fatal(fasthttp.Serve(ln, h))
+	// The same buffers as the gateway's server, so the baseline is the
+	// limit of that configuration, not of fasthttp's defaults.
+	srv := &fasthttp.Server{Handler: h, WriteBufferSize: gateway.WriteBufferSize}
+	log.Fatal(srv.Serve(ln))
 }
 
 // start runs a server process and returns its base URL from the first
