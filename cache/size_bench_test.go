@@ -35,7 +35,10 @@ const hitLookups = 1 << 20
 //     them);
 //   - zipf: classic Zipf popularity (the entry of rank r drawn with
 //     probability ∝ 1/r, ranks assigned at random), as visitors repeat
-//     popular prompts.
+//     popular prompts;
+//   - popular: every lookup one of 16 entries placed at random in the
+//     tier, a few prompts everybody repeats: what the tier's size costs
+//     a hit once memory latency is out of the picture.
 //
 // Each tier's fixture is built once per size and serves both draws.
 // Compare ns/op across sizes: the hit path does no work that grows with
@@ -55,7 +58,7 @@ func BenchmarkHitAtSize(b *testing.B) {
 				} else {
 					fillL2(b, c, keys)
 				}
-				for _, dist := range []string{"uniform", "zipf"} {
+				for _, dist := range []string{"uniform", "zipf", "popular"} {
 					lookups := drawLookups(keys, dist)
 					b.Run(dist, func(b *testing.B) {
 						b.ReportAllocs()
@@ -95,6 +98,14 @@ func drawLookups(keys []Key, dist string) []Key {
 		for i := range lookups {
 			r := sort.SearchFloat64s(cdf, rng.Float64()*sum)
 			lookups[i] = keys[perm[min(r, len(keys)-1)]]
+		}
+	case "popular":
+		hot := make([]Key, 16)
+		for i := range hot {
+			hot[i] = keys[rng.IntN(len(keys))]
+		}
+		for i := range lookups {
+			lookups[i] = hot[rng.IntN(len(hot))]
 		}
 	default:
 		panic("unknown distribution " + dist)
