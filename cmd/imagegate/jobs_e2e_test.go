@@ -6,6 +6,7 @@ import (
 	"image/png"
 	"io"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -33,17 +34,7 @@ func TestSIGKILLMidJobThenRestartRunsIt(t *testing.T) {
 	user.expect(t, "POST", g.url+"/v1/auth/signup", `{"email":"`+email+`","password":"`+password+`","over_18":true}`, 202)
 	user.expect(t, "POST", g.url+"/v1/auth/login", `{"email":"`+email+`","password":"`+password+`"}`, 200)
 
-	if err := tier.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
-		t.Fatal(err)
-	}
-	thawed := false
-	thaw := func() {
-		if !thawed {
-			tier.cmd.Process.Signal(syscall.SIGCONT)
-			thawed = true
-		}
-	}
-	t.Cleanup(thaw)
+	thaw := freeze(t, tier)
 	initial := accountCredits(t, user, g.url)
 	user.header = map[string][]string{"Prefer": {"respond-async"}}
 	raw := user.expect(t, "POST", g.url+"/v1/images/generations", `{"prompt":"a job the kill cannot stop","size":"256x256"}`, 202)
@@ -149,17 +140,7 @@ func TestAnonymousJobRunsAgainAfterSIGKILL(t *testing.T) {
 	args := []string{"--addr", "127.0.0.1:0", "--data-dir", dir, "--inference", tier.url, "--rate-limits", "off"}
 	g := start(t, args...)
 	waitReady(t, g.url)
-	if err := tier.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
-		t.Fatal(err)
-	}
-	thawed := false
-	thaw := func() {
-		if !thawed {
-			tier.cmd.Process.Signal(syscall.SIGCONT)
-			thawed = true
-		}
-	}
-	t.Cleanup(thaw)
+	thaw := freeze(t, tier)
 	visitor := newJarClient(t)
 	visitor.header = map[string][]string{"Prefer": {"respond-async"}}
 	raw := visitor.expect(t, "POST", g.url+"/v1/images/generations", `{"prompt":"an anonymous job the kill cannot stop","size":"256x256"}`, 202)
@@ -190,4 +171,18 @@ func TestAnonymousJobRunsAgainAfterSIGKILL(t *testing.T) {
 	stranger.expect(t, "GET", g.url+"/v1/jobs/"+job.ID, "", 404)
 	stranger.header = map[string][]string{"Job-Token": {"igjt_not-the-token"}}
 	stranger.expect(t, "GET", g.url+"/v1/jobs/"+job.ID, "", 404)
+}
+
+// freeze stops proc (SIGSTOP) so whatever it is doing cannot finish, and
+// returns thaw (SIGCONT), which is safe to call again and runs at the
+// test's end if the test has not called it.
+func freeze(t *testing.T, p *proc) (thaw func()) {
+	t.Helper()
+	if err := p.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	var once sync.Once
+	thaw = func() { once.Do(func() { p.cmd.Process.Signal(syscall.SIGCONT) }) }
+	t.Cleanup(thaw)
+	return thaw
 }

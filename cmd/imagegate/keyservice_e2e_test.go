@@ -127,12 +127,7 @@ func TestThreeGatewaysShareOneKeyService(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		for deadline := time.Now().Add(60 * time.Second); db.GenerationCount(acct.ID) != 1; {
-			if time.Now().After(deadline) {
-				t.Fatalf("%d generations recorded, want 1", db.GenerationCount(acct.ID))
-			}
-			time.Sleep(20 * time.Millisecond) // polling the history writer
-		}
+		pollUntil(t, "the generation recorded", func() bool { return db.GenerationCount(acct.ID) == 1 })
 		if hist := u.expect(t, "GET", gws[2].url+"/v1/account/generations", "", 200); !strings.Contains(string(hist), prompt) {
 			t.Errorf("the history read on another gateway lacks the sealed prompt: %s", hist)
 		}

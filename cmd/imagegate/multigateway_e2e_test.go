@@ -223,12 +223,7 @@ func TestThreeGatewaysOnOnePostgres(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		for deadline := time.Now().Add(60 * time.Second); db.GenerationCount(acct.ID) != 1; {
-			if time.Now().After(deadline) {
-				t.Fatalf("%d generations recorded, want 1", db.GenerationCount(acct.ID))
-			}
-			time.Sleep(20 * time.Millisecond) // polling the history writer
-		}
+		pollUntil(t, "the generation recorded", func() bool { return db.GenerationCount(acct.ID) == 1 })
 		u.expect(t, "DELETE", gws[0].url+"/v1/account", `{"password":"`+password+`"}`, 202)
 		select {
 		case c := <-accepted:
@@ -513,17 +508,7 @@ func TestJobMovesToAnotherGatewayWhenItsGatewayDies(t *testing.T) {
 	initial := accountCredits(t, user, b.url)
 
 	// The tier is frozen, so the job cannot finish on A before the kill.
-	if err := tier.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
-		t.Fatal(err)
-	}
-	thawed := false
-	thaw := func() {
-		if !thawed {
-			tier.cmd.Process.Signal(syscall.SIGCONT)
-			thawed = true
-		}
-	}
-	t.Cleanup(thaw)
+	thaw := freeze(t, tier)
 	const body = `{"prompt":"a job that outlives its gateway","size":"256x256"}`
 	user.header = map[string][]string{"Prefer": {"respond-async"}, "Idempotency-Key": {"move-me-1"}}
 	raw := user.expect(t, "POST", a.url+"/v1/images/generations", body, 202)
