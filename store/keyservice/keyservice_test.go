@@ -33,6 +33,17 @@ type service struct {
 
 func startService(t testing.TB) service {
 	t.Helper()
+	srv, svc := newServer(t)
+	hs := httptest.NewServer(srv)
+	t.Cleanup(hs.Close)
+	svc.url = hs.URL
+	return svc
+}
+
+// newServer is the key service's handler over key files in a temp dir,
+// for a test to serve as it needs (behind a fault, over TLS).
+func newServer(t testing.TB) (*keyservice.Server, service) {
+	t.Helper()
 	keyPath := filepath.Join(t.TempDir(), "imagegate.db")
 	files, err := store.OpenKeyFiles(keyPath)
 	if err != nil {
@@ -44,9 +55,7 @@ func startService(t testing.TB) service {
 	if err != nil {
 		t.Fatal(err)
 	}
-	hs := httptest.NewServer(srv)
-	t.Cleanup(hs.Close)
-	return service{url: hs.URL, keyPath: keyPath, logs: logs}
+	return srv, service{keyPath: keyPath, logs: logs}
 }
 
 func newClient(t testing.TB, url string) *keyservice.Client {
@@ -264,15 +273,7 @@ func (f *flaky) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 func TestClientRetriesTransientFailuresOnly(t *testing.T) {
 	t.Parallel()
-	files, err := store.OpenKeyFiles(filepath.Join(t.TempDir(), "k"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer files.Close()
-	srv, err := keyservice.NewServer(keyservice.ServerConfig{Keys: files, Token: token})
-	if err != nil {
-		t.Fatal(err)
-	}
+	srv, _ := newServer(t)
 	f := &flaky{next: srv, fail: 2}
 	hs := httptest.NewServer(f)
 	defer hs.Close()
@@ -340,15 +341,7 @@ func TestClientTimesOutOnAHungService(t *testing.T) {
 
 func TestClientOverTLS(t *testing.T) {
 	t.Parallel()
-	files, err := store.OpenKeyFiles(filepath.Join(t.TempDir(), "k"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer files.Close()
-	srv, err := keyservice.NewServer(keyservice.ServerConfig{Keys: files, Token: token})
-	if err != nil {
-		t.Fatal(err)
-	}
+	srv, _ := newServer(t)
 	ca := testpeer.NewCA(t, "key service CA")
 	hs := httptest.NewUnstartedServer(srv)
 	hs.TLS = &tls.Config{Certificates: []tls.Certificate{ca.Issue(t, time.Now().Add(time.Hour), "127.0.0.1").TLS}}
