@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"net/http"
 	"net/http/httptest"
 
 	"github.com/jackc/pgx/v5"
@@ -35,22 +36,32 @@ func TestConformance(t *testing.T) {
 // the key files (a destroyed key reads as an empty slot, nothing erased is
 // readable in them) look at the service's files.
 func TestConformanceWithKeyService(t *testing.T) {
-	runConformance(t, func(t *testing.T, keyPath string) string {
-		files, err := store.OpenKeyFiles(keyPath)
-		if err != nil {
-			t.Fatal(err)
-		}
-		srv, err := keyservice.NewServer(keyservice.ServerConfig{Keys: files, Token: serviceToken})
-		if err != nil {
-			t.Fatal(err)
-		}
-		hs := httptest.NewServer(srv)
-		t.Cleanup(func() {
-			hs.Close()
-			files.Close()
-		})
-		return hs.URL
+	runConformance(t, func(t *testing.T, keyPath string) string { return serveKeys(t, keyPath, nil) })
+}
+
+// serveKeys serves the key files at keyPath with a key service on a real
+// HTTP server (behind wrap, if set) until the test ends, and returns its
+// URL.
+func serveKeys(tb testing.TB, keyPath string, wrap func(http.Handler) http.Handler) string {
+	tb.Helper()
+	files, err := store.OpenKeyFiles(keyPath)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	srv, err := keyservice.NewServer(keyservice.ServerConfig{Keys: files, Token: serviceToken})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	var h http.Handler = srv
+	if wrap != nil {
+		h = wrap(h)
+	}
+	hs := httptest.NewServer(h)
+	tb.Cleanup(func() {
+		hs.Close()
+		files.Close()
 	})
+	return hs.URL
 }
 
 const serviceToken = "conformance-key-service-token-0123456789"

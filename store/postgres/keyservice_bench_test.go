@@ -3,7 +3,6 @@ package postgres_test
 import (
 	"fmt"
 	"net/http"
-	"net/http/httptest"
 	"path/filepath"
 	"testing"
 	"time"
@@ -32,25 +31,16 @@ func BenchmarkRotateIndexKey(b *testing.B) {
 			keyPath := filepath.Join(b.TempDir(), "imagegate.db")
 			cfg := postgres.Config{URL: pg.NewDatabase(b), KeyPath: keyPath}
 			if remote {
-				files, err := store.OpenKeyFiles(keyPath)
-				if err != nil {
-					b.Fatal(err)
-				}
-				defer files.Close()
-				srv, err := keyservice.NewServer(keyservice.ServerConfig{Keys: files, Token: serviceToken})
-				if err != nil {
-					b.Fatal(err)
-				}
-				var h http.Handler = srv
+				var wrap func(http.Handler) http.Handler
 				if bc.rtt > 0 {
-					h = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-						time.Sleep(bc.rtt) // the network's round trip, simulated
-						srv.ServeHTTP(w, r)
-					})
+					wrap = func(srv http.Handler) http.Handler {
+						return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+							time.Sleep(bc.rtt) // the network's round trip, simulated
+							srv.ServeHTTP(w, r)
+						})
+					}
 				}
-				hs := httptest.NewServer(h)
-				defer hs.Close()
-				c, err := keyservice.NewClient(keyservice.ClientConfig{URL: hs.URL, Token: serviceToken})
+				c, err := keyservice.NewClient(keyservice.ClientConfig{URL: serveKeys(b, keyPath, wrap), Token: serviceToken})
 				if err != nil {
 					b.Fatal(err)
 				}
