@@ -11,7 +11,6 @@ import (
 	"strings"
 	"syscall"
 	"testing"
-	"time"
 
 	"github.com/jackc/pgx/v5"
 
@@ -213,20 +212,7 @@ func TestThreeGatewaysShareOneKeyService(t *testing.T) {
 
 	t.Run("an erasure on one gateway destroys the key in the service's file", func(t *testing.T) {
 		u.expect(t, "DELETE", gws[2].url+"/v1/account", `{"password":"`+password+`"}`, 202)
-		deadline := time.Now().Add(60 * time.Second)
-		for {
-			jobs, err := db.PendingErasures()
-			if err != nil {
-				t.Fatal(err)
-			}
-			if len(jobs) == 0 {
-				break
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("the erasure is still pending: %+v", jobs)
-			}
-			time.Sleep(20 * time.Millisecond) // polling the gateways' lifecycle passes
-		}
+		waitErasuresDone(t, db)
 		if got := keyFileSlot(t, accountsFile, slot); !isZeroBytes(got) {
 			t.Errorf("slot %d of the service's key file after erasure: %x, want zeros", slot, got)
 		}

@@ -238,20 +238,7 @@ func TestThreeGatewaysOnOnePostgres(t *testing.T) {
 
 		// Gateways 1 and 2 find the job in the database on their next
 		// pass; one of them finishes it and mails the confirmation.
-		deadline := time.Now().Add(60 * time.Second)
-		for {
-			jobs, err := db.PendingErasures()
-			if err != nil {
-				t.Fatal(err)
-			}
-			if len(jobs) == 0 {
-				break
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("the erasure is still pending: %+v\n%s\n%s", jobs, gws[1].logs(), gws[2].logs())
-			}
-			time.Sleep(20 * time.Millisecond) // polling the other gateways' lifecycle passes
-		}
+		waitErasuresDone(t, db, gws[1], gws[2])
 		if !outboxHas(t, dirs[1], email, "Your account has been deleted") && !outboxHas(t, dirs[2], email, "Your account has been deleted") {
 			t.Errorf("no gateway mailed the deletion confirmation")
 		}
@@ -572,5 +559,30 @@ func pollUntil(t *testing.T, what string, cond func() bool) {
 			t.Fatalf("timed out waiting for %s", what)
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// waitErasuresDone polls the database until no erasure is pending (the
+// gateways' lifecycle passes finish them); on a timeout the logs of gws
+// go with the failure.
+func waitErasuresDone(t *testing.T, db *postgres.DB, gws ...*proc) {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		jobs, err := db.PendingErasures()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(jobs) == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			var logs []string
+			for _, g := range gws {
+				logs = append(logs, g.logs())
+			}
+			t.Fatalf("the erasure is still pending: %+v\n%s", jobs, strings.Join(logs, "\n"))
+		}
+		time.Sleep(20 * time.Millisecond) // polling the gateways' lifecycle passes
 	}
 }
