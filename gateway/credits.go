@@ -83,10 +83,14 @@ var errNoCredits = &apiError{Status: fiber.StatusPaymentRequired, Type: "billing
 // the GPU, all or nothing, before any is generated: credits for an account
 // (402 when the available balance is short), daily quota slots for an
 // anonymous visitor. A request for n images can never be half paid.
-func (g *Gateway) reserveAll(py payer, cost int64, refs []string) ([]*ticket, error) {
+func (g *Gateway) reserveAll(py payer, cost int64, refs, holdIDs []string) ([]*ticket, error) {
 	tickets := make([]*ticket, 0, len(refs))
-	for _, ref := range refs {
-		t, err := g.reserve(py, cost, ref)
+	for i, ref := range refs {
+		id := ""
+		if holdIDs != nil {
+			id = holdIDs[i]
+		}
+		t, err := g.reserve(py, cost, ref, id)
 		if err != nil {
 			for _, held := range tickets {
 				g.settle(held, false)
@@ -98,7 +102,16 @@ func (g *Gateway) reserveAll(py payer, cost int64, refs []string) ([]*ticket, er
 	return tickets, nil
 }
 
-func (g *Gateway) reserve(py payer, cost int64, ref string) (*ticket, error) {
+// holdsCredits reports whether an image costing cost is paid for py by a
+// credit hold in the store (reserve's last case).
+func (py payer) holdsCredits(cost int64) bool {
+	return py.partnerID == "" && !py.prepaid && py.accountID != "" && cost > 0
+}
+
+// reserve pays for one image of ref: from the partner's quota, the free
+// quota or a credit hold, which takes holdID if set (an ID the caller
+// recorded first; empty: a new one).
+func (g *Gateway) reserve(py payer, cost int64, ref, holdID string) (*ticket, error) {
 	if py.partnerID != "" || py.prepaid {
 		return &ticket{}, nil // paid from the partner's monthly quota (respondForPartner), or prepaid
 	}
@@ -109,10 +122,13 @@ func (g *Gateway) reserve(py payer, cost int64, ref string) (*ticket, error) {
 		}
 		return &ticket{quota: h}, nil
 	}
-	if cost == 0 {
+	if !py.holdsCredits(cost) {
 		return &ticket{}, nil
 	}
-	h, err := g.store.Reserve(py.accountID, cost, ref)
+	if holdID == "" {
+		holdID = store.NewID("hold_")
+	}
+	h, err := g.store.ReserveHold(store.Hold{ID: holdID, AccountID: py.accountID, Amount: cost, Ref: ref})
 	switch {
 	case errors.Is(err, store.ErrInsufficientCredits):
 		return nil, errNoCredits
@@ -175,7 +191,7 @@ func (g *Gateway) chargeHit(py payer, ref string) error {
 	if g.cfg.Plans.HitCredits == 0 || py.accountID == "" {
 		return nil
 	}
-	t, err := g.reserve(py, g.cfg.Plans.HitCredits, ref)
+	t, err := g.reserve(py, g.cfg.Plans.HitCredits, ref, "")
 	if err != nil {
 		return err
 	}

@@ -21,6 +21,7 @@ import (
 	"github.com/imagegate/imagegate/cache"
 	"github.com/imagegate/imagegate/edge"
 	"github.com/imagegate/imagegate/inference"
+	"github.com/imagegate/imagegate/store"
 )
 
 // generationJSON is the body of POST /v1/images/generations. Unknown fields
@@ -570,20 +571,21 @@ func (g *Gateway) generateMisses(ctx context.Context, p params, py payer, misses
 	// A model the tier's catalogue prices costs that per image; others
 	// cost the plan table's price for the size (as GET /v1/models says).
 	cost := g.imagePrice(p.Model, max(p.Width, p.Height))
-	tickets, err := g.reserveAll(py, cost, refs)
+	// A job's run records its credit holds' IDs on the job before the
+	// holds exist, so whichever moment its gateway dies, a gateway taking
+	// the job over finds every hold to give back (an ID recorded but never
+	// held releases nothing).
+	var holdIDs []string
+	if w != nil && w.held != nil && py.holdsCredits(cost) {
+		holdIDs = make([]string, len(refs))
+		for i := range holdIDs {
+			holdIDs[i] = store.NewID("hold_")
+		}
+		w.held(holdIDs)
+	}
+	tickets, err := g.reserveAll(py, cost, refs, holdIDs)
 	if err != nil {
 		return make([]result, len(misses)), err
-	}
-	if w != nil && w.held != nil {
-		var ids []string
-		for _, t := range tickets {
-			if t.hold != nil {
-				ids = append(ids, t.hold.ID)
-			}
-		}
-		if len(ids) > 0 {
-			w.held(ids)
-		}
 	}
 	timeout := g.cfg.RequestTimeout
 	if w != nil {

@@ -6,7 +6,9 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
+	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -337,5 +339,58 @@ func TestJobWhoseLeaseIsLostStopsWithoutRecording(t *testing.T) {
 	}
 	if f := e.jobOutcomes("failed"); f != 0 {
 		t.Errorf("a run that lost its lease recorded a failure (%v)", f)
+	}
+}
+
+// holdWitness checks, as each credit hold is taken, whether the running
+// job already records the hold's ID.
+type holdWitness struct {
+	*store.DB
+	mu       sync.Mutex
+	recorded []bool // per ReserveHold: the ID was on a running job first
+}
+
+func (w *holdWitness) ReserveHold(h store.Hold) (store.Hold, error) {
+	seen := false
+	if jobs, err := w.DB.AccountJobs(h.AccountID); err == nil {
+		for _, j := range jobs {
+			seen = seen || slices.Contains(j.Holds, h.ID)
+		}
+	}
+	w.mu.Lock()
+	w.recorded = append(w.recorded, seen)
+	w.mu.Unlock()
+	return w.DB.ReserveHold(h)
+}
+
+// A job's run records each credit hold's ID on the job before the hold
+// exists, so a gateway dying at any moment leaves no hold its successor
+// cannot find and give back.
+func TestJobRecordsItsHoldsBeforeTakingThem(t *testing.T) {
+	t.Parallel()
+	gate := newPreviewBackend()
+	w := &holdWitness{}
+	e := newEnv(t, envOptions{backend: gate, wrapStore: func(s Store) Store { w.DB = s.(*store.DB); return w },
+		cfg: Config{Plans: PlansConfig{
+			Plans: map[string]Plan{
+				planAnonymous: {MaxSize: 256, RetentionDays: 1},
+				"free":        {MonthlyCredits: 10, MaxSize: 512, RetentionDays: 30},
+			},
+			ImageCredits: map[int]int64{256: 1, 512: 2},
+		}}})
+	b, _ := e.signedIn("holds-first@example.com")
+	resp, j := jobCall(t, b, "POST", "/v1/images/generations", `{"prompt":"a job paid in order","size":"512x512","n":2}`, "Prefer", "respond-async")
+	want(t, resp, 202)
+	<-gate.began
+	<-gate.began
+	w.mu.Lock()
+	recorded := slices.Clone(w.recorded)
+	w.mu.Unlock()
+	if len(recorded) != 2 || slices.Contains(recorded, false) {
+		t.Errorf("holds taken with their ID already on the job: %v, want [true true]", recorded)
+	}
+	stored, err := e.db.Job(j.ID, nil)
+	if err != nil || len(stored.Holds) != 2 {
+		t.Errorf("the running job records holds %v (%v), want 2", stored.Holds, err)
 	}
 }

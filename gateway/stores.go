@@ -44,7 +44,7 @@ type apiKeyStore interface {
 
 type creditStore interface {
 	ApplyGrant(accountID, period string, amount int64) (bool, error)
-	Reserve(accountID string, amount int64, ref string) (store.Hold, error)
+	ReserveHold(h store.Hold) (store.Hold, error)
 	CommitHold(holdID string) (store.LedgerEntry, error)
 	ReleaseHold(holdID string) error
 }

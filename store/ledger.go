@@ -140,23 +140,35 @@ func (db *DB) ApplyGrant(accountID, period string, amount int64) (bool, error) {
 // already held) is smaller. Concurrent reservations never overspend: each
 // checks and holds in one write transaction.
 func (db *DB) Reserve(accountID string, amount int64, ref string) (Hold, error) {
-	if amount <= 0 {
+	return db.ReserveHold(Hold{ID: newID("hold_"), AccountID: accountID, Amount: amount, Ref: ref})
+}
+
+// ReserveHold is Reserve under the ID h.ID the caller chose (from NewID),
+// so the caller can record the ID before the hold exists: a crash between
+// the two then leaves a recorded ID without a hold (releasing it is a
+// no-op), never a hold nobody recorded. An ID already held is
+// ErrConflict. Created is set here.
+func (db *DB) ReserveHold(h Hold) (Hold, error) {
+	if h.Amount <= 0 {
 		return Hold{}, errors.New("store: reservation must be positive")
 	}
-	h := Hold{ID: newID("hold_"), AccountID: accountID, Amount: amount, Ref: ref, Created: db.now().UTC()}
+	h.Created = db.now().UTC()
 	err := db.bolt.Update(func(tx *bolt.Tx) error {
-		rec, err := getActiveAccount(tx, accountID)
+		rec, err := getActiveAccount(tx, h.AccountID)
 		if err != nil {
 			return err
 		}
-		if rec.Balance-rec.Held < amount {
+		if rec.Balance-rec.Held < h.Amount {
 			return ErrInsufficientCredits
 		}
-		rec.Held += amount
+		if tx.Bucket(bucketHolds).Get([]byte(h.ID)) != nil {
+			return ErrConflict
+		}
+		rec.Held += h.Amount
 		if err := putJSON(tx.Bucket(bucketHolds), []byte(h.ID), h); err != nil {
 			return err
 		}
-		return putJSON(tx.Bucket(bucketAccounts), []byte(accountID), rec)
+		return putJSON(tx.Bucket(bucketAccounts), []byte(h.AccountID), rec)
 	})
 	if err != nil {
 		return Hold{}, err

@@ -5,8 +5,7 @@ import (
 	"encoding/json"
 	"image/png"
 	"io"
-	"strings"
-	"sync"
+		"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -26,9 +25,7 @@ func TestSIGKILLMidJobThenRestartRunsIt(t *testing.T) {
 	tier := start(t, "inference", "--addr", "127.0.0.1:0")
 	dir := t.TempDir()
 	args := []string{"--addr", "127.0.0.1:0", "--data-dir", dir, "--inference", tier.url, "--rate-limits", "off"}
-	// At debug level the gateway logs when a run's credit holds are on
-	// its job (a transaction after the hold itself): the kill waits for it.
-	g := startEnv(t, []string{"IMAGEGATE_LOG_LEVEL=debug", "IMAGEGATE_LOG_FORMAT=json"}, args...)
+	g := start(t, args...)
 	waitReady(t, g.url)
 	user := newJarClient(t)
 	user.expect(t, "POST", g.url+"/v1/auth/signup", `{"email":"`+email+`","password":"`+password+`","over_18":true}`, 202)
@@ -51,10 +48,9 @@ func TestSIGKILLMidJobThenRestartRunsIt(t *testing.T) {
 	}
 	waitJob(t, user, g.url, job.ID, "running")
 	before := initial - 1
-	waitCredits(t, user, g.url, before) // 1 held by the running job
-	pollUntil(t, "the run's hold recorded on the job", func() bool {
-		return strings.Contains(g.logs(), `"msg":"job's credit holds recorded","job":"`+job.ID+`"`)
-	})
+	// 1 held by the running job. Its ID was on the job before the hold
+	// existed, so the kill may land at any moment from here.
+	waitCredits(t, user, g.url, before)
 
 	g.cmd.Process.Kill()
 	g.cmd.Wait()

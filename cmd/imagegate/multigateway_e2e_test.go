@@ -517,13 +517,16 @@ func TestJobMovesToAnotherGatewayWhenItsGatewayDies(t *testing.T) {
 	user.header = nil
 	waitJob(t, user, b.url, job.ID, "running")
 	waitCredits(t, user, b.url, initial-1) // one held by A's run
-	// A's run recorded its hold before its image went to the tier.
+	// A's run recorded its hold's ID on the job before taking the hold,
+	// so with the credits held the ID is there already.
 	db, err := postgres.Open(t.Context(), postgres.Config{URL: dbURL, KeyPath: filepath.Join(keyDir, "imagegate.db")})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer db.Close()
-	pollUntil(t, "A's hold recorded on the job", func() bool { j, err := db.Job(job.ID, nil); return err == nil && len(j.Holds) == 1 })
+	if j, err := db.Job(job.ID, nil); err != nil || len(j.Holds) != 1 {
+		t.Errorf("A's job with its credits held records holds %v (%v), want the one", j.Holds, err)
+	}
 
 	a.cmd.Process.Kill()
 	a.cmd.Wait()

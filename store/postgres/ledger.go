@@ -118,23 +118,33 @@ func (db *DB) ApplyGrant(accountID, period string, amount int64) (bool, error) {
 // smaller. The account row is locked FOR UPDATE for the check and the
 // hold, so reservations from any number of gateways never overspend.
 func (db *DB) Reserve(accountID string, amount int64, ref string) (store.Hold, error) {
-	if amount <= 0 {
+	return db.ReserveHold(store.Hold{ID: store.NewID("hold_"), AccountID: accountID, Amount: amount, Ref: ref})
+}
+
+// ReserveHold is Reserve under the ID h.ID the caller chose, as
+// store.DB.ReserveHold; an ID already held is store.ErrConflict (the
+// holds table's primary key).
+func (db *DB) ReserveHold(h store.Hold) (store.Hold, error) {
+	if h.Amount <= 0 {
 		return store.Hold{}, errors.New("postgres: reservation must be positive")
 	}
-	h := store.Hold{ID: store.NewID("hold_"), AccountID: accountID, Amount: amount, Ref: ref, Created: db.now().UTC()}
+	h.Created = db.now().UTC()
 	err := db.inTx(func(ctx context.Context, tx pgx.Tx) error {
-		r, err := getActiveAccount(ctx, tx, accountID, "FOR UPDATE")
+		r, err := getActiveAccount(ctx, tx, h.AccountID, "FOR UPDATE")
 		if err != nil {
 			return err
 		}
-		if r.Balance-r.Held < amount {
+		if r.Balance-r.Held < h.Amount {
 			return store.ErrInsufficientCredits
 		}
-		if _, err := tx.Exec(ctx, `UPDATE accounts SET held = held + $2 WHERE id = $1`, accountID, amount); err != nil {
+		if _, err := tx.Exec(ctx, `UPDATE accounts SET held = held + $2 WHERE id = $1`, h.AccountID, h.Amount); err != nil {
 			return err
 		}
 		_, err = tx.Exec(ctx, `INSERT INTO holds (id, account_id, amount, ref, created) VALUES ($1, $2, $3, $4, $5)`,
 			h.ID, h.AccountID, h.Amount, h.Ref, h.Created)
+		if isUnique(err) {
+			return store.ErrConflict
+		}
 		return err
 	})
 	if err != nil {

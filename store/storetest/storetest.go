@@ -54,6 +54,7 @@ type Store interface {
 	AddCredit(accountID string, c store.Credit) (store.LedgerEntry, bool, error)
 	ApplyGrant(accountID, period string, amount int64) (bool, error)
 	Reserve(accountID string, amount int64, ref string) (store.Hold, error)
+	ReserveHold(h store.Hold) (store.Hold, error)
 	CommitHold(holdID string) (store.LedgerEntry, error)
 	ReleaseHold(holdID string) error
 	Ledger(accountID string) ([]store.LedgerEntry, error)
@@ -884,6 +885,26 @@ func testCreditsLedger(t *testing.T, h Harness) {
 	}
 	if _, err := db.Reserve(a.ID, 91, "too much"); !errors.Is(err, store.ErrInsufficientCredits) {
 		t.Errorf("overdraft: %v, want ErrInsufficientCredits", err)
+	}
+	// A hold under an ID chosen (and recorded) before it exists: the ID
+	// is the hold's, a second reservation under it is refused and holds
+	// nothing, and releasing an ID that was never held is a no-op.
+	chosen := store.NewID("hold_")
+	if err := db.ReleaseHold(chosen); err != nil {
+		t.Errorf("releasing an ID never held: %v", err)
+	}
+	h3, err := db.ReserveHold(store.Hold{ID: chosen, AccountID: a.ID, Amount: 10, Ref: "key3"})
+	if err != nil || h3.ID != chosen || h3.Created.IsZero() {
+		t.Fatalf("ReserveHold = %+v, %v; want the chosen ID and a creation time", h3, err)
+	}
+	if _, err := db.ReserveHold(store.Hold{ID: chosen, AccountID: a.ID, Amount: 10, Ref: "key3"}); !errors.Is(err, store.ErrConflict) {
+		t.Errorf("a second hold under one ID: %v, want ErrConflict", err)
+	}
+	if got, _ := db.Account(a.ID); got.Held != 10 {
+		t.Errorf("held %d after a refused second hold, want 10", got.Held)
+	}
+	if err := db.ReleaseHold(chosen); err != nil {
+		t.Fatal(err)
 	}
 	entries, _ := db.Ledger(a.ID)
 	var sum int64
