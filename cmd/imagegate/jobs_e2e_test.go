@@ -5,7 +5,7 @@ import (
 	"encoding/json"
 	"image/png"
 	"io"
-		"sync"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
