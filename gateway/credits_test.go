@@ -26,16 +26,21 @@ func (f failingBackend) Generate(ctx context.Context, req inference.Request, p i
 	return f.Backend.Generate(ctx, req, p)
 }
 
-// creditsEnv runs with a plan whose month holds exactly monthly credits,
-// 256 px images costing 1 and 512 px costing 2.
-func creditsEnv(t *testing.T, monthly int64) *env {
-	return newEnv(t, envOptions{backend: failingBackend{retro.New()}, cfg: Config{Plans: PlansConfig{
+// testPlans is a plan table whose free month holds exactly monthly
+// credits, 256 px images costing 1 and 512 px costing 2.
+func testPlans(monthly int64) PlansConfig {
+	return PlansConfig{
 		Plans: map[string]Plan{
 			planAnonymous: {MaxSize: 256, RetentionDays: 1},
 			"free":        {MonthlyCredits: monthly, MaxSize: 512, RetentionDays: 30},
 		},
 		ImageCredits: map[int]int64{256: 1, 512: 2},
-	}}})
+	}
+}
+
+// creditsEnv runs with testPlans(monthly).
+func creditsEnv(t *testing.T, monthly int64) *env {
+	return newEnv(t, envOptions{backend: failingBackend{retro.New()}, cfg: Config{Plans: testPlans(monthly)}})
 }
 
 func (e *env) apiClient(b *browser) *browser {

@@ -166,13 +166,7 @@ func TestAnonymousJobNeedsItsToken(t *testing.T) {
 func TestCancelledJobRefundsCredits(t *testing.T) {
 	t.Parallel()
 	gate := newPreviewBackend()
-	e := newEnv(t, envOptions{backend: gate, cfg: Config{Plans: PlansConfig{
-		Plans: map[string]Plan{
-			planAnonymous: {MaxSize: 256, RetentionDays: 1},
-			"free":        {MonthlyCredits: 10, MaxSize: 512, RetentionDays: 30},
-		},
-		ImageCredits: map[int]int64{256: 1, 512: 2},
-	}}})
+	e := newEnv(t, envOptions{backend: gate, cfg: Config{Plans: testPlans(10)}})
 	b, _ := e.signedIn("cancel@example.com")
 	before := credits(t, b)
 	resp, j := jobCall(t, b, "POST", "/v1/images/generations", `{"prompt":"a job to cancel","size":"512x512","n":2}`, "Prefer", "respond-async")
@@ -305,13 +299,7 @@ func TestJobWhoseLeaseIsLostStopsWithoutRecording(t *testing.T) {
 	gate := newPreviewBackend()
 	thief := &leaseThief{}
 	e := newEnv(t, envOptions{backend: gate, wrapStore: func(s Store) Store { thief.DB = s.(*store.DB); return thief },
-		cfg: Config{AsyncJobs: AsyncJobsConfig{Lease: 60 * time.Millisecond}, Plans: PlansConfig{
-			Plans: map[string]Plan{
-				planAnonymous: {MaxSize: 256, RetentionDays: 1},
-				"free":        {MonthlyCredits: 10, MaxSize: 512, RetentionDays: 30},
-			},
-			ImageCredits: map[int]int64{256: 1, 512: 2},
-		}}})
+		cfg: Config{AsyncJobs: AsyncJobsConfig{Lease: 60 * time.Millisecond}, Plans: testPlans(10)}})
 	b, _ := e.signedIn("lease-lost@example.com")
 	before := credits(t, b)
 	resp, j := jobCall(t, b, "POST", "/v1/images/generations", `{"prompt":"a job that moves away","size":"512x512"}`, "Prefer", "respond-async")
@@ -371,13 +359,7 @@ func TestJobRecordsItsHoldsBeforeTakingThem(t *testing.T) {
 	gate := newPreviewBackend()
 	w := &holdWitness{}
 	e := newEnv(t, envOptions{backend: gate, wrapStore: func(s Store) Store { w.DB = s.(*store.DB); return w },
-		cfg: Config{Plans: PlansConfig{
-			Plans: map[string]Plan{
-				planAnonymous: {MaxSize: 256, RetentionDays: 1},
-				"free":        {MonthlyCredits: 10, MaxSize: 512, RetentionDays: 30},
-			},
-			ImageCredits: map[int]int64{256: 1, 512: 2},
-		}}})
+		cfg: Config{Plans: testPlans(10)}})
 	b, _ := e.signedIn("holds-first@example.com")
 	resp, j := jobCall(t, b, "POST", "/v1/images/generations", `{"prompt":"a job paid in order","size":"512x512","n":2}`, "Prefer", "respond-async")
 	want(t, resp, 202)

@@ -13,13 +13,7 @@ import (
 // table's prices and with a catalogue price.
 func TestModelsListKindAndTheChargedPrice(t *testing.T) {
 	t.Parallel()
-	plans := PlansConfig{
-		Plans: map[string]Plan{
-			planAnonymous: {MaxSize: 256, RetentionDays: 1},
-			"free":        {MonthlyCredits: 10, MaxSize: 512, RetentionDays: 30},
-		},
-		ImageCredits: map[int]int64{256: 1, 512: 2},
-	}
+	plans := testPlans(10)
 	for _, tc := range []struct {
 		name      string
 		terms     map[string]inference.ModelTerms

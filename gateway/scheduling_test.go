@@ -166,13 +166,7 @@ func TestCataloguePriceIsCharged(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, envOptions{
 		tier: inference.ServerConfig{Terms: map[string]inference.ModelTerms{"retro": {PriceCredits: 3}}},
-		cfg: Config{Plans: PlansConfig{
-			Plans: map[string]Plan{
-				planAnonymous: {MaxSize: 256, RetentionDays: 1},
-				"free":        {MonthlyCredits: 10, MaxSize: 512, RetentionDays: 30},
-			},
-			ImageCredits: map[int]int64{256: 1, 512: 2},
-		}},
+		cfg:  Config{Plans: testPlans(10)},
 	})
 	b, _ := e.signedIn("priced@example.com")
 	want(t, b.call("POST", "/v1/images/generations", `{"prompt":"a priced kite","size":"256x256"}`, nil), 200)
