@@ -49,6 +49,7 @@ type Job struct {
 	LeaseUntil  time.Time `json:"-"`
 }
 
+// JobImage is one output of a finished job.
 type JobImage struct {
 	Object      string `json:"object"`
 	Ext         string `json:"ext"`
@@ -96,8 +97,6 @@ type jobRecord struct {
 
 // JobAAD binds a job's sealed request to its job.
 func JobAAD(id string) string { return "job:" + id }
-
-func jobAAD(id string) string { return JobAAD(id) }
 
 // ResumeAAD binds an anonymous job's second sealed copy of its request to
 // its job. That copy is sealed with a key of the job's own in the account
@@ -174,7 +173,7 @@ func (db *DB) CreateJob(j Job, anonKey []byte) (Job, bool, error) {
 			rec.Holder, rec.Until = db.jobHolder, j.LeaseUntil.UTC()
 		}
 		var err error
-		if rec.Sealed, err = seal(key, jobAAD(j.ID), j.Request); err != nil {
+		if rec.Sealed, err = seal(key, JobAAD(j.ID), j.Request); err != nil {
 			return err
 		}
 		if err := putJSON(tx.Bucket(bucketJobs), []byte(j.ID), rec); err != nil {
@@ -240,7 +239,7 @@ func (db *DB) Job(id string, anonKey []byte) (Job, error) {
 		return Job{}, ErrNotFound
 	}
 	j := rec.job()
-	if j.Request, err = unseal(key, jobAAD(id), rec.Sealed); err != nil {
+	if j.Request, err = unseal(key, JobAAD(id), rec.Sealed); err != nil {
 		return Job{}, fmt.Errorf("%w: %w", ErrNotFound, err)
 	}
 	return j, nil
