@@ -363,10 +363,7 @@ func (g *Gateway) objectHit(ctx *fasthttp.RequestCtx, path, query []byte, start 
 	h := &resp.Header
 	g.setSecurityHeaders(h, true)
 	var etagBuf [80]byte
-	h.SetCanonical(headerCacheControl, outputCacheControl)
-	h.SetCanonical(headerETag, append(append(append(etagBuf[:0], '"'), hash...), '"'))
-	h.SetContentType(edge.ContentTypeForExt(ext))
-	h.SetCanonical(headerCacheTag, utils.UnsafeBytes(g.cacheTags(hash)))
+	g.setObjectHeaders(h, hash, ext, objectETag(&etagBuf, hash))
 	resp.SetBodyRaw(data)
 	t.WriteHeaders(h)
 	g.metrics.seriesOnce(&g.metrics.fast.object, routeObject, fiber.MethodGet, fiber.StatusOK).observe(time.Since(start))

@@ -10,6 +10,7 @@ import (
 
 	"github.com/gofiber/fiber/v2"
 	"github.com/gofiber/fiber/v2/utils"
+	"github.com/valyala/fasthttp"
 
 	"github.com/imagegate/imagegate/edge"
 )
@@ -36,12 +37,11 @@ func (g *Gateway) object(c *fiber.Ctx) error {
 		return fiber.ErrNotFound
 	}
 	var etagBuf [80]byte
-	etag := append(append(append(etagBuf[:0], '"'), hash...), '"')
+	etag := objectETag(&etagBuf, hash)
 	h := &c.Response().Header
-	h.SetCanonical(headerCacheControl, outputCacheControl)
-	h.SetCanonical(headerETag, etag)
 	if inm := c.Request().Header.Peek(fiber.HeaderIfNoneMatch); bytes.Equal(inm, etag) ||
 		(len(inm) == len(etag)+2 && inm[0] == 'W' && inm[1] == '/' && bytes.Equal(inm[2:], etag)) {
+		setObjectValidators(h, etag)
 		return c.SendStatus(fiber.StatusNotModified)
 	}
 	data, ok := g.cache.PeekObject(hash, ext)
@@ -52,19 +52,37 @@ func (g *Gateway) object(c *fiber.Ctx) error {
 		data, err = g.cache.Object(ctx, hash, ext)
 		cancel()
 		if errors.Is(err, fs.ErrNotExist) {
-			h.Del(fiber.HeaderCacheControl)
-			h.Del(fiber.HeaderETag)
 			return fiber.ErrNotFound
 		}
 		if err != nil {
 			return err
 		}
 	}
-	h.SetContentType(edge.ContentTypeForExt(ext))
-	h.SetCanonical(headerCacheTag, utils.UnsafeBytes(g.cacheTags(hash))) // copied by SetCanonical
+	g.setObjectHeaders(h, hash, ext, etag)
 	// The slice is shared with the L1 cache and never mutated.
 	c.Response().SetBodyRaw(data)
 	return nil
+}
+
+// objectETag is the ETag of the output named hash ("<hash>"), in buf.
+func objectETag(buf *[80]byte, hash string) []byte {
+	return append(append(append(buf[:0], '"'), hash...), '"')
+}
+
+// setObjectValidators sets what a 304 for an output carries: its
+// forever-caching Cache-Control and its ETag.
+func setObjectValidators(h *fasthttp.ResponseHeader, etag []byte) {
+	h.SetCanonical(headerCacheControl, outputCacheControl)
+	h.SetCanonical(headerETag, etag)
+}
+
+// setObjectHeaders sets the headers of an output's bytes, set only once
+// the bytes are in hand, so that no error is cached for a year: its
+// validators, its type and its CDN purge tags.
+func (g *Gateway) setObjectHeaders(h *fasthttp.ResponseHeader, hash, ext string, etag []byte) {
+	setObjectValidators(h, etag)
+	h.SetContentType(edge.ContentTypeForExt(ext))
+	h.SetCanonical(headerCacheTag, utils.UnsafeBytes(g.cacheTags(hash))) // copied by SetCanonical
 }
 
 // Header names and values of the object route, as bytes in fasthttp's

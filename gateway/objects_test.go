@@ -1,6 +1,8 @@
 package gateway
 
 import (
+	"context"
+	"errors"
 	"io"
 	"strings"
 	"testing"
@@ -125,5 +127,35 @@ func TestObjectCacheTagsNameOwnersOpaquely(t *testing.T) {
 	}
 	if strings.Contains(tags, acct.ID) || strings.Contains(tags, "tagged") {
 		t.Errorf("Cache-Tag %q reveals the account", tags)
+	}
+}
+
+// failingGets is an object store whose reads fail (the store is down).
+type failingGets struct{ envObjects }
+
+func (failingGets) Get(context.Context, string) ([]byte, error) {
+	return nil, errors.New("object store unreachable")
+}
+
+// An object the gateway cannot read answers 500 without the headers of
+// its bytes: nothing tells a CDN to keep the error for a year.
+func TestObjectStoreFailureIsNotCachedForever(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	e := newEnv(t, envOptions{dir: dir})
+	_, raw := e.postJSON(`{"prompt":"a link the store cannot serve","size":"256x256"}`)
+	link := decodeImages(t, raw).Data[0].URL
+	e.close()
+
+	// Restarted: L1 is empty, so the bytes must come from the store.
+	e = newEnv(t, envOptions{dir: dir, objects: func(l *edge.Local) envObjects { return failingGets{l} }})
+	resp, body := e.get(e.url + pathAndQuery(t, link))
+	if resp.StatusCode != 500 {
+		t.Fatalf("object with the store down: %d %s, want 500", resp.StatusCode, body)
+	}
+	for _, h := range []string{"Cache-Control", "ETag", "Cache-Tag"} {
+		if v := resp.Header.Get(h); strings.Contains(v, "immutable") || (h != "Cache-Control" && v != "") {
+			t.Errorf("the 500 carries %s: %q", h, v)
+		}
 	}
 }
