@@ -589,10 +589,15 @@ type rateDecision struct {
 // bucket refuses costs the others nothing, so a refused client is not
 // drained further by its own retries.
 func (l *Limiter) take(subs []rateSubject, cost int) rateDecision {
+	return l.takeAt(subs, cost, l.now())
+}
+
+// takeAt is take at now.
+func (l *Limiter) takeAt(subs []rateSubject, cost int, now time.Time) rateDecision {
 	if l.cfg.Disabled {
 		return rateDecision{allowed: true}
 	}
-	d := chargeBuckets(l.buckets, l.now(), subs, cost)
+	d := chargeBuckets(l.buckets, now, subs, cost)
 	if d.allowed {
 		l.allowed.Add(1)
 	} else {
@@ -886,25 +891,13 @@ type Taken struct {
 	d    rateDecision
 }
 
-// Enabled reports whether requests are charged at all.
-func (l *Limiter) Enabled() bool { return !l.cfg.Disabled }
-
 // TakeAnonymousAt charges cost units at now (l's clock read by the
 // caller) to the buckets of a signed-out request from addr, exactly as
 // Limit with a nil identity would.
 func (l *Limiter) TakeAnonymousAt(t *Taken, addr netip.Addr, cost int, now time.Time) {
 	t.l, t.cost = l, cost
 	t.n = len(l.appendSubjects(t.subs[:0], addr, Identity{}))
-	if l.cfg.Disabled {
-		t.d = rateDecision{allowed: true}
-		return
-	}
-	t.d = chargeBuckets(l.buckets, now, t.subs[:t.n], cost)
-	if t.d.allowed {
-		l.allowed.Add(1)
-	} else {
-		l.refused.Add(1)
-	}
+	t.d = l.takeAt(t.subs[:t.n], cost, now)
 }
 
 // Allowed reports whether every bucket paid.
