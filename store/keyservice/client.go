@@ -134,9 +134,11 @@ func (c *Client) do(r Request) ([]byte, error) {
 	for attempt := 1; ; attempt++ {
 		var key []byte
 		key, err = c.once(body, r.Op)
-		var perm errPermanent
-		if err == nil || errors.As(err, &perm) {
-			return key, unwrapPermanent(err)
+		if err == nil {
+			return key, nil
+		}
+		if perm := (errPermanent{}); errors.As(err, &perm) {
+			return nil, perm.err
 		}
 		if attempt == c.attempts {
 			break
@@ -145,14 +147,6 @@ func (c *Client) do(r Request) ([]byte, error) {
 		wait *= 2
 	}
 	return nil, fmt.Errorf("keyservice: %s %s slot %d: %w", r.Op, r.File, r.Slot, err)
-}
-
-func unwrapPermanent(err error) error {
-	var perm errPermanent
-	if errors.As(err, &perm) {
-		return perm.err
-	}
-	return err
 }
 
 // once is one attempt.
